@@ -1,0 +1,61 @@
+"""``studio <verb> ...``: dispatch to one verb module, imported lazily so the command starts fast.
+
+A verb module exposes either a dataclass with a ``main()`` method (one command) or a dict
+``{name: dataclass}`` (a group such as ``studio export gaussians|mesh``). Input errors
+(``StudioInputError``) are printed as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from rich.console import Console
+
+from studio.io.errors import StudioInputError
+
+VERBS: dict[str, tuple[str, str, str]] = {
+    # verb: (module, attribute, one-line help)
+    "export": ("studio.cli.export", "COMMANDS", "export a result: gaussians (3DGS .ply) or mesh (.glb/.obj/.ply)"),
+    "view": ("studio.cli.view", "View", "open a result (Gaussian .ply, mesh, or config.yml) in the viser viewer"),
+    "render": ("studio.cli.render", "Render", "render a turntable video (.mp4) or an image sheet (.png) of a result"),
+    "eval": ("studio.cli.evaluate", "COMMANDS", "evaluate a trained result and write metrics JSON"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: studio <verb> [options]", "", "verbs:"]
+    lines += [f"  {verb:<8} {help_}" for verb, (_, _, help_) in VERBS.items()]
+    lines += ["", "Run `studio <verb> --help` for the options of one verb."]
+    return "\n".join(lines)
+
+
+def entrypoint(argv: list[str] | None = None) -> None:
+    """Console entry point of ``studio``."""
+    import tyro
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"studio: unknown verb {verb!r}.\n\n{_usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    module_name, attr, help_ = VERBS[verb]
+    target = getattr(importlib.import_module(module_name), attr)
+    if isinstance(target, dict):
+        command = tyro.extras.subcommand_cli_from_dict(target, args=rest, prog=f"studio {verb}", description=help_)
+    else:
+        command = tyro.cli(target, args=rest, prog=f"studio {verb}", description=help_)
+    try:
+        command.main()
+    except StudioInputError as err:
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {err}")
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,93 @@
+"""Real spherical harmonics up to degree 3, in the 3DGS / gsplat convention.
+
+The basis (with its signs) is the one of the 3DGS reference code (Kerbl et al. 2023,
+``sh_utils.py``) that gsplat's ``spherical_harmonics`` also uses, so PLY files and renders agree
+with other 3DGS tools. Colours are ``rgb = 0.5 + sum_k Y_k(d) * c_k`` (then clamped at 0 by the
+renderer).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SH_C0 = 0.28209479177387814
+_C1 = 0.4886025119029199
+_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+_C3 = (
+    -0.5900435899266435,
+    2.890611442640554,
+    -0.4570457994644658,
+    0.3731763325901154,
+    -0.4570457994644658,
+    1.445305721320277,
+    -0.5900435899266435,
+)
+
+
+def num_sh_bases(degree: int) -> int:
+    """Number of SH coefficients per channel for ``degree``: (degree + 1)^2."""
+    return (degree + 1) ** 2
+
+
+def sh_basis(degree: int, dirs: Tensor) -> Tensor:
+    """SH basis values.
+
+    Args:
+        degree: 0..3.
+        dirs: [..., 3] unit directions.
+    Returns:
+        [..., (degree + 1)^2] basis values, DC first.
+    """
+    if not 0 <= degree <= 3:
+        raise ValueError(f"SH degree must be 0..3, got {degree}.")
+    x, y, z = dirs.unbind(-1)
+    out = [torch.full_like(x, SH_C0)]
+    if degree >= 1:
+        out += [-_C1 * y, _C1 * z, -_C1 * x]
+    if degree >= 2:
+        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+        out += [
+            _C2[0] * xy,
+            _C2[1] * yz,
+            _C2[2] * (2.0 * zz - xx - yy),
+            _C2[3] * xz,
+            _C2[4] * (xx - yy),
+        ]
+    if degree >= 3:
+        out += [
+            _C3[0] * y * (3 * xx - yy),
+            _C3[1] * xy * z,
+            _C3[2] * y * (4 * zz - xx - yy),
+            _C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
+            _C3[4] * x * (4 * zz - xx - yy),
+            _C3[5] * z * (xx - yy),
+            _C3[6] * x * (xx - 3 * yy),
+        ]
+    return torch.stack(out, dim=-1)
+
+
+def eval_sh(degree: int, coeffs: Tensor, dirs: Tensor) -> Tensor:
+    """Evaluate SH colours (without the +0.5 offset).
+
+    Args:
+        degree: active degree; only the first (degree + 1)^2 coefficients are used.
+        coeffs: [..., K, 3] coefficients, K >= (degree + 1)^2.
+        dirs: [..., 3] viewing directions (normalised here; zero vectors give the DC term).
+    Returns:
+        [..., 3] SH values.
+    """
+    k = num_sh_bases(degree)
+    dirs = torch.nn.functional.normalize(dirs, dim=-1)
+    basis = sh_basis(degree, dirs)  # [..., k]
+    return (basis.unsqueeze(-1) * coeffs[..., :k, :]).sum(dim=-2)
+
+
+def rgb_to_sh(rgb: Tensor) -> Tensor:
+    """DC coefficient that renders as ``rgb``."""
+    return (rgb - 0.5) / SH_C0
+
+
+def sh_to_rgb(sh_dc: Tensor) -> Tensor:
+    """Colour of a DC coefficient."""
+    return sh_dc * SH_C0 + 0.5
