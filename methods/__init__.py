@@ -1,0 +1,1 @@
+"""Nerfstudio methods (installed as ``studio.methods``); each folder only wires library pieces."""

@@ -1,0 +1,1 @@
+"""``ns-train studio-splat``: 3D Gaussian Splatting reconstruction (Kerbl et al. 2023)."""

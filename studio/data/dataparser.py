@@ -1,0 +1,103 @@
+"""Nerfstudio DataParser that detects the dataset format from ``--data`` alone.
+
+* NeRF-synthetic folders are read by ``studio.data.nerf_synthetic``: world coordinates are kept
+  as they are (identity dataparser transform, scale 1), RGBA images stay RGBA so the model
+  composites them over its own background.
+* Nerfstudio ``transforms.json`` datasets are validated here, then parsed by Nerfstudio's own
+  parser (per-frame intrinsics, OpenCV distortion, orientation/centering/scaling, train/eval
+  split); its ``dataparser_transform`` / ``dataparser_scale`` are what exports undo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Type
+
+import torch
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.data.scene_box import SceneBox
+
+from studio.cameras.nerfstudio import camera_extent
+from studio.data.formats import DatasetFormat, detect_format, nerfstudio_transforms_file
+from studio.data.nerf_synthetic import read_nerf_synthetic
+
+
+@dataclass
+class StudioDataParserConfig(DataParserConfig):
+    """Reads NeRF-synthetic or Nerfstudio datasets, chosen by what ``data`` contains."""
+
+    _target: Type = field(default_factory=lambda: StudioDataParser)
+    data: Path = Path()
+    """Dataset folder (transforms_train.json or transforms.json) or a transforms.json file."""
+    scene_box_half_size: float = 1.5
+    """Half side (world units) of the NeRF-synthetic scene box used for random initialisation."""
+    downscale_factor: int = 1
+    """Nerfstudio datasets: image downscale factor (images_N folders, as Nerfstudio)."""
+    orientation_method: Literal["pca", "up", "vertical", "none"] = "up"
+    """Nerfstudio datasets: how Nerfstudio re-orients the poses (undone by exports)."""
+    center_method: Literal["poses", "focus", "none"] = "poses"
+    """Nerfstudio datasets: how Nerfstudio re-centres the poses (undone by exports)."""
+    auto_scale_poses: bool = True
+    """Nerfstudio datasets: scale poses into the unit cube (undone by exports)."""
+    train_split_fraction: float = 0.9
+    """Nerfstudio datasets: fraction of frames used for training."""
+    load_3d_points: bool = True
+    """Nerfstudio datasets: seed Gaussians from ``ply_file_path`` when the dataset has one."""
+
+
+class StudioDataParser(DataParser):
+    """See ``StudioDataParserConfig``."""
+
+    config: StudioDataParserConfig
+
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
+        fmt = detect_format(self.config.data)
+        if fmt is DatasetFormat.NERFSTUDIO:
+            return self._nerfstudio_outputs(split)
+        return self._nerf_synthetic_outputs(split)
+
+    def _nerf_synthetic_outputs(self, split: str) -> DataparserOutputs:
+        frames = read_nerf_synthetic(self.config.data, split if split in ("train", "val", "test") else "test")
+        cameras = Cameras(
+            camera_to_worlds=torch.from_numpy(frames.camera_to_worlds[:, :3, :4]),
+            fx=frames.fx,
+            fy=frames.fy,
+            cx=frames.cx,
+            cy=frames.cy,
+            width=frames.width,
+            height=frames.height,
+            camera_type=CameraType.PERSPECTIVE,
+        )
+        half = self.config.scene_box_half_size
+        return DataparserOutputs(
+            image_filenames=frames.image_paths,
+            cameras=cameras,
+            alpha_color=None,
+            scene_box=SceneBox(aabb=torch.tensor([[-half] * 3, [half] * 3], dtype=torch.float32)),
+            dataparser_scale=1.0,
+            metadata={
+                "dataset_format": DatasetFormat.NERF_SYNTHETIC.value,
+                "camera_extent": camera_extent(cameras.camera_to_worlds),
+            },
+        )
+
+    def _nerfstudio_outputs(self, split: str) -> DataparserOutputs:
+        parser = NerfstudioDataParserConfig(
+            data=nerfstudio_transforms_file(self.config.data),
+            downscale_factor=self.config.downscale_factor,
+            orientation_method=self.config.orientation_method,
+            center_method=self.config.center_method,
+            auto_scale_poses=self.config.auto_scale_poses,
+            train_split_fraction=self.config.train_split_fraction,
+            load_3D_points=self.config.load_3d_points,
+        ).setup()
+        outputs = parser.get_dataparser_outputs(split=split)
+        outputs.metadata = {
+            **outputs.metadata,
+            "dataset_format": DatasetFormat.NERFSTUDIO.value,
+            "camera_extent": camera_extent(outputs.cameras.camera_to_worlds),
+        }
+        return outputs

@@ -1,0 +1,73 @@
+"""Dataset format detection from ``--data`` alone, and up-front validation of a whole dataset.
+
+Validation runs before any output is written, so a bad dataset stops a run with one sentence
+(missing/corrupt images, empty frame lists, mismatched sizes, non-finite poses).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from studio.data.checks import check_same_size, frames_of, pose_of, read_json
+from studio.data.nerf_synthetic import SPLITS, read_nerf_synthetic
+from studio.io.errors import StudioInputError
+
+
+class DatasetFormat(str, Enum):
+    NERF_SYNTHETIC = "nerf-synthetic"
+    NERFSTUDIO = "nerfstudio"
+
+
+def detect_format(data: Path) -> DatasetFormat:
+    """``transforms_train.json`` -> NeRF-synthetic; ``transforms.json`` (or that file) -> Nerfstudio."""
+    if data.is_file() and data.suffix == ".json":
+        return DatasetFormat.NERFSTUDIO
+    if not data.exists():
+        raise StudioInputError(f"--data {data} does not exist.")
+    if (data / "transforms_train.json").exists():
+        return DatasetFormat.NERF_SYNTHETIC
+    if (data / "transforms.json").exists():
+        return DatasetFormat.NERFSTUDIO
+    raise StudioInputError(
+        f"--data {data} holds neither transforms_train.json (NeRF-synthetic) nor transforms.json (Nerfstudio)."
+    )
+
+
+def nerfstudio_transforms_file(data: Path) -> Path:
+    """The transforms.json of a Nerfstudio dataset given as folder or file."""
+    return data if data.is_file() else data / "transforms.json"
+
+
+def _validate_nerfstudio(data: Path) -> None:
+    source = nerfstudio_transforms_file(data)
+    meta = read_json(source)
+    frames = frames_of(meta, source)
+    root = source.parent
+    paths, sizes = [], []
+    for i, frame in enumerate(frames):
+        if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str):
+            raise StudioInputError(f"{source}: frame {i} has no 'file_path' string.")
+        pose_of(frame, i, source)
+        for key in ("fl_x", "fl_y", "cx", "cy"):
+            value = frame.get(key, meta.get(key))
+            if value is None:
+                raise StudioInputError(f"{source}: frame {i} has no '{key}' (neither per frame nor global).")
+        paths.append(root / frame["file_path"])
+        w, h = frame.get("w", meta.get("w")), frame.get("h", meta.get("h"))
+        sizes.append((int(w), int(h)) if w is not None and h is not None else None)
+    if all(s is not None for s in sizes):
+        check_same_size(paths, sizes)  # type: ignore[arg-type]
+    else:
+        check_same_size(paths)
+
+
+def validate_dataset(data: Path) -> DatasetFormat:
+    """Detect the format and check every split's frames, poses and images; returns the format."""
+    fmt = detect_format(data)
+    if fmt is DatasetFormat.NERF_SYNTHETIC:
+        for split in SPLITS:
+            read_nerf_synthetic(data, split)
+    else:
+        _validate_nerfstudio(data)
+    return fmt

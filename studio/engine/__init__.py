@@ -1,0 +1,1 @@
+"""Nerfstudio integration shared by every method: trainer config with presets, restricted loading."""

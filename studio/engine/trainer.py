@@ -1,0 +1,102 @@
+"""``StudioTrainerConfig``: Nerfstudio's TrainerConfig plus the studio command-line conventions.
+
+* ``--preset {auto,tiny,full}`` (top level): ``full`` on CUDA, ``tiny`` without; the resolved
+  values fill every trainer/model field left as ``None`` (see ``studio.engine.presets``).
+* The dataset is validated before Nerfstudio writes anything, so bad input stops the run with
+  one sentence and leaves no output folder behind.
+* Learning-rate schedulers span the whole run (their ``max_steps`` = ``max_num_iterations``).
+* ``StudioTrainer`` scales each optimizer group's learning rate by the model's
+  ``lr_scale(group)`` (3DGS scales the position learning rate by the scene extent).
+
+Nerfstudio's ``ns-train`` calls ``set_timestamp()`` once, before printing and saving the config,
+so that is where the resolution happens; ``config.yml`` then holds the resolved values.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Type
+
+from nerfstudio.engine.optimizers import Optimizers
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from studio.engine.presets import fill_unset, load_preset, resolve_preset
+from studio.io.errors import StudioInputError
+
+
+class StudioTrainer(Trainer):
+    """Nerfstudio's Trainer with per-group learning-rate scales from the model."""
+
+    def setup_optimizers(self) -> Optimizers:
+        """Optimizers whose ``lr`` (and scheduler ``lr_final``) are multiplied by ``model.lr_scale(group)``."""
+        param_groups = self.pipeline.get_param_groups()
+        model = self.pipeline.model
+        configs = {}
+        for group, cfg in self.config.optimizers.items():
+            scale = model.lr_scale(group) if hasattr(model, "lr_scale") else 1.0
+            cfg = copy.deepcopy(cfg)
+            cfg["optimizer"].lr *= scale
+            scheduler = cfg.get("scheduler")
+            if scheduler is not None and getattr(scheduler, "lr_final", None) is not None:
+                scheduler.lr_final *= scale
+            configs[group] = cfg
+        return Optimizers(configs, param_groups)
+
+
+@dataclass
+class StudioTrainerConfig(TrainerConfig):
+    """TrainerConfig with presets and up-front input validation (see module docstring)."""
+
+    _target: Type = field(default_factory=lambda: StudioTrainer)
+    preset: Literal["auto", "tiny", "full"] = "auto"
+    """Settings preset: full (paper settings) on CUDA, tiny (minutes on CPU) otherwise."""
+    max_num_iterations: Optional[int] = None  # type: ignore[assignment]
+    """Training iterations (None: from the preset)."""
+    steps_per_eval_image: Optional[int] = None  # type: ignore[assignment]
+    """Steps between single eval images (None: from the preset)."""
+    steps_per_eval_batch: Optional[int] = None  # type: ignore[assignment]
+    """Steps between eval batches (None: from the preset)."""
+    steps_per_eval_all_images: Optional[int] = None  # type: ignore[assignment]
+    """Steps between full evaluations (None: from the preset)."""
+    steps_per_save: Optional[int] = None  # type: ignore[assignment]
+    """Steps between checkpoints (None: from the preset)."""
+
+    def set_timestamp(self) -> None:
+        """Validate inputs and resolve the preset, then set the timestamp (called once by ns-train)."""
+        try:
+            self.resolve()
+        except StudioInputError as err:
+            CONSOLE.print(f"[bold red]error:[/bold red] {err}")
+            sys.exit(2)
+        super().set_timestamp()
+
+    def resolve(self) -> None:
+        """Validate the dataset and fill preset values; idempotent."""
+        self.validate_inputs()
+        chosen = resolve_preset(self.preset)
+        if self.preset == "auto":
+            reason = "CUDA is available" if chosen == "full" else "no CUDA device"
+            CONSOLE.print(f"Using the '{chosen}' preset ({reason}); --preset tiny|full forces one.")
+        self.preset = chosen
+        values = load_preset(self.method_name or "", chosen)
+        fill_unset(self, values["trainer"])
+        fill_unset(self.pipeline.model, values["model"])
+        for group in self.optimizers.values():
+            scheduler = group.get("scheduler")
+            if scheduler is not None and hasattr(scheduler, "max_steps"):
+                scheduler.max_steps = self.max_num_iterations
+
+    def validate_inputs(self) -> None:
+        """Check the dataset named by ``--data`` (NeRF-synthetic or Nerfstudio) before any output."""
+        from studio.data.dataparser import StudioDataParserConfig
+        from studio.data.formats import validate_dataset
+
+        datamanager = self.pipeline.datamanager
+        dataparser = getattr(datamanager, "dataparser", None)
+        if isinstance(dataparser, StudioDataParserConfig):
+            if datamanager.data is not None:
+                dataparser.data = datamanager.data
+            validate_dataset(dataparser.data)
