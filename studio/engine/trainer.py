@@ -17,14 +17,34 @@ from __future__ import annotations
 import copy
 import sys
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Type
+from typing import Any, Literal, Optional, Type
 
+import numpy as np
+import torch
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from studio.engine.presets import fill_unset, load_preset, resolve_preset
+from studio.io.atomic import atomic_path
 from studio.io.errors import StudioInputError
+
+
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays turned into Python numbers/tensors, recursively.
+
+    Nerfstudio's schedulers return numpy floats, which land in the scheduler state; checkpoints
+    must load with ``torch.load(weights_only=True)`` (ns-eval / ns-export under torch >= 2.6).
+    """
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    return value
 
 
 class StudioTrainer(Trainer):
@@ -44,6 +64,24 @@ class StudioTrainer(Trainer):
                 scheduler.lr_final *= scale
             configs[group] = cfg
         return Optimizers(configs, param_groups)
+
+    def save_checkpoint(self, step: int) -> None:
+        """Nerfstudio's checkpoint layout, written atomically and loadable with ``weights_only=True``."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
+        state = {
+            "step": step,
+            "pipeline": self.pipeline.state_dict(),
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.optimizers.schedulers.items()},
+            "scalers": self.grad_scaler.state_dict(),
+        }
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(plain(state), tmp)
+        if self.config.save_only_latest_checkpoint:
+            for old in self.checkpoint_dir.glob("*.ckpt"):
+                if old != ckpt_path:
+                    old.unlink()
 
 
 @dataclass

@@ -1,0 +1,28 @@
+# `make demo` and `make test` set up .venv (pip install -e .[dev]) and build the extensions once.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.studio-installed
+PYTHON ?= python3
+
+.PHONY: demo test setup extensions clean-ext
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m studio.ext
+	touch $(STAMP)
+
+extensions: $(STAMP)
+	$(PY) -m studio.ext
+
+demo: $(STAMP)
+	bash scripts/demo.sh
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-ext:
+	rm -rf $${STUDIO_EXT_DIR:-$$HOME/.cache/distill-studio/extensions}

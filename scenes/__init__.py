@@ -1,0 +1,1 @@
+"""Bundled scenes and reference images (package data)."""

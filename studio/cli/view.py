@@ -1,0 +1,53 @@
+"""``studio view PATH``: open a result in the viser viewer (http://127.0.0.1:7070 by default).
+
+PATH is a Gaussian PLY, a mesh (.ply/.glb/.gltf/.obj/.off/.stl) or a trained run's config.yml.
+The server binds 127.0.0.1 unless ``--host`` says otherwise, answers before the scene is loaded,
+and runs in the foreground until Ctrl-C. The default port 7070 leaves Nerfstudio's 7007 free for a
+training viewer; if the port is taken, viser picks the next free one and the printed address says
+which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from studio.io import StudioInputError
+from studio.viewer.app import DEFAULT_HOST, DEFAULT_MAX_RESOLUTION, DEFAULT_PORT, RESOLUTION_RANGE
+
+
+@dataclass
+class View:
+    """Open a Gaussian PLY, a mesh, or a trained run's config.yml in the viser viewer."""
+
+    path: tyro.conf.Positional[Path]
+    """Gaussian PLY, mesh file, or a trained run's config.yml."""
+    host: str = DEFAULT_HOST
+    """Interface to bind; 0.0.0.0 exposes the viewer to the network."""
+    port: int = DEFAULT_PORT
+    """Port of the web page and its websocket."""
+    max_resolution: int = DEFAULT_MAX_RESOLUTION
+    """Longest side, in pixels, of Gaussian renders while the camera is still."""
+    up: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    """World up axis of the scene (orbit controls turn about it)."""
+    backend: Literal["auto", "torch", "studio"] = "auto"
+    """Gaussian rasterizer backend."""
+
+    def main(self) -> None:
+        """Check the arguments, then serve until Ctrl-C."""
+        from studio.viewer.app import run_viewer
+        from studio.viewer.scene import check_scene_path
+
+        path = check_scene_path(self.path)
+        if not 0 < self.port < 65536:
+            raise StudioInputError(f"--port {self.port} is not a TCP port (1-65535).")
+        low, high = RESOLUTION_RANGE
+        if not low <= self.max_resolution <= high:
+            raise StudioInputError(f"--max-resolution must be between {low} and {high}.")
+        if not any(self.up):
+            raise StudioInputError("--up must be a non-zero vector.")
+
+        run_viewer(path, self.host, self.port, self.max_resolution, self.up, self.backend)
