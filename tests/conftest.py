@@ -1,0 +1,50 @@
+"""Shared fixtures: small synthetic datasets written into tmp folders."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def orbit_c2w(n: int, radius: float = 4.0) -> list[list[list[float]]]:
+    """n camera-to-world matrices (OpenGL axes) on a circle around the origin, looking at it."""
+    mats = []
+    for i in range(n):
+        az = 2 * math.pi * i / n
+        eye = np.array([radius * math.cos(az), radius * math.sin(az), 1.0])
+        back = eye / np.linalg.norm(eye)  # camera +z points away from the target
+        right = np.cross([0.0, 0.0, 1.0], back)
+        right /= np.linalg.norm(right)
+        up = np.cross(back, right)
+        m = np.eye(4)
+        m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, up, back, eye
+        mats.append(m.tolist())
+    return mats
+
+
+def write_nerf_synthetic(root: Path, n: int = 3, size: int = 16) -> Path:
+    """A NeRF-synthetic folder with n RGBA frames per split (a grey disc on transparency)."""
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((xx - size / 2) ** 2 + (yy - size / 2) ** 2) < (size / 3) ** 2
+    rgba = np.zeros((size, size, 4), np.uint8)
+    rgba[disc] = (128, 128, 128, 255)
+    for split in ("train", "val", "test"):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        frames = []
+        for i, c2w in enumerate(orbit_c2w(n)):
+            Image.fromarray(rgba).save(root / split / f"r_{i}.png")
+            frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w})
+        (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": 0.69, "frames": frames}))
+    return root
+
+
+@pytest.fixture
+def nerf_synthetic(tmp_path: Path) -> Path:
+    return write_nerf_synthetic(tmp_path / "scene")
