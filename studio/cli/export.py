@@ -1,0 +1,89 @@
+"""``studio export gaussians|mesh``: write a result as a standard 3DGS .ply or a mesh."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+from studio.io.errors import StudioInputError
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class ExportGaussians:
+    """Export a trained result's Gaussians (world coordinates) as a standard 3DGS .ply."""
+
+    load_config: Path
+    """Nerfstudio ``config.yml`` of the run."""
+    output: Path
+    """Output .ply file."""
+
+    def main(self) -> None:
+        from studio.export import save_gaussians_ply
+        from studio.io.runs import load_gaussians_from_config
+
+        if self.output.suffix.lower() != ".ply":
+            raise StudioInputError(f"--output {self.output} must end in .ply (the 3DGS PLY layout).")
+        gaussians = load_gaussians_from_config(self.load_config, device="cpu")
+        save_gaussians_ply(self.output, gaussians)
+        print(f"Wrote {self.output}: {len(gaussians):,} Gaussians, SH degree {gaussians.sh_degree}.")
+
+
+@dataclass
+class ExportMesh:
+    """Extract a vertex-coloured mesh (TSDF fusion of rendered depth) and write .glb/.obj/.ply."""
+
+    output: Path
+    """Output mesh file: .glb, .obj or .ply."""
+    load_config: Optional[Path] = None
+    """Nerfstudio ``config.yml`` of the run (or give --input)."""
+    input: Optional[Path] = None
+    """A Gaussian .ply (3DGS layout) instead of --load-config."""
+    resolution: int = 256
+    """Voxels along the longest side of the scene's bounds."""
+    n_views: int = 60
+    """Rendered views fused into the TSDF."""
+    image_size: int = 256
+    """Width = height of each rendered view, pixels."""
+    min_component_fraction: float = 0.01
+    """Drop connected pieces holding less than this share of the surface area."""
+    device: Optional[str] = None
+    """Torch device (default: cuda when available, else cpu)."""
+    backend: Literal["auto", "torch", "studio", "gsplat"] = "auto"
+    """Gaussian rasterizer backend (``auto``: gsplat on CUDA, studio on CPU)."""
+
+    def main(self) -> None:
+        from studio.export import extract_mesh, load_gaussians_ply, save_mesh
+        from studio.export.mesh import MESH_FORMATS
+
+        if (self.load_config is None) == (self.input is None):
+            raise StudioInputError("Give exactly one of --load-config (a run's config.yml) or --input (a Gaussian .ply).")
+        if self.output.suffix.lower() not in MESH_FORMATS:
+            raise StudioInputError(f"--output {self.output} must end in one of {', '.join(MESH_FORMATS)}.")
+        device = self.device or _default_device()
+        if self.input is not None:
+            gaussians = load_gaussians_ply(self.input).to(device)
+        else:
+            from studio.io.runs import load_gaussians_from_config
+
+            gaussians = load_gaussians_from_config(self.load_config, device=device)
+        mesh = extract_mesh(
+            gaussians,
+            resolution=self.resolution,
+            n_views=self.n_views,
+            image_size=self.image_size,
+            min_component_fraction=self.min_component_fraction,
+            backend=self.backend,
+            device=device,
+        )
+        save_mesh(self.output, mesh)
+        print(f"Wrote {self.output}: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces.")
+
+
+COMMANDS = {"gaussians": ExportGaussians, "mesh": ExportMesh}
