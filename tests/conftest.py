@@ -48,3 +48,19 @@ def write_nerf_synthetic(root: Path, n: int = 3, size: int = 16) -> Path:
 @pytest.fixture
 def nerf_synthetic(tmp_path: Path) -> Path:
     return write_nerf_synthetic(tmp_path / "scene")
+
+
+def write_nerfstudio(root: Path, n: int = 10, size: int = 16) -> Path:
+    """A Nerfstudio-format dataset (transforms.json, per-frame intrinsics) of RGB images."""
+    scene = write_nerf_synthetic(root / "_src", n=n, size=size)
+    meta = json.loads((scene / "transforms_train.json").read_text())
+    focal = 0.5 * size / math.tan(0.5 * meta["camera_angle_x"])
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i, frame in enumerate(meta["frames"]):
+        rgb = Image.open(scene / (frame["file_path"][2:] + ".png")).convert("RGB")
+        rgb.save(root / "images" / f"frame_{i:03d}.png")
+        frames.append({"file_path": f"images/frame_{i:03d}.png", "transform_matrix": frame["transform_matrix"],
+                       "fl_x": focal, "fl_y": focal, "cx": size / 2, "cy": size / 2, "w": size, "h": size})
+    (root / "transforms.json").write_text(json.dumps({"camera_model": "OPENCV", "frames": frames}))
+    return root

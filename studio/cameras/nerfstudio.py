@@ -31,6 +31,8 @@ def cameras_to_viewmats(cameras: Any) -> tuple[Tensor, Tensor, int, int]:
 
 
 def camera_extent(camera_to_worlds: Tensor) -> float:
-    """3DGS scene extent: 1.1 x the largest distance of a camera centre from their mean."""
+    """3DGS scene extent: 1.1 x the largest distance of a camera centre from their mean (1 if none)."""
     centers = camera_to_worlds[..., :3, 3].reshape(-1, 3)
+    if centers.shape[0] == 0:
+        return 1.0
     return 1.1 * float((centers - centers.mean(0)).norm(dim=-1).max().clamp(min=1e-6))
