@@ -19,7 +19,6 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "export": ("studio.cli.export", "COMMANDS", "export a result: gaussians (3DGS .ply) or mesh (.glb/.obj/.ply)"),
     "view": ("studio.cli.view", "View", "open a result (Gaussian .ply, mesh, or config.yml) in the viser viewer"),
     "render": ("studio.cli.render", "Render", "render a turntable video (.mp4) or an image sheet (.png) of a result"),
-    "eval": ("studio.cli.evaluate", "COMMANDS", "evaluate a trained result and write metrics JSON"),
 }
 
 
@@ -51,7 +50,7 @@ def entrypoint(argv: list[str] | None = None) -> None:
     try:
         command.main()
     except StudioInputError as err:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {err}")
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {err}", soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

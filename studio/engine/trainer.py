@@ -107,7 +107,7 @@ class StudioTrainerConfig(TrainerConfig):
         try:
             self.resolve()
         except StudioInputError as err:
-            CONSOLE.print(f"[bold red]error:[/bold red] {err}")
+            CONSOLE.print(f"[bold red]error:[/bold red] {err}", soft_wrap=True)
             sys.exit(2)
         super().set_timestamp()
 
