@@ -1,0 +1,59 @@
+// Python bindings of the Gaussian tile rasterizer (loaded by studio.ext as the "gauss"
+// extension). Each entry point dispatches on the device of `means2d`; the CUDA kernels exist
+// only in builds with STUDIO_WITH_CUDA defined.
+#include <torch/extension.h>
+
+#include "gauss_rasterize.h"
+
+namespace studio {
+namespace {
+
+std::vector<at::Tensor> rasterize_fwd(
+    const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& values,
+    const at::Tensor& opacities, int64_t width, int64_t height,
+    const at::Tensor& isect_offsets, const at::Tensor& flatten_ids) {
+  if (means2d.is_cuda()) {
+#ifdef STUDIO_WITH_CUDA
+    return rasterize_fwd_cuda(means2d, conics, values, opacities, width, height, isect_offsets, flatten_ids);
+#else
+    TORCH_CHECK(false, "this studio 'gauss' extension was built without CUDA");
+#endif
+  }
+  return rasterize_fwd_cpu(means2d, conics, values, opacities, width, height, isect_offsets, flatten_ids);
+}
+
+std::vector<at::Tensor> rasterize_bwd(
+    const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& values,
+    const at::Tensor& opacities, int64_t width, int64_t height,
+    const at::Tensor& isect_offsets, const at::Tensor& flatten_ids,
+    const at::Tensor& final_T, const at::Tensor& last_ids,
+    const at::Tensor& v_colors, const at::Tensor& v_alphas) {
+  if (means2d.is_cuda()) {
+#ifdef STUDIO_WITH_CUDA
+    return rasterize_bwd_cuda(means2d, conics, values, opacities, width, height, isect_offsets, flatten_ids,
+                              final_T, last_ids, v_colors, v_alphas);
+#else
+    TORCH_CHECK(false, "this studio 'gauss' extension was built without CUDA");
+#endif
+  }
+  return rasterize_bwd_cpu(means2d, conics, values, opacities, width, height, isect_offsets, flatten_ids,
+                           final_T, last_ids, v_colors, v_alphas);
+}
+
+}  // namespace
+}  // namespace studio
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "studio Gaussian tile rasterizer (CPU kernels, and CUDA kernels when with_cuda)";
+#ifdef STUDIO_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+  m.def("rasterize_fwd", &studio::rasterize_fwd,
+        "Composite: (means2d, conics, values, opacities, width, height, isect_offsets, flatten_ids) -> "
+        "[colors [C,H,W,D], alphas [C,H,W,1], final_T [C,H,W], last_ids [C,H,W] int32]");
+  m.def("rasterize_bwd", &studio::rasterize_bwd,
+        "Backward: (forward inputs..., final_T, last_ids, v_colors, v_alphas) -> "
+        "[v_means2d, v_conics, v_values, v_opacities]");
+}

@@ -1,0 +1,108 @@
+// Tile-based alpha compositing of projected 2D Gaussians ("rasterize to pixels").
+//
+// Shared declarations of the CPU (gauss_rasterize_cpu.cpp) and CUDA (gauss_rasterize.cu)
+// kernels; gauss_ext.cpp binds them. The maths is the one of studio/render/_torch_impl.py
+// (gsplat 1.4's rasterize_to_pixels): for pixel p, centre (j + 0.5, i + 0.5), and its tile's
+// depth-sorted Gaussians k,
+//   sigma_k = 0.5 (a dx^2 + c dy^2) + b dx dy,  (dx, dy) = mean2d_k - p,  conic (a, b, c)
+//   alpha_k = min(0.999, o_k exp(-sigma_k)),  skipped when sigma_k < 0 or alpha_k < 1/255
+//   compositing stops before the first k with T_k (1 - alpha_k) <= 1e-4
+//   color = sum_k T_k alpha_k c_k,  alpha = 1 - T_final.
+// The forward also returns T_final and the index (into flatten_ids) of the last contributing
+// Gaussian of each pixel (-1 if none); the backward walks back from it, recovering
+// T_k = T_{k+1} / (1 - alpha_k).
+//
+// Shapes (C cameras, N Gaussians, D channels, M tile hits, float32 unless noted):
+//   means2d [C,N,2], conics [C,N,3], values [C,N,D], opacities [C,N],
+//   isect_offsets [C,tile_h,tile_w] int32, flatten_ids [M] int32 (= camera * N + gaussian),
+//   colors [C,H,W,D], alphas [C,H,W,1], final_T [C,H,W], last_ids [C,H,W] int32.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#if defined(__CUDACC__)
+#define STUDIO_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define STUDIO_HOST_DEVICE inline
+#endif
+
+namespace studio {
+
+constexpr int kTileSize = 16;
+constexpr int kTilePixels = kTileSize * kTileSize;
+constexpr float kAlphaMin = 1.0f / 255.0f;
+constexpr float kAlphaMax = 0.999f;
+constexpr float kTransmittanceMin = 1e-4f;
+
+// sigma of a Gaussian at offset (dx, dy) = mean2d - pixel centre, in the torch reference's
+// operation order. Forward and backward share it so that the backward recomputes exactly the
+// forward's alphas; on the GPU the explicit round-to-nearest intrinsics keep the compiler from
+// fusing multiply-adds differently in the two kernels.
+STUDIO_HOST_DEVICE float gauss_sigma(float a, float b, float c, float dx, float dy) {
+#ifdef __CUDA_ARCH__
+  const float quad = __fadd_rn(__fmul_rn(a, __fmul_rn(dx, dx)), __fmul_rn(c, __fmul_rn(dy, dy)));
+  return __fadd_rn(__fmul_rn(0.5f, quad), __fmul_rn(__fmul_rn(b, dx), dy));
+#else
+  return 0.5f * (a * (dx * dx) + c * (dy * dy)) + b * dx * dy;
+#endif
+}
+
+// alpha = min(0.999, o * vis) with vis = exp(-sigma); NaN stays NaN (then it is skipped).
+STUDIO_HOST_DEVICE float gauss_alpha(float opacity, float vis) {
+  const float alpha = opacity * vis;
+  return alpha > kAlphaMax ? kAlphaMax : alpha;
+}
+
+// True when a Gaussian with this sigma and alpha = min(0.999, o exp(-sigma)) is composited;
+// false for NaNs as in the torch reference.
+STUDIO_HOST_DEVICE bool gauss_contributes(float sigma, float alpha) {
+  return sigma >= 0.f && alpha >= kAlphaMin;
+}
+
+// ---- CPU (at::parallel_for over tiles) ----
+
+// Returns {colors [C,H,W,D], alphas [C,H,W,1], final_T [C,H,W], last_ids [C,H,W] int32}.
+std::vector<at::Tensor> rasterize_fwd_cpu(
+    const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& values,
+    const at::Tensor& opacities, int64_t width, int64_t height,
+    const at::Tensor& isect_offsets, const at::Tensor& flatten_ids);
+
+// Returns {v_means2d [C,N,2], v_conics [C,N,3], v_values [C,N,D], v_opacities [C,N]}.
+std::vector<at::Tensor> rasterize_bwd_cpu(
+    const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& values,
+    const at::Tensor& opacities, int64_t width, int64_t height,
+    const at::Tensor& isect_offsets, const at::Tensor& flatten_ids,
+    const at::Tensor& final_T, const at::Tensor& last_ids,
+    const at::Tensor& v_colors, const at::Tensor& v_alphas);
+
+#ifdef STUDIO_WITH_CUDA
+// ---- CUDA (one 16x16 block per tile), same contracts ----
+
+std::vector<at::Tensor> rasterize_fwd_cuda(
+    const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& values,
+    const at::Tensor& opacities, int64_t width, int64_t height,
+    const at::Tensor& isect_offsets, const at::Tensor& flatten_ids);
+
+std::vector<at::Tensor> rasterize_bwd_cuda(
+    const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& values,
+    const at::Tensor& opacities, int64_t width, int64_t height,
+    const at::Tensor& isect_offsets, const at::Tensor& flatten_ids,
+    const at::Tensor& final_T, const at::Tensor& last_ids,
+    const at::Tensor& v_colors, const at::Tensor& v_alphas);
+#endif
+
+// Input validation shared by both devices (shapes, dtypes, contiguity, one device).
+void check_rasterize_inputs(
+    const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& values,
+    const at::Tensor& opacities, int64_t width, int64_t height,
+    const at::Tensor& isect_offsets, const at::Tensor& flatten_ids);
+void check_rasterize_backward_inputs(
+    const at::Tensor& means2d, const at::Tensor& values, int64_t width, int64_t height,
+    const at::Tensor& final_T, const at::Tensor& last_ids, const at::Tensor& v_colors,
+    const at::Tensor& v_alphas);
+
+}  // namespace studio

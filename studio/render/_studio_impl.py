@@ -1,0 +1,63 @@
+"""The ``studio`` backend of per-tile alpha compositing: C++/CUDA kernels (``cuda/``, loaded by
+``studio.ext``) with a hand-written backward.
+
+Same contract and maths as ``rasterize_to_pixels_torch`` (see ``_torch_impl.py``). The forward
+also keeps, per pixel, the final transmittance and the index of the last contributing Gaussian;
+the backward walks each pixel's list back to front from there.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from studio.ext import load_extension
+from studio.render.tiles import TileIntersections
+
+
+def rasterize_to_pixels_studio(
+    means2d: Tensor,
+    conics: Tensor,
+    colors: Tensor,
+    opacities: Tensor,
+    width: int,
+    height: int,
+    isect: TileIntersections,
+) -> tuple[Tensor, Tensor]:
+    """Composite projected Gaussians front to back (float32, CPU or CUDA).
+
+    Args:
+        means2d [C,N,2], conics [C,N,3], colors [C,N,D], opacities [C,N]: per-camera 2D Gaussians.
+        width, height: image size. isect: tile lists from ``isect_tiles``.
+    Returns:
+        colors [C,H,W,D] (no background), alphas [C,H,W,1]; differentiable in the four tensors.
+    """
+    return _RasterizeToPixels.apply(
+        means2d, conics, colors, opacities, width, height, isect.isect_offsets, isect.flatten_ids
+    )
+
+
+class _RasterizeToPixels(torch.autograd.Function):
+    """Extension's ``rasterize_fwd`` / ``rasterize_bwd``; the backward takes the gradients of both
+    outputs and returns those of means2d, conics, colors and opacities."""
+
+    @staticmethod
+    def forward(ctx, means2d, conics, colors, opacities, width, height, isect_offsets, flatten_ids):
+        ext = load_extension("gauss", with_cuda=True if means2d.is_cuda else None)
+        inputs = [t.contiguous() for t in (means2d, conics, colors, opacities)]
+        offsets, ids = isect_offsets.contiguous(), flatten_ids.contiguous()
+        out_colors, out_alphas, final_T, last_ids = ext.rasterize_fwd(*inputs, width, height, offsets, ids)
+        ctx.save_for_backward(*inputs, offsets, ids, final_T, last_ids)
+        ctx.size = (width, height)
+        return out_colors, out_alphas
+
+    @staticmethod
+    def backward(ctx, v_colors, v_alphas):
+        ext = load_extension("gauss", with_cuda=True if v_colors.is_cuda else None)
+        means2d, conics, colors, opacities, offsets, ids, final_T, last_ids = ctx.saved_tensors
+        width, height = ctx.size
+        v_means2d, v_conics, v_colors_in, v_opacities = ext.rasterize_bwd(
+            means2d, conics, colors, opacities, width, height, offsets, ids,
+            final_T, last_ids, v_colors.contiguous(), v_alphas.contiguous(),
+        )
+        return v_means2d, v_conics, v_colors_in, v_opacities, None, None, None, None
