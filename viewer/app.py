@@ -49,7 +49,7 @@ def run_viewer(
         import trimesh
 
         from studio.render.turntable import scene_bounds
-        from studio.viewer.scene import load_scene
+        from studio.io.scene import load_scene
 
         scene = load_scene(path)
         center, radius = scene_bounds(scene)
