@@ -9,6 +9,7 @@ which.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -50,4 +51,15 @@ class View:
         if not any(self.up):
             raise StudioInputError("--up must be a non-zero vector.")
 
+        _stop_on_interrupt_or_terminate()
         run_viewer(path, self.host, self.port, self.max_resolution, self.up, self.backend)
+
+
+def _stop_on_interrupt_or_terminate() -> None:
+    """Make SIGINT and SIGTERM end the server cleanly (a KeyboardInterrupt in the main thread).
+
+    A process started in the background by a non-interactive shell inherits an ignored SIGINT;
+    a foreground server must still stop on Ctrl-C or ``kill -INT``.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
