@@ -19,6 +19,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "export": ("studio.cli.export", "COMMANDS", "export a result: gaussians (3DGS .ply) or mesh (.glb/.obj/.ply)"),
     "view": ("studio.cli.view", "View", "open a result (Gaussian .ply, mesh, or config.yml) in the viser viewer"),
     "render": ("studio.cli.render", "Render", "render a turntable video (.mp4) or an image sheet (.png) of a result"),
+    "scenes": ("studio.cli.scenes", "COMMANDS", "make ToyWorld datasets (procedural scenes with AOVs and ground truth)"),
 }
 
 

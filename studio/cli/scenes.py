@@ -1,0 +1,74 @@
+"""``studio scenes make --output DIR [...]``: render a ToyWorld scene as a NeRF-synthetic dataset.
+
+Writes transforms_{train,val,test}.json, RGBA views and every AOV (albedo, roughness, metallic,
+normal, depth, ids, normal maps), relit test splits, gt_mesh.obj, meta.json (caption, category,
+materials, split) and a render sheet; see ``studio.scenes.toyworld.dataset``. The folder
+appears only when complete (built under a temporary name beside it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from studio.io import StudioInputError
+
+
+@dataclass
+class Make:
+    """Make one ToyWorld dataset (procedural scene, Monte-Carlo ground truth, all AOVs)."""
+
+    output: Path
+    """Dataset folder to create (must not exist or be empty, unless --overwrite)."""
+    seed: int = 0
+    """Scene seed: the scene, materials, cameras and render noise are a function of it."""
+    kind: Literal["object", "multi"] = "object"
+    """One object, or 2-4 objects."""
+    n_train: int = 40
+    """Training views."""
+    n_val: int = 0
+    """Validation views (0: transforms_val.json repeats the test views)."""
+    n_test: int = 8
+    """Test views (also rendered under every --relight environment)."""
+    res: int = 128
+    """Image width and height in pixels."""
+    spp: int = 64
+    """Environment-light samples per pixel."""
+    env: str = "sky"
+    """Lighting environment: sky, sunset, studio, overcast or night."""
+    relight: str = "studio,sunset"
+    """Comma-separated environments of the relit test splits test_<env>/ ('' for none)."""
+    path: Literal["orbit", "random", "forward"] = "orbit"
+    """Camera path."""
+    fov: float = 40.0
+    """Horizontal field of view in degrees."""
+    aovs: Literal["all", "test", "none"] = "all"
+    """Splits that get AOV files: all, only the test split, or none."""
+    sheet: Path | None = None
+    """Also copy the render sheet (views x AOVs grid) to this PNG (it is always DIR/sheet.png)."""
+    overwrite: bool = False
+    """Replace an existing non-empty output folder."""
+
+    def main(self) -> None:
+        from studio.scenes.toyworld.dataset import MakeConfig, make_dataset
+
+        relight = tuple(e.strip() for e in self.relight.split(",") if e.strip())
+        aov_splits = {"all": ("train", "val", "test"), "test": ("test",), "none": ()}[self.aovs]
+        cfg = MakeConfig(seed=self.seed, kind=self.kind, n_train=self.n_train, n_val=self.n_val, n_test=self.n_test,
+                         res=self.res, spp=self.spp, env=self.env, relight=relight, path=self.path, fov_deg=self.fov,
+                         aov_splits=aov_splits)
+        if self.sheet is not None and self.sheet.suffix.lower() != ".png":
+            raise StudioInputError(f"--sheet {self.sheet} must end in .png.")
+        try:
+            make_dataset(self.output, cfg, overwrite=self.overwrite)
+        except (ValueError, FileExistsError) as err:
+            raise StudioInputError(str(err)) from None
+        if self.sheet is not None:
+            from studio.io import atomic_write_bytes
+
+            atomic_write_bytes(self.sheet, (self.output / "sheet.png").read_bytes())
+            print(f"Wrote {self.sheet}")
+
+
+COMMANDS = {"make": Make}

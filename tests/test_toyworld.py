@@ -1,0 +1,243 @@
+"""ToyWorld: determinism, AOV consistency, camera/mask agreement, captions, splits, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from studio.data import read_nerf_synthetic, validate_dataset
+from studio.pbr.envmap import read_envmap
+from studio.scenes.toyworld import cameras, environments, render, shapes, splits
+from studio.scenes.toyworld.dataset import MakeConfig, make_dataset
+from studio.scenes.toyworld.exr import encode_exr
+from studio.scenes.toyworld.scene import build_geometry, make_scene
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(n_train=3, n_test=2, res=40, spp=4, relight=("studio",), sheet_views=2, log=False)
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tw") / "multi"
+    make_dataset(out, MakeConfig(seed=3, kind="multi", **TINY))
+    return out
+
+
+def test_same_seed_same_bytes(tmp_path, tiny):
+    again = tmp_path / "again"
+    make_dataset(again, MakeConfig(seed=3, kind="multi", **TINY))
+    assert _digest(again) == _digest(tiny)
+    other = tmp_path / "other"
+    make_dataset(other, MakeConfig(seed=4, kind="multi", **TINY))
+    assert (other / "train" / "r_000.png").read_bytes() != (tiny / "train" / "r_000.png").read_bytes()
+
+
+def test_layout_and_reader(tiny):
+    assert validate_dataset(tiny).name == "NERF_SYNTHETIC"
+    for split, n in (("train", 3), ("test", 2)):
+        for i in range(n):
+            for name in (f"r_{i:03d}.png", f"albedo_{i:04d}.png", f"roughness_{i:04d}.png", f"metallic_{i:04d}.png",
+                         f"normal_{i:04d}.exr", f"depth_{i:04d}.exr", f"id_{i:04d}.png", f"normalmap_{i:04d}.png"):
+                assert (tiny / split / name).is_file(), f"{split}/{name} missing"
+    meta = json.loads((tiny / "meta.json").read_text())
+    assert [r["split"] for r in meta["relight"]] == ["test_studio"]
+    assert (tiny / "test_studio" / "r_001.png").is_file() and (tiny / meta["relight"][0]["file"]).is_file()
+    assert read_envmap(tiny / meta["env"]["file"]).shape == (*environments.DEFAULT_SIZE, 3)
+    assert (tiny / "gt_mesh.obj").is_file() and (tiny / "sheet.png").is_file()
+    relit = json.loads((tiny / "transforms_test_studio.json").read_text())
+    test = json.loads((tiny / "transforms_test.json").read_text())
+    assert [f["transform_matrix"] for f in relit["frames"]] == [f["transform_matrix"] for f in test["frames"]]
+    assert not list(tiny.parent.glob(".*tmp*")), "temporary build folder left behind"
+
+
+def test_aovs_consistent(tiny):
+    meta = json.loads((tiny / "meta.json").read_text())
+    fs = read_nerf_synthetic(tiny, "train")
+    gt = trimesh.load(tiny / "gt_mesh.obj", force="mesh")
+    valid_ids = {e["id"] for e in meta["ids"]}
+    for i, c2w in enumerate(fs.camera_to_worlds):
+        rgba = np.asarray(Image.open(tiny / "train" / f"r_{i:03d}.png"))
+        assert rgba.shape == (40, 40, 4)
+        mask = rgba[..., 3] > 0
+        assert 0.02 < mask.mean() < 0.9
+        ids = np.asarray(Image.open(tiny / "train" / f"id_{i:04d}.png")).astype(np.int64)
+        assert np.array_equal(ids > 0, mask)
+        assert set(np.unique(ids[mask]).tolist()) <= valid_ids
+        normal = read_envmap(tiny / "train" / f"normal_{i:04d}.exr")
+        assert np.allclose(np.linalg.norm(normal[mask], axis=-1), 1.0, atol=1e-3)
+        assert np.all(normal[~mask] == 0)
+        depth = read_envmap(tiny / "train" / f"depth_{i:04d}.exr")[..., 0]
+        # depth = view-space z of the first hit on gt_mesh along each pixel-centre ray
+        o, d, cos_axis = render.camera_rays(c2w.astype(np.float64), 2 * math.atan(0.5 * fs.width / fs.fx), 40, 40)
+        loc, ray, _ = trimesh.ray.ray_triangle.RayMeshIntersector(gt).intersects_location(o, d, multiple_hits=True)
+        t = np.full(len(d), np.inf)
+        np.minimum.at(t, ray, np.linalg.norm(loc - o[ray], axis=1))
+        hit = np.isfinite(t).reshape(40, 40)
+        assert (hit != mask).mean() < 0.01  # grazing pixels may differ
+        both = hit & mask
+        z = (t * cos_axis).reshape(40, 40)
+        assert np.allclose(depth[both], z[both], rtol=1e-3, atol=1e-3)
+        assert np.all(depth[~mask] == 0)
+        for name in ("roughness", "metallic"):
+            img = np.asarray(Image.open(tiny / "train" / f"{name}_{i:04d}.png"))
+            assert img.ndim == 2 and np.all(img[~mask] == 0)
+
+
+def _check_projection(root: Path, split: str) -> None:
+    """gt_mesh vertices projected with the written cameras (OpenGL c2w) land on the alpha mask.
+
+    Every vertex, occluded or not, projects inside the object's silhouette; a 1-pixel dilation
+    absorbs vertices on the silhouette edge.
+    """
+    gt = trimesh.load(root / "gt_mesh.obj", force="mesh")
+    fs = read_nerf_synthetic(root, split)
+    H, W = fs.height, fs.width
+    for i, c2w in enumerate(fs.camera_to_worlds):
+        alpha = np.asarray(Image.open(fs.image_paths[i]))[..., 3] > 0
+        pad = np.pad(alpha, 1)
+        dil = np.zeros_like(alpha)
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                dil |= pad[dy:dy + H, dx:dx + W]
+        w2c = np.linalg.inv(c2w.astype(np.float64))
+        p = gt.vertices @ w2c[:3, :3].T + w2c[:3, 3]
+        assert np.all(p[:, 2] < 0), "mesh behind the camera (OpenGL cameras look along -z)"
+        u = fs.cx + fs.fx * p[:, 0] / -p[:, 2]
+        v = fs.cy - fs.fy * p[:, 1] / -p[:, 2]
+        assert np.all((u >= 0) & (u < W) & (v >= 0) & (v < H)), "object leaves the frame"
+        on = dil[v.astype(int), u.astype(int)]
+        assert on.mean() > 0.995, f"{root.name} {split} view {i}: only {on.mean():.3f} of vertices on the mask"
+
+
+def test_cameras_project_mesh_onto_mask(tiny):
+    for split in ("train", "test"):
+        _check_projection(tiny, split)
+
+
+def test_caption_category_split(tiny):
+    meta = json.loads((tiny / "meta.json").read_text())
+    assert meta["caption"].startswith("a ") and len(meta["caption"]) > 8
+    assert meta["category"] == "multi" and meta["split"] == "heldout"  # seed 3 is an evaluation seed
+    for seed in range(30):
+        d = make_scene(seed, "object")
+        assert d["category"] in shapes.CATEGORIES
+        assert d["category"] in d["caption"]
+    assert make_scene(12, "object")["caption"] == "a mushroom with a glossy mottled red cap"
+
+
+def test_splits_respected():
+    s = splits.load_splits()
+    assert splits.split_of(5) == "heldout" and splits.split_of(123456) == "train"
+    with pytest.raises(splits.HeldOutSceneError):
+        splits.assert_trainable(5)
+    assert splits.split_of(123456, s["heldout_captions"][0], "torus") == "heldout"
+    assert splits.split_of(123456, "a matte purple capsule", "capsule") == "heldout"
+    assert splits.split_of(123456, "a matte teal snowman", "snowman") == "heldout"
+    seeds = splits.training_seeds(20)
+    assert len(set(seeds)) == 20 and all(splits.scene_split(x) == "train" for x in seeds)
+    assert all(make_scene(x)["category"] not in s["heldout_categories"] for x in seeds)
+    skipped = [x for x in range(seeds[0], seeds[-1]) if x not in seeds]
+    for x in skipped:
+        with pytest.raises(splits.HeldOutSceneError):
+            splits.assert_trainable(x)
+    assert all(splits.split_of(x) == "heldout" for x in splits.heldout_seeds(10))
+
+
+def test_environment_convention():
+    img = environments.make_environment("sky")
+    i, j = np.unravel_index(np.argmax(img.sum(-1)), img.shape[:2])
+    H, W = img.shape[:2]
+    u, v = (j + 0.5) / W, 1 - (i + 0.5) / H
+    sun = np.array([0.5, 0.6, 0.62]) / np.linalg.norm([0.5, 0.6, 0.62])
+    assert abs(u - (0.5 - math.atan2(sun[1], sun[0]) / (2 * math.pi))) < 2.0 / W
+    assert abs(v - (0.5 + math.asin(sun[2]) / math.pi)) < 2.0 / H
+    es = environments.EnvSampler(img)
+    d = es.sample(np.random.default_rng(0).random((20000, 3)))
+    assert np.allclose(np.linalg.norm(d, axis=1), 1.0)
+    # E[L / pdf] over env samples = integral of L over the sphere
+    ref = (img.reshape(-1, 3) * np.repeat(environments.solid_angles(H, W), W)[:, None]).sum(0)
+    est = (es.lookup(d) / es.pdf(d)[:, None]).mean(0)
+    assert np.allclose(est, ref, rtol=0.05)
+
+
+def test_furnace_diffuse_sphere():
+    """Uniform env of radiance 1, grey rough dielectric sphere: radiance ~ albedo + specular albedo."""
+    desc = make_scene(0, "object")
+    desc["objects"] = [{"category": "sphere", "shape_params": {}, "size": 1.0, "transform": np.eye(4).tolist(),
+                        "parts": [{"name": "sphere", "index": 0, "id": 256,
+                                   "material": {"color": [0.5, 0.5, 0.5], "texture": {"type": "none"}, "roughness": 1.0,
+                                                "metallic": 0.0}}]}]
+    geom = build_geometry(desc)
+    env = environments.EnvSampler(np.ones((32, 64, 3), np.float32))
+    c2w = cameras.look_at([3.0, 0.0, 0.5], geom.center)
+    out = render.render_view(geom, env, c2w, math.radians(40), 32, 32, 64, np.random.default_rng(0))
+    m = out["alpha"] > 0
+    mean = out["rgb"][m].mean()
+    assert 0.5 < mean < 0.6, mean  # Lambert 0.5 + rough dielectric specular (~0.04)
+
+
+def test_exr_roundtrip(tmp_path):
+    a = np.random.default_rng(0).normal(size=(33, 50, 3)).astype(np.float32) * 3
+    (tmp_path / "a.exr").write_bytes(encode_exr(a))
+    assert np.array_equal(read_envmap(tmp_path / "a.exr"), a)
+    (tmp_path / "b.exr").write_bytes(encode_exr(a[..., 0], mantissa_bits=16))
+    b = read_envmap(tmp_path / "b.exr")
+    assert np.allclose(b[..., 0], a[..., 0], rtol=2e-5, atol=0) and np.array_equal(b[..., 0], b[..., 2])
+
+
+def test_cli_make(tmp_path):
+    out = tmp_path / "cli"
+    t0 = time.time()
+    res = subprocess.run(
+        [sys.executable, "-m", "studio.cli.main", "scenes", "make", "--output", str(out), "--seed", "1234",
+         "--n-train", "3", "--n-val", "1", "--n-test", "2", "--res", "32", "--spp", "4", "--relight", "night", "--path", "forward",
+         "--sheet", str(tmp_path / "sheet.png")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert time.time() - t0 < 30
+    validate_dataset(out)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["seed"] == 1234 and meta["camera"]["path"] == "forward" and meta["caption"]
+    val = read_nerf_synthetic(out, "val")
+    test = read_nerf_synthetic(out, "test")
+    assert len(val.image_paths) == 1 and (out / "val" / "depth_0000.exr").is_file()
+    assert min(np.abs(val.camera_to_worlds[0] - t).max() for t in test.camera_to_worlds) > 1e-3
+    assert (tmp_path / "sheet.png").read_bytes() == (out / "sheet.png").read_bytes()
+    again = subprocess.run([sys.executable, "-m", "studio.cli.main", "scenes", "make", "--output", str(out)],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "not empty" in again.stderr
+    bad = subprocess.run([sys.executable, "-m", "studio.cli.main", "scenes", "make", "--output", str(tmp_path / "x"),
+                          "--env", "nowhere"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown environment" in bad.stderr
+    assert not (tmp_path / "x").exists()
+
+
+BUNDLED = sorted(p for p in (REPO / "scenes").glob("toyworld_*") if p.is_dir())
+
+
+@pytest.mark.skipif(not BUNDLED, reason="no bundled ToyWorld scenes")
+def test_bundled_scenes():
+    total = sum(f.stat().st_size for p in BUNDLED for f in p.rglob("*") if f.is_file())
+    assert total < 5 * 1024 * 1024, total
+    for p in BUNDLED:
+        validate_dataset(p)
+        meta = json.loads((p / "meta.json").read_text())
+        assert meta["split"] == "heldout" and meta["caption"] and (p / "gt_mesh.obj").is_file()
+        assert all((p / r["split"] / "r_000.png").is_file() for r in meta["relight"])
+        for split in ("train", "test"):
+            _check_projection(p, split)
