@@ -45,6 +45,11 @@ EXTENSIONS: dict[str, ExtensionSources] = {
         cuda=("gauss_rasterize.cu",),
         headers=("gauss_rasterize.h",),
     ),
+    "mesh": ExtensionSources(
+        cpp=("mesh_ext.cpp", "mesh_rasterize_cpu.cpp"),
+        cuda=("mesh_rasterize.cu",),
+        headers=("mesh_rasterize.h",),
+    ),
 }
 
 _loaded: dict[tuple[str, bool], ModuleType] = {}

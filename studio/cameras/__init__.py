@@ -6,7 +6,8 @@ y down, z forward); ``K`` [3,3] pinhole in pixels with pixel (row i, col j) cent
 (x right, y up, z backward); ``opengl_c2w_to_viewmat`` converts.
 """
 
+from studio.cameras.clip import clip_from_opencv
 from studio.cameras.convert import intrinsics_from_fov, opengl_c2w_to_viewmat, viewmat_to_opengl_c2w
 from studio.cameras.paths import look_at, orbit_viewmats
 
-__all__ = ["intrinsics_from_fov", "look_at", "opengl_c2w_to_viewmat", "orbit_viewmats", "viewmat_to_opengl_c2w"]
+__all__ = ["clip_from_opencv", "intrinsics_from_fov", "look_at", "opengl_c2w_to_viewmat", "orbit_viewmats", "viewmat_to_opengl_c2w"]
