@@ -19,7 +19,7 @@ from studio.data import read_nerf_synthetic, validate_dataset
 from studio.pbr.envmap import read_envmap
 from studio.scenes.toyworld import cameras, environments, render, shapes, splits
 from studio.scenes.toyworld.dataset import MakeConfig, make_dataset
-from studio.scenes.toyworld.exr import encode_exr
+from studio.io.exr import encode_exr
 from studio.scenes.toyworld.scene import build_geometry, make_scene
 
 REPO = Path(__file__).resolve().parents[1]

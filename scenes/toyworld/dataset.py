@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from studio.scenes.toyworld import cameras, environments, render, splits
-from studio.scenes.toyworld.exr import FLOAT, encode_exr
+from studio.io.exr import FLOAT, encode_exr
 from studio.scenes.toyworld.materials import linear_to_srgb
 from studio.scenes.toyworld.scene import build_geometry, make_scene
 

@@ -16,7 +16,7 @@ PyAV (``av``, FFmpeg's decoders; no network, no extra install — it comes with 
 opencv-python 5.0 wheel in this venv is built *without* OpenEXR (``cv2.imread`` returns None
 for .exr even with ``OPENCV_IO_ENABLE_OPENEXR=1``), and imageio's freeimage plugin would
 download a binary, so neither is used for EXR; cv2 is a fallback for .hdr only.
-Writing: ``write_exr`` (uncompressed scanline float32 RGB, pure numpy) and ``write_hdr``
+Writing: ``write_exr`` (from ``studio.io.exr``: ZIP scanline float32 RGB, pure numpy) and ``write_hdr``
 (flat RGBE, pure numpy), used for tests and for exporting learned lights.
 """
 
@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from studio.io.exr import write_exr
 
 __all__ = [
     "dir_to_uv",
@@ -144,40 +145,6 @@ def read_envmap(path: str | os.PathLike) -> np.ndarray:
         except Exception as e:  # noqa: BLE001 - try the next decoder, report all
             errors.append(f"{reader.__name__[1:]}: {e}")
     raise OSError(f"cannot read environment map {path} ({'; '.join(errors)})")
-
-
-def write_exr(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write ``image`` ``[H, W, 3]`` as an uncompressed scanline OpenEXR (float32 R, G, B)."""
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"write_exr expects [H, W, 3], got {img.shape}")
-    H, W, _ = img.shape
-
-    def attr(name: str, typ: str, data: bytes) -> bytes:
-        return name.encode() + b"\0" + typ.encode() + b"\0" + struct.pack("<i", len(data)) + data
-
-    chl = b"".join(c.encode() + b"\0" + struct.pack("<iB3xii", 2, 0, 1, 1) for c in "BGR") + b"\0"
-    box = struct.pack("<iiii", 0, 0, W - 1, H - 1)
-    header = (
-        b"\x76\x2f\x31\x01" + struct.pack("<i", 2)
-        + attr("channels", "chlist", chl)
-        + attr("compression", "compression", b"\0")
-        + attr("dataWindow", "box2i", box)
-        + attr("displayWindow", "box2i", box)
-        + attr("lineOrder", "lineOrder", b"\0")
-        + attr("pixelAspectRatio", "float", struct.pack("<f", 1.0))
-        + attr("screenWindowCenter", "v2f", struct.pack("<ff", 0.0, 0.0))
-        + attr("screenWindowWidth", "float", struct.pack("<f", 1.0))
-        + b"\0"
-    )
-    line_bytes = W * 3 * 4
-    start = len(header) + 8 * H
-    offsets = np.arange(H, dtype=np.uint64) * np.uint64(8 + line_bytes) + np.uint64(start)
-    planar = np.ascontiguousarray(img[..., ::-1].transpose(0, 2, 1)).astype("<f4")  # [H, (B,G,R), W]
-    blocks = b"".join(struct.pack("<ii", y, line_bytes) + planar[y].tobytes() for y in range(H))
-    from studio.io.atomic import atomic_write_bytes
-
-    atomic_write_bytes(path, header + offsets.astype("<u8").tobytes() + blocks)
 
 
 def write_hdr(path: str | os.PathLike, image: np.ndarray) -> None:

@@ -1,7 +1,7 @@
 """Minimal OpenEXR writer (scanline, ZIP compression, half or float RGB), pure numpy + zlib.
 
 The opencv wheel of the venv has no OpenEXR codec and imageio's freeimage plugin would download
-a binary, so ToyWorld writes its float AOVs itself. Files follow the OpenEXR 2 single-part
+a binary, so the project writes EXR itself (ToyWorld's float AOVs, environment maps). Files follow the OpenEXR 2 single-part
 scanline layout (channels B, G, R; 16 scanlines per ZIP block; OpenEXR's byte interleave +
 delta predictor before zlib) and read back with :func:`studio.pbr.envmap.read_envmap`
 (FFmpeg's decoder through PyAV), Blender and OpenEXR. Single-channel data (depth) is written as
@@ -10,6 +10,7 @@ R = G = B, as Blender's compositor writes its Depth pass to an RGB EXR.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 
@@ -77,3 +78,10 @@ def encode_exr(image: np.ndarray, pixel_type: int = FLOAT, mantissa_bits: int = 
         offsets.append(pos)
         pos += len(blk)
     return header + np.asarray(offsets, "<u8").tobytes() + b"".join(blocks)
+
+
+def write_exr(path: str | os.PathLike, image: np.ndarray, pixel_type: int = FLOAT, mantissa_bits: int = 23) -> None:
+    """Write ``image`` ``[H, W]`` or ``[H, W, 3]`` to ``path`` as an EXR (see ``encode_exr``), atomically."""
+    from studio.io.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, encode_exr(image, pixel_type, mantissa_bits))
