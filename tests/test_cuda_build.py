@@ -8,48 +8,20 @@ run compiles for about 2-3 minutes, later runs only import.
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from torch.utils import cpp_extension
 
 from studio.cameras import intrinsics_from_fov, orbit_viewmats
-from studio.ext import load_extension
 from studio.render import rasterize
 from studio.render._torch_impl import rasterize_to_pixels_torch
 from studio.render.tiles import isect_tiles
-
-
-def _cuda_home() -> str | None:
-    """A CUDA toolkit folder with nvcc and the runtime headers, or None."""
-    nvcc = shutil.which("nvcc")
-    candidates = (
-        os.environ.get("CUDA_HOME"),
-        "/usr/local/cuda-13.0",
-        "/usr/local/cuda",
-        cpp_extension.CUDA_HOME,
-        str(Path(nvcc).resolve().parent.parent) if nvcc else None,
-    )
-    for home in candidates:
-        if home and (Path(home) / "bin" / "nvcc").is_file() and (Path(home) / "include" / "cuda_runtime.h").is_file():
-            return home
-    return None
+from conftest import cuda_extension  # tests/ is on sys.path
 
 
 @pytest.fixture(scope="module")
 def cuda_ext():
-    cuda_home = _cuda_home()
-    if cuda_home is None:
-        pytest.skip("nvcc (CUDA toolkit) not found")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CUDA_HOME", cuda_home)
-        mp.setattr(cpp_extension, "CUDA_HOME", cuda_home)  # read once, when torch imported it
-        if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-            mp.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
-        yield load_extension("gauss", with_cuda=True)
+    yield from cuda_extension("gauss")
 
 
 def test_cuda_extension_builds_and_runs_on_cpu(cuda_ext):

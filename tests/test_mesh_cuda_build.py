@@ -9,30 +9,19 @@ compiles for a few minutes, later runs only import.
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
-from torch.utils import cpp_extension
 
-from studio.ext import load_extension
 from studio.mesh import interpolate, rasterize
 from studio.mesh._torch_impl import rasterize_torch
-from test_cuda_build import _cuda_home  # tests/ is on sys.path (rootdir-relative imports)
+from conftest import cuda_extension  # tests/ is on sys.path (rootdir-relative imports)
 from test_mesh_rasterize import random_scene
 
 
 @pytest.fixture(scope="module")
 def mesh_cuda_ext():
-    cuda_home = _cuda_home()
-    if cuda_home is None:
-        pytest.skip("nvcc (CUDA toolkit) not found")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CUDA_HOME", cuda_home)
-        mp.setattr(cpp_extension, "CUDA_HOME", cuda_home)  # read once, when torch imported it
-        if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-            mp.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
-        yield load_extension("mesh", with_cuda=True)
+    yield from cuda_extension("mesh")
 
 
 def test_mesh_cuda_extension_builds_and_runs_on_cpu(mesh_cuda_ext):
