@@ -22,7 +22,6 @@ from torch.nn import Parameter
 
 from studio.cameras.nerfstudio import cameras_to_viewmats
 from studio.eval.metrics import lpips_if_available, psnr, ssim
-from studio.gaussians.container import Gaussians
 from studio.gaussians.init import initial_params, random_points
 from studio.gaussians.strategy import CappedStrategy
 from studio.gaussians.trainable import PARAM_NAMES, TrainableGaussians
@@ -141,10 +140,6 @@ class SplatModel(Model):
         if self.training and self.config.background_color == "random":
             return torch.rand(3, device=self.device)
         return torch.tensor(BACKGROUNDS.get(self.config.background_color, BACKGROUNDS["white"]), device=self.device)
-
-    def export_gaussians(self) -> Gaussians:
-        """The trained scene (activated, detached) in the dataparser's frame."""
-        return self.gaussians.activated().detach()
 
     def get_outputs(self, camera: Cameras) -> Dict[str, Tensor]:  # type: ignore[override]
         viewmats, Ks, width, height = cameras_to_viewmats(camera.to(self.device))

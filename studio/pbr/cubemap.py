@@ -83,7 +83,6 @@ def direction_to_cube(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     ax, ay, az = x.abs(), y.abs(), z.abs()
     is_x = (ax >= ay) & (ax >= az)
     is_y = ~is_x & (ay >= az)
-    is_z = ~is_x & ~is_y
     face = torch.where(is_x, torch.where(x >= 0, 0, 1), torch.where(is_y, torch.where(y >= 0, 2, 3), torch.where(z >= 0, 4, 5)))
     ma = torch.where(is_x, ax, torch.where(is_y, ay, az)).clamp(min=1e-12)
     sc = torch.where(is_x, torch.where(x >= 0, -z, z), torch.where(is_y, x, torch.where(z >= 0, x, -x)))
