@@ -1,11 +1,15 @@
 // CPU kernels of the triangle rasterizer (see mesh_rasterize.h for the maths and shapes).
 //
-// Forward: a parallel setup pass computes each triangle's conservative pixel rectangle (culled
-// triangles get an empty one); triangles are binned into bands of kBand image rows (in id
-// order); workers (at::parallel_for, one per thread) pull (image, band) jobs from a shared
-// counter and scan each binned triangle's rectangle inside their band against a band-local
-// 64-bit (depth, id) key buffer. A band belongs to one worker, so there are no races, and the
-// smallest key wins whatever the order, so the result is deterministic.
+// Forward, in two passes over at::parallel_for workers:
+// 1. per (image, triangle), in chunks pulled from a shared counter: culling and a conservative
+//    pixel rectangle from per-vertex NDC bounds; small triangles (most of a dense mesh) test
+//    their candidate pixels at once, kLanes columns at a time with vector arithmetic, and keep the
+//    smallest 64-bit (depth, id) key per pixel with an atomic minimum;
+// 2. per pixel, the winner's (u, v, depth) is recomputed with triangle_sample; when there are
+//    large triangles, they are first drawn in bands of kBand rows, each band owned by one
+//    worker (load balance without atomics), which keeps the samples of the winners it draws.
+// The minimum key does not depend on the order, so the result is deterministic and bit-identical
+// to the torch reference (lane-wise vector operations round like scalar ones).
 // Backward passes split each image's rows into a fixed number of chunks (one per thread), each
 // accumulating into its own gradient buffer, summed in chunk order: race-free and deterministic
 // for a given thread count.
@@ -23,13 +27,96 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 
 namespace studio {
 namespace mesh {
 
 namespace {
-constexpr int64_t kBand = 8;
+
+constexpr int64_t kBand = 8;         // rows per band of the large-triangle pass
+constexpr int64_t kSmallArea = 256;  // larger pixel rectangles go to the band pass
+constexpr int kLanes = 4;            // candidate pixels tested together (GCC/Clang vector extension)
+typedef float Lanes __attribute__((vector_size(4 * kLanes)));
+typedef int32_t LaneMask __attribute__((vector_size(4 * kLanes)));
+constexpr LaneMask kLaneIndex = {0, 1, 2, 3};
+
+// Lane l -> pixel (row i_lo + di[l], column j0 + dj[l]) of a rectangle nc = 1..kLanes columns
+// wide holding at most kLanes pixels (rows past the last are clamped to it: repeated pixels).
+struct LaneLayout {
+  int di[kLanes], dj[kLanes];
+};
+constexpr LaneLayout kLayouts[kLanes] = {
+    {{0, 1, 2, 3}, {0, 0, 0, 0}}, {{0, 0, 1, 1}, {0, 1, 0, 1}}, {{0, 0, 0, 1}, {0, 1, 2, 0}}, {{0, 0, 0, 0}, {0, 1, 2, 3}}};
+
+struct Rect {
+  int32_t j0, j1, i0, i1;  // inclusive pixel columns and rows
+};
+
+// Scratch memory that a thread keeps between calls (freshly allocated megabytes cost more in
+// page faults than rasterizing small triangles); buffers over 64 MiB are released on return.
+template <typename T>
+class Scratch {
+ public:
+  Scratch(std::vector<T>& store, int64_t n) : store_(store) {
+    if (static_cast<int64_t>(store_.size()) < n) store_.resize(n);
+  }
+  ~Scratch() {
+    if (store_.size() * sizeof(T) > (size_t(64) << 20)) std::vector<T>().swap(store_);
+  }
+  T& operator[](int64_t k) { return store_[k]; }
+  T* data() { return store_.data(); }
+
+ private:
+  std::vector<T>& store_;
+};
+
+// Deterministic scatter-add over the covered pixels (tri >= 0) of one image [H,W]: the rows are
+// split into one chunk per thread holding about equal numbers of covered pixels, each chunk
+// accumulates into its own buffer, and the buffers are summed in chunk order into out[0, n)
+// (which is overwritten). fn(acc, i, j) adds pixel (i, j)'s contributions into acc.
+template <typename Fn>
+void scatter_covered(const int32_t* tri, int64_t H, int64_t W, int64_t n, float* out, Fn&& fn) {
+  const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), H));
+  std::vector<int64_t> bounds(n_chunks + 1, H);  // chunk c holds rows [bounds[c], bounds[c + 1])
+  bounds[0] = 0;
+  if (n_chunks > 1) {
+    std::vector<int64_t> covered(H + 1, 0);  // covered pixels in rows [0, i)
+    for (int64_t i = 0; i < H; ++i) {
+      int64_t count = 0;
+      for (int64_t j = 0; j < W; ++j) count += tri[i * W + j] >= 0;
+      covered[i + 1] = covered[i] + count;
+    }
+    for (int64_t c = 1, i = 0; c < n_chunks; ++c) {
+      while (i < H && covered[i] * n_chunks < covered[H] * c) ++i;
+      bounds[c] = i;
+    }
+  }
+  thread_local std::vector<float> buffer_store;
+  Scratch<float> buffers(buffer_store, n_chunks > 1 ? n_chunks * n : 0);
+  at::parallel_for(0, n_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      float* acc = n_chunks > 1 ? buffers.data() + c * n : out;
+      std::fill(acc, acc + n, 0.f);
+      for (int64_t i = bounds[c]; i < bounds[c + 1]; ++i) {
+        for (int64_t j = 0; j < W; ++j) {
+          if (tri[i * W + j] >= 0) fn(acc, i, j);
+        }
+      }
+    }
+  });
+  if (n_chunks > 1) {
+    at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t e = begin; e < end; ++e) {
+        float sum = 0.f;
+        for (int64_t c = 0; c < n_chunks; ++c) sum += buffers[c * n + e];
+        out[e] = sum;
+      }
+    });
+  }
 }
+
+}  // namespace
 
 void check_mesh_inputs(const at::Tensor& verts, const at::Tensor& faces, int64_t width, int64_t height) {
   TORCH_CHECK(verts.dim() == 3 && verts.size(2) == 4, "verts_clip must be [B,V,4]");
@@ -62,149 +149,217 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
     return {at::zeros({B, H, W, 2}, verts.options()), at::full({B, H, W}, -1, verts.options().dtype(at::kInt)),
             at::zeros({B, H, W}, verts.options())};
   }
-  // every pixel is written by the band pass below
+  std::vector<float> px(W + kLanes), py(H);  // px padded for the last group of lanes
+  for (int64_t j = 0; j < W + kLanes; ++j) px[j] = pixel_ndc(j, W);
+  for (int64_t i = 0; i < H; ++i) py[i] = pixel_ndc(i, H);
+
+  // per vertex: NDC position (for the bounds only: the pixel range's 0.01 px margin absorbs its
+  // rounding) and whether it can be drawn (finite, w > 0); per pixel: the minimum key so far
+  thread_local std::vector<float> ndc_store;
+  thread_local std::vector<uint8_t> drawable_store;
+  thread_local std::vector<int64_t> keys_store;
+  Scratch<float> ndc(ndc_store, B * V * 2);
+  Scratch<uint8_t> drawable(drawable_store, B * V);
+  Scratch<int64_t> keys(keys_store, B * H * W);
+  // (one parallel region for both: waking the workers costs more than the work)
+  const int64_t v_blocks = (B * V + 4095) / 4096, k_blocks = (B * H * W + 16383) / 16384;
+  at::parallel_for(0, v_blocks + k_blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      if (blk >= v_blocks) {
+        const int64_t k0 = (blk - v_blocks) * 16384, k1 = std::min(B * H * W, k0 + 16384);
+        std::fill(keys.data() + k0, keys.data() + k1, kEmptyKey);
+        continue;
+      }
+      for (int64_t v = blk * 4096; v < std::min(B * V, (blk + 1) * 4096); ++v) {
+        const float* p = vp + 4 * v;
+        const bool finite = std::isfinite(p[0]) & std::isfinite(p[1]) & std::isfinite(p[2]) & std::isfinite(p[3]);
+        drawable[v] = finite & (p[3] > 0.f);
+        const float inv_w = 1.0f / p[3];
+        ndc[2 * v] = p[0] * inv_w;
+        ndc[2 * v + 1] = p[1] * inv_w;
+      }
+    }
+  });
+
+  // triangle_sample over rows [i_lo, i_hi] x columns [r.j0, r.j1] of triangle f, kLanes
+  // candidate pixels at a time with the same operations lane-wise; `update(slot, key, u, v, d)` keeps
+  // the minimum for covered pixels (slot = pixel index). Rectangles of at most kLanes pixels take one step (lanes
+  // in row-major order), larger ones go row by row, kLanes adjacent columns per step.
+  auto scan = [&]<bool kWithBary>(int64_t b, int32_t f, const Rect& r, int64_t i_lo, int64_t i_hi, auto&& update) {
+    const float* base = vp + b * V * 4;
+    const float* p0 = base + 4 * fp[3 * f];
+    const float* p1 = base + 4 * fp[3 * f + 1];
+    const float* p2 = base + 4 * fp[3 * f + 2];
+    // bit l set when lane l's pixel (PX[l], PY[l]) is covered and valid[l]; its depth in d[l]
+    // and, kWithBary, its barycentrics in u[l], v[l]
+    Lanes u{}, v{}, d;
+    auto test = [&](const Lanes& PX, const Lanes& PY, const LaneMask& valid) {
+      const Lanes X0 = p0[0] - PX * p0[3], Y0 = p0[1] - PY * p0[3];
+      const Lanes X1 = p1[0] - PX * p1[3], Y1 = p1[1] - PY * p1[3];
+      const Lanes X2 = p2[0] - PX * p2[3], Y2 = p2[1] - PY * p2[3];
+      const Lanes a0 = X1 * Y2 - X2 * Y1;
+      const Lanes a1 = X2 * Y0 - X0 * Y2;
+      const Lanes a2 = X0 * Y1 - X1 * Y0;
+      const Lanes s = (a0 + a1) + a2;
+      const LaneMask pos = (a0 >= 0.f) & (a1 >= 0.f) & (a2 >= 0.f) & (s > 0.f);
+      const LaneMask neg = (a0 <= 0.f) & (a1 <= 0.f) & (a2 <= 0.f) & (s < 0.f);
+      const Lanes zc = (a0 * p0[2] + a1 * p1[2]) + a2 * p2[2];
+      const Lanes wc = (a0 * p0[3] + a1 * p1[3]) + a2 * p2[3];
+      d = zc / wc;
+      const LaneMask ok = (pos | neg) & (d >= -1.0f) & (d <= 1.0f) & valid;
+      if constexpr (kWithBary) u = a0 / s, v = a1 / s;
+      unsigned bits = 0;
+      for (int l = 0; l < kLanes; ++l) bits |= static_cast<unsigned>(ok[l] & 1) << l;
+      return bits;
+    };
+    const int32_t nc = r.j1 - r.j0 + 1;
+    if (nc * (i_hi - i_lo + 1) <= kLanes && nc <= kLanes) {
+      const LaneLayout& layout = kLayouts[nc - 1];
+      int64_t slot[kLanes];
+      Lanes PX, PY;
+      for (int l = 0; l < kLanes; ++l) {
+        const int64_t i = std::min<int64_t>(i_lo + layout.di[l], i_hi), j = r.j0 + layout.dj[l];
+        PX[l] = px[j], PY[l] = py[i], slot[l] = (b * H + i) * W + j;
+      }
+      for (unsigned bits = test(PX, PY, kLaneIndex >= 0); bits != 0; bits &= bits - 1) {
+        const int l = __builtin_ctz(bits);
+        update(slot[l], depth_key(d[l], f), u[l], v[l], d[l]);
+      }
+      return;
+    }
+    for (int64_t i = i_lo; i <= i_hi; ++i) {
+      const int64_t row = (b * H + i) * W;
+      const Lanes PY = Lanes{} + py[i];
+      for (int32_t j = r.j0; j <= r.j1; j += kLanes) {
+        Lanes PX;
+        std::memcpy(&PX, &px[j], sizeof(PX));
+        for (unsigned bits = test(PX, PY, kLaneIndex + j <= r.j1); bits != 0; bits &= bits - 1) {
+          const int l = __builtin_ctz(bits);
+          update(row + j + l, depth_key(d[l], f), u[l], v[l], d[l]);
+        }
+      }
+    }
+  };
+
+  // pass 1, over triangles in chunks pulled by the workers: culling and pixel rectangles; small
+  // triangles are drawn at once into the shared keys (atomic minimum, uncontended in practice),
+  // large ones (rectangle over kSmallArea pixels) are set aside for the band pass
+  const int64_t BF = B * F;
+  const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(8 * at::get_num_threads(), BF / 2048));
+  std::vector<std::vector<std::pair<int64_t, Rect>>> large(n_chunks);
+  std::atomic<bool> bad_index{false};
+  std::atomic<int64_t> next_chunk{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    for (int64_t c = next_chunk++; c < n_chunks; c = next_chunk++) {
+      const int64_t bf0 = c * BF / n_chunks, bf1 = (c + 1) * BF / n_chunks;
+      int64_t b = bf0 / F, f = bf0 - b * F;
+      for (int64_t bf = bf0; bf < bf1; ++bf, ++f) {
+        if (f == F) f = 0, ++b;
+        const int32_t* idx = fp + 3 * f;
+        if (!((idx[0] >= 0) & (idx[0] < V) & (idx[1] >= 0) & (idx[1] < V) & (idx[2] >= 0) & (idx[2] < V))) {
+          bad_index = true;
+          continue;
+        }
+        const int64_t v0 = b * V + idx[0], v1 = b * V + idx[1], v2 = b * V + idx[2];
+        if (!(drawable[v0] & drawable[v1] & drawable[v2])) continue;
+        const float *n0 = &ndc[2 * v0], *n1 = &ndc[2 * v1], *n2 = &ndc[2 * v2];
+        int64_t j0, j1, i0, i1;
+        pixel_range(std::min(std::min(n0[0], n1[0]), n2[0]), std::max(std::max(n0[0], n1[0]), n2[0]), W, j0, j1);
+        pixel_range(std::min(std::min(n0[1], n1[1]), n2[1]), std::max(std::max(n0[1], n1[1]), n2[1]), H, i0, i1);
+        if (j0 > j1 || i0 > i1) continue;
+        const Rect r{static_cast<int32_t>(j0), static_cast<int32_t>(j1), static_cast<int32_t>(i0),
+                     static_cast<int32_t>(i1)};
+        if ((j1 - j0 + 1) * (i1 - i0 + 1) > kSmallArea) {
+          large[c].emplace_back(bf, r);
+          continue;
+        }
+        scan.template operator()<false>(b, static_cast<int32_t>(f), r, i0, i1, [&](int64_t slot, int64_t key, float, float, float) {
+          std::atomic_ref<int64_t> ref(keys[slot]);
+          int64_t cur = ref.load(std::memory_order_relaxed);
+          while (key < cur && !ref.compare_exchange_weak(cur, key, std::memory_order_relaxed)) {
+          }
+        });
+      }
+    }
+  });
+  TORCH_CHECK(!bad_index, "faces index a vertex out of range");
+
   auto bary = at::empty({B, H, W, 2}, verts.options());
   auto tri_id = at::empty({B, H, W}, verts.options().dtype(at::kInt));
   auto depth = at::empty({B, H, W}, verts.options());
-
-  std::vector<float> px(W), py(H);
-  for (int64_t j = 0; j < W; ++j) px[j] = pixel_ndc(j, W);
-  for (int64_t i = 0; i < H; ++i) py[i] = pixel_ndc(i, H);
-
-  // setup: conservative pixel rectangles [j0, j1] x [i0, i1] per (image, triangle)
-  std::vector<int32_t> rect(B * F * 4);
-  std::atomic<bool> bad_index{false};
-  at::parallel_for(0, B * F, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t bf = begin; bf < end; ++bf) {
-      const int64_t b = bf / F, f = bf % F;
-      const float* base = vp + b * V * 4;
-      int32_t* r = rect.data() + 4 * bf;
-      if (!(fp[3 * f] >= 0 && fp[3 * f] < V && fp[3 * f + 1] >= 0 && fp[3 * f + 1] < V && fp[3 * f + 2] >= 0 &&
-            fp[3 * f + 2] < V)) {
-        bad_index = true;
-        r[0] = 0, r[1] = -1, r[2] = 0, r[3] = -1;
-        continue;
-      }
-      const float* p[3] = {base + 4 * fp[3 * f], base + 4 * fp[3 * f + 1], base + 4 * fp[3 * f + 2]};
-      r[0] = 0, r[1] = -1, r[2] = 0, r[3] = -1;
-      if (!triangle_visible(p[0], p[1], p[2])) continue;
-      float xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
-      for (int k = 0; k < 3; ++k) {
-        const float inv_w = 1.0f / p[k][3];  // bounds only: the 0.01 px margin absorbs rounding
-        const float x = p[k][0] * inv_w, y = p[k][1] * inv_w;
-        xmin = std::min(xmin, x), xmax = std::max(xmax, x), ymin = std::min(ymin, y), ymax = std::max(ymax, y);
-      }
-      int64_t j0, j1, i0, i1;
-      pixel_range(xmin, xmax, W, j0, j1);
-      pixel_range(ymin, ymax, H, i0, i1);
-      if (j0 > j1 || i0 > i1) continue;
-      r[0] = static_cast<int32_t>(j0), r[1] = static_cast<int32_t>(j1);
-      r[2] = static_cast<int32_t>(i0), r[3] = static_cast<int32_t>(i1);
-    }
-  });
-
-  TORCH_CHECK(!bad_index, "faces index a vertex out of range");
-
-  // binning into bands of kBand rows, per image, in triangle order: T fixed chunks of triangles
-  // count their (image, band) hits in parallel, a prefix sum in (job, chunk) order gives each
-  // chunk its slots, and the chunks fill them in parallel
-  const int64_t n_bands = (H + kBand - 1) / kBand;
-  const int64_t n_jobs = B * n_bands;
-  const int64_t BF = B * F;
-  const int64_t T = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (BF + 8191) / 8192));
-  std::vector<int64_t> counts(T * n_jobs, 0);
-  auto for_each_hit = [&](int64_t t, auto&& fn) {
-    for (int64_t bf = t * BF / T; bf < (t + 1) * BF / T; ++bf) {
-      const int32_t* r = rect.data() + 4 * bf;
-      if (r[0] > r[1]) continue;
-      const int64_t job0 = (bf / F) * n_bands;
-      for (int64_t band = r[2] / kBand; band <= r[3] / kBand; ++band) fn(job0 + band, bf);
-    }
-  };
-  at::parallel_for(0, T, 1, [&](int64_t t_begin, int64_t t_end) {
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      int64_t* cnt = counts.data() + t * n_jobs;
-      for_each_hit(t, [&](int64_t job, int64_t) { ++cnt[job]; });
-    }
-  });
-  std::vector<int64_t> offsets(n_jobs + 1, 0);
-  std::vector<int64_t> starts(T * n_jobs);
-  int64_t total = 0;
-  for (int64_t job = 0; job < n_jobs; ++job) {
-    offsets[job] = total;
-    for (int64_t t = 0; t < T; ++t) {
-      starts[t * n_jobs + job] = total;
-      total += counts[t * n_jobs + job];
-    }
-  }
-  offsets[n_jobs] = total;
-  std::vector<int32_t> bins(total);
-  at::parallel_for(0, T, 1, [&](int64_t t_begin, int64_t t_end) {
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      int64_t* fill = starts.data() + t * n_jobs;
-      for_each_hit(t, [&](int64_t job, int64_t bf) { bins[fill[job]++] = static_cast<int32_t>(bf % F); });
-    }
-  });
-
   float* bary_p = bary.data_ptr<float>();
   int32_t* tri_p = tri_id.data_ptr<int32_t>();
   float* depth_p = depth.data_ptr<float>();
+  // writes pixel pix's outputs: empty, the given sample, or (no sample) the winner's recomputed
+  auto resolve = [&](int64_t pix, const Sample* stored) {
+    Sample smp{0.f, 0.f, 0.f};
+    int32_t f = -1;
+    if (keys[pix] != kEmptyKey) {
+      f = static_cast<int32_t>(keys[pix] & 0xffffffff);
+      if (stored != nullptr) {
+        smp = *stored;
+      } else {
+        const int64_t b = pix / (H * W), i = (pix / W) % H, j = pix % W;
+        const float* base = vp + b * V * 4;
+        triangle_sample(base + 4 * fp[3 * f], base + 4 * fp[3 * f + 1], base + 4 * fp[3 * f + 2], px[j], py[i], smp);
+      }
+    }
+    tri_p[pix] = f;
+    bary_p[2 * pix] = smp.u;
+    bary_p[2 * pix + 1] = smp.v;
+    depth_p[pix] = smp.depth;
+  };
+
+  bool any_large = false;
+  for (const auto& chunk : large) any_large |= !chunk.empty();
+  if (!any_large) {
+    // pass 2 (only small triangles): per pixel, the winner's (u, v, depth), recomputed with the
+    // same operations
+    at::parallel_for(0, B * H * W, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t pix = begin; pix < end; ++pix) resolve(pix, nullptr);
+    });
+    return {bary, tri_id, depth};
+  }
+  // pass 2 (with large triangles): these are binned into bands of kBand rows per image (a
+  // counting sort); a band belongs to one worker, which keeps the minimum keys without atomics
+  // and the samples of its winners, then writes its rows' outputs (recomputing the samples of
+  // winners from pass 1)
+  const int64_t n_bands = (H + kBand - 1) / kBand, n_jobs = B * n_bands;
+  std::vector<int64_t> offsets(n_jobs + 1, 0);
+  auto for_each_band = [&](auto&& fn) {
+    for (const auto& chunk : large) {
+      for (const auto& [bf, r] : chunk) {
+        for (int64_t band = r.i0 / kBand; band <= r.i1 / kBand; ++band) fn((bf / F) * n_bands + band, bf, r);
+      }
+    }
+  };
+  for_each_band([&](int64_t job, int64_t, const Rect&) { ++offsets[job + 1]; });
+  for (int64_t job = 0; job < n_jobs; ++job) offsets[job + 1] += offsets[job];
+  std::vector<std::pair<int64_t, Rect>> bins(offsets[n_jobs]);
+  std::vector<int64_t> fill(offsets.begin(), offsets.end() - 1);
+  for_each_band([&](int64_t job, int64_t bf, const Rect& r) { bins[fill[job]++] = {bf, r}; });
   std::atomic<int64_t> next_job{0};
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-    std::vector<int64_t> keys(kBand * W);
     std::vector<Sample> samples(kBand * W);
+    std::vector<uint8_t> stored(kBand * W);
     for (int64_t job = next_job++; job < n_jobs; job = next_job++) {
-      const int64_t b = job / n_bands, band = job % n_bands;
-      const int64_t row0 = band * kBand, row1 = std::min(H, row0 + kBand);  // [row0, row1)
-      std::fill(keys.begin(), keys.end(), kEmptyKey);
-      const float* base = vp + b * V * 4;
+      const int64_t row0 = (job % n_bands) * kBand, row1 = std::min(H, row0 + kBand) - 1;
+      const int64_t first = ((job / n_bands) * H + row0) * W;  // pixel index of the band's start
+      std::fill(stored.begin(), stored.end(), 0);
       for (int64_t k = offsets[job]; k < offsets[job + 1]; ++k) {
-        const int32_t f = bins[k];
-        const int32_t* r = rect.data() + 4 * (b * F + f);
-        const float* p0 = base + 4 * fp[3 * f];
-        const float* p1 = base + 4 * fp[3 * f + 1];
-        const float* p2 = base + 4 * fp[3 * f + 2];
-        const int64_t i_lo = std::max<int64_t>(r[2], row0), i_hi = std::min<int64_t>(r[3], row1 - 1);
-        for (int64_t i = i_lo; i <= i_hi; ++i) {
-          const int64_t row = (i - row0) * W;
-          // triangle_sample with the row-invariant Y_k hoisted (same operations, same results)
-          const float Y0 = p0[1] - py[i] * p0[3], Y1 = p1[1] - py[i] * p1[3], Y2 = p2[1] - py[i] * p2[3];
-          for (int64_t j = r[0]; j <= r[1]; ++j) {
-            const float X0 = p0[0] - px[j] * p0[3], X1 = p1[0] - px[j] * p1[3], X2 = p2[0] - px[j] * p2[3];
-            const float a0 = X1 * Y2 - X2 * Y1;
-            const float a1 = X2 * Y0 - X0 * Y2;
-            const float a2 = X0 * Y1 - X1 * Y0;
-            const float s = (a0 + a1) + a2;
-            const bool pos = (a0 >= 0.f) & (a1 >= 0.f) & (a2 >= 0.f) & (s > 0.f);  // branch-free
-            const bool neg = (a0 <= 0.f) & (a1 <= 0.f) & (a2 <= 0.f) & (s < 0.f);
-            // computed for every candidate and selected without branching (most candidates of
-            // small triangles are misses, unpredictably); values of covered samples are unchanged
-            const float zc = (a0 * p0[2] + a1 * p1[2]) + a2 * p2[2];
-            const float wc = (a0 * p0[3] + a1 * p1[3]) + a2 * p2[3];
-            const float d = zc / wc;
-            const bool ok = (pos | neg) & (d >= -1.0f) & (d <= 1.0f);
-            const int64_t key = ok ? depth_key(d, f) : kEmptyKey;
-            if (key < keys[row + j]) {  // barycentrics only for the current winner
-              keys[row + j] = key;
-              samples[row + j] = Sample{a0 / s, a1 / s, d};
-            }
-          }
-        }
+        const auto& [bf, r] = bins[k];
+        scan.template operator()<true>(bf / F, static_cast<int32_t>(bf % F), r, std::max<int64_t>(r.i0, row0),
+                                       std::min<int64_t>(r.i1, row1),
+                                       [&](int64_t slot, int64_t key, float u, float v, float d) {
+                                         if (key < keys[slot]) {
+                                           keys[slot] = key;
+                                           samples[slot - first] = Sample{u, v, d};
+                                           stored[slot - first] = 1;
+                                         }
+                                       });
       }
-      for (int64_t i = row0; i < row1; ++i) {
-        for (int64_t j = 0; j < W; ++j) {
-          const int64_t local = (i - row0) * W + j;
-          const int64_t pix = (b * H + i) * W + j;
-          if (keys[local] == kEmptyKey) {
-            tri_p[pix] = -1;
-            bary_p[2 * pix] = bary_p[2 * pix + 1] = depth_p[pix] = 0.f;
-            continue;
-          }
-          tri_p[pix] = static_cast<int32_t>(keys[local] & 0xffffffff);
-          bary_p[2 * pix] = samples[local].u;
-          bary_p[2 * pix + 1] = samples[local].v;
-          depth_p[pix] = samples[local].depth;
-        }
+      for (int64_t pix = first; pix < first + (row1 - row0 + 1) * W; ++pix) {
+        resolve(pix, stored[pix - first] ? &samples[pix - first] : nullptr);
       }
     }
   });
@@ -221,7 +376,7 @@ at::Tensor rasterize_bwd_cpu(const at::Tensor& verts, const at::Tensor& faces, c
   TORCH_CHECK(depth.sizes() == tri_id.sizes() && g_depth.sizes() == tri_id.sizes() && depth.is_contiguous() &&
                   g_depth.is_contiguous() && depth.scalar_type() == at::kFloat && g_depth.scalar_type() == at::kFloat,
               "depth and its gradient must be contiguous float32 [B,H,W]");
-  auto g_verts = at::zeros_like(verts);
+  auto g_verts = at::empty_like(verts);  // every value is written by scatter_covered
   const float* vp = verts.data_ptr<float>();
   const int32_t* fp = faces.data_ptr<int32_t>();
   const float* bp = bary.data_ptr<float>();
@@ -230,45 +385,20 @@ at::Tensor rasterize_bwd_cpu(const at::Tensor& verts, const at::Tensor& faces, c
   const float* gbp = g_bary.data_ptr<float>();
   const float* gdp = g_depth.data_ptr<float>();
   float* gv = g_verts.data_ptr<float>();
-  // rows of an image are split into a fixed number of chunks (independent of scheduling), each
-  // with its own gradient buffer, summed in chunk order: deterministic and race-free
-  const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), H));
-  std::vector<float> buffers(n_chunks > 1 ? n_chunks * V * 4 : 0);
   for (int64_t b = 0; b < B; ++b) {
     const float* base = vp + b * V * 4;
-    float* gbase = gv + b * V * 4;
-    if (n_chunks > 1) std::fill(buffers.begin(), buffers.end(), 0.f);
-    at::parallel_for(0, n_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
-      for (int64_t c = c_begin; c < c_end; ++c) {
-        float* acc = n_chunks > 1 ? buffers.data() + c * V * 4 : gbase;
-        for (int64_t i = c * H / n_chunks; i < (c + 1) * H / n_chunks; ++i) {
-          const float py = pixel_ndc(i, H);
-          for (int64_t j = 0; j < W; ++j) {
-            const int64_t pix = (b * H + i) * W + j;
-            const int32_t f = tp[pix];
-            if (f < 0) continue;
-            const float gu = gbp[2 * pix], gvv = gbp[2 * pix + 1], gd = gdp[pix];
-            if (gu == 0.f && gvv == 0.f && gd == 0.f) continue;
-            const int32_t* idx = fp + 3 * f;
-            float g[3][4] = {{0.f}};
-            sample_backward(base + 4 * idx[0], base + 4 * idx[1], base + 4 * idx[2], pixel_ndc(j, W), py,
-                            bp[2 * pix], bp[2 * pix + 1], dp[pix], gu, gvv, gd, g);
-            for (int k = 0; k < 3; ++k) {
-              for (int c4 = 0; c4 < 4; ++c4) acc[4 * idx[k] + c4] += g[k][c4];
-            }
-          }
-        }
+    scatter_covered(tp + b * H * W, H, W, V * 4, gv + b * V * 4, [&](float* acc, int64_t i, int64_t j) {
+      const int64_t pix = (b * H + i) * W + j;
+      const float gu = gbp[2 * pix], gvv = gbp[2 * pix + 1], gd = gdp[pix];
+      if (gu == 0.f && gvv == 0.f && gd == 0.f) return;
+      const int32_t* idx = fp + 3 * tp[pix];
+      float g[3][4] = {{0.f}};
+      sample_backward(base + 4 * idx[0], base + 4 * idx[1], base + 4 * idx[2], pixel_ndc(j, W), pixel_ndc(i, H),
+                      bp[2 * pix], bp[2 * pix + 1], dp[pix], gu, gvv, gd, g);
+      for (int k = 0; k < 3; ++k) {
+        for (int c4 = 0; c4 < 4; ++c4) acc[4 * idx[k] + c4] += g[k][c4];
       }
     });
-    if (n_chunks > 1) {
-      at::parallel_for(0, V * 4, 4096, [&](int64_t begin, int64_t end) {
-        for (int64_t e = begin; e < end; ++e) {
-          float sum = 0.f;
-          for (int64_t c = 0; c < n_chunks; ++c) sum += buffers[c * V * 4 + e];
-          gbase[e] = sum;
-        }
-      });
-    }
   }
   return g_verts;
 }
@@ -330,8 +460,8 @@ std::vector<at::Tensor> interpolate_bwd_cpu(const at::Tensor& attr, const at::Te
   TORCH_CHECK(g_out.dim() == 4 && g_out.size(0) == B && g_out.size(1) == H && g_out.size(2) == W &&
                   g_out.size(3) == D && g_out.is_contiguous() && g_out.scalar_type() == at::kFloat,
               "the output gradient must be contiguous float32 [B,H,W,D]");
-  auto g_attr = at::zeros({B, V, D}, attr.options());
-  auto g_bary = at::empty_like(bary);  // every pixel is written below
+  auto g_attr = at::empty({B, V, D}, attr.options());  // every value is written by scatter_covered
+  auto g_bary = at::zeros_like(bary);                   // covered pixels are written below
   const float* ap = attr.data_ptr<float>();
   const float* bp = bary.data_ptr<float>();
   const int32_t* tp = tri_id.data_ptr<int32_t>();
@@ -340,18 +470,13 @@ std::vector<at::Tensor> interpolate_bwd_cpu(const at::Tensor& attr, const at::Te
   float* gap = g_attr.data_ptr<float>();
   float* gbp = g_bary.data_ptr<float>();
   const int64_t HW = H * W;
-  // bary gradients: independent per pixel
-  at::parallel_for(0, B * HW, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t pix = begin; pix < end; ++pix) {
-      const int32_t f = tp[pix];
-      if (f < 0) {
-        gbp[2 * pix] = gbp[2 * pix + 1] = 0.f;
-        continue;
-      }
-      const float* a = ap + (Ba == 1 ? 0 : pix / HW) * V * D;
-      const float* a0 = a + fp[3 * f] * D;
-      const float* a1 = a + fp[3 * f + 1] * D;
-      const float* a2 = a + fp[3 * f + 2] * D;
+  for (int64_t b = 0; b < B; ++b) {
+    const float* a = ap + (Ba == 1 ? 0 : b) * V * D;
+    scatter_covered(tp + b * HW, H, W, V * D, gap + b * V * D, [&](float* acc, int64_t i, int64_t j) {
+      const int64_t pix = b * HW + i * W + j;
+      const int32_t* idx = fp + 3 * tp[pix];
+      const float *a0 = a + idx[0] * D, *a1 = a + idx[1] * D, *a2 = a + idx[2] * D;
+      const float u = bp[2 * pix], v = bp[2 * pix + 1], t = (1.0f - u) - v;
       const float* g = gp + pix * D;
       float gu = 0.f, gv = 0.f;
       for (int64_t d = 0; d < D; ++d) {
@@ -360,39 +485,13 @@ std::vector<at::Tensor> interpolate_bwd_cpu(const at::Tensor& attr, const at::Te
       }
       gbp[2 * pix] = gu;
       gbp[2 * pix + 1] = gv;
-    }
-  });
-  // attribute gradients: per image, fixed row chunks with their own buffers (as rasterize_bwd)
-  const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), H));
-  std::vector<float> buffers(n_chunks > 1 ? n_chunks * V * D : 0);
-  for (int64_t b = 0; b < B; ++b) {
-    float* ga = gap + b * V * D;
-    if (n_chunks > 1) std::fill(buffers.begin(), buffers.end(), 0.f);
-    at::parallel_for(0, n_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
-      for (int64_t c = c_begin; c < c_end; ++c) {
-        float* acc = n_chunks > 1 ? buffers.data() + c * V * D : ga;
-        for (int64_t pix = b * HW + (c * H / n_chunks) * W; pix < b * HW + ((c + 1) * H / n_chunks) * W; ++pix) {
-          const int32_t f = tp[pix];
-          if (f < 0) continue;
-          const float u = bp[2 * pix], v = bp[2 * pix + 1];
-          const float w[3] = {u, v, (1.0f - u) - v};
-          const float* g = gp + pix * D;
-          for (int k = 0; k < 3; ++k) {
-            float* dst = acc + fp[3 * f + k] * D;
-            for (int64_t d = 0; d < D; ++d) dst[d] += w[k] * g[d];
-          }
-        }
-      }
+      float* acc0 = acc + idx[0] * D;
+      float* acc1 = acc + idx[1] * D;
+      float* acc2 = acc + idx[2] * D;
+      for (int64_t d = 0; d < D; ++d) acc0[d] += u * g[d];
+      for (int64_t d = 0; d < D; ++d) acc1[d] += v * g[d];
+      for (int64_t d = 0; d < D; ++d) acc2[d] += t * g[d];
     });
-    if (n_chunks > 1) {
-      at::parallel_for(0, V * D, 4096, [&](int64_t begin, int64_t end) {
-        for (int64_t e = begin; e < end; ++e) {
-          float sum = 0.f;
-          for (int64_t c = 0; c < n_chunks; ++c) sum += buffers[c * V * D + e];
-          ga[e] = sum;
-        }
-      });
-    }
   }
   return {g_attr, g_bary};
 }
