@@ -72,11 +72,14 @@ def test_aovs_consistent(tiny):
     for i, c2w in enumerate(fs.camera_to_worlds):
         rgba = np.asarray(Image.open(tiny / "train" / f"r_{i:03d}.png"))
         assert rgba.shape == (40, 40, 4)
-        mask = rgba[..., 3] > 0
+        alpha = rgba[..., 3]
+        mask = alpha > 0  # some primary ray hit (alpha = covered fraction: antialiased edges)
         assert 0.02 < mask.mean() < 0.9
+        assert ((alpha > 0) & (alpha < 255)).any()  # fractional coverage on silhouettes
         ids = np.asarray(Image.open(tiny / "train" / f"id_{i:04d}.png")).astype(np.int64)
-        assert np.array_equal(ids > 0, mask)
-        assert set(np.unique(ids[mask]).tolist()) <= valid_ids
+        centre = ids > 0  # id, depth: the pixel-centre ray (one sample, as Blender's passes)
+        assert np.all(mask[centre]) and np.all(centre[alpha == 255])
+        assert set(np.unique(ids[centre]).tolist()) <= valid_ids
         normal = read_envmap(tiny / "train" / f"normal_{i:04d}.exr")
         assert np.allclose(np.linalg.norm(normal[mask], axis=-1), 1.0, atol=1e-3)
         assert np.all(normal[~mask] == 0)
@@ -87,14 +90,36 @@ def test_aovs_consistent(tiny):
         t = np.full(len(d), np.inf)
         np.minimum.at(t, ray, np.linalg.norm(loc - o[ray], axis=1))
         hit = np.isfinite(t).reshape(40, 40)
-        assert (hit != mask).mean() < 0.01  # grazing pixels may differ
-        both = hit & mask
+        assert (hit != centre).mean() < 0.01  # grazing pixels may differ
+        both = hit & centre
         z = (t * cos_axis).reshape(40, 40)
         assert np.allclose(depth[both], z[both], rtol=1e-3, atol=1e-3)
-        assert np.all(depth[~mask] == 0)
+        assert np.all(depth[~centre] == 0)
         for name in ("roughness", "metallic"):
             img = np.asarray(Image.open(tiny / "train" / f"{name}_{i:04d}.png"))
             assert img.ndim == 2 and np.all(img[~mask] == 0)
+
+
+def test_alpha_is_pixel_coverage():
+    """A box seen obliquely: on its silhouette, alpha is the covered fraction of each pixel
+    (stratified primary rays; reference: 4x4 sub-pixel centres), not a 0/1 centre test."""
+    desc = make_scene(0, "object")
+    desc["objects"] = [{"category": "box", "shape_params": {}, "size": 1.0, "transform": np.eye(4).tolist(),
+                        "parts": [{"name": "box", "index": 0, "id": 256,
+                                   "material": {"color": [0.5, 0.5, 0.5], "texture": {"type": "none"}, "roughness": 1.0,
+                                                "metallic": 0.0}}]}]
+    geom = build_geometry(desc)
+    env = environments.EnvSampler(np.ones((32, 64, 3), np.float32))
+    c2w = cameras.look_at([3.5, 1.5, 1.0], geom.center)  # edges oblique to the pixel grid
+    out = render.render_view(geom, env, c2w, math.radians(40), 24, 24, 64, np.random.default_rng(0), aovs=False, aa=64)
+    o, d, _ = render.camera_rays(c2w, math.radians(40), 96, 96)  # 4x4 centres per pixel
+    fine = np.zeros(96 * 96)
+    fine[render.surface(geom, o, d)["ray"]] = 1.0
+    coverage = fine.reshape(24, 4, 24, 4).mean((1, 3))
+    edge = (coverage > 0) & (coverage < 1)
+    assert edge.sum() >= 8
+    assert np.abs(out["alpha"] - coverage)[edge].mean() < 0.15
+    assert np.abs(out["alpha"] - coverage).max() < 0.35  # two estimates of the same fraction
 
 
 def _check_projection(root: Path, split: str) -> None:

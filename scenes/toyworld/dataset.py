@@ -58,6 +58,7 @@ class MakeConfig:
     n_test: int = 8
     res: int = 128
     spp: int = 64
+    aa: int = 16
     env: str = "sky"
     relight: tuple[str, ...] = ("studio", "sunset")
     path: str = "orbit"
@@ -80,7 +81,7 @@ def _png(path: Path, arr: np.ndarray) -> None:
 
 def _write_view(folder: Path, i: int, out: dict, c2w: np.ndarray, aovs: bool) -> None:
     a = out["alpha"]
-    rgba = np.concatenate([linear_to_srgb(out["rgb"]) * a[..., None], a[..., None]], -1)
+    rgba = np.concatenate([linear_to_srgb(out["rgb"]), a[..., None]], -1)  # straight alpha
     _png(folder / f"r_{i:03d}.png", to_u8(rgba))
     if not aovs:
         return
@@ -91,7 +92,7 @@ def _write_view(folder: Path, i: int, out: dict, c2w: np.ndarray, aovs: bool) ->
     (folder / f"depth_{i:04d}.exr").write_bytes(encode_exr(out["depth"], FLOAT, mantissa_bits=16))
     Image.fromarray(out["id"].astype(np.uint16)).save(folder / f"id_{i:04d}.png")
     ncam = out["normal"] @ c2w[:3, :3]  # world -> camera (rotation transpose applied on the right)
-    nm = np.concatenate([(ncam * 0.5 + 0.5) * a[..., None], a[..., None]], -1)
+    nm = np.concatenate([ncam * 0.5 + 0.5, a[..., None]], -1)
     _png(folder / f"normalmap_{i:04d}.png", to_u8(nm))
 
 
@@ -116,8 +117,8 @@ def _check(cfg: MakeConfig) -> None:
     for e in (cfg.env, *cfg.relight):
         if e not in environments.ENVIRONMENTS:
             raise ValueError(f"unknown environment {e!r}; one of {environments.ENVIRONMENTS}")
-    if cfg.n_train < 1 or cfg.n_test < 1 or cfg.n_val < 0 or cfg.res < 8 or cfg.spp < 1:
-        raise ValueError("--n-train and --n-test must be >= 1, --n-val >= 0, --res >= 8 and --spp >= 1")
+    if cfg.n_train < 1 or cfg.n_test < 1 or cfg.n_val < 0 or cfg.res < 8 or cfg.spp < 1 or cfg.aa < 1:
+        raise ValueError("--n-train and --n-test must be >= 1, --n-val >= 0, --res >= 8, --spp >= 1 and --aa >= 1")
     if not 1.0 < cfg.fov_deg < 170.0:
         raise ValueError("--fov-deg must be in (1, 170)")
 
@@ -160,7 +161,7 @@ def make_dataset(output: Path, cfg: MakeConfig, overwrite: bool = False) -> dict
             for i, c2w in enumerate(poses[split]):
                 rng = np.random.default_rng([cfg.seed, zlib.crc32(folder.encode()), i])
                 out = render.render_view(geom, samplers[env_name], c2w, fov, cfg.res, cfg.res, cfg.spp, rng,
-                                         aovs=aovs or (split == "test" and folder == "test" and i < cfg.sheet_views))
+                                         aa=cfg.aa, aovs=aovs or (split == "test" and folder == "test" and i < cfg.sheet_views))
                 _write_view(tmp / folder, i, out, c2w, aovs)
                 if split == "test" and i < cfg.sheet_views and cfg.sheet:
                     if folder == "test":
@@ -190,15 +191,18 @@ def make_dataset(output: Path, cfg: MakeConfig, overwrite: bool = False) -> dict
                        "n_train": cfg.n_train, "n_val": cfg.n_val, "n_test": cfg.n_test, "val_is_test": cfg.n_val == 0},
             "res": cfg.res,
             "spp": cfg.spp,
+            "aa": cfg.aa,
             "aov_splits": [s for s in poses if s in cfg.aov_splits],
             "aovs": {
-                "r": "RGBA sRGB 8-bit, straight alpha, binary (one primary ray per pixel centre)",
-                "albedo": "sRGB 8-bit textured base colour (metals keep their colour)",
-                "roughness": "linear 8-bit perceptual roughness (GGX alpha = roughness^2)",
-                "metallic": "linear 8-bit",
-                "normal": "EXR float32 (12 mantissa bits) world-space unit shading normal, 0 off-object",
-                "depth": "EXR float32 (16 mantissa bits) view-space z (distance along the optical axis), R=G=B, 0 off-object",
-                "id": "16-bit PNG, 256*(instance+1)+part, 0 = background (see ids)",
+                "r": "RGBA sRGB 8-bit, straight alpha = pixel coverage (aa stratified primary rays per pixel)",
+                "albedo": "sRGB 8-bit textured base colour (metals keep their colour), mean over the pixel's covered rays",
+                "roughness": "linear 8-bit perceptual roughness (GGX alpha = roughness^2), mean over covered rays",
+                "metallic": "linear 8-bit, mean over covered rays",
+                "normal": "EXR float32 (12 mantissa bits) world-space unit shading normal (normalised mean over covered "
+                          "rays), 0 off-object",
+                "depth": "EXR float32 (16 mantissa bits) view-space z (distance along the optical axis) of the pixel-centre "
+                         "ray, R=G=B, 0 off-object",
+                "id": "16-bit PNG, 256*(instance+1)+part of the pixel-centre ray, 0 = background (see ids)",
                 "normalmap": "RGBA 8-bit camera-space normal (OpenGL axes) as n/2+1/2",
             },
             "renderer": "Monte-Carlo direct environment lighting with shadow-ray visibility, one-sample MIS "

@@ -1,13 +1,15 @@
 """Monte-Carlo ground-truth renderer: environment lighting with visibility, by ray casting.
 
-Per pixel (one primary ray through the pixel centre, so alpha is binary and every AOV is exact
-for the surface the pixel sees):
+Per pixel, ``aa`` primary rays at stratified jittered positions inside the pixel (antialiasing,
+as a renderer's pixel filter: alpha is the covered fraction, colour and the albedo, roughness,
+metallic and normal AOVs are means over the covered rays); depth, distance and ids come from the
+ray through the pixel centre (one sample, as Blender's Z and index passes). Per primary ray:
 
 1. Primary ray -> first hit (trimesh's embree intersector): position, triangle, barycentrics,
    smooth shading normal (vertex normals interpolated; split at sharp edges), part id.
    Material = part's base colour x procedural solid texture (object-local point), roughness,
    metallic.
-2. ``spp`` light directions per hit from a *one-sample MIS mixture* (balance heuristic over
+2. ``ceil(spp / aa)`` light directions per hit from a *one-sample MIS mixture* (balance heuristic over
    three strategies): environment importance sampling (luminance x solid angle, 50%), cosine
    hemisphere (diffuse, ``0.5 * (1 - s)``) and GGX half-vector sampling (``0.5 * s`` with
    ``s = 0.2 + 0.8 metallic``). Each direction ``l`` is weighted by
@@ -56,18 +58,39 @@ def intersector(geom: Geometry):
     return geom._rays
 
 
-def camera_rays(c2w: np.ndarray, fov_x: float, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def camera_rays(c2w: np.ndarray, fov_x: float, width: int, height: int,
+                offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Origins, unit world directions ``[H*W, 3]`` and the cosine to the optical axis ``[H*W]``.
 
-    Pixel centres, pinhole at the image centre, OpenGL camera axes (looks along -z, +y up).
+    Pinhole at the image centre, OpenGL camera axes (looks along -z, +y up). Each ray goes
+    through its pixel's centre, or through ``offsets [H*W, 2]`` (x right, y down, in pixels
+    from the pixel's top-left corner, in [0, 1)) when given.
     """
     f = 0.5 * width / math.tan(0.5 * fov_x)
-    j, i = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    d_cam = np.stack([(j - width / 2) / f, -(i - height / 2) / f, -np.ones_like(j)], -1).reshape(-1, 3)
+    j, i = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    j, i = j.reshape(-1), i.reshape(-1)
+    if offsets is None:
+        j, i = j + 0.5, i + 0.5
+    else:
+        j, i = j + offsets[:, 0], i + offsets[:, 1]
+    d_cam = np.stack([(j - width / 2) / f, -(i - height / 2) / f, -np.ones_like(j)], -1)
     norm = np.linalg.norm(d_cam, axis=1)
     d = (d_cam / norm[:, None]) @ c2w[:3, :3].T
     o = np.broadcast_to(c2w[:3, 3], d.shape).copy()
     return o, d, 1.0 / norm
+
+
+def pixel_offsets(k: int, aa: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Sub-pixel positions ``[n, 2]`` in [0, 1)^2 of primary ray ``k`` of ``aa`` for n pixels:
+    cell k of a sqrt(aa) x sqrt(aa) grid, jittered per pixel, when aa is a square (stratified);
+    uniform otherwise; the centre when aa == 1."""
+    if aa == 1:
+        return np.full((n, 2), 0.5)
+    s = math.isqrt(aa)
+    u = rng.random((n, 2))
+    if s * s != aa:
+        return u
+    return (np.array([k % s, k // s], dtype=np.float64) + u) / s
 
 
 def surface(geom: Geometry, origins: np.ndarray, dirs: np.ndarray) -> dict:
@@ -155,26 +178,49 @@ def shade(geom: Geometry, hit: dict, env: EnvSampler, spp: int, rng: np.random.G
 
 
 def render_view(geom: Geometry, env: EnvSampler, c2w: np.ndarray, fov_x: float, width: int, height: int,
-                spp: int, rng: np.random.Generator, aovs: bool = True) -> dict:
-    """Render one view: ``rgb`` (linear, [H,W,3]), ``alpha`` [H,W] and, with ``aovs``, ``albedo``,
-    ``roughness``, ``metallic``, ``normal`` (world, unit; 0 off the object), ``depth``
-    (view-space z > 0; 0 off the object), ``dist`` (ray length), ``id`` (uint16)."""
-    o, d, cos_axis = camera_rays(c2w, fov_x, width, height)
-    hit = surface(geom, o, d)
-    radiance = shade(geom, hit, env, spp, rng)
+                spp: int, rng: np.random.Generator, aovs: bool = True, aa: int = 16) -> dict:
+    """Render one view with ``aa`` primary rays per pixel and about ``spp`` light samples per
+    pixel (``ceil(spp / aa)`` per primary ray): ``rgb`` (linear, straight: mean radiance of the
+    covered rays, [H,W,3]), ``alpha`` (covered fraction, [H,W]) and, with ``aovs``, ``albedo``,
+    ``roughness``, ``metallic``, ``normal`` (world, unit; means over the covered rays, 0 off the
+    object), and from the centre ray ``depth`` (view-space z > 0; 0 off the object), ``dist``
+    (ray length) and ``id`` (uint16)."""
     P = width * height
-    r = hit["ray"]
+    per_ray = max(1, -(-spp // aa))
+    cover = np.zeros(P)
+    sums = {"rgb": np.zeros((P, 3)), "albedo": np.zeros((P, 3)), "roughness": np.zeros(P), "metallic": np.zeros(P),
+            "normal": np.zeros((P, 3))}
+    for k in range(aa):
+        o, d, _ = camera_rays(c2w, fov_x, width, height, pixel_offsets(k, aa, P, rng))
+        hit = surface(geom, o, d)
+        r = hit["ray"]  # one hit per ray at most, so r has no repeats
+        cover[r] += 1.0
+        sums["rgb"][r] += shade(geom, hit, env, per_ray, rng)
+        if aovs:
+            for key in ("albedo", "roughness", "metallic", "normal"):
+                sums[key][r] += hit[key]
+    count = np.maximum(cover, 1.0)  # sums are 0 where no ray hit
+    mean = {key: v / (count[:, None] if v.ndim == 2 else count) for key, v in sums.items()}
 
     def img(vals, ch, dtype=np.float32):
-        a = np.zeros((P, ch) if ch > 1 else (P,), dtype=dtype)
-        a[r] = vals
-        return a.reshape((height, width, ch) if ch > 1 else (height, width))
+        return np.asarray(vals, dtype=dtype).reshape((height, width, ch) if ch > 1 else (height, width))
 
-    out = {"rgb": img(radiance, 3), "alpha": img(1.0, 1)}
+    out = {"rgb": img(mean["rgb"], 3), "alpha": img(cover / aa, 1)}
     if aovs:
+        n = mean["normal"]
+        n = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        o, d, cos_axis = camera_rays(c2w, fov_x, width, height)
+        centre = surface(geom, o, d)
+        r = centre["ray"]
+
+        def centre_img(vals, dtype=np.float32):
+            a = np.zeros(P, dtype=dtype)
+            a[r] = vals
+            return a.reshape(height, width)
+
         out.update(
-            albedo=img(hit["albedo"], 3), roughness=img(hit["roughness"], 1), metallic=img(hit["metallic"], 1),
-            normal=img(hit["normal"], 3), depth=img(hit["dist"] * cos_axis[r], 1), dist=img(hit["dist"], 1),
-            id=img(hit["id"], 1, np.uint16),
+            albedo=img(mean["albedo"], 3), roughness=img(mean["roughness"], 1), metallic=img(mean["metallic"], 1),
+            normal=img(n, 3), depth=centre_img(centre["dist"] * cos_axis[r]), dist=centre_img(centre["dist"]),
+            id=centre_img(centre["id"], np.uint16),
         )
     return out

@@ -34,7 +34,9 @@ class Make:
     res: int = 128
     """Image width and height in pixels."""
     spp: int = 64
-    """Environment-light samples per pixel."""
+    """Environment-light samples per pixel (spread over the --aa primary rays)."""
+    aa: int = 16
+    """Primary rays per pixel (antialiasing; stratified when a square number; 1 = pixel centre)."""
     env: str = "sky"
     """Lighting environment: sky, sunset, studio, overcast or night."""
     relight: str = "studio,sunset"
@@ -56,7 +58,7 @@ class Make:
         relight = tuple(e.strip() for e in self.relight.split(",") if e.strip())
         aov_splits = {"all": ("train", "val", "test"), "test": ("test",), "none": ()}[self.aovs]
         cfg = MakeConfig(seed=self.seed, kind=self.kind, n_train=self.n_train, n_val=self.n_val, n_test=self.n_test,
-                         res=self.res, spp=self.spp, env=self.env, relight=relight, path=self.path, fov_deg=self.fov,
+                         res=self.res, spp=self.spp, aa=self.aa, env=self.env, relight=relight, path=self.path, fov_deg=self.fov,
                          aov_splits=aov_splits)
         if self.sheet is not None and self.sheet.suffix.lower() != ".png":
             raise StudioInputError(f"--sheet {self.sheet} must end in .png.")
