@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Type
@@ -33,7 +35,7 @@ class StudioDataParserConfig(DataParserConfig):
     data: Path = Path()
     """Dataset folder (transforms_train.json or transforms.json) or a transforms.json file."""
     scene_box_half_size: float = 1.5
-    """Half side (world units) of the NeRF-synthetic scene box used for random initialisation."""
+    """Largest half side (world units) of the NeRF-synthetic scene box (random initialisation); smaller when cameras are nearer."""
     downscale_factor: int = 1
     """Nerfstudio datasets: image downscale factor (images_N folders, as Nerfstudio)."""
     orientation_method: Literal["pca", "up", "vertical", "none"] = "up"
@@ -71,7 +73,11 @@ class StudioDataParser(DataParser):
             height=frames.height,
             camera_type=CameraType.PERSPECTIVE,
         )
-        half = self.config.scene_box_half_size
+        # NeRF-synthetic scenes are centred at the origin: the box (random initialisation, viewer)
+        # is kept inside 3/4 of the nearest camera's distance, so no point starts at or behind a
+        # camera, where no training view would see it (a floater in front of other views)
+        nearest = float(cameras.camera_to_worlds[:, :3, 3].norm(dim=-1).min())
+        half = min(self.config.scene_box_half_size, 0.75 * nearest / math.sqrt(3.0))
         return DataparserOutputs(
             image_filenames=frames.image_paths,
             cameras=cameras,
