@@ -19,9 +19,18 @@ from studio.engine.splat_model import SplatModelConfig
 from studio.engine.trainer import StudioTrainerConfig
 
 
-def _adam(lr: float, scheduler=None) -> dict:
+def adam(lr: float, scheduler=None) -> dict:
     return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": scheduler}
 
+
+SPLAT_OPTIMIZERS = {
+    "means": adam(1.6e-4, ExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=30000)),
+    "features_dc": adam(0.0025),
+    "features_rest": adam(0.0025 / 20),
+    "opacities": adam(0.05),
+    "scales": adam(0.005),
+    "quats": adam(0.001),
+}
 
 studio_splat = MethodSpecification(
     config=StudioTrainerConfig(
@@ -31,14 +40,7 @@ studio_splat = MethodSpecification(
             datamanager=FullImageDatamanagerConfig(dataparser=StudioDataParserConfig(), cache_images_type="uint8"),
             model=SplatModelConfig(),
         ),
-        optimizers={
-            "means": _adam(1.6e-4, ExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=30000)),
-            "features_dc": _adam(0.0025),
-            "features_rest": _adam(0.0025 / 20),
-            "opacities": _adam(0.05),
-            "scales": _adam(0.005),
-            "quats": _adam(0.001),
-        },
+        optimizers=SPLAT_OPTIMIZERS,
         machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         viewer=ViewerConfig(websocket_host="127.0.0.1", quit_on_train_completion=True, num_rays_per_chunk=1 << 15),
         vis="viewer",

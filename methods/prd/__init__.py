@@ -1,0 +1,1 @@
+"""``ns-train prd``: Progressive Radiance Distillation inverse rendering (wiring only)."""

@@ -1,0 +1,92 @@
+"""``prd``: PBR Gaussian attributes, baked visibility, the PRD composite, stages and ablations."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from studio.io.config_loader import load_trainer_config
+from studio.gaussians.pbr import activate_pbr, initial_pbr_params, shortest_axis_normals
+from studio.pbr.visibility import bake_visibility
+
+NS_TRAIN = str(Path(sys.executable).with_name("ns-train"))
+SCENE = Path(__file__).resolve().parents[1] / "scenes" / "toyworld_mushroom"
+
+
+def test_shortest_axis_normal_faces_the_camera():
+    quats = torch.tensor([[1.0, 0, 0, 0], [math.cos(math.pi / 4), math.sin(math.pi / 4), 0, 0]])  # identity, 90 deg about x
+    scales = torch.tensor([[0.1, 0.1, 0.001], [0.1, 0.1, 0.001]])
+    means = torch.zeros(2, 3)
+    up = shortest_axis_normals(means, quats, scales, torch.tensor([0.0, 0.0, 5.0]))
+    down = shortest_axis_normals(means, quats, scales, torch.tensor([0.0, 0.0, -5.0]))
+    assert torch.allclose(up[0], torch.tensor([0.0, 0.0, 1.0])) and torch.allclose(down[0], torch.tensor([0.0, 0.0, -1.0]))
+    # rotated 90 deg about x: the local z axis points along -y (or +y), never along z
+    side = shortest_axis_normals(means, quats, scales, torch.tensor([0.0, 5.0, 0.0]))
+    assert torch.allclose(side[1], torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
+
+
+def test_initial_pbr_params_activate_to_the_requested_values():
+    acts = activate_pbr(initial_pbr_params(4, albedo=0.3, roughness=0.7, metallic=0.2, progress=0.0))
+    assert torch.allclose(acts["albedo"], torch.full((4, 3), 0.3)) and torch.allclose(acts["roughness"], torch.full((4, 1), 0.7))
+    assert float(acts["progress"].max()) < 1e-5  # stage 1: p = 0
+
+
+def test_visibility_of_a_floor():
+    """Opaque splats on the plane z = 0: above it, the upper hemisphere is free and the lower one blocked."""
+    gen = torch.Generator().manual_seed(0)
+    n = 3000
+    means = torch.cat([torch.rand(n, 2, generator=gen) * 2 - 1, torch.zeros(n, 1)], -1)
+    scales = torch.tensor([0.05, 0.05, 0.001]).repeat(n, 1)
+    grid = bake_visibility(means, scales, torch.ones(n), torch.tensor([[-1.0, -1, -1], [1, 1, 1]]), resolution=8)
+    p = torch.tensor([[0.1, -0.1, 0.3]])
+    up, down = torch.tensor([[0.0, 0, 1]]), torch.tensor([[0.0, 0, -1]])
+    assert grid.visibility(p, up).item() > 0.9 and grid.visibility(p, down).item() < 0.1
+    assert grid.ambient_occlusion(p, up).item() > 0.9 and grid.ambient_occlusion(p, down).item() < 0.15
+
+
+def _prd(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [NS_TRAIN, "prd", "--data", str(SCENE), "--output-dir", str(out), "--vis", "tensorboard",
+           "--pipeline.model.stage-iters", "8", "4", "4", "4", "--pipeline.model.num-random", "400",
+           "--pipeline.model.visibility-resolution", "4", *extra]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_prd_stages_stage1_file_and_ablation_from_it(tmp_path: Path):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    result = _prd(tmp_path / "prd")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = next((tmp_path / "prd").glob("toyworld_mushroom/prd/*"))
+    stage1 = run / "stage1.safetensors"
+    assert stage1.is_file()
+    _, pipeline, _, _ = eval_setup(run / "config.yml", test_mode="test")
+    model = pipeline.model
+    assert model.visibility is not None and model.visibility.coeffs.shape == (4, 4, 4, 9)  # baked in stage 3, saved
+    p = model.pbr_attributes()["progress"]
+    assert float(p.min()) > 1e-4  # distillation started from progress_init (0.01), not the stage-1 p = 0
+    camera = pipeline.datamanager.eval_dataset.cameras[0:1]
+    out = model.render_gbuffers(camera)
+    for key, ch in (("rgb", 3), ("pbr", 3), ("albedo", 3), ("normal", 3), ("progress", 1), ("roughness", 1)):
+        assert out[key].shape[-1] == ch and torch.isfinite(out[key]).all()
+    # the composite is p * pbr + (1 - p) * radiance over the background
+    acc, px = out["accumulation"], out["progress"]
+    expect = px * out["pbr"] + (1 - px / acc.clamp(min=1e-6)) * out["radiance"] * acc + (1 - acc) * out["background"]
+    assert torch.allclose(out["rgb"], expect.clamp(0, 1), atol=1e-5)
+
+    ablation = _prd(tmp_path / "np", "--load-stage", str(stage1), "--pipeline.model.ablation", "no-progress")
+    assert ablation.returncode == 0, ablation.stdout[-3000:] + ablation.stderr[-3000:]
+    run_np = next((tmp_path / "np").glob("toyworld_mushroom/prd/*"))
+    assert load_trainer_config(run_np / "config.yml").max_num_iterations == 12  # stages 2-4 only
+    assert not (run_np / "stage1.safetensors").exists()
+    _, pipe_np, _, _ = eval_setup(run_np / "config.yml", test_mode="test")
+    out_np = pipe_np.model.render_gbuffers(camera)
+    assert torch.allclose(out_np["progress"], out_np["accumulation"])  # pure PBR: p = 1 on the object
+
+    bad = _prd(tmp_path / "bad", "--load-stage", str(tmp_path / "missing.safetensors"))
+    assert bad.returncode == 2 and "error:" in bad.stdout and "Traceback" not in bad.stdout + bad.stderr
