@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -11,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,3 +108,55 @@ def write_nerfstudio(root: Path, n: int = 10, size: int = 16) -> Path:
                        "fl_x": focal, "fl_y": focal, "cx": size / 2, "cy": size / 2, "w": size, "h": size})
     (root / "transforms.json").write_text(json.dumps({"camera_model": "OPENCV", "frames": frames}))
     return root
+
+
+def _inverse_dataset(root: Path, size: int = 16, n: int = 3) -> Path:
+    """write_nerf_synthetic + test AOVs, a relit split test_sun/ and meta.json naming its env map."""
+    from studio.io.exr import write_exr
+
+    write_nerf_synthetic(root, n=n, size=size)
+    (root / "test_sun").mkdir()
+    (root / "envs").mkdir()
+    for i in range(n):
+        rgba = np.asarray(Image.open(root / "test" / f"r_{i}.png"))
+        Image.fromarray(np.full((size, size, 3), 180, np.uint8)).save(root / "test" / f"albedo_{i:04d}.png")
+        Image.fromarray(np.full((size, size), 128, np.uint8)).save(root / "test" / f"roughness_{i:04d}.png")
+        normal = np.zeros((size, size, 3), np.float32)
+        normal[..., 2] = 1.0
+        write_exr(root / "test" / f"normal_{i:04d}.exr", normal)
+        Image.fromarray(rgba).save(root / "test_sun" / f"r_{i}.png")
+    env = np.ones((8, 16, 3), np.float32)
+    env[:4] = 2.0
+    write_exr(root / "envs" / "sun.exr", env)
+    meta = {"relight": [{"name": "sun", "file": "envs/sun.exr", "split": "test_sun"}]}
+    (root / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def _untrained_prd_run(data: Path, run: Path) -> Path:
+    """A prd run folder (config.yml + a step-0 checkpoint) of an untrained model."""
+    import yaml
+
+    from studio.methods.prd.config import prd
+
+    config = copy.deepcopy(prd.config)
+    config.data = data
+    config.output_dir = run.parent
+    config.machine.device_type = "cpu"
+    config.pipeline.datamanager.data = data
+    config.pipeline.datamanager.dataparser.data = data
+    config.pipeline.model.light_resolution = 4
+    config.pipeline.model.visibility_resolution = 0
+    pipeline = config.pipeline.setup(device="cpu", test_mode="test")
+    (run / "nerfstudio_models").mkdir(parents=True)
+    torch.save({"pipeline": pipeline.state_dict(), "step": 0}, run / "nerfstudio_models" / "step-000000000.ckpt")
+    (run / "config.yml").write_text(yaml.dump(config), encoding="utf-8")
+    return run / "config.yml"
+
+
+@pytest.fixture(scope="session")
+def prd_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(dataset, config.yml) of an untrained prd run on a tiny dataset with AOVs and a relit split."""
+    root = tmp_path_factory.mktemp("eval")
+    data = _inverse_dataset(root / "scene")
+    return data, _untrained_prd_run(data, root / "runs" / "scene" / "prd" / "run")

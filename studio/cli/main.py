@@ -16,10 +16,11 @@ from studio.io.errors import StudioInputError
 
 VERBS: dict[str, tuple[str, str, str]] = {
     # verb: (module, attribute, one-line help)
-    "export": ("studio.cli.export", "COMMANDS", "export a result: gaussians (3DGS .ply) or mesh (.glb/.obj/.ply)"),
+    "export": ("studio.cli.export", "COMMANDS", "export a result: gaussians (3DGS .ply), mesh (.glb/.obj/.ply) or pbr (textured .glb + env .exr)"),
     "view": ("studio.cli.view", "View", "open a result (Gaussian .ply, mesh, or config.yml) in the viser viewer"),
     "render": ("studio.cli.render", "Render", "render a turntable video (.mp4) or an image sheet (.png) of a result"),
     "scenes": ("studio.cli.scenes", "COMMANDS", "make ToyWorld datasets (procedural scenes with AOVs and ground truth)"),
+    "eval": ("studio.cli.eval", "COMMANDS", "evaluate a trained run: prd (NVS, albedo, roughness, normals, relighting)"),
 }
 
 

@@ -1,0 +1,320 @@
+"""Inverse-rendering evaluation: ground truth of a test split, masked metrics, scale alignment.
+
+Usable by any inverse-rendering model that can render, for one Nerfstudio camera, G-buffers
+(``rgb`` over white, ``albedo`` straight linear, ``roughness``, ``normal`` world unit) and a
+relit PBR image (``render_relit(camera, light, albedo_scale)``, sRGB over white).
+
+Metrics (``evaluate_inverse``; every image metric is the mean over the test views of a per-view
+value):
+
+* ``nvs_psnr`` / ``nvs_ssim``: the composite ``rgb`` against the test images composited over
+  white, over the whole image (``studio.eval.metrics``).
+* ``albedo_psnr`` (TensoIR protocol, scale-aligned): object pixels are those with ground-truth
+  alpha > 0.5. Ground-truth albedo (sRGB 8-bit) is decoded to linear; one per-channel scale
+  ``s_c = median(gt_c / pred_c)`` is taken over the object pixels of *all* test views (pixels
+  with ``pred_c <= 1e-4`` left out); the prediction ``clamp(s * pred, 0, 1)`` and the ground
+  truth are encoded to sRGB and the PSNR is computed over the object pixels of each view.
+* ``roughness_mse``: MSE of the (straight, clamped) roughness over object pixels.
+* ``normal_mae_deg``: mean angle in degrees between predicted and ground-truth world normals
+  over object pixels (a pixel without a predicted normal counts 90 degrees).
+* ``relight_psnr``: ``{env: PSNR}`` of ``render_relit(camera, light, albedo_scale=s)`` against
+  ``test_<env>/`` composited over white (whole image), with the albedo scale ``s`` above (none
+  when there is no albedo ground truth).
+
+Keys whose ground truth is missing are ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from studio.eval.metrics import psnr, ssim
+from studio.io.errors import StudioInputError
+from studio.pbr.tonemap import linear_to_srgb, srgb_to_linear
+
+METRIC_KEYS = ("nvs_psnr", "nvs_ssim", "albedo_psnr", "roughness_mse", "normal_mae_deg", "relight_psnr")
+BLENDER_STUDIOLIGHTS = Path("/usr/share/blender/datafiles/studiolights/world")
+_MIN_PRED = 1e-4
+
+
+# ---------------------------------------------------------------------------------------- metrics
+def _mask(mask: Tensor) -> Tensor:
+    return (mask[..., 0] if mask.ndim >= 3 and mask.shape[-1] == 1 else mask).bool()
+
+
+def albedo_scale(preds: Sequence[Tensor], gts: Sequence[Tensor], masks: Sequence[Tensor]) -> Tensor:
+    """Per-channel scale ``s_c = median(gt_c / pred_c)`` over the masked pixels of all views.
+
+    ``preds``/``gts``: linear albedo [H,W,3]; ``masks``: [H,W] or [H,W,1] booleans. Pixels with
+    ``pred_c <= 1e-4`` are left out of channel ``c``; a channel without pixels gets scale 1.
+    """
+    pred = torch.cat([p[_mask(m)].reshape(-1, 3) for p, m in zip(preds, masks)]).double()
+    gt = torch.cat([g[_mask(m)].reshape(-1, 3) for g, m in zip(gts, masks)]).to(pred)
+    scale = torch.ones(3, dtype=torch.float64)
+    for c in range(3):
+        valid = pred[:, c] > _MIN_PRED
+        if valid.any():
+            scale[c] = torch.median(gt[valid, c] / pred[valid, c])
+    return scale.float()
+
+
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """MSE over the masked pixels ([H,W,C] images, [H,W] mask); NaN when the mask is empty."""
+    m = _mask(mask)
+    return torch.mean((pred[m].float() - target[m].float()) ** 2)
+
+
+def masked_psnr(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """PSNR (dB, values in [0,1]) over the masked pixels."""
+    return -10.0 * torch.log10(masked_mse(pred, target, mask).clamp(min=1e-12))
+
+
+def angular_error_deg(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-pixel angle in degrees between normals [...,3] (normalised here; zero vectors -> 90)."""
+    a = torch.nn.functional.normalize(pred.float(), dim=-1)
+    b = torch.nn.functional.normalize(target.float(), dim=-1)
+    return torch.rad2deg(torch.acos((a * b).sum(-1).clamp(-1.0, 1.0)))
+
+
+def masked_angular_error_deg(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean angular error in degrees over the masked pixels."""
+    return angular_error_deg(pred, target)[_mask(mask)].mean()
+
+
+def aligned_albedo_psnr(preds: Sequence[Tensor], gts: Sequence[Tensor], masks: Sequence[Tensor]) -> tuple[float, Tensor]:
+    """(mean per-view sRGB PSNR over object pixels after scale alignment, scale [3]); linear inputs."""
+    scale = albedo_scale(preds, gts, masks)
+    values = [
+        float(masked_psnr(linear_to_srgb((p * scale.to(p)).clamp(0, 1)), linear_to_srgb(g.clamp(0, 1)), m))
+        for p, g, m in zip(preds, gts, masks)
+    ]
+    return float(np.mean(values)), scale
+
+
+# ---------------------------------------------------------------------------------- ground truth
+def read_image(path: Path) -> np.ndarray:
+    """An 8/16-bit PNG/JPEG as float32 [H,W,C] in [0,1] (C = 1, 3 or 4)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+    except (OSError, ValueError):
+        raise StudioInputError(f"image {path} cannot be read.") from None
+    scale = 65535.0 if arr.dtype == np.uint16 or arr.max(initial=0) > 255 else 255.0
+    arr = arr.astype(np.float32) / scale
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def over_white(rgba: np.ndarray) -> np.ndarray:
+    """RGB(A) straight colour [H,W,C] composited over white -> [H,W,3]."""
+    if rgba.shape[-1] < 4:
+        return rgba[..., :3]
+    a = rgba[..., 3:4]
+    return rgba[..., :3] * a + (1.0 - a)
+
+
+def _frame_index(path: Path, fallback: int) -> int:
+    m = re.search(r"(\d+)$", path.stem)
+    return int(m.group(1)) if m else fallback
+
+
+@dataclass
+class ViewTruth:
+    """Ground truth of one test view (numpy float32, [H,W,C]); AOVs None when absent."""
+
+    rgb: np.ndarray
+    mask: np.ndarray
+    albedo: Optional[np.ndarray] = None  # linear
+    roughness: Optional[np.ndarray] = None
+    normal: Optional[np.ndarray] = None
+
+
+@dataclass
+class TestTruth:
+    """The test split's ground truth and the relit splits ``{env: (env map or None, images)}``."""
+
+    views: List[ViewTruth]
+    relit: Dict[str, tuple[Optional[Path], List[Path]]] = field(default_factory=dict)
+
+
+def _relit_images(root: Path, name: str, test_images: List[Path]) -> Optional[List[Path]]:
+    """Images of ``test_<name>/`` in test-camera order (its transforms file, or test's file names)."""
+    folder = root / f"test_{name}"
+    transforms = root / f"transforms_test_{name}.json"
+    if transforms.is_file():
+        from studio.data.checks import frames_of, read_json
+
+        meta = read_json(transforms)
+        paths = []
+        for frame in frames_of(meta, transforms):
+            rel = Path(frame["file_path"])
+            p = (root / rel).resolve()
+            paths.append(p if p.suffix.lower() in (".png", ".jpg", ".jpeg") else p.with_name(p.name + ".png"))
+    elif folder.is_dir():
+        paths = [folder / p.name for p in test_images]
+    else:
+        return None
+    if len(paths) != len(test_images):
+        raise StudioInputError(f"relit split test_{name} has {len(paths)} views, the test split {len(test_images)}.")
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise StudioInputError(f"relit split test_{name} lacks {missing[0]}.")
+    return paths
+
+
+def default_env_maps(root: Path, meta: dict) -> Dict[str, Optional[Path]]:
+    """Env maps of the relit splits named by meta.json: ToyWorld ``relight`` entries (files relative
+    to the dataset) or Blender studio-light names (``<studiolights>/world/<name>.exr``, None when
+    Blender's studio lights are not installed)."""
+    envs: Dict[str, Optional[Path]] = {}
+    for entry in meta.get("relight", []) or []:
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            envs[entry["name"]] = root / entry["file"] if isinstance(entry.get("file"), str) else None
+        elif isinstance(entry, str):
+            path = BLENDER_STUDIOLIGHTS / f"{entry}.exr"
+            envs[entry] = path if path.is_file() else None
+    return envs
+
+
+def _metal_albedo_fix(albedo_lin: np.ndarray, meta: dict) -> np.ndarray:
+    """Blender's diffuse-colour pass is ``base * (1 - metallic)``: undo it from meta.json's material."""
+    material = meta.get("material")
+    if not isinstance(material, dict) or "metal" not in material:
+        return albedo_lin
+    metal = float(material.get("metal") or 0.0)
+    if metal <= 0.0:
+        return albedo_lin
+    if metal < 0.999:
+        return albedo_lin / (1.0 - metal)
+    color = np.asarray(material.get("color", [0.0, 0.0, 0.0]), np.float32)[:3]  # linear base colour
+    return np.broadcast_to(color, albedo_lin.shape).copy()
+
+
+def load_test_truth(root: Path, image_paths: Sequence[Path], envs: Optional[Dict[str, Optional[Path]]] = None) -> TestTruth:
+    """Ground truth of the test views ``image_paths`` (RGBA ``r_*.png`` of ``root/test``).
+
+    AOVs are read beside each image when present: ``albedo_XXXX.png`` (sRGB 8-bit),
+    ``roughness_XXXX.png`` (linear), ``normal_XXXX.exr`` (world unit normals); a Blender dataset
+    without a roughness pass but with a uniform material in meta.json (``material.rough``) uses
+    that value. ``envs`` overrides/adds env maps of the relit splits (default: meta.json).
+    """
+    from studio.pbr.envmap import read_envmap
+
+    meta_path = root / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    if not isinstance(meta, dict):
+        meta = {}
+    views = []
+    for k, path in enumerate(image_paths):
+        rgba = read_image(Path(path))
+        mask = rgba[..., 3] > 0.5 if rgba.shape[-1] == 4 else np.ones(rgba.shape[:2], bool)
+        view = ViewTruth(rgb=over_white(rgba), mask=mask)
+        idx, folder = _frame_index(Path(path), k), Path(path).parent
+        albedo_path = folder / f"albedo_{idx:04d}.png"
+        if albedo_path.is_file():
+            lin = srgb_to_linear(torch.from_numpy(read_image(albedo_path)[..., :3])).numpy()
+            view.albedo = _metal_albedo_fix(lin, meta).astype(np.float32)
+        rough_path = folder / f"roughness_{idx:04d}.png"
+        if rough_path.is_file():
+            view.roughness = read_image(rough_path)[..., :1]
+        elif isinstance(meta.get("material"), dict) and isinstance(meta["material"].get("rough"), (int, float)):
+            view.roughness = np.full((*mask.shape, 1), float(meta["material"]["rough"]), np.float32)
+        normal_path = folder / f"normal_{idx:04d}.exr"
+        if normal_path.is_file():
+            view.normal = np.asarray(read_envmap(normal_path), np.float32)
+        views.append(view)
+    env_maps = default_env_maps(root, meta)
+    env_maps.update(envs or {})
+    relit: Dict[str, tuple[Optional[Path], List[Path]]] = {}
+    for name, env_path in env_maps.items():
+        images = _relit_images(root, name, [Path(p) for p in image_paths])
+        if images is None:
+            if envs and name in envs:
+                raise StudioInputError(f"--env {name}: the dataset {root} has no relit split test_{name}/.")
+            continue
+        if env_path is not None and not Path(env_path).is_file():
+            raise StudioInputError(f"environment map {env_path} of test_{name} does not exist.")
+        relit[name] = (env_path, images)
+    return TestTruth(views=views, relit=relit)
+
+
+# ------------------------------------------------------------------------------------ evaluation
+def evaluate_inverse(
+    cameras,
+    truth: TestTruth,
+    render_gbuffers: Callable[[object], Dict[str, Tensor]],
+    render_relit: Optional[Callable[[object, object, Optional[Tensor]], Tensor]] = None,
+    light_resolution: int = 64,
+    device: str | torch.device = "cpu",
+    progress: Optional[Callable[[str], None]] = None,
+) -> Dict[str, object]:
+    """All metrics (module docstring) of one model over the test ``cameras`` (Nerfstudio
+    ``Cameras``, same order as ``truth.views``). Returns a dict with exactly ``METRIC_KEYS``."""
+    if len(cameras) != len(truth.views):
+        raise StudioInputError(f"{len(cameras)} test cameras but {len(truth.views)} test images.")
+    nvs_p, nvs_s, normal_err, rough_err = [], [], [], []
+    albedo_preds, albedo_gts, albedo_masks = [], [], []
+    with torch.no_grad():
+        for i, view in enumerate(truth.views):
+            if progress:
+                progress(f"view {i + 1}/{len(truth.views)}")
+            out = {k: v.detach().float().cpu() for k, v in render_gbuffers(cameras[i : i + 1]).items() if isinstance(v, Tensor)}
+            gt = torch.from_numpy(view.rgb)
+            mask = torch.from_numpy(view.mask)
+            pred = out["rgb"][..., :3].clamp(0, 1)
+            nvs_p.append(float(psnr(pred, gt)))
+            nvs_s.append(float(ssim(pred.permute(2, 0, 1), gt.permute(2, 0, 1))))
+            if not mask.any():
+                continue
+            if view.albedo is not None and "albedo" in out:
+                albedo_preds.append(out["albedo"].clamp(0, 1))
+                albedo_gts.append(torch.from_numpy(view.albedo))
+                albedo_masks.append(mask)
+            if view.roughness is not None and "roughness" in out:
+                rough_err.append(float(masked_mse(out["roughness"].clamp(0, 1), torch.from_numpy(view.roughness), mask)))
+            if view.normal is not None and "normal" in out:
+                normal_err.append(float(masked_angular_error_deg(out["normal"], torch.from_numpy(view.normal), mask)))
+        metrics: Dict[str, object] = {
+            "nvs_psnr": float(np.mean(nvs_p)) if nvs_p else None,
+            "nvs_ssim": float(np.mean(nvs_s)) if nvs_s else None,
+            "albedo_psnr": None,
+            "roughness_mse": float(np.mean(rough_err)) if rough_err else None,
+            "normal_mae_deg": float(np.mean(normal_err)) if normal_err else None,
+            "relight_psnr": None,
+        }
+        scale = None
+        if albedo_preds:
+            metrics["albedo_psnr"], scale = aligned_albedo_psnr(albedo_preds, albedo_gts, albedo_masks)
+        if render_relit is not None and truth.relit:
+            from studio.pbr.cubemap import CubemapLight
+            from studio.pbr.envmap import read_envmap
+
+            relit: Dict[str, Optional[float]] = {}
+            for name, (env_path, images) in truth.relit.items():
+                if env_path is None:
+                    relit[name] = None
+                    continue
+                if progress:
+                    progress(f"relighting under {name}")
+                light = CubemapLight.from_equirect(read_envmap(env_path), resolution=light_resolution).to(device)
+                values = []
+                for i, path in enumerate(images):
+                    gt = torch.from_numpy(over_white(read_image(path)))
+                    pred = render_relit(cameras[i : i + 1], light, None if scale is None else scale.to(device))
+                    values.append(float(psnr(pred.detach().float().cpu()[..., :3].clamp(0, 1), gt)))
+                relit[name] = float(np.mean(values))
+            metrics["relight_psnr"] = relit
+    for key, value in list(metrics.items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            metrics[key] = None
+    return metrics
