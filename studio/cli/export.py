@@ -1,4 +1,4 @@
-"""``studio export gaussians|mesh``: write a result as a standard 3DGS .ply or a mesh."""
+"""``studio export gaussians|mesh|pbr``: write a result as a standard 3DGS .ply, a mesh, or a PBR asset."""
 
 from __future__ import annotations
 
@@ -86,4 +86,62 @@ class ExportMesh:
         print(f"Wrote {self.output}: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces.")
 
 
-COMMANDS = {"gaussians": ExportGaussians, "mesh": ExportMesh}
+@dataclass
+class ExportPBR:
+    """Bake a prd (inverse rendering) run into a PBR-textured .glb and its environment light (.exr)."""
+
+    load_config: Path
+    """Nerfstudio ``config.yml`` of a prd run."""
+    output: Path
+    """Output glTF binary (.glb): mesh with baseColor and metallicRoughness textures."""
+    env_output: Optional[Path] = None
+    """Output equirect .exr of the recovered light (default: <output stem>_env.exr beside --output)."""
+    texture_size: int = 1024
+    """Width = height of the baked textures, texels."""
+    env_height: int = 256
+    """Rows of the equirect light (width twice that)."""
+    resolution: int = 192
+    """Voxels along the longest side of the scene's bounds (mesh extraction)."""
+    n_views: int = 60
+    """Rendered views fused into the TSDF."""
+    image_size: int = 256
+    """Width = height of each rendered view, pixels."""
+    min_component_fraction: float = 0.01
+    """Drop connected pieces holding less than this share of the surface area."""
+    neighbors: int = 8
+    """Nearest Gaussians blended per texel."""
+    device: Optional[str] = None
+    """Torch device (default: cuda when available, else cpu)."""
+    backend: Literal["auto", "torch", "studio", "gsplat"] = "auto"
+    """Gaussian rasterizer backend (``auto``: gsplat on CUDA, studio on CPU)."""
+
+    def main(self) -> None:
+        from studio.export.pbr import default_env_path, export_pbr
+
+        if self.output.suffix.lower() != ".glb":
+            raise StudioInputError(f"--output {self.output} must end in .glb (a glTF binary).")
+        env = self.env_output if self.env_output is not None else default_env_path(self.output)
+        if env.suffix.lower() != ".exr":
+            raise StudioInputError(f"--env-output {env} must end in .exr.")
+        if not self.load_config.is_file():
+            raise StudioInputError(f"--load-config {self.load_config} does not exist.")
+        if self.texture_size < 16 or self.texture_size > 8192:
+            raise StudioInputError(f"--texture-size {self.texture_size} must be between 16 and 8192.")
+        if self.env_height < 4:
+            raise StudioInputError(f"--env-height {self.env_height} must be at least 4.")
+        info = export_pbr(
+            self.load_config, self.output, env, texture_size=self.texture_size, env_height=self.env_height,
+            resolution=self.resolution, n_views=self.n_views, image_size=self.image_size,
+            min_component_fraction=self.min_component_fraction, k=self.neighbors, backend=self.backend,
+            device=self.device or _default_device(),
+        )
+        print(
+            f"Wrote {info['output']} ({info['glb_bytes']:,} bytes): {info['vertices']:,} vertices, {info['faces']:,} faces, "
+            f"{self.texture_size}x{self.texture_size} baseColor + metallicRoughness textures "
+            f"({100 * info['coverage']:.0f}% of texels in UV islands)."
+        )
+        h, w, _ = info["env_shape"]
+        print(f"Wrote {info['env_output']} ({info['env_bytes']:,} bytes): {w}x{h} equirect environment light (linear).")
+
+
+COMMANDS = {"gaussians": ExportGaussians, "mesh": ExportMesh, "pbr": ExportPBR}

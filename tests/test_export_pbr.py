@@ -1,0 +1,162 @@
+"""PBR asset export (studio.export.pbr): texture baking on a synthetic sphere, glTF and EXR round trips."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from studio.export.pbr import bake_pbr_textures, default_env_path, dilate, environment_equirect, save_glb
+
+T = 128
+RED, BLUE = (0.8, 0.1, 0.05), (0.05, 0.2, 0.7)
+
+
+def _srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64) / 255.0
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def _sphere_scene(n: int = 4000):
+    """Unit icosphere + flat Gaussians on it: albedo RED / BLUE, metallic 1 / 0 by hemisphere
+    (z > 0 / z < 0); roughness 0.2 / 0.7 by x > 0 / x < 0."""
+    mesh = trimesh.creation.icosphere(subdivisions=3, radius=1.0)
+    i = torch.arange(n, dtype=torch.float64) + 0.5
+    z = 1 - 2 * i / n
+    phi = math.pi * (3 - math.sqrt(5)) * i
+    r = torch.sqrt(1 - z * z)
+    means = torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], -1).float()
+    up = means[:, 2:3] > 0
+    albedo = torch.where(up, torch.tensor(RED), torch.tensor(BLUE))
+    metallic = up.float()
+    roughness = torch.where(means[:, 0:1] > 0, 0.2, 0.7)
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1)  # axis-aligned: fine as sigma_min dominates
+    scales = torch.full((n, 3), 0.03)
+    opacities = torch.full((n,), 0.9)
+    return mesh, means, quats, scales, opacities, albedo, roughness, metallic
+
+
+def _sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Nearest texel of an image (row 0 = v = 1) at uv [P,2] (v up)."""
+    h, w = image.shape[:2]
+    col = np.clip((uv[:, 0] * w).astype(int), 0, w - 1)
+    row = np.clip(((1 - uv[:, 1]) * h).astype(int), 0, h - 1)
+    return image[row, col]
+
+
+def _face_centroid_uv(uv: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    return uv[faces].mean(axis=1)
+
+
+@pytest.fixture(scope="module")
+def baked():
+    mesh, means, quats, scales, opacities, albedo, roughness, metallic = _sphere_scene()
+    out = bake_pbr_textures(
+        np.asarray(mesh.vertices), np.asarray(mesh.faces), means, quats, scales, opacities,
+        albedo, roughness, metallic, texture_size=T, k=8,
+    )
+    return out
+
+
+def _expected(centroids: np.ndarray):
+    up = centroids[:, 2] > 0
+    albedo = np.where(up[:, None], np.array(RED), np.array(BLUE))
+    rough = np.where(centroids[:, 0] > 0, 0.2, 0.7)
+    metal = up.astype(float)
+    # away from the attribute boundaries (z = 0 for albedo/metallic, x = 0 for roughness)
+    safe = (np.abs(centroids[:, 2]) > 0.25) & (np.abs(centroids[:, 0]) > 0.25)
+    return albedo, rough, metal, safe
+
+
+def test_bake_reproduces_attributes(baked):
+    assert baked.base_color.shape == (T, T, 3) and baked.base_color.dtype == np.uint8
+    assert baked.metallic_roughness.shape == (T, T, 3)
+    assert baked.uv.shape == (len(baked.vertices), 2)
+    assert baked.uv.min() >= 0 and baked.uv.max() <= 1
+    assert 0.2 < baked.coverage.mean() < 1.0
+    centroids = baked.vertices[baked.faces].mean(axis=1)
+    albedo, rough, metal, safe = _expected(centroids)
+    assert safe.sum() > 300
+    uvc = _face_centroid_uv(baked.uv, baked.faces)
+    got_albedo = _srgb_to_linear(_sample(baked.base_color, uvc))
+    mr = _sample(baked.metallic_roughness, uvc).astype(float) / 255.0
+    assert np.abs(got_albedo - albedo)[safe].max() < 0.03
+    assert np.abs(mr[:, 1] - rough)[safe].max() < 0.03
+    assert np.abs(mr[:, 2] - metal)[safe].max() < 0.03
+    assert (mr[:, 0] == 1.0).all()
+    # every texel is filled (dilation + fill): no black background bleeding into seams
+    assert baked.base_color.reshape(-1, 3).max(axis=1).min() > 0
+
+
+def test_glb_round_trip(baked, tmp_path):
+    path = tmp_path / "asset.glb"
+    nbytes = save_glb(path, baked.to_trimesh())
+    assert path.stat().st_size == nbytes > 0
+    assert not list(tmp_path.glob(".asset*"))  # atomic write left no temporary file
+    loaded = trimesh.load(path, force="mesh")
+    assert isinstance(loaded.visual, trimesh.visual.TextureVisuals)
+    uv = np.asarray(loaded.visual.uv)
+    assert uv.shape == (len(loaded.vertices), 2)
+    mat = loaded.visual.material
+    assert isinstance(mat, trimesh.visual.material.PBRMaterial)
+    assert mat.baseColorTexture is not None and mat.metallicRoughnessTexture is not None
+    assert mat.baseColorTexture.size == (T, T) and mat.metallicRoughnessTexture.size == (T, T)
+    # the UV convention survives the glTF v flip: sample the loaded textures at the loaded UVs
+    faces = np.asarray(loaded.faces)
+    centroids = np.asarray(loaded.vertices)[faces].mean(axis=1)
+    albedo, rough, metal, safe = _expected(centroids)
+    uvc = _face_centroid_uv(uv, faces)
+    base = np.asarray(mat.baseColorTexture.convert("RGB"))
+    mr = np.asarray(mat.metallicRoughnessTexture.convert("RGB")).astype(float) / 255.0
+    assert np.abs(_srgb_to_linear(_sample(base, uvc)) - albedo)[safe].max() < 0.03
+    assert np.abs(_sample(mr, uvc)[:, 1] - rough)[safe].max() < 0.03
+    assert np.abs(_sample(mr, uvc)[:, 2] - metal)[safe].max() < 0.03
+
+
+def test_dilate_grows_and_keeps_valid():
+    img = torch.zeros(8, 8, 1)
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    img[3, 3], mask[3, 3] = 0.5, True
+    img[3, 4], mask[3, 4] = 1.0, True
+    out = dilate(img, mask, iterations=1, fill_rest=False)
+    assert out[3, 3, 0] == 0.5 and out[3, 4, 0] == 1.0
+    assert torch.isclose(out[2, 2, 0], torch.tensor(0.5)) and torch.isclose(out[2, 3, 0], torch.tensor(0.75))
+    assert out[0, 0, 0] == 0
+    assert torch.isclose(dilate(img, mask, iterations=1)[0, 0, 0], torch.tensor(0.75))
+
+
+def test_environment_exr_round_trip(tmp_path):
+    from studio.io.exr import write_exr
+    from studio.pbr.cubemap import CubemapLight
+    from studio.pbr.envmap import read_envmap
+
+    light = CubemapLight(8, init_radiance=0.5, learnable=False)
+    env = environment_equirect(light, 16)
+    assert env.shape == (16, 32, 3) and env.dtype == np.float32
+    assert np.allclose(env, 0.5, atol=1e-5)
+    path = default_env_path(tmp_path / "asset.glb")
+    assert path.name == "asset_env.exr"
+    write_exr(path, env)
+    back = read_envmap(path)
+    assert back.shape == (16, 32, 3)
+    assert np.allclose(back, env, atol=1e-4)
+
+
+def test_environment_rotation():
+    from studio.pbr.cubemap import CubemapLight, cube_directions
+    from studio.pbr.envmap import equirect_directions
+
+    light = CubemapLight(16, learnable=False)
+
+    with torch.no_grad():
+        dirs = cube_directions(16)
+        light.log_radiance.copy_(torch.log(1.0 + dirs[..., 0:1].clamp(min=0).expand(*dirs.shape[:-1], 3)))  # bright towards +x
+    rot = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # training dir = rot @ world dir
+    env = environment_equirect(light, 32, rotation=rot)
+    world = equirect_directions(32, 64)
+    bright = world.reshape(-1, 3)[np.argmax(env[..., 0].reshape(-1))]
+    # brightest world direction w has rot @ w = +x, i.e. w = rot^T x = -y
+    assert torch.allclose(bright, torch.tensor([0.0, -1.0, 0.0]), atol=0.15)
