@@ -4,8 +4,9 @@
 "loading" status, and only then imports torch and reads the scene, so a slow load (a run's
 config.yml imports Nerfstudio) never delays the page. Gaussians are rendered per client by
 ``ClientRenderLoop`` threads and shown as the scene background; meshes are sent to the browser
-as glTF and drawn by viser itself. New clients get a camera that frames the scene. The server
-runs in the foreground until Ctrl-C.
+as glTF and drawn by viser itself. A ``prd`` run's config.yml is rendered by
+``studio.viewer.prd_renderer`` (a channel dropdown and environment-map controls). New clients get
+a camera that frames the scene. The server runs in the foreground until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def run_viewer(
             status.content = f"**{path.name}**: mesh, {len(scene.vertices):,} vertices, {len(scene.faces):,} faces"
             server.scene.add_mesh_trimesh("/mesh", scene)
             stop_rendering = _nothing_to_stop
+        elif _is_prd_run(path):
+            status.content = f"**{path.name}**: prd run, {len(scene):,} Gaussians, loading the model ..."
+            stop_rendering = _serve_prd(server, path, max_resolution, backend)
+            status.content = f"**{path.name}**: prd run, {len(scene):,} Gaussians, SH degree {scene.sh_degree}"
         else:
             status.content = f"**{path.name}**: {len(scene):,} Gaussians, SH degree {scene.sh_degree}"
             stop_rendering = _serve_gaussians(server, scene, max_resolution, backend)
@@ -73,19 +78,76 @@ def run_viewer(
 
 def _serve_gaussians(server: "viser.ViserServer", gaussians: "Gaussians", max_resolution: int, backend: str):
     """GUI controls and one render loop per client for a Gaussian scene; returns a function that stops them."""
-    from studio.viewer.gaussian_renderer import (
-        RENDER_MODES,
-        ClientRenderLoop,
-        GaussianRenderer,
-        RenderStats,
-        ViewSettings,
-    )
+    from studio.viewer.gaussian_renderer import RENDER_MODES, GaussianRenderer
 
     renderer = GaussianRenderer(gaussians, backend=backend)
+    stop_all, _ = _serve_renderer(server, renderer, RENDER_MODES, max_resolution)
+    return stop_all
+
+
+def _is_prd_run(path: Path) -> bool:
+    """Whether ``path`` is the config.yml of a ``prd`` run (method_name, read by the restricted loader)."""
+    from studio.viewer.prd_renderer import is_prd_config
+
+    return is_prd_config(path)
+
+
+def _serve_prd(server: "viser.ViserServer", path: Path, max_resolution: int, backend: str):
+    """A prd run: the channel dropdown, environment-map controls and per-client render loops.
+
+    The channels and the environment handling are in ``studio.viewer.prd_renderer``; the map is
+    "learned" (the run's light), one of the dataset's / Blender's maps, or a typed .exr/.hdr
+    path, rotated about +Z by the slider. Returns a function that stops the render loops.
+    """
+    from studio.viewer.prd_renderer import LEARNED_ENV, PRD_CHANNELS, PRDRenderer
+
+    renderer = PRDRenderer.from_config(path, backend=backend)
+    stop_all, refresh_all = _serve_renderer(server, renderer, PRD_CHANNELS, max_resolution, mode_label="Channel")
+    choices = {LEARNED_ENV: LEARNED_ENV, **{label: str(file) for label, file in renderer.envmaps.items()}}
+    env = server.gui.add_dropdown("Environment", tuple(choices), initial_value=LEARNED_ENV,
+                                  hint="Light of the PBR shading: the learned one or an environment map.")
+    env_path = server.gui.add_text("Env map path", initial_value="", hint="An .exr/.hdr file (Enter to apply); empty: the dropdown's.")
+    rotation = server.gui.add_slider("Env rotation (deg)", min=-180.0, max=180.0, step=1.0, initial_value=0.0,
+                                     hint="Rotates the environment about the world up axis (+Z), counter-clockwise seen from +Z.")
+    env_status = server.gui.add_text("Env", initial_value=LEARNED_ENV, disabled=True)
+
+    def apply(env_name: str | None = None) -> None:
+        target = env_name if env_name is not None else renderer.env
+        try:
+            renderer.set_environment(target, float(rotation.value))
+        except Exception as err:  # noqa: BLE001 - unreadable file: keep the previous light, say why
+            env_status.value = f"cannot use {target}: {err}"
+            return
+        env_status.value = f"{'learned' if renderer.env == LEARNED_ENV else Path(renderer.env).name}, {renderer.rotation_deg:+.0f} deg"
+        refresh_all()
+
+    @env.on_update
+    def _(_) -> None:
+        apply(choices[env.value])
+
+    @env_path.on_update
+    def _(_) -> None:
+        text = env_path.value.strip()
+        apply(text if text else choices[env.value])
+
+    @rotation.on_update
+    def _(_) -> None:
+        apply()
+
+    return stop_all
+
+
+def _serve_renderer(server: "viser.ViserServer", renderer, modes, max_resolution: int, mode_label: str = "Render mode"):
+    """Mode and resolution controls plus one render loop per client for ``renderer``.
+
+    Returns (stop all loops, refresh all loops).
+    """
+    from studio.viewer.gaussian_renderer import ClientRenderLoop, RenderStats, ViewSettings
+
     settings = ViewSettings(max_resolution=max_resolution)
     loops: dict[int, ClientRenderLoop] = {}
 
-    mode = server.gui.add_dropdown("Render mode", RENDER_MODES, initial_value=settings.mode)
+    mode = server.gui.add_dropdown(mode_label, tuple(modes), initial_value=settings.mode)
     resolution = server.gui.add_slider(
         "Max resolution", min=RESOLUTION_RANGE[0], max=RESOLUTION_RANGE[1], step=32, initial_value=max_resolution,
         hint="Longest image side when the camera is still; moving views render smaller.",
@@ -127,7 +189,7 @@ def _serve_gaussians(server: "viser.ViserServer", gaussians: "Gaussians", max_re
         for loop in list(loops.values()):
             loop.close()
 
-    return stop_all
+    return stop_all, refresh_all
 
 
 def _frame_scene(client: "viser.ClientHandle", center, radius: float, up: Sequence[float]) -> None:
