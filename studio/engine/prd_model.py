@@ -74,6 +74,10 @@ class PRDModelConfig(SplatModelConfig):
     """Progress p of every Gaussian when distillation starts (stage 2)."""
     progress_lr_refine: float = 0.1
     """Learning-rate factor of p in stage 4."""
+    progress_lr_scale: Optional[float] = None
+    """Factor on p's learning rate (tiny: larger, so p can converge within the short schedule)."""
+    light_lr_scale: Optional[float] = None
+    """Factor on the light's learning rate (tiny: larger, for the short schedule)."""
     mask_weight: float = 0.08
     """Weight of MSE(object mask, p_x) from stage 3."""
     light_weight: float = 0.003
@@ -100,7 +104,9 @@ class PRDModel(SplatModel):
         self.light = CubemapLight(int(self.config.light_resolution or 16), init_radiance=self.config.light_init)
         self.visibility: Optional[VisibilityGrid] = None
         self.step_offset = 0
-        if self.config.load_stage is not None:
+        if self.config.load_stage is not None and Path(self.config.load_stage).is_file():
+            # training from a stage-1 file (the trainer checked it exists); a run loaded later for
+            # evaluation takes everything from its checkpoint, with or without the file
             self._load_stage1(Path(self.config.load_stage))
 
     # ---- stages ------------------------------------------------------------------------------
@@ -124,8 +130,6 @@ class PRDModel(SplatModel):
     def _load_stage1(self, path: Path) -> None:
         from safetensors.torch import load_file
 
-        if not path.is_file():
-            raise FileNotFoundError(f"--load-stage {path} does not exist.")
         state = load_file(str(path))
         for name in list(self.gaussians.params.keys()):
             if name in state:
@@ -175,6 +179,13 @@ class PRDModel(SplatModel):
             groups[name] = [self.gaussians.params[name]]
         groups["light"] = list(self.light.parameters())
         return groups
+
+    def lr_scale(self, group: str) -> float:
+        if group == "progress":
+            return float(self.config.progress_lr_scale or 1.0)
+        if group == "light":
+            return float(self.config.light_lr_scale or 1.0)
+        return super().lr_scale(group)
 
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
         optimizers = attrs.optimizers
