@@ -19,8 +19,9 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from studio.data.dataparser import StudioDataParserConfig
-from studio.engine.prd_model import PRDModelConfig
+from studio.engine.prd_model import DEFAULT_STAGE_ITERS, PRDModelConfig
 from studio.engine.trainer import StudioTrainer, StudioTrainerConfig
+from studio.io.errors import StudioInputError
 from studio.methods.studio_splat.config import SPLAT_OPTIMIZERS, adam
 
 
@@ -32,20 +33,13 @@ class PRDTrainerConfig(StudioTrainerConfig):
     load_stage: Optional[Path] = None
     """Start from stage1.safetensors of an earlier prd run (skips stage 1; e.g. for ablations)."""
 
-    def resolve(self) -> None:
-        super().resolve()
+    def resolve_run_length(self) -> None:
         model = self.pipeline.model
-        stages = [int(n) for n in (model.stage_iters or (1500, 300, 500, 300))]
+        stages = [int(n) for n in (model.stage_iters or DEFAULT_STAGE_ITERS)]
         model.load_stage = self.load_stage
         if self.load_stage is not None and not Path(self.load_stage).is_file():
-            from studio.io.errors import StudioInputError
-
             raise StudioInputError(f"--load-stage {self.load_stage} is not a file.")
         self.max_num_iterations = sum(stages) - (stages[0] if self.load_stage is not None else 0)
-        for group in self.optimizers.values():
-            scheduler = group.get("scheduler")
-            if scheduler is not None and hasattr(scheduler, "max_steps"):
-                scheduler.max_steps = self.max_num_iterations
 
     def setup(self, **kwargs):
         self.pipeline.model.stage_dir = self.get_base_dir()

@@ -54,6 +54,7 @@ from studio.pbr.visibility import VisibilityGrid, bake_visibility
 from studio.render import rasterize
 
 Ablation = Literal["prd", "no-progress", "3dgs"]
+DEFAULT_STAGE_ITERS = (1500, 300, 500, 300)  # used only when neither the preset nor the command line sets them
 GBUFFER_LAYOUT = (("radiance", 3), ("albedo", 3), ("roughness", 1), ("metallic", 1), ("normal", 3), ("progress", 1))
 
 
@@ -112,7 +113,7 @@ class PRDModel(SplatModel):
     # ---- stages ------------------------------------------------------------------------------
     def stage_bounds(self) -> List[int]:
         """Cumulative end steps of the four stages."""
-        iters = self.config.stage_iters or (1500, 300, 500, 300)
+        iters = self.config.stage_iters or DEFAULT_STAGE_ITERS
         out, total = [], 0
         for n in iters:
             total += int(n)
@@ -233,14 +234,21 @@ class PRDModel(SplatModel):
         """Activated per-Gaussian albedo [N,3], roughness, metallic, progress [N,1]."""
         return activate_pbr(self.gaussians.params)
 
-    def render_gbuffers(self, camera: Cameras, light: Optional[CubemapLight] = None, background: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    def render_gbuffers(
+        self,
+        camera: Cameras,
+        light: Optional[CubemapLight] = None,
+        background: Optional[Tensor] = None,
+        albedo_scale: Optional[Tensor] = None,
+    ) -> Dict[str, Tensor]:
         """Render one camera: G-buffers, the PBR and radiance images and their PRD composite.
 
         Returns [H,W,C] tensors: ``rgb`` (the composite over the background), ``radiance``,
         ``pbr`` (sRGB, straight colour), ``albedo``, ``roughness``, ``metallic``, ``normal``
         (world, unit), ``progress`` (p_x, premultiplied by coverage), ``accumulation``,
         ``depth``, ``depth_normal`` (world normals of the depth map), ``background``.
-        ``light`` replaces the learned light (relighting).
+        ``light`` replaces the learned light (relighting); ``albedo_scale`` [3] multiplies every
+        Gaussian's albedo (clamped to [0, 1]) before splatting (scale-aligned evaluation).
         """
         viewmats, Ks, width, height = cameras_to_viewmats(camera.to(self.device))
         g = self.gaussians.activated()
@@ -249,6 +257,8 @@ class PRDModel(SplatModel):
         degree = self.active_sh_degree()
         radiance = (eval_sh(degree, g.sh, g.means - center) + 0.5).clamp(min=0.0)
         attrs = self.pbr_attributes()
+        if albedo_scale is not None:
+            attrs["albedo"] = (attrs["albedo"] * albedo_scale.to(attrs["albedo"])).clamp(0.0, 1.0)
         normals = shortest_axis_normals(g.means, g.quats, g.scales, center)
         feats = torch.cat([radiance, attrs["albedo"], attrs["roughness"], attrs["metallic"], normals, attrs["progress"]], -1)
         bg = self.background() if background is None else background
@@ -304,16 +314,7 @@ class PRDModel(SplatModel):
     def render_relit(self, camera: Cameras, light: CubemapLight, albedo_scale: Optional[Tensor] = None) -> Tensor:
         """PBR-only image [H,W,3] (sRGB, over white) under ``light``; the residual radiance of
         PRD cannot be relit. ``albedo_scale`` [3] rescales the albedo (scale-aligned evaluation)."""
-        if albedo_scale is not None:
-            raw = self.gaussians.params["albedo"]
-            saved = raw.detach().clone()
-            scaled = (torch.sigmoid(saved) * albedo_scale.to(saved)).clamp(1e-6, 1 - 1e-6)
-            raw.data.copy_(torch.logit(scaled))
-        try:
-            out = self.render_gbuffers(camera, light=light, background=torch.ones(3, device=self.device))
-        finally:
-            if albedo_scale is not None:
-                raw.data.copy_(saved)
+        out = self.render_gbuffers(camera, light=light, background=torch.ones(3, device=self.device), albedo_scale=albedo_scale)
         acc = out["accumulation"]
         return (out["pbr"] * acc + (1.0 - acc)).clamp(0.0, 1.0)
 

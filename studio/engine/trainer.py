@@ -122,10 +122,14 @@ class StudioTrainerConfig(TrainerConfig):
         values = load_preset(self.method_name or "", chosen)
         fill_unset(self, values["trainer"])
         fill_unset(self.pipeline.model, values["model"])
+        self.resolve_run_length()
         for group in self.optimizers.values():
             scheduler = group.get("scheduler")
             if scheduler is not None and hasattr(scheduler, "max_steps"):
                 scheduler.max_steps = self.max_num_iterations
+
+    def resolve_run_length(self) -> None:
+        """Hook for methods whose ``max_num_iterations`` follows from other settings (after the preset)."""
 
     def validate_inputs(self) -> None:
         """Check the dataset named by ``--data`` (NeRF-synthetic or Nerfstudio) before any output."""
