@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 from studio.io import StudioInputError
+from studio.scenes.toyworld.dataset import MakeConfig
+
+_DEFAULTS = MakeConfig()  # one source of the defaults: the library's config
 
 
 @dataclass
@@ -21,29 +24,29 @@ class Make:
 
     output: Path
     """Dataset folder to create (must not exist or be empty, unless --overwrite)."""
-    seed: int = 0
+    seed: int = _DEFAULTS.seed
     """Scene seed: the scene, materials, cameras and render noise are a function of it."""
-    kind: Literal["object", "multi"] = "object"
+    kind: Literal["object", "multi"] = _DEFAULTS.kind  # type: ignore[assignment]
     """One object, or 2-4 objects."""
-    n_train: int = 40
+    n_train: int = _DEFAULTS.n_train
     """Training views."""
-    n_val: int = 0
+    n_val: int = _DEFAULTS.n_val
     """Validation views (0: transforms_val.json repeats the test views)."""
-    n_test: int = 8
+    n_test: int = _DEFAULTS.n_test
     """Test views (also rendered under every --relight environment)."""
-    res: int = 128
+    res: int = _DEFAULTS.res
     """Image width and height in pixels."""
-    spp: int = 64
+    spp: int = _DEFAULTS.spp
     """Environment-light samples per pixel (spread over the --aa primary rays)."""
-    aa: int = 16
+    aa: int = _DEFAULTS.aa
     """Primary rays per pixel (antialiasing; stratified when a square number; 1 = pixel centre)."""
-    env: str = "sky"
+    env: str = _DEFAULTS.env
     """Lighting environment: sky, sunset, studio, overcast or night."""
-    relight: str = "studio,sunset"
+    relight: str = ",".join(_DEFAULTS.relight)
     """Comma-separated environments of the relit test splits test_<env>/ ('' for none)."""
-    path: Literal["orbit", "random", "forward"] = "orbit"
+    path: Literal["orbit", "random", "forward"] = _DEFAULTS.path  # type: ignore[assignment]
     """Camera path."""
-    fov: float = 40.0
+    fov: float = _DEFAULTS.fov_deg
     """Horizontal field of view in degrees."""
     aovs: Literal["all", "test", "none"] = "all"
     """Splits that get AOV files: all, only the test split, or none."""
