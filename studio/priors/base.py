@@ -1,0 +1,186 @@
+"""The diffusion-prior interface every guidance (SDS, VSD, BSD, ...) talks to.
+
+A prior is a denoiser ``predict(x_t, t, cond)`` over a model space ``x`` (pixels for the embedded
+toy priors and DeepFloyd IF, VAE latents for Stable Diffusion / Zero123) with the forward process
+
+    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps,        t in {0, ..., T-1}      (DDPM Eq. 4)
+
+``alphas_cumprod`` [T] is abar. The network's output is in ``prediction_type``:
+
+* ``"eps"``: eps itself;
+* ``"v"``: v = sqrt(abar) eps - sqrt(1 - abar) x_0 (Salimans & Ho 2022, Eq. 11 of the appendix);
+* ``"flow"``: rectified flow, x_t = (1 - s) x_0 + s eps with s = (t + 1) / T, output
+  u = eps - x_0 (the velocity). ``alphas_cumprod`` then holds the variance-preserving abar of the
+  same signal-to-noise ratio, (1 - s)^2 / ((1 - s)^2 + s^2), so SDS weights stay comparable.
+
+``to_eps`` / ``to_x0`` convert any output to the two quantities guidance needs. Images handed to
+``encode`` are [B,3,H,W] in [0, 1]; ``decode`` returns the same range.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Literal, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+PredictionType = Literal["eps", "v", "flow"]
+
+
+@dataclass
+class Condition:
+    """What a prior is conditioned on, already embedded (the output of ``DiffusionPrior.condition``).
+
+    ``tensors`` holds the model-specific embeddings, each with a leading batch dimension (text
+    tokens [B,L,D], image embedding [B,D], pose [B,P], concatenated image latents [B,C,h,w], ...).
+    A condition of batch 1 broadcasts against any batch of ``x_t``.
+    """
+
+    tensors: Dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return next(iter(self.tensors.values())).shape[0] if self.tensors else 1
+
+    def expand(self, batch: int) -> "Condition":
+        """The condition repeated to ``batch`` rows (from batch 1 or ``batch``)."""
+        out = {}
+        for k, v in self.tensors.items():
+            out[k] = v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v
+            if out[k].shape[0] != batch:
+                raise ValueError(f"condition '{k}' has batch {v.shape[0]}, expected 1 or {batch}")
+        return Condition(out)
+
+    @staticmethod
+    def cat(conds: Sequence["Condition"], batches: Sequence[int]) -> "Condition":
+        """Concatenate conditions along the batch (each first expanded to its batch size);
+        used to run the conditional and unconditional branches of CFG in one call."""
+        keys = set(conds[0].tensors)
+        if any(set(c.tensors) != keys for c in conds):
+            raise ValueError("conditions to concatenate must have the same fields")
+        expanded = [c.expand(b) for c, b in zip(conds, batches)]
+        return Condition({k: torch.cat([c.tensors[k] for c in expanded]) for k in keys})
+
+    def index(self, rows: Union[slice, Tensor]) -> "Condition":
+        return Condition({k: v[rows] for k, v in self.tensors.items()})
+
+    def to(self, device) -> "Condition":
+        return replace(self, tensors={k: v.to(device) for k, v in self.tensors.items()})
+
+
+class DiffusionPrior(nn.Module):
+    """Base class of the priors (see the module docstring for the conventions).
+
+    Subclasses set ``alphas_cumprod`` (a buffer [T]), ``prediction_type``, ``image_size`` (the
+    pixel resolution ``encode`` expects) and ``latent_shape`` (C, h, w) of the model space, and
+    implement ``predict`` and ``condition``. ``encode``/``decode`` default to the identity map
+    [0,1] <-> [-1,1] of pixel-space models.
+    """
+
+    prediction_type: PredictionType = "eps"
+    image_size: int = 32
+    latent_shape: tuple = (3, 32, 32)
+    alphas_cumprod: Tensor
+
+    # ---- what subclasses implement ----------------------------------------------------------
+    def predict(self, x_t: Tensor, t: Tensor, cond: Condition) -> Tensor:
+        """Network output [B,C,h,w] (in ``prediction_type``) at integer timesteps ``t`` [B]."""
+        raise NotImplementedError
+
+    def condition(
+        self,
+        text: Optional[Union[str, List[str]]] = None,
+        image: Optional[Tensor] = None,
+        pose: Optional[Tensor] = None,
+    ) -> Condition:
+        """Embed a condition. ``text``: prompt(s), "" is the unconditional (CFG) text;
+        ``image``: reference image [B,3,H,W] in [0,1] (image-conditioned priors); ``pose``:
+        relative camera [B,P] (novel-view priors; the layout is the prior's, see its docs)."""
+        raise NotImplementedError
+
+    def unconditional(self, like: Condition) -> Condition:
+        """The CFG "null" condition matching ``like`` (default: empty text)."""
+        return self.condition(text="")
+
+    # ---- model space ------------------------------------------------------------------------
+    def encode(self, img: Tensor) -> Tensor:
+        """[B,3,H,W] in [0,1] -> model space [B,C,h,w] (pixel models: [-1,1])."""
+        return img * 2.0 - 1.0
+
+    def decode(self, lat: Tensor) -> Tensor:
+        """Model space [B,C,h,w] -> [B,3,H,W] in [0,1]."""
+        return ((lat + 1.0) * 0.5).clamp(0.0, 1.0)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    # ---- forward process and output conversions ---------------------------------------------
+    def _coeffs(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(a_t, s_t) with x_t = a_t x_0 + s_t eps, shaped to broadcast against ``like``."""
+        t = t.to(device=self.alphas_cumprod.device, dtype=torch.long)
+        shape = (-1,) + (1,) * (like.dim() - 1)
+        if self.prediction_type == "flow":
+            s = (t.to(like.dtype) + 1.0) / self.num_train_timesteps
+            return (1.0 - s).view(shape).to(like), s.view(shape).to(like)
+        abar = self.alphas_cumprod[t].to(like)
+        return abar.sqrt().view(shape), (1.0 - abar).sqrt().view(shape)
+
+    def add_noise(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        """x_t from x_0 and noise at timesteps ``t`` [B]."""
+        a, s = self._coeffs(t, x0)
+        return a * x0 + s * eps
+
+    def to_eps(self, x_t: Tensor, t: Tensor, out: Tensor) -> Tensor:
+        """The noise prediction implied by the network output ``out``."""
+        a, s = self._coeffs(t, x_t)
+        if self.prediction_type == "eps":
+            return out
+        if self.prediction_type == "v":  # eps = a v + s x_t (a^2 + s^2 = 1)
+            return a * out + s * x_t
+        return x_t + a * out  # flow: x_t = a x0 + s eps, u = eps - x0, a + s = 1
+
+    def to_x0(self, x_t: Tensor, t: Tensor, out: Tensor) -> Tensor:
+        """The clean-sample prediction implied by the network output ``out``."""
+        a, s = self._coeffs(t, x_t)
+        if self.prediction_type == "eps":
+            return (x_t - s * out) / a.clamp(min=1e-8)
+        if self.prediction_type == "v":  # x0 = a x_t - s v
+            return a * x_t - s * out
+        return x_t - s * out  # flow
+
+    def training_target(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        """What the network should output for (x0, eps, t): the denoising-loss target used by
+        prior training, VSD's fake score and BSD's fine-tuning."""
+        if self.prediction_type == "eps":
+            return eps
+        if self.prediction_type == "v":
+            a, s = self._coeffs(t, x0)
+            return a * eps - s * x0
+        return eps - x0
+
+    # ---- copies that guidance fine-tunes ----------------------------------------------------
+    def trainable_parameters(self) -> List[nn.Parameter]:
+        """Parameters a fine-tuned copy trains (default: all)."""
+        return [p for p in self.parameters()]
+
+    def clone_trainable(self) -> "DiffusionPrior":
+        """A copy whose ``trainable_parameters()`` require grad, for VSD's fake score and BSD's
+        bootstrapped prior. Small priors deep-copy everything; large adapters override this to add
+        LoRA layers to a shared frozen network instead."""
+        clone = copy.deepcopy(self)
+        for p in clone.parameters():
+            p.requires_grad_(False)
+        for p in clone.trainable_parameters():
+            p.requires_grad_(True)
+        return clone
+
+
+def freeze(prior: DiffusionPrior) -> DiffusionPrior:
+    """Put a prior in eval mode with every parameter frozen (how guidance uses the teacher)."""
+    prior.eval()
+    for p in prior.parameters():
+        p.requires_grad_(False)
+    return prior
