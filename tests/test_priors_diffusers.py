@@ -1,0 +1,429 @@
+"""Diffusers adapters (Stable Diffusion, DeepFloyd IF, Zero123) on tiny random models.
+
+The models are built here, saved in the real snapshot layouts and loaded back through the
+adapters, with the network blocked: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, PNDMScheduler, UNet2DConditionModel  # noqa: E402
+
+from studio.io.errors import StudioInputError  # noqa: E402
+from studio.priors.base import Condition  # noqa: E402
+from studio.priors.diffusers_adapters import (  # noqa: E402
+    DeepFloydIFPrior,
+    StableDiffusionPrior,
+    Zero123Prior,
+    zero123_pose,
+)
+from studio.priors.weights import resolve_pretrained  # noqa: E402
+
+UNET_BLOCKS = dict(
+    layers_per_block=1,
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    """No network, and an empty Hugging Face cache."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+
+    def no_network(*args, **kwargs):
+        raise RuntimeError("network access attempted in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+
+
+# ---- tiny snapshots --------------------------------------------------------------------------
+def _tiny_vae(root: Path) -> None:
+    torch.manual_seed(1)
+    AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=32, sample_size=16,
+    ).save_pretrained(root / "vae")
+
+
+def _tiny_clip_tokenizer(d: Path) -> None:
+    d.mkdir(parents=True)
+    vocab = ["l", "o", "w", "e", "r", "s", "t", "i", "d", "n", "lo", "l</w>", "w</w>", "r</w>", "t</w>",
+             "low</w>", "er</w>", "lowest</w>", "newer</w>", "wider", "<unk>", "<|startoftext|>", "<|endoftext|>"]
+    (d / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (d / "merges.txt").write_text("#version: 0.2\nl o\nlo w</w>\ne r</w>\n")
+    (d / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "unk_token": "<|endoftext|>",
+        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+    }))
+
+
+def _make_sd(root: Path, prediction_type: str = "epsilon") -> Path:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, **UNET_BLOCKS).save_pretrained(root / "unet")
+    _tiny_vae(root)
+    CLIPTextModel(CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                 num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+                                 bos_token_id=21, eos_token_id=22, pad_token_id=22)).save_pretrained(root / "text_encoder")
+    _tiny_clip_tokenizer(root / "tokenizer")
+    PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+                  prediction_type=prediction_type).save_pretrained(root / "scheduler")
+    return root
+
+
+def _make_if(root: Path) -> Path:
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    torch.manual_seed(0)
+    blocks = dict(UNET_BLOCKS)
+    UNet2DConditionModel(sample_size=16, in_channels=3, out_channels=6, encoder_hid_dim=16, **blocks).save_pretrained(root / "unet")
+    T5EncoderModel(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
+                            decoder_start_token_id=0)).save_pretrained(root / "text_encoder")
+    words = "a red glossy torus blue sphere box".split()
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("\u2581" + w, -1.0 - 0.1 * i) for i, w in enumerate(words)]
+    vocab += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz"]
+    try:
+        tok = T5Tokenizer(vocab=vocab, extra_ids=0)
+    except TypeError:  # transformers < 5 (sentencepiece-backed T5Tokenizer)
+        pytest.skip("tiny T5 tokenizer needs transformers >= 5")
+    tok.save_pretrained(root / "tokenizer")
+    DDPMScheduler(beta_schedule="squaredcos_cap_v2", variance_type="learned_range", prediction_type="epsilon",
+                  clip_sample=False, thresholding=False).save_pretrained(root / "scheduler")
+    return root
+
+
+def _make_zero123(root: Path) -> Path:
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(sample_size=8, in_channels=8, out_channels=4, **UNET_BLOCKS).save_pretrained(root / "unet")
+    _tiny_vae(root)
+    CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, intermediate_size=37, projection_dim=32,
+                                                   num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                                                   patch_size=8)).save_pretrained(root / "image_encoder")
+    (root / "feature_extractor").mkdir()
+    (root / "feature_extractor" / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "crop_size": 32, "size": 32,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+    }))
+    cc = torch.nn.Linear(32 + 4, 32)
+    (root / "cc_projection").mkdir()
+    (root / "cc_projection" / "config.json").write_text(json.dumps({"_class_name": "CCProjection", "in_channel": 36, "out_channel": 32}))
+    save_file({"projection.weight": cc.weight.detach().contiguous(), "projection.bias": cc.bias.detach().contiguous()},
+              str(root / "cc_projection" / "diffusion_pytorch_model.safetensors"))
+    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                  set_alpha_to_one=False).save_pretrained(root / "scheduler")
+    return root
+
+
+@pytest.fixture(scope="module")
+def sd_dir(tmp_path_factory):
+    return _make_sd(tmp_path_factory.mktemp("sd"))
+
+
+@pytest.fixture(scope="module")
+def if_dir(tmp_path_factory):
+    return _make_if(tmp_path_factory.mktemp("if"))
+
+
+@pytest.fixture(scope="module")
+def z123_dir(tmp_path_factory):
+    return _make_zero123(tmp_path_factory.mktemp("zero123"))
+
+
+def _ddpm_like(prior) -> DDPMScheduler:
+    cfg = {k: v for k, v in prior.scheduler_config.items() if not k.startswith("_")}
+    cfg.update(clip_sample=False, thresholding=False)
+    return DDPMScheduler.from_config(cfg)
+
+
+# ---- Stable Diffusion ------------------------------------------------------------------------
+def test_sd_loads_encodes_decodes(sd_dir):
+    prior = StableDiffusionPrior(sd_dir, device="cpu", encode_mode="mean")
+    assert prior.model_dtype == torch.float32 and prior.unet.dtype == torch.float32
+    assert prior.prediction_type == "eps"
+    assert prior.image_size == 16 and prior.latent_shape == (4, 8, 8)
+    assert prior.alphas_cumprod.shape == (1000,) and prior.alphas_cumprod.dtype == torch.float32
+    ref = PNDMScheduler.from_pretrained(sd_dir / "scheduler").alphas_cumprod
+    assert torch.allclose(prior.alphas_cumprod, ref)
+
+    img = torch.rand(2, 3, 16, 16, requires_grad=True)
+    lat = prior.encode(img)
+    assert lat.shape == (2, 4, 8, 8)
+    with torch.no_grad():
+        want = prior.vae.encode(img * 2 - 1).latent_dist.mean * prior.vae.config.scaling_factor
+    assert torch.allclose(lat, want, atol=1e-5)
+    lat.square().sum().backward()  # SDS needs gradients through the encoder
+    assert img.grad is not None and img.grad.abs().sum() > 0
+
+    assert prior.encode(torch.rand(1, 3, 32, 32)).shape == (1, 4, 8, 8)  # resized to image_size
+    out = prior.decode(lat.detach())
+    assert out.shape == (2, 3, 16, 16) and out.min() >= 0 and out.max() <= 1
+    with torch.no_grad():
+        want = ((prior.vae.decode(lat / prior.vae.config.scaling_factor).sample + 1) / 2).clamp(0, 1)
+    assert torch.allclose(out, want, atol=1e-5)
+
+
+def test_sd_predict_condition_and_scheduler_conversions(sd_dir):
+    prior = StableDiffusionPrior(sd_dir, device="cpu")
+    cond = prior.condition(text="lower newer")
+    assert cond.tensors["text"].shape == (1, 77, 32)
+    unc = prior.unconditional(cond)
+    assert unc.tensors["text"].shape == (1, 77, 32)
+    assert prior.condition(text=["lower", "wider"]).tensors["text"].shape == (2, 77, 32)
+
+    torch.manual_seed(0)
+    x0, eps = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    t = torch.tensor([500, 500])
+    x_t = prior.add_noise(x0, eps, t)
+    sched = _ddpm_like(prior)
+    assert torch.allclose(x_t, sched.add_noise(x0, eps, t), atol=1e-5)
+    with torch.no_grad():
+        out_c = prior.predict(x_t, t, cond)
+        out_u = prior.predict(x_t, t, unc)
+        both = prior.predict(torch.cat([x_t, x_t]), torch.cat([t, t]), Condition.cat([cond, unc], [2, 2]))
+    assert out_c.shape == (2, 4, 8, 8)
+    assert not torch.allclose(out_c, out_u)
+    assert torch.allclose(both, torch.cat([out_c, out_u]), atol=1e-5)
+    step = sched.step(out_c, 500, x_t).pred_original_sample
+    assert torch.allclose(prior.to_x0(x_t, t, out_c), step, atol=1e-4)
+    assert torch.allclose(prior.to_eps(x_t, t, out_c), out_c)
+
+
+def test_sd_v_prediction_matches_scheduler(sd_dir, tmp_path):
+    vdir = tmp_path / "sd_v"
+    vdir.mkdir()
+    for sub in ("unet", "vae", "text_encoder", "tokenizer"):
+        (vdir / sub).symlink_to(sd_dir / sub)
+    PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+                  prediction_type="v_prediction").save_pretrained(vdir / "scheduler")
+    prior = StableDiffusionPrior(str(vdir), device="cpu")
+    assert prior.prediction_type == "v"
+    sched = _ddpm_like(prior)
+    torch.manual_seed(1)
+    x0, eps = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    for tt in (10, 400, 990):
+        t = torch.tensor([tt])
+        x_t = prior.add_noise(x0, eps, t)
+        v = prior.training_target(x0, eps, t)
+        assert torch.allclose(v, sched.get_velocity(x0, eps, t), atol=1e-5)
+        assert torch.allclose(prior.to_x0(x_t, t, v), x0, atol=1e-4)
+        assert torch.allclose(prior.to_eps(x_t, t, v), eps, atol=1e-4)
+        with torch.no_grad():
+            out = prior.predict(x_t, t, prior.condition(text="lower"))
+        step = sched.step(out, tt, x_t).pred_original_sample
+        assert torch.allclose(prior.to_x0(x_t, t, out), step, atol=1e-4)
+
+
+def test_sd_lora_clone_trains_only_lora(sd_dir):
+    prior = StableDiffusionPrior(sd_dir, device="cpu")
+    assert prior.trainable_parameters() == []
+    base_state = {k: v.clone() for k, v in prior.state_dict().items()}
+    cond = prior.condition(text="lower newer", pose=torch.eye(4)[None].repeat(2, 1, 1))
+    assert cond.tensors["camera"].shape == (2, 16)
+    unc = prior.unconditional(cond)
+    assert torch.equal(unc.tensors["camera"], torch.zeros(2, 16))
+    torch.manual_seed(2)
+    x_t, t = torch.randn(2, 4, 8, 8), torch.tensor([300, 700])
+    with torch.no_grad():
+        before = prior.predict(x_t, t, cond)
+
+    clone = prior.clone_trainable()
+    params = clone.trainable_parameters()
+    names = {n for n, p in clone.unet.named_parameters() if any(p is q for q in params)}
+    assert params and all(p.requires_grad for p in params)
+    assert all("lora_" in n or n.startswith("class_embedding.") for n in names)
+    assert any(n.startswith("class_embedding.") for n in names)
+    assert any(".to_out.0.lora_A" in n for n in names) and any(".attn2.to_k.lora_B" in n for n in names)
+    # shared frozen weights, no LoRA in the teacher
+    assert clone.unet.conv_in.weight.data_ptr() == prior.unet.conv_in.weight.data_ptr()
+    assert clone.vae is prior.vae and clone.text_encoder is prior.text_encoder
+    assert not any("lora" in n for n in prior.unet.state_dict())
+    assert prior.unet.class_embedding is None
+    n_trainable = sum(p.numel() for p in params)
+    assert n_trainable < 0.5 * sum(p.numel() for p in prior.unet.parameters())
+    with torch.no_grad():  # zero-initialised LoRA B and camera MLP: same output as the teacher
+        assert torch.allclose(clone.predict(x_t, t, cond), before, atol=1e-5)
+
+    opt = torch.optim.Adam(params, lr=1e-2)
+    lora_b = [p for n, p in clone.unet.named_parameters() if "lora_B" in n][0]
+    b0 = lora_b.detach().clone()
+    target = torch.randn_like(x_t)
+    for _ in range(2):
+        opt.zero_grad()
+        loss = (clone.predict(x_t, t, cond) - target).square().mean()
+        loss.backward()
+        opt.step()
+    assert not torch.equal(lora_b, b0)
+    assert all(p.grad is None for p in prior.parameters())
+    for k, v in prior.state_dict().items():
+        assert torch.equal(v, base_state[k]), k
+    with torch.no_grad():
+        assert torch.allclose(prior.predict(x_t, t, cond), before, atol=1e-6)
+        after = clone.predict(x_t, t, cond)
+        assert not torch.allclose(after, before, atol=1e-4)
+        no_cam = clone.predict(x_t, t, Condition({"text": cond.tensors["text"]}))
+        assert not torch.allclose(after, no_cam, atol=1e-6)  # the camera MLP is used
+    sd = clone.lora_state_dict()
+    assert set(sd) == names
+    with pytest.raises(ValueError):
+        clone.clone_trainable()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_sd_reduced_precision_and_lora_dtypes(sd_dir, dtype):
+    prior = StableDiffusionPrior(sd_dir, dtype=dtype, device="cpu")
+    assert prior.unet.dtype == dtype and prior.alphas_cumprod.dtype == torch.float32
+    cond = prior.condition(text="lower")
+    x_t = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        out = prior.predict(x_t, torch.tensor([100]), cond)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    clone = prior.clone_trainable(camera_dim=0)
+    assert all(p.dtype == torch.float32 for p in clone.trainable_parameters())
+    loss = clone.predict(x_t, torch.tensor([100]), cond).square().mean()
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in clone.trainable_parameters())
+
+
+# ---- DeepFloyd IF ----------------------------------------------------------------------------
+def test_if_predicts_eps_channels_and_matches_ddpm(if_dir):
+    prior = DeepFloydIFPrior(if_dir, device="cpu")
+    assert prior.image_size == 16 and prior.latent_shape == (3, 16, 16) and prior.prediction_type == "eps"
+    img = torch.rand(2, 3, 16, 16)
+    x = prior.encode(img)
+    assert torch.allclose(x, img * 2 - 1) and torch.allclose(prior.decode(x), img, atol=1e-6)
+    cond = prior.condition(text="a red glossy torus")
+    assert cond.tensors["text"].shape == (1, 77, 16)
+    unc = prior.unconditional(cond)
+    t = torch.tensor([250, 250])
+    with torch.no_grad():
+        out = prior.predict(x, t, cond)
+        raw = prior.unet(x, t, encoder_hidden_states=cond.tensors["text"].expand(2, -1, -1)).sample
+        assert not torch.allclose(out, prior.predict(x, t, unc))
+    assert out.shape == (2, 3, 16, 16) and raw.shape == (2, 6, 16, 16)
+    assert torch.equal(out, raw[:, :3])
+    step = _ddpm_like(prior).step(raw, 250, x).pred_original_sample  # learned_range: splits the 6 channels
+    assert torch.allclose(prior.to_x0(x, t, out), step, atol=1e-4)
+    clone = prior.clone_trainable()
+    assert clone.trainable_parameters() and all("lora" in n for n, p in clone.unet.named_parameters() if p.requires_grad)
+
+    no_t5 = DeepFloydIFPrior(if_dir, device="cpu", load_text_encoder=False)
+    assert no_t5.text_encoder is None
+    with torch.no_grad():
+        got = no_t5.predict(x, t, no_t5.condition(text_embeddings=cond.tensors["text"]))
+    assert torch.allclose(got, out, atol=1e-6)
+    with pytest.raises(ValueError, match="text encoder"):
+        no_t5.condition(text="a red torus")
+
+
+# ---- Zero123 ---------------------------------------------------------------------------------
+def test_zero123_pose_convention():
+    p = zero123_pose(30.0, 90.0, 2.0, ref_elevation_deg=0.0, ref_azimuth_deg=0.0, ref_radius=1.5)
+    assert torch.allclose(p, torch.tensor([[-math.pi / 6, 1.0, 0.0, 0.5]]), atol=1e-6)
+    p = zero123_pose([0.0, 10.0], 180.0, ref_elevation_deg=20.0, variant="stable-zero123")
+    assert p.shape == (2, 4)
+    assert torch.allclose(p[:, 0], torch.deg2rad(torch.tensor([20.0, 10.0])))
+    assert torch.allclose(p[:, 3], torch.deg2rad(torch.tensor([70.0, 70.0])))
+
+
+def test_zero123_condition_predict(z123_dir):
+    prior = Zero123Prior(z123_dir, device="cpu")
+    assert prior.image_size == 16 and prior.latent_shape == (4, 8, 8)
+    torch.manual_seed(3)
+    ref = torch.rand(1, 3, 16, 16)
+    pose = zero123_pose([0.0, 30.0], [45.0, -90.0], [1.0, 1.2], ref_radius=1.0)
+    cond = prior.condition(image=ref, pose=pose)
+    assert cond.tensors["clip"].shape == (2, 1, 32) and cond.tensors["ref_latent"].shape == (2, 4, 8, 8)
+    with torch.no_grad():  # the diffusers community pipeline's recipe, by hand
+        x = torch.nn.functional.interpolate(ref, (32, 32), mode="bicubic", align_corners=True)
+        x = (x - prior.clip_mean) / prior.clip_std
+        emb = prior.image_encoder(x).image_embeds[:, None].expand(2, -1, -1)
+        want = prior.cc_projection(torch.cat([emb, pose[:, None]], dim=-1))
+        lat = prior.vae.encode(ref * 2 - 1).latent_dist.mode()  # not scaled, as Zero123
+    assert torch.allclose(cond.tensors["clip"], want, atol=1e-5)
+    assert torch.allclose(cond.tensors["ref_latent"], lat.expand(2, -1, -1, -1), atol=1e-5)
+    unc = prior.unconditional(cond)
+    assert all(torch.count_nonzero(v) == 0 for v in unc.tensors.values())
+    x_t, t = torch.randn(2, 4, 8, 8), torch.tensor([600, 600])
+    with torch.no_grad():
+        out = prior.predict(x_t, t, cond)
+        out_u = prior.predict(x_t, t, unc)
+        sample = torch.cat([x_t, cond.tensors["ref_latent"]], dim=1)
+        raw = prior.unet(sample, t, encoder_hidden_states=cond.tensors["clip"]).sample
+    assert out.shape == (2, 4, 8, 8) and torch.allclose(out, raw, atol=1e-6)
+    assert not torch.allclose(out, out_u)
+    assert not torch.allclose(out[0], out[1])  # different poses
+    with pytest.raises(ValueError):
+        prior.condition(text="a torus")
+    clone = prior.clone_trainable()
+    assert clone.trainable_parameters()
+    with torch.no_grad():
+        assert torch.allclose(clone.predict(x_t, t, cond), out, atol=1e-5)
+
+
+# ---- missing weights -------------------------------------------------------------------------
+def test_missing_default_weights_one_clear_line(monkeypatch, tmp_path):
+    with pytest.raises(StudioInputError) as e:
+        StableDiffusionPrior(device="cpu")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "Stable Diffusion 2.1-base" in msg and "stabilityai/stable-diffusion-2-1-base" in msg
+    assert "huggingface-cli download" in msg and "--prior-path" in msg
+    with pytest.raises(StudioInputError, match="DeepFloyd/IF-I-XL-v1.0"):
+        DeepFloydIFPrior(device="cpu")
+    with pytest.raises(StudioInputError, match="does not exist"):
+        Zero123Prior(str(tmp_path / "no" / "such" / "folder"), device="cpu")
+
+
+def test_missing_component_names_it(sd_dir, tmp_path):
+    broken = tmp_path / "sd_broken"
+    broken.mkdir()
+    for sub in ("unet", "text_encoder", "tokenizer", "scheduler"):
+        (broken / sub).symlink_to(sd_dir / sub)
+    with pytest.raises(StudioInputError, match="'vae/'") as e:
+        StableDiffusionPrior(broken, device="cpu")
+    assert "\n" not in str(e.value) and "huggingface-cli download stabilityai/stable-diffusion-2-1-base" in str(e.value)
+    (broken / "vae").mkdir()  # present but without weights
+    with pytest.raises(StudioInputError, match="vae/"):
+        StableDiffusionPrior(broken, device="cpu")
+
+
+def test_resolve_from_hf_cache_layout(tmp_path):
+    cache = tmp_path / "hf_cache"
+    snap = cache / "models--org--tiny-model" / "snapshots" / "0123abcd"
+    (snap / "unet").mkdir(parents=True)
+    (snap / "unet" / "config.json").write_text("{}")
+    (cache / "models--org--tiny-model" / "refs").mkdir()
+    (cache / "models--org--tiny-model" / "refs" / "main").write_text("0123abcd")
+    assert resolve_pretrained("org/tiny-model", "Tiny") == snap
+    shutil.rmtree(cache / "models--org--tiny-model" / "refs")  # a cache copied without refs/
+    assert resolve_pretrained("org/tiny-model", "Tiny") == snap
+    local = tmp_path / "local"
+    local.mkdir()
+    assert resolve_pretrained(str(local), "Tiny") == local.resolve()
+    with pytest.raises(StudioInputError, match="org/other"):
+        resolve_pretrained("org/other", "Tiny")
