@@ -83,6 +83,8 @@ class PRDModelConfig(SplatModelConfig):
     """Weight of MSE(object mask, p_x) from stage 3."""
     light_weight: float = 0.003
     """Weight of the white-light prior from stage 3."""
+    light_reduction: Literal["sum", "mean"] = "mean"
+    """How the white-light prior reduces over cubemap texels (sum: the weight acts per texel)."""
     normal_weight: float = 0.05
     """Weight of the splatted-normal / depth-normal consistency from stage 2."""
     visibility_resolution: Optional[int] = None
@@ -335,7 +337,9 @@ class PRDModel(SplatModel):
                 mask = image[..., 3:].float() / (255.0 if image.dtype == torch.uint8 else 1.0) if image.shape[-1] == 4 else acc.detach()
                 losses["progress_loss"] = self.config.mask_weight * ((mask - outputs["progress"]) ** 2).mean()
             radiance = self.light.radiance()
-            losses["light_loss"] = self.config.light_weight * (radiance - radiance.mean(-1, keepdim=True)).abs().mean()
+            deviation = (radiance - radiance.mean(-1, keepdim=True)).abs().mean(-1)  # per texel
+            reduce = deviation.sum() if self.config.light_reduction == "sum" else deviation.mean()
+            losses["light_loss"] = self.config.light_weight * reduce
         return losses
 
     def get_image_metrics_and_images(self, outputs, batch):
