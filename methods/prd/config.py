@@ -8,9 +8,6 @@ progress and light at 1e-2 (Adam), as GaussianShader-style Gaussian inverse rend
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Optional, Type
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
@@ -19,35 +16,14 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from studio.data.dataparser import StudioDataParserConfig
-from studio.engine.prd_model import DEFAULT_STAGE_ITERS, PRDModelConfig
-from studio.engine.trainer import StudioTrainer, StudioTrainerConfig
-from studio.io.errors import StudioInputError
+from studio.engine.prd_model import PRDModelConfig
+from studio.engine.trainer import StagedTrainerConfig
 from studio.methods.studio_splat.config import SPLAT_OPTIMIZERS, adam
 
-
-@dataclass
-class PRDTrainerConfig(StudioTrainerConfig):
-    """StudioTrainerConfig + ``--load-stage``; the run length is the sum of the stage lengths."""
-
-    _target: Type = field(default_factory=lambda: StudioTrainer)
-    load_stage: Optional[Path] = None
-    """Start from stage1.safetensors of an earlier prd run (skips stage 1; e.g. for ablations)."""
-
-    def resolve_run_length(self) -> None:
-        model = self.pipeline.model
-        stages = [int(n) for n in (model.stage_iters or DEFAULT_STAGE_ITERS)]
-        model.load_stage = self.load_stage
-        if self.load_stage is not None and not Path(self.load_stage).is_file():
-            raise StudioInputError(f"--load-stage {self.load_stage} is not a file.")
-        self.max_num_iterations = sum(stages) - (stages[0] if self.load_stage is not None else 0)
-
-    def setup(self, **kwargs):
-        self.pipeline.model.stage_dir = self.get_base_dir()
-        return super().setup(**kwargs)
-
+PRDTrainerConfig = StagedTrainerConfig  # the name earlier runs' config.yml files refer to
 
 prd = MethodSpecification(
-    config=PRDTrainerConfig(
+    config=StagedTrainerConfig(
         method_name="prd",
         mixed_precision=False,
         pipeline=VanillaPipelineConfig(

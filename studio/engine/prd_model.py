@@ -14,11 +14,12 @@ Stages (trainer steps; lengths ``stage_iters`` from the preset):
 1. 3DGS pretraining of the radiance field (``p = 0``), with densification;
 2. specular distillation: ``metallic`` fixed to 1, ``p`` starts at ``progress_init`` (0.01);
 3. diffuse distillation: metallic free; loss ``L_rgb + 0.08 MSE(mask, p_x) + 0.003 L_light``
-   (``L_light``: white-light prior, mean |L_c - mean_c L| over the cubemap texels); the
+   (``L_light``: white-light prior, |L_c - mean_c L| per texel, summed over the cubemap); the
    environment visibility is baked into a grid of SH first (``studio.pbr.visibility``);
 4. joint refinement, the learning rate of ``p`` scaled by ``progress_lr_refine`` (0.1).
 
-``L_rgb`` is the 3DGS loss ``0.8 L1 + 0.2 D-SSIM``. From stage 2 on, ``normal_weight`` adds
+``L_rgb`` is the 3DGS loss ``0.8 L1 + 0.2 D-SSIM`` against the ground truth over a random
+background (``background_color``). From stage 2 on, ``normal_weight`` adds
 ``1 - <n, n_depth>`` between the splatted normal and the normal of the rendered depth (ours:
 the paper relies on the shortest-axis normal alone; the term keeps splats flat on the surface).
 Shading is linear; ``I_pbr`` is clamped to [0, 1] and encoded as sRGB (the datasets are sRGB
@@ -45,6 +46,7 @@ from torch.nn import Parameter
 
 from studio.cameras.nerfstudio import cameras_to_viewmats
 from studio.engine.splat_model import SplatModel, SplatModelConfig
+from studio.engine.stages import stage_bounds, stage_of
 from studio.gaussians.pbr import PBR_PARAM_NAMES, activate_pbr, initial_pbr_params, shortest_axis_normals
 from studio.gaussians.sh import eval_sh
 from studio.pbr.cubemap import CubemapLight
@@ -83,8 +85,13 @@ class PRDModelConfig(SplatModelConfig):
     """Weight of MSE(object mask, p_x) from stage 3."""
     light_weight: float = 0.003
     """Weight of the white-light prior from stage 3."""
-    light_reduction: Literal["sum", "mean"] = "mean"
-    """How the white-light prior reduces over cubemap texels (sum: the weight acts per texel)."""
+    light_reduction: Literal["sum", "mean"] = "sum"
+    """How the white-light prior reduces over cubemap texels. ``sum`` (default): the weight acts per
+    texel; as a mean, 0.003 is too weak to stop the light taking the object's colour (measured on
+    the ToyWorld mushroom: the light turned red and the albedo cyan/pink)."""
+    background_color: Literal["white", "black", "random"] = "random"
+    """Random backgrounds remove semi-transparent floaters, which the PBR part would shade in relit
+    views (invisible white-on-white in a white-background fit)."""
     normal_weight: float = 0.05
     """Weight of the splatted-normal / depth-normal consistency from stage 2."""
     visibility_resolution: Optional[int] = None
@@ -93,6 +100,13 @@ class PRDModelConfig(SplatModelConfig):
     """Start from a stage-1 file (stage1.safetensors of an earlier run) and skip stage 1."""
     stage_dir: Optional[Path] = None
     """Where stage1.safetensors is written (set by the trainer: the run's folder)."""
+
+    def resolved_stage_iters(self) -> Tuple[int, ...]:
+        return tuple(int(n) for n in (self.stage_iters or DEFAULT_STAGE_ITERS))
+
+    def steps_skipped(self, load_stage: Path) -> int:
+        """A stage-1 file replaces stage 1."""
+        return self.resolved_stage_iters()[0]
 
 
 class PRDModel(SplatModel):
@@ -115,20 +129,11 @@ class PRDModel(SplatModel):
     # ---- stages ------------------------------------------------------------------------------
     def stage_bounds(self) -> List[int]:
         """Cumulative end steps of the four stages."""
-        iters = self.config.stage_iters or DEFAULT_STAGE_ITERS
-        out, total = [], 0
-        for n in iters:
-            total += int(n)
-            out.append(total)
-        return out
+        return stage_bounds(self.config.resolved_stage_iters())
 
     def stage(self, step: Optional[int] = None) -> int:
         """Stage (1-4) of global step ``step`` (default: the current one)."""
-        step = self.step if step is None else step
-        for k, end in enumerate(self.stage_bounds()):
-            if step < end:
-                return k + 1
-        return 4
+        return stage_of(self.step if step is None else step, self.config.resolved_stage_iters())
 
     def _load_stage1(self, path: Path) -> None:
         from safetensors.torch import load_file

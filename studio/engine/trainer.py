@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Optional, Type
 
 import numpy as np
@@ -122,6 +123,7 @@ class StudioTrainerConfig(TrainerConfig):
         values = load_preset(self.method_name or "", chosen)
         fill_unset(self, values["trainer"])
         fill_unset(self.pipeline.model, values["model"])
+        fill_unset(self.pipeline.datamanager, values["datamanager"])
         self.resolve_run_length()
         for group in self.optimizers.values():
             scheduler = group.get("scheduler")
@@ -137,8 +139,36 @@ class StudioTrainerConfig(TrainerConfig):
         from studio.data.formats import validate_dataset
 
         datamanager = self.pipeline.datamanager
+        if hasattr(datamanager, "validate"):  # data managers without a dataparser check their own input
+            datamanager.validate()
+            return
         dataparser = getattr(datamanager, "dataparser", None)
         if isinstance(dataparser, StudioDataParserConfig):
             if datamanager.data is not None:
                 dataparser.data = datamanager.data
             validate_dataset(dataparser.data)
+
+
+@dataclass
+class StagedTrainerConfig(StudioTrainerConfig):
+    """StudioTrainerConfig for multi-stage models (``prd``, ``dreamcraft3d``) + ``--load-stage``.
+
+    The model config provides ``stage_iters`` (preset), ``load_stage``, ``stage_dir`` and
+    ``steps_skipped(path) -> int`` (the steps a stage file replaces); the run length is the sum of
+    the stage lengths minus those steps, and ``stage_dir`` is the run's folder.
+    """
+
+    load_stage: Optional[Path] = None
+    """Start from a stage file written by an earlier run of the same method (skips its stages)."""
+
+    def resolve_run_length(self) -> None:
+        model = self.pipeline.model
+        model.load_stage = self.load_stage
+        if self.load_stage is not None and not Path(self.load_stage).is_file():
+            raise StudioInputError(f"--load-stage {self.load_stage} is not a file.")
+        skipped = model.steps_skipped(Path(self.load_stage)) if self.load_stage is not None else 0
+        self.max_num_iterations = sum(int(n) for n in model.resolved_stage_iters()) - skipped
+
+    def setup(self, **kwargs):
+        self.pipeline.model.stage_dir = self.get_base_dir()
+        return super().setup(**kwargs)
