@@ -1,8 +1,9 @@
 """``tiny`` / ``full`` presets, stored as YAML in ``configs/<method>.yaml`` (package ``studio.configs``).
 
 Convention for every method: ``full`` (paper settings) on CUDA, ``tiny`` (minutes on 2 CPU
-cores) without CUDA; ``--preset`` forces one. A preset file has two sections per preset,
-``trainer`` (fields of the TrainerConfig) and ``model`` (fields of the method's model config);
+cores) without CUDA; ``--preset`` forces one. A preset file has up to three sections per preset,
+``trainer`` (fields of the TrainerConfig), ``model`` (fields of the method's model config) and
+``datamanager`` (fields of its data manager config);
 a preset only fills fields that are still ``None``, so explicit command-line values win.
 """
 
@@ -27,11 +28,11 @@ def resolve_preset(preset: PresetName) -> Literal["tiny", "full"]:
 
 
 def load_preset(method: str, preset: Literal["tiny", "full"]) -> dict[str, dict[str, Any]]:
-    """The ``{trainer: {...}, model: {...}}`` values of ``method``'s preset."""
+    """The ``{trainer: {...}, model: {...}, datamanager: {...}}`` values of ``method``'s preset."""
     text = resources.files("studio.configs").joinpath(f"{method}.yaml").read_text(encoding="utf-8")
     presets = yaml.safe_load(text)
     values = presets[preset]
-    return {"trainer": dict(values.get("trainer", {})), "model": dict(values.get("model", {}))}
+    return {section: dict(values.get(section) or {}) for section in ("trainer", "model", "datamanager")}
 
 
 def fill_unset(target: object, values: dict[str, Any]) -> list[str]:
