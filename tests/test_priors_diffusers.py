@@ -29,7 +29,7 @@ from studio.priors.diffusers_adapters import (  # noqa: E402
     Zero123Prior,
     zero123_pose,
 )
-from studio.priors.weights import resolve_pretrained  # noqa: E402
+from studio.priors.pretrained import resolve_pretrained  # noqa: E402
 
 UNET_BLOCKS = dict(
     layers_per_block=1,
@@ -427,3 +427,12 @@ def test_resolve_from_hf_cache_layout(tmp_path):
     assert resolve_pretrained(str(local), "Tiny") == local.resolve()
     with pytest.raises(StudioInputError, match="org/other"):
         resolve_pretrained("org/other", "Tiny")
+
+
+def test_load_prior_picks_the_adapter_of_a_folder(sd_dir, if_dir, z123_dir):
+    from studio.priors import load_prior
+    from studio.priors.diffusers_adapters import DeepFloydIFPrior, StableDiffusionPrior, Zero123Prior
+
+    assert isinstance(load_prior(str(sd_dir)), StableDiffusionPrior)
+    assert isinstance(load_prior(str(if_dir)), DeepFloydIFPrior)
+    assert isinstance(load_prior(str(z123_dir)), Zero123Prior)

@@ -1,10 +1,17 @@
-"""``studio eval prd --load-config CFG [--data DIR] [--env NAME=PATH ...] --output metrics.json``.
+"""``studio eval prd`` and ``studio eval image-to-3d``.
+
+``studio eval prd --load-config CFG [--data DIR] [--env NAME=PATH ...] --output metrics.json``:
 
 Evaluates a trained ``prd`` run on its dataset's test split: novel-view PSNR/SSIM, scale-aligned
 albedo PSNR, roughness MSE, normal angular error and relighting PSNR per ``test_<env>/`` split
 (protocols: ``studio.eval.inverse``). The run is loaded without executing anything from it
 (restricted config loader, ``weights_only`` checkpoint). Writes the metrics as JSON (atomically)
 and prints them as a table.
+
+``studio eval image-to-3d --data DIR --view FRAME --output metrics.json [--method-args "..."]``:
+reconstructs from one training view of a NeRF-synthetic-format dataset with an image-to-3D
+method (``dreamcraft3d``), then scores the test views and the geometry
+(``studio.eval.image_to_3d``).
 """
 
 from __future__ import annotations
@@ -128,4 +135,73 @@ class Prd:
         print(f"Wrote {self.output}")
 
 
-COMMANDS = {"prd": Prd}
+@dataclass
+class ImageTo3D:
+    """Reconstruct from one posed view with an image-to-3D method; score test views and geometry."""
+
+    data: Path
+    """NeRF-synthetic-format dataset (transforms_train/test.json, RGBA images, optional gt_mesh.obj)."""
+    output: Path
+    """Metrics JSON to write (psnr, ssim, mask_iou, chamfer)."""
+    view: int = 0
+    """Index of the reference frame in transforms_train.json."""
+    method: str = "dreamcraft3d"
+    """The ns-train method to run."""
+    method_args: str = ""
+    """Extra ns-train arguments, one string (e.g. "--pipeline.model.texture-guidance sds")."""
+    work_dir: Optional[Path] = None
+    """Where the run goes (default: next to --output, <output stem>_run/)."""
+    n_points: int = 20000
+    """Surface samples per mesh for the Chamfer distance."""
+
+    def main(self) -> None:
+        import math
+        import shlex
+        import subprocess
+        import sys
+
+        import numpy as np
+        import torch
+        from nerfstudio.cameras.cameras import Cameras
+
+        from studio.data.nerf_synthetic import read_nerf_synthetic
+        from studio.eval.image_to_3d import mesh_chamfer, orbit_of_c2w, score_views
+        from studio.eval.inverse import read_image
+        from studio.io.atomic import atomic_write_text
+
+        if self.output.suffix.lower() != ".json":
+            raise StudioInputError(f"--output {self.output} must end in .json.")
+        if not (self.data / "transforms_train.json").is_file():
+            raise StudioInputError(f"{self.data} is not a NeRF-synthetic dataset (no transforms_train.json).")
+        train, test = read_nerf_synthetic(self.data, "train"), read_nerf_synthetic(self.data, "test")
+        if not 0 <= self.view < len(train.image_paths):
+            raise StudioInputError(f"--view {self.view} is not a frame of the training split (0..{len(train.image_paths) - 1}).")
+        elev, az, dist = orbit_of_c2w(train.camera_to_worlds[self.view])
+        fov = math.degrees(2.0 * math.atan(0.5 * train.width / train.fx))
+        work = self.work_dir or self.output.with_name(self.output.stem + "_run")
+        cmd = [str(Path(sys.executable).with_name("ns-train")), self.method, "--data", str(train.image_paths[self.view]),
+               "--output-dir", str(work), "--vis", "tensorboard", "--pipeline.datamanager.recentre", "False",
+               "--pipeline.datamanager.reference-view", *(f"{v:.6f}" for v in (elev, az, dist, fov)), *shlex.split(self.method_args)]
+        print(f"Reference view {self.view}: elevation {elev:.1f}, azimuth {az:.1f}, distance {dist:.3f}, fov {fov:.1f}")
+        if subprocess.run(cmd).returncode != 0:
+            raise StudioInputError(f"the {self.method} run failed (command: {shlex.join(cmd)}).")
+        config = max(work.glob(f"*/{self.method}/*/config.yml"), key=lambda p: p.stat().st_mtime)
+        _, pipeline = load_pipeline(config)
+        model = pipeline.model
+        render = model.render_any
+
+        def render_fn(c2w: np.ndarray):
+            cam = Cameras(camera_to_worlds=torch.from_numpy(c2w[None, :3]).float(), fx=test.fx, fy=test.fy, cx=test.cx, cy=test.cy,
+                          width=test.width, height=test.height)
+            with torch.no_grad():
+                rgb, alpha, _, _ = render(cam)
+            return rgb[0].cpu(), alpha[0, ..., 0].cpu()
+
+        metrics = score_views(render_fn, test, [read_image(p) for p in test.image_paths])
+        metrics["chamfer"] = mesh_chamfer(config.parent / "export" / "mesh.glb", self.data / "gt_mesh.obj", self.n_points)
+        atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
+        print_table(metrics, f"{self.method} from view {self.view} of {self.data.name}")
+        print(f"Wrote {self.output}")
+
+
+COMMANDS = {"prd": Prd, "image-to-3d": ImageTo3D}

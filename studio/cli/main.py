@@ -20,7 +20,8 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "view": ("studio.cli.view", "View", "open a result (Gaussian .ply, mesh, or config.yml) in the viser viewer"),
     "render": ("studio.cli.render", "Render", "render a turntable video (.mp4) or an image sheet (.png) of a result"),
     "scenes": ("studio.cli.scenes", "COMMANDS", "make ToyWorld datasets (procedural scenes with AOVs and ground truth)"),
-    "eval": ("studio.cli.eval", "COMMANDS", "evaluate a trained run: prd (NVS, albedo, roughness, normals, relighting)"),
+    "eval": ("studio.cli.eval", "COMMANDS", "evaluate: prd (NVS, albedo, roughness, normals, relighting), image-to-3d (reconstruct from one view, score the others)"),
+    "prior": ("studio.cli.prior", "COMMANDS", "embedded ToyWorld diffusion priors: train (toy-t2i, toy-nvs) or sample a grid"),
 }
 
 

@@ -141,17 +141,23 @@ class SplatModel(Model):
             return torch.rand(3, device=self.device)
         return torch.tensor(BACKGROUNDS.get(self.config.background_color, BACKGROUNDS["white"]), device=self.device)
 
-    def get_outputs(self, camera: Cameras) -> Dict[str, Tensor]:  # type: ignore[override]
-        viewmats, Ks, width, height = cameras_to_viewmats(camera.to(self.device))
+    def rasterize_cameras(self, cameras: Cameras, background: Tensor):
+        """``RenderOut`` of every camera in ``cameras`` (one rasterization); in training it also
+        registers the screen-space statistics that densification reads."""
+        viewmats, Ks, width, height = cameras_to_viewmats(cameras.to(self.device))
         g = self.gaussians.activated()
-        bg = self.background()
         out = rasterize(
             g.means, g.quats, g.scales, g.opacities, g.sh, viewmats, Ks, width, height,
-            background=bg, backend=self.config.backend, sh_degree=self.active_sh_degree(),
+            background=background, backend=self.config.backend, sh_degree=self.active_sh_degree(),
         )
         if self.training:
             self.strategy.step_pre_backward(self.gaussians.params, self.optimizers, self.strategy_state, self.step, out.meta)
             self.info = out.meta
+        return out
+
+    def get_outputs(self, camera: Cameras) -> Dict[str, Tensor]:  # type: ignore[override]
+        bg = self.background()
+        out = self.rasterize_cameras(camera, bg)
         return {"rgb": out.color[0].clamp(0.0, 1.0), "depth": out.depth[0], "accumulation": out.alpha[0], "background": bg}
 
     @torch.no_grad()

@@ -176,7 +176,8 @@ def finetune(
     sums = {"loss_instance": 0.0, "loss_prior": 0.0}
     for _ in range(steps):
         idx = torch.randint(0, N, (batch_size,), generator=generator).to(dev)
-        c = _drop_condition(cond.index(idx), uncond, cond_dropout, generator)
+        u = uncond.index(idx) if uncond.batch_size == N > 1 else uncond  # per-view null conditions
+        c = _drop_condition(cond.index(idx), u, cond_dropout, generator)
         t = sample_timesteps(T, batch_size, (0.0, 1.0), generator, dev)
         loss = loss_inst = denoising_loss(bootstrapped, x[idx], c, t, generator)
         sums["loss_instance"] += float(loss_inst)
@@ -281,7 +282,7 @@ class BSD(nn.Module):
         class_cond = class_cond if class_cond is not None else cond.index(slice(0, 1))
         if self.prior_preservation_weight > 0.0 and self.class_latents is None:
             self.class_latents = sample(
-                self.teacher, self.num_class_images, class_cond, uncond,
+                self.teacher, self.num_class_images, class_cond, self.teacher.unconditional(class_cond),
                 self.augment_guidance_scale, self.augment_steps, generator,
             )
         lo, hi = self.augment_t_range

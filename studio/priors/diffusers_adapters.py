@@ -6,7 +6,7 @@
   (``pipeline_zero1to3.py``), image + relative-pose conditioned, VAE latent space.
 
 Loading follows the offline rule: ``path`` is a local diffusers snapshot folder or a Hugging Face
-repo id already in the local cache (see :mod:`studio.priors.weights`); every ``from_pretrained``
+repo id already in the local cache (see :mod:`studio.priors.pretrained`); every ``from_pretrained``
 runs with ``local_files_only=True``; a missing folder or component raises one
 :class:`~studio.io.errors.StudioInputError`. Default dtype: float16 on CUDA, float32 on CPU.
 ``alphas_cumprod`` is always float32, and ``predict`` returns the dtype of ``x_t`` (inputs are cast
@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from studio.io.errors import StudioInputError
 from studio.priors.base import Condition, DiffusionPrior
-from studio.priors.weights import require_components, resolve_pretrained
+from studio.priors.pretrained import require_components, resolve_pretrained
 
 __all__ = [
     "DiffusersPrior",

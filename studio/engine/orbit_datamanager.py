@@ -1,0 +1,111 @@
+"""A Nerfstudio data manager without images: random orbit cameras for generation methods.
+
+``next_train`` returns a batch of ``Cameras`` sampled by ``studio.cameras.sampling.OrbitSampler``
+and a dict with their ``elevation``, ``azimuth``, ``distance`` (degrees / world units) for
+view-dependent prompting and camera-conditioned guidance. Evaluation uses a fixed ring of views.
+Used by ``sds`` and the image-to-3D methods (which add their reference view on top).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Literal, Optional, Tuple, Type, Union
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
+from nerfstudio.data.datamanagers.random_cameras_datamanager import TrivialDataset
+
+from studio.cameras.sampling import OrbitSampler, OrbitViews, orbit_cameras
+
+
+@dataclass
+class OrbitDataManagerConfig(DataManagerConfig):
+    """Random orbit views around the origin (+Z up)."""
+
+    _target: Type = field(default_factory=lambda: OrbitDataManager)
+    resolution: Optional[int] = None
+    """Training render size in pixels (square; None: the preset's, else 64)."""
+    eval_resolution: int = 128
+    """Evaluation and viewer render size."""
+    views_per_batch: Optional[int] = None
+    """Cameras rendered per training step (None: the preset's, else 1)."""
+    num_eval_views: int = 8
+    """Evaluation ring size."""
+    elevation_range: Tuple[float, float] = (-10.0, 60.0)
+    azimuth_range: Tuple[float, float] = (-180.0, 180.0)
+    distance_range: Tuple[float, float] = (1.6, 2.0)
+    fov_range: Tuple[float, float] = (40.0, 40.0)
+    seed: int = 0
+    """Seed of the camera sequence (training is reproducible)."""
+
+    def sampler(self) -> OrbitSampler:
+        return OrbitSampler(self.elevation_range, self.azimuth_range, self.distance_range, self.fov_range)
+
+
+def views_batch(views: OrbitViews) -> Dict[str, torch.Tensor]:
+    return {"elevation": views.elevation, "azimuth": views.azimuth, "distance": views.distance, "fov": views.fov}
+
+
+class OrbitDataManager(DataManager):
+    """See module docstring."""
+
+    config: OrbitDataManagerConfig
+
+    def __init__(
+        self,
+        config: OrbitDataManagerConfig,
+        device: Union[torch.device, str] = "cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        **kwargs,
+    ):
+        self.config = config
+        self.device = device
+        self.test_mode = test_mode
+        self.world_size, self.local_rank = world_size, local_rank
+        self.sampler = self.make_sampler()
+        self.resolution = int(config.resolution or 64)
+        self.views_per_batch = int(config.views_per_batch or 1)
+        self.generator = torch.Generator().manual_seed(int(config.seed))
+        self.eval_views = self.sampler.ring(config.num_eval_views)
+        eval_cameras = orbit_cameras(self.eval_views, config.eval_resolution)
+        self.train_dataset = TrivialDataset(eval_cameras)
+        self.eval_dataset = TrivialDataset(eval_cameras)
+        for dataset in (self.train_dataset, self.eval_dataset):
+            dataset.metadata = {}  # nerfstudio's TrivialDataset leaves a dataclass Field here
+        self.eval_index = 0
+        super().__init__()
+
+    def make_sampler(self) -> OrbitSampler:
+        return self.config.sampler()
+
+    def next_train(self, step: int) -> Tuple[Cameras, Dict]:
+        self.train_count += 1
+        views = self.sampler.sample(self.views_per_batch, self.generator)
+        return orbit_cameras(views, self.resolution).to(self.device), views_batch(views)
+
+    def _eval_view(self, index: int) -> Tuple[Cameras, Dict]:
+        views = OrbitViews(*(v[index : index + 1] for v in self.eval_views))
+        return orbit_cameras(views, self.config.eval_resolution).to(self.device), views_batch(views)
+
+    def next_eval(self, step: int) -> Tuple[Cameras, Dict]:
+        self.eval_count += 1
+        return self.next_eval_image(step)
+
+    def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:
+        self.eval_index = (self.eval_index + 1) % self.config.num_eval_views
+        return self._eval_view(self.eval_index)
+
+    def get_train_rays_per_batch(self) -> int:
+        return self.resolution**2 * self.views_per_batch
+
+    def get_eval_rays_per_batch(self) -> int:
+        return self.config.eval_resolution**2
+
+    def get_param_groups(self) -> Dict:
+        return {}
+
+    def get_datapath(self) -> Optional[str]:  # nerfstudio's viewer asks for it
+        return None

@@ -1,0 +1,104 @@
+"""Priors by name: ``load_prior("toy-t2i")`` -> a :class:`~studio.priors.base.DiffusionPrior`.
+
+Names: ``toy-t2i``, ``toy-nvs`` (embedded), ``sd-2.1-base``, ``if-i``, ``zero123`` (diffusers
+adapters, default repositories from the local Hugging Face cache only); a path may be a
+toy-prior ``.safetensors`` file or a diffusers folder (Zero123 if it has ``cc_projection``,
+DeepFloyd IF if its text encoder is T5, else Stable Diffusion).
+
+``LOADERS`` maps each name to a loader ``fn(device) -> DiffusionPrior``; adapters for pretrained
+diffusers models (Stable Diffusion, DeepFloyd IF, Zero123, ...) register theirs with
+:func:`register_prior` (they must load offline, ``local_files_only=True``, and raise
+:class:`~studio.io.StudioInputError` with a one-sentence fix when their weights are absent).
+The embedded toy priors load the committed files ``studio/priors/weights/<name>.safetensors``
+(package data). ``load_prior`` also accepts the path of a toy-prior ``.safetensors`` file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, Union
+
+from studio.io.errors import StudioInputError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+Loader = Callable[[str], "object"]  # device -> DiffusionPrior
+
+
+def _toy_loader(name: str) -> Loader:
+    def load(device: str = "cpu"):
+        path = WEIGHTS_DIR / f"{name}.safetensors"
+        if not path.is_file():
+            raise StudioInputError(f"The embedded prior {name!r} has no weights at {path}; run `studio prior train {name}` to make them.")
+        from studio.priors.toy import load_toy_prior
+
+        return load_toy_prior(path, device)
+
+    load.__doc__ = f"The embedded {name} prior from {WEIGHTS_DIR / (name + '.safetensors')}."
+    return load
+
+
+def _diffusers_loader(class_name: str, path: Union[str, Path, None] = None) -> Loader:
+    """Loader of a diffusers adapter (``studio.priors.diffusers_adapters``): ``path`` a local
+    folder, or None for the class's default repository in the local Hugging Face cache."""
+
+    def load(device: str = "cpu"):
+        from studio.priors import diffusers_adapters
+
+        return getattr(diffusers_adapters, class_name)(path, device=device)
+
+    return load
+
+
+def _folder_class(folder: Path) -> str:
+    """The adapter for a diffusers folder: Zero123 has ``cc_projection``, IF a T5 text encoder."""
+    if (folder / "cc_projection").exists() or any(folder.glob("cc_projection*")):
+        return "Zero123Prior"
+    config = folder / "text_encoder" / "config.json"
+    if config.is_file() and "T5" in config.read_text(errors="ignore"):
+        return "DeepFloydIFPrior"
+    return "StableDiffusionPrior"
+
+
+LOADERS: Dict[str, Loader] = {
+    "toy-t2i": _toy_loader("toy-t2i"),
+    "toy-nvs": _toy_loader("toy-nvs"),
+    "sd-2.1-base": _diffusers_loader("StableDiffusionPrior"),
+    "if-i": _diffusers_loader("DeepFloydIFPrior"),
+    "zero123": _diffusers_loader("Zero123Prior"),
+}
+
+
+def register_prior(name: str, loader: Loader) -> None:
+    """Add (or replace) the loader of prior ``name``."""
+    LOADERS[name] = loader
+
+
+def available_priors() -> list[str]:
+    return sorted(LOADERS)
+
+
+def load_prior(name_or_path: Union[str, Path], device: str = "cpu"):
+    """The prior called ``name_or_path`` (a registered name, a toy-prior .safetensors path or a
+    diffusers folder),
+    in eval mode on ``device`` ("auto" = CUDA when available)."""
+    if str(device) == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    key = str(name_or_path)
+    if key in LOADERS:
+        return LOADERS[key](device)
+    path = Path(key).expanduser()
+    if path.is_dir():
+        return _diffusers_loader(_folder_class(path), path)(device)
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.is_file():
+            raise StudioInputError(f"Prior file {path} does not exist.")
+        from studio.priors.toy import load_toy_prior
+
+        try:
+            return load_toy_prior(path, device)
+        except (ValueError, OSError) as err:
+            raise StudioInputError(f"{path} is not a readable toy-prior file ({err}).") from None
+    raise StudioInputError(f"Unknown prior {key!r}; use one of {', '.join(available_priors())} or a .safetensors path.")
