@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.studio-installed
 PYTHON ?= python3
 
-.PHONY: demo test setup extensions clean-ext
+.PHONY: demo demo-splat test setup extensions clean-ext
 
 setup: $(STAMP)
 
@@ -20,6 +20,9 @@ extensions: $(STAMP)
 
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+demo-splat: $(STAMP)
+	bash scripts/demo_splat.sh
 
 test: $(STAMP)
 	$(PY) -m pytest -q

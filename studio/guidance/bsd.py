@@ -40,8 +40,8 @@ import torch
 from torch import Tensor, nn
 
 from studio.guidance.schedules import DreamCraft3DSchedule, StepValue, TimestepSchedule
-from studio.guidance.sds import Weighting, clip_gradient, guided_output, model_latents, sds_weight, surrogate_loss
-from studio.guidance.vsd import denoising_loss, fake_score_loss, sample_timesteps, variational_score, with_camera
+from studio.guidance.sds import Weighting, guided_output, model_latents, sds_weight
+from studio.guidance.vsd import denoising_loss, distill_step, fake_score_loss, sample_timesteps
 from studio.priors.base import Condition, DiffusionPrior, freeze
 
 TRange = Union[Tuple[float, float], Tensor]
@@ -298,26 +298,6 @@ class BSD(nn.Module):
         )
         return {**stats, "augmented": aug}
 
-    def gradient(
-        self,
-        x: Tensor,
-        cond: Condition,
-        uncond: Optional[Condition],
-        step: int,
-        camera: Optional[Tensor] = None,
-        lora_cond: Optional[Condition] = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> Tuple[Tensor, Tensor]:
-        """(BSD gradient [B,C,h,w], t [B]) for model-space ``x`` (DreamCraft3D Eq. 6)."""
-        B = x.shape[0]
-        t = self.schedule.sample(step, B, generator, self.teacher.num_train_timesteps, x.device)
-        eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        lc = with_camera(lora_cond if lora_cond is not None else cond, B, camera)
-        grad = variational_score(
-            self.bootstrapped, self.lora, x.detach(), t, eps, cond, uncond, lc, self.guidance_scale, self.weighting
-        )
-        return clip_gradient(grad, self.grad_clip, step), t
-
     def forward(
         self,
         images: Tensor,
@@ -332,17 +312,12 @@ class BSD(nn.Module):
         """``images`` [B,3,H,W] in [0,1] (or latents); ``camera`` [B,16] or None; ``lora_cond``:
         the lora's condition (default ``cond``; the released code uses the view-independent prompt).
 
-        Returns {"loss_bsd", "loss_bsd_lora", "bsd_t", "bsd_grad_norm"}."""
-        x = model_latents(self.teacher, images, as_latents)
-        if uncond is None and self.guidance_scale != 1.0:
-            uncond = self.teacher.unconditional(cond)
-        grad, t = self.gradient(x, cond, uncond, step, camera, lora_cond, generator)
-        return {
-            "loss_bsd": surrogate_loss(x, grad),
-            "loss_bsd_lora": fake_score_loss(
-                self.lora, x, lora_cond if lora_cond is not None else cond, camera, (0.0, 1.0), self.camera_dropout,
-                generator=generator,
-            ),
-            "bsd_t": t.float().mean(),
-            "bsd_grad_norm": grad.flatten(1).norm(dim=1).mean(),
-        }
+        Returns {"loss_bsd", "loss_bsd_lora", "bsd_t", "bsd_grad_norm"}: the gradient of DreamCraft3D
+        Eq. 6, w(t) (eps_bootstrapped_cfg - eps_lora), and the lora copy's denoising loss."""
+        loss, lora, t, norm = distill_step(
+            self.bootstrapped, self.lora, images, cond, uncond, step, self.schedule, self.guidance_scale, self.weighting,
+            self.grad_clip,
+            lambda x, c: fake_score_loss(self.lora, x, c, camera, (0.0, 1.0), self.camera_dropout, generator=generator),
+            camera, lora_cond, generator, as_latents, encoder=self.teacher,
+        )
+        return {"loss_bsd": loss, "loss_bsd_lora": lora, "bsd_t": t, "bsd_grad_norm": norm}

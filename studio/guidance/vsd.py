@@ -23,7 +23,7 @@ fake score's condition; priors without a camera input ignore it.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -114,6 +114,40 @@ def variational_score(
     return w * (eps_target - eps_fake)
 
 
+def distill_step(
+    target: DiffusionPrior,
+    fake: DiffusionPrior,
+    images: Tensor,
+    cond: Condition,
+    uncond: Optional[Condition],
+    step: int,
+    schedule: TimestepSchedule,
+    guidance_scale: float,
+    weighting: Weighting,
+    grad_clip: Optional[StepValue],
+    fake_loss: Callable[[Tensor, Condition], Tensor],
+    camera: Optional[Tensor] = None,
+    fake_cond: Optional[Condition] = None,
+    generator: Optional[torch.Generator] = None,
+    as_latents: bool = False,
+    encoder: Optional[DiffusionPrior] = None,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One step of a two-score distillation (VSD, and BSD with the bootstrapped prior as
+    ``target``): renders -> model space (through ``encoder``, default ``target``), t from
+    ``schedule``, gradient ``w(t) (eps_target_cfg - eps_fake)``. Returns (surrogate loss, the fake
+    score's denoising loss ``fake_loss(x, fake_cond)``, mean t, mean per-image gradient norm)."""
+    x = model_latents(encoder if encoder is not None else target, images, as_latents)
+    if uncond is None and guidance_scale != 1.0:
+        uncond = target.unconditional(cond)
+    B = x.shape[0]
+    t = schedule.sample(step, B, generator, target.num_train_timesteps, x.device)
+    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    fc = fake_cond if fake_cond is not None else cond
+    grad = variational_score(target, fake, x.detach(), t, eps, cond, uncond, with_camera(fc, B, camera), guidance_scale, weighting)
+    grad = clip_gradient(grad, grad_clip, step)
+    return surrogate_loss(x, grad), fake_loss(x, fc), t.float().mean(), grad.flatten(1).norm(dim=1).mean()
+
+
 class VSD(nn.Module):
     """ProlificDreamer's VSD with a frozen prior and a trainable fake score.
 
@@ -172,24 +206,6 @@ class VSD(nn.Module):
             self.fake, x0, cond, camera, self.fake_t_range, self.camera_dropout, self.fake_timestep_samples, generator
         )
 
-    def gradient(
-        self,
-        x: Tensor,
-        cond: Condition,
-        uncond: Optional[Condition],
-        step: int,
-        camera: Optional[Tensor] = None,
-        fake_cond: Optional[Condition] = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> Tuple[Tensor, Tensor]:
-        """(VSD gradient [B,C,h,w], t [B]) for model-space ``x``."""
-        B = x.shape[0]
-        t = self.schedule.sample(step, B, generator, self.prior.num_train_timesteps, x.device)
-        eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        fc = with_camera(fake_cond if fake_cond is not None else cond, B, camera)
-        grad = variational_score(self.prior, self.fake, x.detach(), t, eps, cond, uncond, fc, self.guidance_scale, self.weighting)
-        return clip_gradient(grad, self.grad_clip, step), t
-
     def forward(
         self,
         images: Tensor,
@@ -206,13 +222,8 @@ class VSD(nn.Module):
 
         Returns {"loss_vsd" (surrogate loss of the renders), "loss_vsd_fake" (the fake score's
         denoising loss; only the fake's parameters get its gradient), "vsd_t", "vsd_grad_norm"}."""
-        x = model_latents(self.prior, images, as_latents)
-        if uncond is None and self.guidance_scale != 1.0:
-            uncond = self.prior.unconditional(cond)
-        grad, t = self.gradient(x, cond, uncond, step, camera, fake_cond, generator)
-        return {
-            "loss_vsd": surrogate_loss(x, grad),
-            "loss_vsd_fake": self.fake_loss(x, fake_cond if fake_cond is not None else cond, camera, generator),
-            "vsd_t": t.float().mean(),
-            "vsd_grad_norm": grad.flatten(1).norm(dim=1).mean(),
-        }
+        loss, fake, t, norm = distill_step(
+            self.prior, self.fake, images, cond, uncond, step, self.schedule, self.guidance_scale, self.weighting,
+            self.grad_clip, lambda x, c: self.fake_loss(x, c, camera, generator), camera, fake_cond, generator, as_latents,
+        )
+        return {"loss_vsd": loss, "loss_vsd_fake": fake, "vsd_t": t, "vsd_grad_norm": norm}

@@ -363,7 +363,18 @@ class DiffusersPrior(DiffusionPrior):
 
 
 class _LatentVAEMixin:
-    """encode/decode through an AutoencoderKL (``self.vae``, ``self.encode_mode``)."""
+    """encode/decode through an AutoencoderKL (``self.vae``, ``self.encode_mode``: ``sample`` or
+    ``mean`` of the posterior). ``default_camera_dim``: the camera MLP width of LoRA clones."""
+
+    default_camera_dim = 0
+
+    def __init__(self, path=None, dtype=None, device=None, *, encode_mode: str = "sample",
+                 lora_rank: int = 4, camera_dim: Optional[int] = None, flag: str = "--prior-path"):
+        if encode_mode not in ("sample", "mean"):
+            raise ValueError("encode_mode must be 'sample' or 'mean'")
+        self.encode_mode = encode_mode
+        camera_dim = self.default_camera_dim if camera_dim is None else camera_dim
+        super().__init__(path, dtype, device, lora_rank=lora_rank, camera_dim=camera_dim, flag=flag)
 
     vae: nn.Module
     encode_mode: str = "sample"
@@ -413,12 +424,7 @@ class StableDiffusionPrior(_LatentVAEMixin, DiffusersPrior):
     default_repo = "stabilityai/stable-diffusion-2-1-base"
     components = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
-    def __init__(self, path=None, dtype=None, device=None, *, encode_mode: str = "sample",
-                 lora_rank: int = 4, camera_dim: int = 16, flag: str = "--prior-path"):
-        if encode_mode not in ("sample", "mean"):
-            raise ValueError("encode_mode must be 'sample' or 'mean'")
-        self.encode_mode = encode_mode
-        super().__init__(path, dtype, device, lora_rank=lora_rank, camera_dim=camera_dim, flag=flag)
+    default_camera_dim = 16
 
     def _load(self) -> None:
         from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -617,12 +623,6 @@ class Zero123Prior(_LatentVAEMixin, DiffusersPrior):
     default_repo = "ashawkey/zero123-xl-diffusers"
     components = ("unet", "vae", "image_encoder", "cc_projection", "scheduler")
 
-    def __init__(self, path=None, dtype=None, device=None, *, encode_mode: str = "sample",
-                 lora_rank: int = 4, camera_dim: int = 0, flag: str = "--prior-path"):
-        if encode_mode not in ("sample", "mean"):
-            raise ValueError("encode_mode must be 'sample' or 'mean'")
-        self.encode_mode = encode_mode
-        super().__init__(path, dtype, device, lora_rank=lora_rank, camera_dim=camera_dim, flag=flag)
 
     def _load(self) -> None:
         from diffusers import AutoencoderKL, UNet2DConditionModel
