@@ -65,6 +65,7 @@ class ReferenceDataManager(OrbitDataManager):
         elev, az, dist, fov = (torch.tensor([float(v)]) for v in config.reference_view)
         self.reference_views = OrbitViews(elev, az, dist, fov)
         self.reference_camera: Cameras = orbit_cameras(self.reference_views, size)
+        self._reference_batch: Optional[Dict[str, torch.Tensor]] = None
 
     def make_sampler(self) -> OrbitSampler:
         """Random views at the reference distance and field of view (as DreamCraft3D's configs)."""
@@ -74,18 +75,21 @@ class ReferenceDataManager(OrbitDataManager):
         return sampler
 
     def reference_batch(self) -> Dict[str, torch.Tensor]:
-        ref = self.reference
-        out = {
-            "ref_rgb": torch.from_numpy(ref.rgb).float(),
-            "ref_mask": torch.from_numpy(ref.mask).float()[..., None],
-            "ref_elevation": self.reference_views.elevation, "ref_azimuth": self.reference_views.azimuth,
-            "ref_distance": self.reference_views.distance, "ref_fov": self.reference_views.fov,
-        }
-        if ref.depth is not None:
-            out["ref_depth"] = torch.from_numpy(ref.depth).float()[..., None]
-        if ref.normal is not None:
-            out["ref_normal"] = torch.from_numpy(ref.normal).float()
-        return {k: v.to(self.device) for k, v in out.items()}
+        """The reference camera and targets (built once, on the data manager's device)."""
+        if self._reference_batch is None:
+            ref = self.reference
+            out = {
+                "ref_rgb": torch.from_numpy(ref.rgb).float(),
+                "ref_mask": torch.from_numpy(ref.mask).float()[..., None],
+                "ref_elevation": self.reference_views.elevation, "ref_azimuth": self.reference_views.azimuth,
+                "ref_distance": self.reference_views.distance, "ref_fov": self.reference_views.fov,
+            }
+            if ref.depth is not None:
+                out["ref_depth"] = torch.from_numpy(ref.depth).float()[..., None]
+            if ref.normal is not None:
+                out["ref_normal"] = torch.from_numpy(ref.normal).float()
+            self._reference_batch = {k: v.to(self.device) for k, v in out.items()}
+        return self._reference_batch
 
     def next_train(self, step: int):
         cameras, batch = super().next_train(step)

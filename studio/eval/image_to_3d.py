@@ -42,10 +42,6 @@ def orbit_of_c2w(c2w: np.ndarray, tol_deg: float = 2.0) -> Tuple[float, float, f
     return math.degrees(math.asin(eye[2] / dist)), math.degrees(math.atan2(eye[1], eye[0])), dist
 
 
-def over_white(rgba: np.ndarray) -> np.ndarray:
-    return rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:]) if rgba.shape[-1] == 4 else rgba[..., :3]
-
-
 def chamfer_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Symmetric Chamfer distance of two point sets [N,3], [M,3] (mean of both directions)."""
     from scipy.spatial import cKDTree
@@ -69,6 +65,7 @@ def mesh_chamfer(pred_path: Path, gt_path: Path, n_points: int = 20000, seed: in
 def score_views(render_fn, frames, images: list) -> Dict[str, float]:
     """Mean PSNR, SSIM and mask IoU of ``render_fn(c2w [4,4], frames) -> (rgb [H,W,3], alpha
     [H,W])`` against RGBA ground truth ``images`` (float [H,W,4] in [0,1])."""
+    from studio.eval.inverse import over_white
     from studio.eval.metrics import psnr, ssim
 
     p, s, iou = [], [], []

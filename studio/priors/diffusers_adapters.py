@@ -362,6 +362,17 @@ class DiffusersPrior(DiffusionPrior):
                 p.copy_(state[n])
 
 
+class _TextCFGMixin:
+    """The CFG null condition of the text priors: the empty prompt and, if ``like`` has a camera
+    (VSD clones), a zero camera."""
+
+    def unconditional(self, like: Condition) -> Condition:
+        tensors = {"text": self._embed_text([""])}
+        if "camera" in like.tensors:
+            tensors["camera"] = torch.zeros_like(like.tensors["camera"])
+        return Condition(tensors)
+
+
 class _LatentVAEMixin:
     """encode/decode through an AutoencoderKL (``self.vae``, ``self.encode_mode``: ``sample`` or
     ``mean`` of the posterior). ``default_camera_dim``: the camera MLP width of LoRA clones."""
@@ -410,7 +421,7 @@ class _LatentVAEMixin:
 
 
 # ---- Stable Diffusion ------------------------------------------------------------------------
-class StableDiffusionPrior(_LatentVAEMixin, DiffusersPrior):
+class StableDiffusionPrior(_TextCFGMixin, _LatentVAEMixin, DiffusersPrior):
     """Stable Diffusion (default ``stabilityai/stable-diffusion-2-1-base``: 512 px, eps).
 
     Model space: VAE latents ``(4, H/8, W/8)`` times ``vae.config.scaling_factor``.
@@ -463,19 +474,13 @@ class StableDiffusionPrior(_LatentVAEMixin, DiffusersPrior):
             tensors["camera"] = self._camera_tensor(pose).to(self.device)
         return Condition(tensors)
 
-    def unconditional(self, like: Condition) -> Condition:
-        tensors = {"text": self._embed_text([""])}
-        if "camera" in like.tensors:
-            tensors["camera"] = torch.zeros_like(like.tensors["camera"])
-        return Condition(tensors)
-
     def predict(self, x_t: Tensor, t: Tensor, cond: Condition) -> Tensor:
         cond = cond.expand(x_t.shape[0])
         return self._run_unet(x_t, t, cond.tensors["text"], cond).to(x_t.dtype)
 
 
 # ---- DeepFloyd IF stage I --------------------------------------------------------------------
-class DeepFloydIFPrior(DiffusersPrior):
+class DeepFloydIFPrior(_TextCFGMixin, DiffusersPrior):
     """DeepFloyd IF stage I (default ``DeepFloyd/IF-I-XL-v1.0``): 64x64 pixel space in [-1,1].
 
     Text: T5 encoder tokens ``{"text": [B,77,4096]}`` (no caption cleaning). The UNet outputs
@@ -539,12 +544,6 @@ class DeepFloydIFPrior(DiffusersPrior):
             tensors = {"text": self._embed_text([text] if isinstance(text, str) else list(text))}
         if pose is not None:
             tensors["camera"] = self._camera_tensor(pose).to(self.device)
-        return Condition(tensors)
-
-    def unconditional(self, like: Condition) -> Condition:
-        tensors = {"text": self._embed_text([""])}
-        if "camera" in like.tensors:
-            tensors["camera"] = torch.zeros_like(like.tensors["camera"])
         return Condition(tensors)
 
     def predict(self, x_t: Tensor, t: Tensor, cond: Condition) -> Tensor:
