@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -148,6 +150,17 @@ def test_train_prior_save_load_round_trip(tiny_data, tmp_path):
     nvs = _jitter(build_toy_prior("toy-nvs", SMALL))
     p2 = save_toy_prior(nvs, tmp_path / "nvs.safetensors")
     assert isinstance(load_toy_prior(p2), ToyNVSPrior)
+
+
+def test_time_budget_cuts_steps_and_keeps_schedule(tiny_data, monkeypatch):
+    from studio.priors import train as train_mod
+
+    clock = iter([0.0, 3.0, 10.0])  # start, after the 30 calibration steps (0.1 s/step), end
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(time=lambda: next(clock)))
+    cfg = TrainConfig(name="toy-t2i", steps=1000, batch=2, warmup=5, arch=SMALL["arch"], data=TINY_DATA, time_budget=10.0)
+    _, stats = train_prior(cfg, tiny_data, "cpu")
+    assert cfg.steps == 100 and stats["steps"] == 100
+    assert train_mod.lr_at(cfg.steps - 1, cfg) == pytest.approx(0.1 * cfg.lr, rel=5e-3)  # cosine still ends at 10%
 
 
 def test_ddim_sampler_is_seeded():

@@ -31,6 +31,8 @@ class Train:
     """Which prior: toy-t2i (text -> image) or toy-nvs (reference image + relative camera -> view)."""
     steps: int = 4000
     """Optimiser steps."""
+    time_budget: float = 0.0
+    """Seconds of training (0: no limit); the step count is cut to fit after 30 steps (e.g. on a lent GPU)."""
     batch: int = 32
     """Images per step."""
     lr: float = 5e-4
@@ -91,13 +93,13 @@ class Train:
             bar.update(task, completed=self.data_seeds)
         device = resolve_device(self.device)
         cfg = TrainConfig(name=self.name, steps=self.steps, batch=self.batch, lr=self.lr, seed=self.seed, data=dcfg,
-                          arch={"channels": list(self.channels)})
+                          time_budget=self.time_budget, arch={"channels": list(self.channels)})
         console.log(f"Training {self.name} on {data.n_seeds * data.n_views} views ({device}, {torch.get_num_threads()} threads)")
         t0 = time.time()
         with Progress(*cols, console=console) as bar:
             task = bar.add_task(f"train {self.name}", total=self.steps, info="")
             prior, stats = train_prior(cfg, data, device,
-                                       progress=lambda step, loss: bar.update(task, completed=step, info=f"loss {loss:.4f}"))
+                                       progress=lambda step, loss: bar.update(task, completed=step, total=cfg.steps, info=f"loss {loss:.4f}"))
         save_toy_prior(prior, output)
         size = output.stat().st_size / 2**20
         console.log(f"Wrote {output} ({size:.1f} MiB, {time.time() - t0:.0f}s, final loss {stats['final_loss']:.4f})")

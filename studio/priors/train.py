@@ -30,6 +30,7 @@ from studio.priors.toy import ToyNVSPrior, ToyPrior, ToyT2IPrior, build_toy_prio
 from studio.priors.toydata import DataConfig, ToyData
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+CALIBRATION_STEPS = 30
 
 
 @dataclass
@@ -44,6 +45,9 @@ class TrainConfig:
     cond_drop: float = 0.1
     grad_clip: float = 1.0
     seed: int = 0
+    time_budget: float = 0.0
+    """Wall-clock seconds for the loop (0: none). After ``CALIBRATION_STEPS`` steps, ``steps`` is cut to
+    what fits at the measured speed, so the warm-up/cosine schedule still ends at the last step."""
     arch: Dict = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -123,7 +127,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def train_prior(cfg: TrainConfig, data: ToyData, device: str | torch.device = "cpu",
                 progress: Optional[Callable[[int, float], None]] = None, prior: Optional[ToyPrior] = None) -> tuple[ToyPrior, dict]:
-    """Train ``cfg.name`` on ``data``; returns (EMA prior in eval mode, stats)."""
+    """Train ``cfg.name`` on ``data``; returns (EMA prior in eval mode, stats).
+
+    With ``cfg.time_budget`` set, ``cfg.steps`` is lowered in place to the steps that fit."""
     device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     torch.manual_seed(cfg.seed)
     if prior is None:
@@ -139,7 +145,11 @@ def train_prior(cfg: TrainConfig, data: ToyData, device: str | torch.device = "c
     batcher = Batcher(prior, data, cfg, device)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     losses, t0 = [], time.time()
-    for step in range(cfg.steps):
+    step = 0
+    while step < cfg.steps:
+        if cfg.time_budget > 0 and step == CALIBRATION_STEPS:
+            per_step = (time.time() - t0) / step
+            cfg.steps = max(step + 1, min(cfg.steps, int(cfg.time_budget / per_step)))
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         x0, c = batcher(cfg.batch)
@@ -151,11 +161,11 @@ def train_prior(cfg: TrainConfig, data: ToyData, device: str | torch.device = "c
         opt.step()
         d = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, p in zip(ema.parameters(), prior.parameters()):
-                pe.lerp_(p, 1.0 - d)
+            torch._foreach_lerp_(list(ema.parameters()), list(prior.parameters()), 1.0 - d)
         losses.append(loss.item())
+        step += 1
         if progress:
-            progress(step + 1, float(np.mean(losses[-50:])))
+            progress(step, float(np.mean(losses[-50:])))
     seconds = time.time() - t0
     stats = {"steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr, "ema_decay": cfg.ema_decay, "cond_drop": cfg.cond_drop,
              "seed": cfg.seed, "final_loss": float(np.mean(losses[-100:])) if losses else None,
