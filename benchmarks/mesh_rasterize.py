@@ -54,8 +54,8 @@ def make_scene(n_faces: int, resolution: int):
 
 
 def render_step(verts_clip, faces, colors, resolution, backend, device):
-    v = verts_clip.to(device).requires_grad_(True)
-    c = colors.to(device).requires_grad_(True)
+    v = verts_clip.detach().to(device).requires_grad_(True)  # own leaves per backend
+    c = colors.detach().to(device).requires_grad_(True)
     f = faces.to(device)
     gen = torch.Generator().manual_seed(1)
     w_img = torch.rand(1, resolution, resolution, 3, generator=gen).to(device)

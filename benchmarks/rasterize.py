@@ -39,7 +39,7 @@ def make_scene(n: int, resolution: int, seed: int = 0) -> tuple[dict[str, torch.
 def render_step(params, viewmats, Ks, resolution, backend, device) -> Callable[[], tuple[float, float, tuple, dict]]:
     """A closure that renders once, backpropagates a fixed random weighting of color, alpha and
     depth, and returns (forward s, backward s, images, gradients)."""
-    leaves = {k: v.to(device).requires_grad_(True) for k, v in params.items()}
+    leaves = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}  # own leaves per backend
     viewmats, Ks = viewmats.to(device), Ks.to(device)
     gen = torch.Generator().manual_seed(1)
     weights = [torch.rand(1, resolution, resolution, d, generator=gen).to(device) for d in (3, 1, 1)]

@@ -71,6 +71,14 @@ class Scratch {
   std::vector<T>& store_;
 };
 
+// *p = min(*p, value), atomically (GCC/Clang builtins: std::atomic_ref is C++20 and torch builds
+// extensions as C++17).
+inline void atomic_min(int64_t* p, int64_t value) {
+  int64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
+  while (value < cur && !__atomic_compare_exchange_n(p, &cur, value, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+}
+
 // Deterministic scatter-add over the covered pixels (tri >= 0) of one image [H,W]: the rows are
 // split into one chunk per thread holding about equal numbers of covered pixels, each chunk
 // accumulates into its own buffer, and the buffers are summed in chunk order into out[0, n)
@@ -185,7 +193,9 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
   // candidate pixels at a time with the same operations lane-wise; `update(slot, key, u, v, d)` keeps
   // the minimum for covered pixels (slot = pixel index). Rectangles of at most kLanes pixels take one step (lanes
   // in row-major order), larger ones go row by row, kLanes adjacent columns per step.
-  auto scan = [&]<bool kWithBary>(int64_t b, int32_t f, const Rect& r, int64_t i_lo, int64_t i_hi, auto&& update) {
+  // (C++17: the kWithBary flag comes as std::bool_constant, torch builds extensions with -std=c++17)
+  auto scan = [&](auto with_bary, int64_t b, int32_t f, const Rect& r, int64_t i_lo, int64_t i_hi, auto&& update) {
+    constexpr bool kWithBary = decltype(with_bary)::value;
     const float* base = vp + b * V * 4;
     const float* p0 = base + 4 * fp[3 * f];
     const float* p1 = base + 4 * fp[3 * f + 1];
@@ -273,11 +283,8 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
           large[c].emplace_back(bf, r);
           continue;
         }
-        scan.template operator()<false>(b, static_cast<int32_t>(f), r, i0, i1, [&](int64_t slot, int64_t key, float, float, float) {
-          std::atomic_ref<int64_t> ref(keys[slot]);
-          int64_t cur = ref.load(std::memory_order_relaxed);
-          while (key < cur && !ref.compare_exchange_weak(cur, key, std::memory_order_relaxed)) {
-          }
+        scan(std::false_type{}, b, static_cast<int32_t>(f), r, i0, i1, [&](int64_t slot, int64_t key, float, float, float) {
+          atomic_min(&keys[slot], key);
         });
       }
     }
@@ -348,15 +355,14 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
       std::fill(stored.begin(), stored.end(), 0);
       for (int64_t k = offsets[job]; k < offsets[job + 1]; ++k) {
         const auto& [bf, r] = bins[k];
-        scan.template operator()<true>(bf / F, static_cast<int32_t>(bf % F), r, std::max<int64_t>(r.i0, row0),
-                                       std::min<int64_t>(r.i1, row1),
-                                       [&](int64_t slot, int64_t key, float u, float v, float d) {
-                                         if (key < keys[slot]) {
-                                           keys[slot] = key;
-                                           samples[slot - first] = Sample{u, v, d};
-                                           stored[slot - first] = 1;
-                                         }
-                                       });
+        scan(std::true_type{}, bf / F, static_cast<int32_t>(bf % F), r, std::max<int64_t>(r.i0, row0),
+             std::min<int64_t>(r.i1, row1), [&](int64_t slot, int64_t key, float u, float v, float d) {
+               if (key < keys[slot]) {
+                 keys[slot] = key;
+                 samples[slot - first] = Sample{u, v, d};
+                 stored[slot - first] = 1;
+               }
+             });
       }
       for (int64_t pix = first; pix < first + (row1 - row0 + 1) * W; ++pix) {
         resolve(pix, stored[pix - first] ? &samples[pix - first] : nullptr);

@@ -58,7 +58,7 @@ def test_cuda_kernels_match_cpu(cuda_ext, n_channels):
     Ks = intrinsics_from_fov(50.0, width, height).expand(2, 3, 3)
     results = {}
     for device in ("cpu", "cuda"):
-        leaves = {k: v.to(device).requires_grad_(True) for k, v in params.items()}
+        leaves = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
         out = rasterize(*leaves.values(), viewmats.to(device), Ks.to(device), width, height, backend="studio")
         g2 = torch.Generator().manual_seed(3)
         images = (out.color, out.alpha, out.depth)

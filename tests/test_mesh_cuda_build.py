@@ -40,8 +40,8 @@ def test_mesh_cuda_kernels_match_cpu(mesh_cuda_ext, n_channels):
     attr = torch.rand(verts_clip.shape[1], n_channels, generator=torch.Generator().manual_seed(1))
     results = {}
     for device in ("cpu", "cuda"):
-        v = verts_clip.to(device).requires_grad_(True)
-        a = attr.to(device).requires_grad_(True)
+        v = verts_clip.detach().to(device).requires_grad_(True)
+        a = attr.detach().to(device).requires_grad_(True)
         bary, tri_id, depth = rasterize(v, faces.to(device), 97, 65, backend="studio")
         img = interpolate(a, bary, tri_id, faces.to(device), backend="studio")
         gen = torch.Generator().manual_seed(3)
