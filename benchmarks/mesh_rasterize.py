@@ -18,6 +18,7 @@ import math
 import time
 
 import torch
+from _timing import best_of
 
 from studio.cameras import clip_from_opencv, intrinsics_from_fov, look_at
 from studio.mesh import interpolate, rasterize
@@ -79,20 +80,6 @@ def render_step(verts_clip, faces, colors, resolution, backend, device):
     return step
 
 
-def benchmark(*steps_and_repeats):
-    """(step, repeats) pairs: one warm-up each, then the steps interleaved (so that all of them see
-    the same machine load), each keeping its repeat with the smallest forward + backward time."""
-    runs = [[] for _ in steps_and_repeats]
-    for step, _ in steps_and_repeats:
-        step()
-    for r in range(max(n for _, n in steps_and_repeats)):
-        for k, (step, n) in enumerate(steps_and_repeats):
-            if r < n:
-                runs[k].append(step())
-    best = [min(rs, key=lambda x: x[0] + x[1]) for rs in runs]
-    return best if len(best) > 1 else best[0]
-
-
 def parity(outs, grads, ref_outs, ref_grads) -> str:
     n_diff = sum(int((a != b).sum()) for a, b in zip(outs, ref_outs))
     g = max(float((a - b).norm() / b.norm()) for a, b in zip(grads, ref_grads))
@@ -115,7 +102,7 @@ def main() -> None:
         n, res = (int(x) for x in spec.split("x"))
         verts_clip, faces, colors = make_scene(n, res)
         label = f"{faces.shape[0] / 1000:.0f}k tris @ {res}x{res}"
-        (f_t, b_t, o_t, g_t), (f_s, b_s, o_s, g_s) = benchmark(
+        (f_t, b_t, o_t, g_t), (f_s, b_s, o_s, g_s) = best_of(
             (render_step(verts_clip, faces, colors, res, "torch", "cpu"), args.torch_repeats),
             (render_step(verts_clip, faces, colors, res, "studio", "cpu"), args.repeats),
         )
@@ -123,7 +110,7 @@ def main() -> None:
         rows.append((label, "torch", "cpu", f_t, b_t, "", f"coverage {cover:.2f}"))
         rows.append((label, "studio", "cpu", f_s, b_s, f"{(f_t + b_t) / (f_s + b_s):.1f}x", parity(o_s, g_s, o_t, g_t)))
         if has_cuda:
-            (f_tc, b_tc, o_tc, g_tc), (f_c, b_c, o_c, g_c) = benchmark(
+            (f_tc, b_tc, o_tc, g_tc), (f_c, b_c, o_c, g_c) = best_of(
                 (render_step(verts_clip, faces, colors, res, "torch", "cuda"), args.repeats),
                 (render_step(verts_clip, faces, colors, res, "studio", "cuda"), args.repeats),
             )

@@ -2,7 +2,7 @@
 
 CPU: ``studio`` (cuda/ C++ kernels) against ``torch`` (the readable reference) on 20k Gaussians at
 128x128 and 100k Gaussians at 256x256 (RGB colours, default options): one warm-up, then the best
-of a few repeats, and the ratio torch/studio. With CUDA it also times studio-CUDA against gsplat
+of a few repeats (backends interleaved: ``_timing.best_of``), and the ratio torch/studio. With CUDA it also times studio-CUDA against gsplat
 on the same scenes and prints the parity of the CUDA kernels with the CPU results.
 
     python benchmarks/rasterize.py [--repeats 10] [--torch-repeats 2] [--scenes 20000x128 100000x256]
@@ -15,6 +15,7 @@ import time
 from typing import Callable
 
 import torch
+from _timing import best_of
 
 from studio.cameras import intrinsics_from_fov, orbit_viewmats
 from studio.render import rasterize
@@ -63,13 +64,6 @@ def render_step(params, viewmats, Ks, resolution, backend, device) -> Callable[[
     return step
 
 
-def benchmark(step, repeats: int) -> tuple[float, float, tuple, dict]:
-    """One warm-up, then the repeat with the smallest forward + backward time."""
-    step()
-    runs = [step() for _ in range(repeats)]
-    return min(runs, key=lambda r: r[0] + r[1])
-
-
 def parity(images, grads, ref_images, ref_grads) -> str:
     """Forward max|a-b|/max|b| over color/alpha/depth and worst per-parameter ||ga-gb||/||gb||."""
     fwd = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(images, ref_images))
@@ -91,13 +85,17 @@ def main() -> None:
         n, resolution = (int(x) for x in spec.split("x"))
         params, viewmats, Ks = make_scene(n, resolution)
         label = f"{n // 1000}k @ {resolution}x{resolution}"
-        f_t, b_t, img_t, grad_t = benchmark(render_step(params, viewmats, Ks, resolution, "torch", "cpu"), args.torch_repeats)
-        f_s, b_s, img_s, grad_s = benchmark(render_step(params, viewmats, Ks, resolution, "studio", "cpu"), args.repeats)
+        (f_t, b_t, img_t, grad_t), (f_s, b_s, img_s, grad_s) = best_of(
+            (render_step(params, viewmats, Ks, resolution, "torch", "cpu"), args.torch_repeats),
+            (render_step(params, viewmats, Ks, resolution, "studio", "cpu"), args.repeats),
+        )
         rows.append((label, "torch", "cpu", f_t, b_t, "", ""))
         rows.append((label, "studio", "cpu", f_s, b_s, f"{(f_t + b_t) / (f_s + b_s):.1f}x", parity(img_s, grad_s, img_t, grad_t)))
         if has_cuda:
-            f_g, b_g, img_g, grad_g = benchmark(render_step(params, viewmats, Ks, resolution, "gsplat", "cuda"), args.repeats)
-            f_c, b_c, img_c, grad_c = benchmark(render_step(params, viewmats, Ks, resolution, "studio", "cuda"), args.repeats)
+            (f_g, b_g, img_g, grad_g), (f_c, b_c, img_c, grad_c) = best_of(
+                (render_step(params, viewmats, Ks, resolution, "gsplat", "cuda"), args.repeats),
+                (render_step(params, viewmats, Ks, resolution, "studio", "cuda"), args.repeats),
+            )
             rows.append((label, "gsplat", "cuda", f_g, b_g, "", parity(img_g, grad_g, img_s, grad_s) + " vs studio-cpu"))
             rows.append((label, "studio", "cuda", f_c, b_c, f"{(f_g + b_g) / (f_c + b_c):.2f}x vs gsplat",
                          parity(img_c, grad_c, img_s, grad_s) + " vs studio-cpu"))

@@ -182,6 +182,9 @@ def test_exr_hdr_write_read(tmp_path):
     back = envmap.read_envmap(tmp_path / "a.exr")
     assert back.shape == img.shape and back.dtype == np.float32
     assert np.array_equal(back, img)
+    envmap.write_exr(tmp_path / "half.exr", img, pixel_type=1)  # half floats keep values > 1
+    back = envmap.read_envmap(tmp_path / "half.exr")
+    assert back.shape == img.shape and np.array_equal(back, img.astype(np.float16).astype(np.float32))
     envmap.write_hdr(tmp_path / "a.hdr", img)
     back = envmap.read_envmap(tmp_path / "a.hdr")
     assert back.shape == img.shape

@@ -108,12 +108,25 @@ def sample_equirect(image: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- file I/O
+def _half_planes_rgb(frame) -> np.ndarray:
+    """[H, W, 3] float32 RGB of a PyAV frame in FFmpeg's planar half-float G, B, R(, A) layout."""
+    H, W = frame.height, frame.width
+    planes = []
+    for plane in frame.planes[:3]:
+        rows = np.frombuffer(memoryview(plane), dtype="<f2")[: H * plane.line_size // 2]
+        planes.append(rows.reshape(H, plane.line_size // 2)[:, :W])
+    g, b, r = planes
+    return np.ascontiguousarray(np.stack([r, g, b], -1), dtype=np.float32)
+
+
 def _read_av(path: Path) -> np.ndarray:
     import av  # PyAV: FFmpeg's exr / hdr decoders
 
     with av.open(str(path)) as container:
         frame = next(container.decode(video=0))
         fmt = frame.format.name
+        if fmt in ("gbrpf16le", "gbrapf16le"):  # half-float EXR: read the planes (swscale would clamp to [0, 1])
+            return _half_planes_rgb(frame)
         if fmt not in ("gbrpf32le", "gbrapf32le", "gbrpf32be", "gbrapf32be"):
             frame = frame.reformat(format="gbrapf32le" if "a" in fmt.replace("gbrp", "") else "gbrpf32le")
         arr = frame.to_ndarray()  # PyAV stacks the G, B, R planes back into R, G, B order

@@ -1,0 +1,112 @@
+"""DreamCraft3D on held-out ToyWorld objects: BSD texture vs SDS-only texture vs the coarse stage alone.
+
+For each seed (held-out seeds are < 1000, see ``scenes/toyworld/splits.json``) it makes the dataset
+unless present (``studio scenes make``: 64 px, 4 training and 8 test views, no AOVs), then runs
+``studio eval image-to-3d`` from training frame ``--view`` three times:
+
+* ``bsd``: the whole pipeline (coarse Gaussians with toy-nvs guidance -> mesh -> BSD texture);
+* ``sds``: the texture stage only, from the ``bsd`` run's geometry stage file, with
+  ``--pipeline.model.texture-guidance sds`` (same geometry, so only the texture guidance differs);
+* ``coarse``: the coarse stage only (``--pipeline.model.stage-iters N 0 0``), scored on its Gaussians.
+
+It prints a markdown table of test-view PSNR, SSIM, mask IoU and Chamfer distance (plus the mean
+over seeds) and writes it with the per-run JSON files under ``--work``.
+
+    python benchmarks/image_to_3d.py --seeds 44 60 61 65 73 --work /tmp/i2d [--view 1] [--extra-args "..."]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = ("bsd", "sds", "coarse")
+KEYS = ("psnr", "ssim", "mask_iou", "chamfer")
+
+
+def studio(*args: str) -> None:
+    cmd = [str(Path(sys.executable).with_name("studio")), *args]
+    print("$", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def run_variant(data: Path, out: Path, view: int, method_args: str) -> dict:
+    """``studio eval image-to-3d`` once (skipped when ``out`` exists); returns its metrics + seconds."""
+    if not out.is_file():
+        t0 = time.time()
+        studio("eval", "image-to-3d", "--data", str(data), "--view", str(view), "--output", str(out),
+               "--work-dir", str(out.with_suffix("")), "--method-args", method_args)
+        metrics = json.loads(out.read_text())
+        metrics["seconds"] = round(time.time() - t0)
+        out.write_text(json.dumps(metrics, indent=1) + "\n")
+    return json.loads(out.read_text())
+
+
+def stage_file(run_dir: Path, name: str) -> Path:
+    files = sorted(run_dir.glob(f"*/dreamcraft3d/*/{name}.safetensors"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise SystemExit(f"no {name}.safetensors under {run_dir}")
+    return files[-1]
+
+
+def coarse_iters(run_dir: Path) -> int:
+    from studio.io.config_loader import load_trainer_config
+
+    config = sorted(run_dir.glob("*/dreamcraft3d/*/config.yml"), key=lambda p: p.stat().st_mtime)[-1]
+    return int(load_trainer_config(config).pipeline.model.resolved_stage_iters()[0])
+
+
+def fmt(value, key: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if key in ("ssim", "mask_iou", "chamfer") else f"{value:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[44, 60, 61, 65, 73])
+    parser.add_argument("--work", type=Path, required=True, help="folder of the datasets, runs and results")
+    parser.add_argument("--view", type=int, default=1, help="reference frame of each training split")
+    parser.add_argument("--extra-args", default="", help="ns-train arguments added to every run")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in args.seeds:
+        data = args.work / f"tw{seed}"
+        if not data.is_dir():
+            studio("scenes", "make", "--output", str(data), "--seed", str(seed), "--n-train", "4", "--n-test", "8",
+                   "--res", "64", "--spp", "64", "--aa", "4", "--relight", "", "--aovs", "none")
+        caption = json.loads((data / "meta.json").read_text()).get("caption", "")
+        res = {"bsd": run_variant(data, args.work / f"tw{seed}_bsd.json", args.view, args.extra_args)}
+        bsd_run = args.work / f"tw{seed}_bsd"
+        geometry = stage_file(bsd_run, "geometry")
+        res["sds"] = run_variant(data, args.work / f"tw{seed}_sds.json", args.view,
+                                 f"{args.extra_args} --load-stage {geometry} --pipeline.model.texture-guidance sds")
+        res["coarse"] = run_variant(data, args.work / f"tw{seed}_coarse.json", args.view,
+                                    f"{args.extra_args} --pipeline.model.stage-iters {coarse_iters(bsd_run)} 0 0")
+        rows.append((seed, caption, res))
+
+    header = "| seed | object | variant | PSNR | SSIM | mask IoU | Chamfer | run s |"
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    for seed, caption, res in rows:
+        for v in VARIANTS:
+            m = res[v]
+            lines.append(f"| {seed} | {caption} | {v} | " + " | ".join(fmt(m.get(k), k) for k in KEYS) + f" | {m.get('seconds', '-')} |")
+    for v in VARIANTS:
+        means = []
+        for k in KEYS:
+            vals = [r[v][k] for _, _, r in rows if r[v].get(k) is not None]
+            means.append(fmt(sum(vals) / len(vals), k) if vals else "-")
+        lines.append(f"| mean | {len(rows)} objects | {v} | " + " | ".join(means) + " | |")
+    table = "\n".join(lines)
+    print(table)
+    (args.work / "table.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
