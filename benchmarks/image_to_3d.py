@@ -40,7 +40,7 @@ def run_variant(data: Path, out: Path, view: int, method_args: str) -> dict:
     if not out.is_file():
         t0 = time.time()
         studio("eval", "image-to-3d", "--data", str(data), "--view", str(view), "--output", str(out),
-               "--work-dir", str(out.with_suffix("")), "--method-args", method_args)
+               "--work-dir", str(out.with_suffix("")), f"--method-args={method_args}")
         metrics = json.loads(out.read_text())
         metrics["seconds"] = round(time.time() - t0)
         out.write_text(json.dumps(metrics, indent=1) + "\n")

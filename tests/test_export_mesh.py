@@ -51,6 +51,35 @@ def test_sphere_surface_is_recovered(sphere_mesh):
     assert sphere_mesh.volume == pytest.approx(4 / 3 * math.pi * 0.5**3, rel=0.25)
 
 
+@pytest.mark.parametrize("level", [None, 0.3])
+def test_density_level_set_recovers_a_fuzzy_sphere(level):
+    # a faint shell (opacity 0.25, as score-distilled Gaussians often are): the opacity field's
+    # level set finds the surface and the renders colour it
+    faint = sphere_shell()
+    faint.opacities = torch.full_like(faint.opacities, 0.25)
+    mesh = extract_mesh(faint, method="density", density_level=level, **SMALL)
+    radii = np.linalg.norm(mesh.vertices, axis=1)
+    # (a level set of a shell's field has an outer and an inner sheet, each about 1.4 std from the shell)
+    assert np.abs(radii - 0.5).mean() < 0.07 and np.abs(radii - 0.5).max() < 0.1
+    assert np.abs(mesh.visual.vertex_colors[:, :3] / 255.0 - COLOR.numpy()).mean() < 0.1
+    with pytest.raises(StudioInputError):
+        extract_mesh(faint, method="density", density_level=50.0, **SMALL)  # above the field everywhere
+
+
+def test_opacity_field_of_one_gaussian():
+    from studio.export.density import opacity_field
+
+    g = Gaussians(means=torch.zeros(1, 3), quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
+                  scales=torch.tensor([[0.1, 0.2, 0.3]]), opacities=torch.tensor([0.8]), sh=torch.zeros(1, 1, 3))
+    lo, voxel = torch.full((3,), -1.0), 0.05
+    field = opacity_field(g, lo, voxel, (41, 41, 41))
+    assert float(field[20, 20, 20]) == pytest.approx(0.8, rel=1e-5)  # the centre voxel
+    x = -1.0 + voxel * np.arange(41)
+    expected = 0.8 * np.exp(-0.5 * (x / 0.2) ** 2)  # along y through the centre
+    inside = np.abs(x) < 3 * 0.2 - 1e-6  # evaluated within 3 standard deviations (Mahalanobis)
+    assert np.allclose(field[20, :, 20].numpy()[inside], expected[inside], atol=1e-6)
+
+
 def test_sphere_vertex_colours(sphere_mesh):
     rgba = sphere_mesh.visual.vertex_colors
     assert rgba.shape == (len(sphere_mesh.vertices), 4) and np.all(rgba[:, 3] == 255)

@@ -148,7 +148,8 @@ class ImageTo3D:
     method: str = "dreamcraft3d"
     """The ns-train method to run."""
     method_args: str = ""
-    """Extra ns-train arguments, one string (e.g. "--pipeline.model.texture-guidance sds")."""
+    """Extra ns-train arguments, one string; write it as --method-args="--pipeline.model.texture-guidance sds"
+    (with "=": a separate value that starts with "--" would be read as an option)."""
     work_dir: Optional[Path] = None
     """Where the run goes (default: next to --output, <output stem>_run/)."""
     n_points: int = 20000

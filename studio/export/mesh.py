@@ -38,12 +38,14 @@ from skimage.measure import marching_cubes
 from torch import Tensor
 
 from studio.cameras import intrinsics_from_fov, orbit_viewmats
+from studio.export.density import opacity_field
 from studio.gaussians import Gaussians
 from studio.io import StudioInputError, atomic_path
 from studio.render import rasterize
 
 MESH_FORMATS = (".glb", ".obj", ".ply")
 ALPHA_MIN = 0.5  # pixels with less coverage are not surface
+DENSITY_LEVELS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75)  # candidate opacity-field levels (method="density")
 _BOUNDS_MIN_OPACITY = 0.2
 _BOUNDS_QUANTILE = 0.005
 _COS_POWER = 4  # pixel confidence alpha * cos^4: expected depth is biased outwards at grazing angles
@@ -62,6 +64,8 @@ def extract_mesh(
     views_per_batch: int = 8,
     backend: str = "auto",
     device: Optional[str | torch.device] = None,
+    method: str = "tsdf",
+    density_level: Optional[float] = None,
 ) -> trimesh.Trimesh:
     """Extract a vertex-coloured surface mesh from a Gaussian scene (see the module docstring).
 
@@ -77,6 +81,13 @@ def extract_mesh(
         views_per_batch: views rendered per ``rasterize`` call (memory vs speed).
         backend: ``studio.render.rasterize`` backend.
         device: where rendering and fusion run; defaults to the Gaussians' device.
+        method: ``tsdf`` (steps 2-4 of the module docstring: for captured scenes) or ``density``:
+            the level set ``D(x) = density_level`` of the Gaussians' opacity field
+            (``studio.export.density``), as DreamGaussian extracts generated objects, whose
+            semi-transparent edges a depth fusion leaves out. Step 5 colours both.
+        density_level: the opacity-field level of the surface (``method="density"``); None picks,
+            of ``DENSITY_LEVELS``, the one whose mesh silhouettes best match the rendered views'
+            (alpha >= 0.5; mean IoU): fuzzy generated Gaussians need a low level, crisp ones a higher one.
     Returns:
         ``trimesh.Trimesh`` in world coordinates with ``visual.vertex_colors`` (uint8 RGBA).
     Raises:
@@ -84,6 +95,8 @@ def extract_mesh(
     """
     if resolution < 8 or n_views < 2 or image_size < 8:
         raise ValueError("extract_mesh needs resolution >= 8, n_views >= 2 and image_size >= 8.")
+    if method not in ("tsdf", "density"):
+        raise ValueError(f"extract_mesh method must be 'tsdf' or 'density', not {method!r}.")
     g = gaussians.detach().to(device if device is not None else gaussians.means.device)
     lo, hi = scene_bounds(g)
     voxel = float((hi - lo).max()) / (resolution - 1)
@@ -92,17 +105,24 @@ def extract_mesh(
 
     viewmats, K = _views(lo, hi, n_views, image_size, fov_deg)
     viewmats, K = viewmats.to(g.means.device), K.to(g.means.device)
-    color, depth, conf = _render(g, viewmats, K, image_size, views_per_batch, backend)
+    color, depth, conf, solid = _render(g, viewmats, K, image_size, views_per_batch, backend)
 
-    band = _surface_band(depth, conf, viewmats, K, lo, voxel, dims, math.ceil(truncation_voxels))
-    points = lo + band.to(lo.dtype) * voxel  # [M,3] voxel centres
-    tsdf, weight = _fuse(points, depth, conf, viewmats, K, trunc)
-    observed = weight > 0
-    volume = torch.ones(dims, dtype=torch.float32, device=lo.device)
-    mask = torch.zeros(dims, dtype=torch.bool, device=lo.device)
-    idx = band[observed]
-    volume[idx[:, 0], idx[:, 1], idx[:, 2]] = tsdf[observed]
-    mask[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+    if method == "density":
+        field = opacity_field(g, lo, voxel, dims)
+        mask = torch.ones(dims, dtype=torch.bool, device=lo.device)
+        if density_level is None:
+            density_level = _best_level(field, mask, lo, voxel, solid, viewmats, K, image_size)
+        volume = density_level - field  # positive outside, as the TSDF
+    else:
+        band = _surface_band(depth, conf, viewmats, K, lo, voxel, dims, math.ceil(truncation_voxels))
+        points = lo + band.to(lo.dtype) * voxel  # [M,3] voxel centres
+        tsdf, weight = _fuse(points, depth, conf, viewmats, K, trunc)
+        observed = weight > 0
+        volume = torch.ones(dims, dtype=torch.float32, device=lo.device)
+        mask = torch.zeros(dims, dtype=torch.bool, device=lo.device)
+        idx = band[observed]
+        volume[idx[:, 0], idx[:, 1], idx[:, 2]] = tsdf[observed]
+        mask[idx[:, 0], idx[:, 1], idx[:, 2]] = True
 
     mesh = _marching_cubes(volume.cpu().numpy(), mask.cpu(), lo.cpu().numpy(), voxel)
     mesh = _drop_small_components(mesh, min_component_fraction)
@@ -169,15 +189,16 @@ def _views(lo: Tensor, hi: Tensor, n_views: int, image_size: int, fov_deg: float
     return viewmats, K[None].expand(len(viewmats), 3, 3).contiguous()
 
 
-def _render(g: Gaussians, viewmats: Tensor, K: Tensor, size: int, per_batch: int, backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Render every view: colour [C,H,W,3] (un-premultiplied), expected depth [C,H,W], confidence [C,H,W].
+def _render(g: Gaussians, viewmats: Tensor, K: Tensor, size: int, per_batch: int, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Render every view: colour [C,H,W,3] (un-premultiplied), expected depth [C,H,W], confidence
+    [C,H,W] and silhouette (alpha >= 0.5) [C,H,W] bool.
 
     The confidence of a pixel is ``alpha * cos^4`` (cosine between the depth map's normal and the
     viewing ray), so grazing views, whose expected depth is pulled towards the camera by the
     Gaussians' extent along the surface, count little; it is 0 unless the pixel and its four
     neighbours have alpha >= 0.5 (where the depth normal is defined).
     """
-    colors, depths, confs = [], [], []
+    colors, depths, confs, solids = [], [], [], []
     pix = torch.arange(size, device=g.means.device, dtype=torch.float32) + 0.5
     v, u = torch.meshgrid(pix, pix, indexing="ij")
     for start in range(0, len(viewmats), per_batch):
@@ -193,7 +214,8 @@ def _render(g: Gaussians, viewmats: Tensor, K: Tensor, size: int, per_batch: int
         colors.append(out.color / out.alpha.clamp_min(1e-6))
         depths.append(out.depth[..., 0])
         confs.append(torch.where(interior, alpha * cos.clamp_min(0.0) ** _COS_POWER, torch.zeros_like(alpha)))
-    return torch.cat(colors), torch.cat(depths), torch.cat(confs)
+        solids.append(alpha >= ALPHA_MIN)
+    return torch.cat(colors), torch.cat(depths), torch.cat(confs), torch.cat(solids)
 
 
 def _project(points: Tensor, proj: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -256,17 +278,37 @@ def _marching_cubes(volume: np.ndarray, observed: Tensor, origin: np.ndarray, vo
     """Zero level set of ``volume`` [X,Y,Z] (voxel (i,j,k) at ``origin + voxel * (i,j,k)``), keeping
     only the triangles whose cube has all eight corners ``observed``."""
     if not (volume.min() < 0.0 < volume.max()):
-        raise StudioInputError("No surface found in the fused depth maps; is the scene empty or too sparse?")
+        raise StudioInputError("No surface found; is the scene empty or too sparse?")
     verts, faces, _, _ = marching_cubes(volume, level=0.0, gradient_direction="descent")
     cube_ok = -F.max_pool3d(-observed[None, None].float(), 2, stride=1)[0, 0] > 0  # [X-1,Y-1,Z-1]
     cube = np.floor(verts[faces].mean(axis=1)).astype(np.int64)
     cube = np.minimum(cube, np.array(cube_ok.shape) - 1)
     keep = cube_ok.numpy()[cube[:, 0], cube[:, 1], cube[:, 2]]
     if not keep.any():
-        raise StudioInputError("No surface found in the fused depth maps; is the scene empty or too sparse?")
+        raise StudioInputError("No surface found; is the scene empty or too sparse?")
     mesh = trimesh.Trimesh(vertices=origin + voxel * verts, faces=faces[keep], process=True)
     mesh.remove_unreferenced_vertices()
     return mesh
+
+
+def _best_level(field: Tensor, mask: Tensor, lo: Tensor, voxel: float, solid: Tensor, viewmats: Tensor, K: Tensor,
+                size: int) -> float:
+    """The level of ``DENSITY_LEVELS`` whose mesh's silhouettes have the highest mean IoU with
+    ``solid`` [C,H,W] (the rendered views' alpha >= 0.5 interiors)."""
+    from studio.mesh.render import render_mesh
+
+    best, best_iou = DENSITY_LEVELS[0], -1.0
+    for level in DENSITY_LEVELS:
+        if not float(field.min()) < level < float(field.max()):
+            continue
+        mesh = _marching_cubes((level - field).cpu().numpy(), mask.cpu(), lo.cpu().numpy(), voxel)
+        verts = torch.as_tensor(mesh.vertices, dtype=torch.float32, device=field.device)
+        faces = torch.as_tensor(mesh.faces, dtype=torch.long, device=field.device)
+        alpha = render_mesh(verts, faces, viewmats, K, size, size)["alpha"][..., 0] > 0.5
+        iou = float(((alpha & solid).sum((1, 2)) / (alpha | solid).sum((1, 2)).clamp_min(1)).mean())
+        if iou > best_iou:
+            best, best_iou = level, iou
+    return best
 
 
 def _drop_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:
