@@ -98,6 +98,9 @@ class DreamCraft3DModelConfig(GenerationModelConfig):
     """Texture stage: steps between BSD bootstrap rounds (None: preset)."""
     bootstrap_views: int = 16
     """Renders augmented and fine-tuned on per bootstrap round."""
+    augment_t_range: Tuple[float, float] = (0.05, 0.5)
+    """BSD augmentation: SDEdit noise levels (fractions of T) at the view opposite the reference
+    (scaled by |azimuth| / 180; released ``generate_mv_datasets.py``: 0.05-0.5)."""
     finetune_steps: Optional[int] = None
     """Fine-tuning steps of the bootstrapped prior per round (None: preset)."""
     mesh_resolution: int = 64
@@ -164,6 +167,7 @@ class DreamCraft3DModel(GenerationModel):
                 nvs_prior, cfg.texture_guidance_scale, schedule=texture_schedule,
                 bootstrap_every=int(cfg.bootstrap_every or 100), finetune_steps=int(cfg.finetune_steps or 50),
                 finetune_lr=1e-4, prior_preservation_weight=1.0, num_class_images=8,
+                augment_t_range=tuple(cfg.augment_t_range),
             )
         else:
             self.texture_guidance = SDS(nvs_prior, cfg.nvs_guidance_scale, "sds", texture_schedule)
