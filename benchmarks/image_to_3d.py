@@ -7,7 +7,9 @@ unless present (``studio scenes make``: 64 px, 4 training and 8 test views, no A
 * ``bsd``: the whole pipeline (coarse Gaussians with toy-nvs guidance -> mesh -> BSD texture);
 * ``sds``: the texture stage only, from the ``bsd`` run's geometry stage file, with
   ``--pipeline.model.texture-guidance sds`` (same geometry, so only the texture guidance differs);
-* ``coarse``: the coarse stage only (``--pipeline.model.stage-iters N 0 0``), scored on its Gaussians.
+* ``coarse``: the coarse stage only (``--pipeline.model.stage-iters N 0 0``), scored on its Gaussians;
+  its Chamfer distance is that of the mesh the geometry stage would start from (``studio export
+  mesh --method density --density-level 0.1 --resolution 64`` of its ``export/gaussians.ply``).
 
 It prints a markdown table of test-view PSNR, SSIM, mask IoU and Chamfer distance (plus the mean
 over seeds) and writes it with the per-run JSON files under ``--work``.
@@ -61,6 +63,18 @@ def coarse_iters(run_dir: Path) -> int:
     return int(load_trainer_config(config).pipeline.model.resolved_stage_iters()[0])
 
 
+def coarse_chamfer(run_dir: Path, gt_mesh: Path) -> float:
+    """Chamfer distance of the density mesh of a coarse-only run's exported Gaussians."""
+    from studio.eval.image_to_3d import mesh_chamfer
+
+    ply = sorted(run_dir.glob("*/dreamcraft3d/*/export/gaussians.ply"), key=lambda p: p.stat().st_mtime)[-1]
+    mesh = ply.with_name("mesh_density.glb")
+    if not mesh.is_file():
+        studio("export", "mesh", "--input", str(ply), "--output", str(mesh), "--method", "density",
+               "--density-level", "0.1", "--resolution", "64")
+    return mesh_chamfer(mesh, gt_mesh)
+
+
 def fmt(value, key: str) -> str:
     if value is None:
         return "-"
@@ -89,6 +103,8 @@ def main() -> None:
                                  f"{args.extra_args} --load-stage {geometry} --pipeline.model.texture-guidance sds")
         res["coarse"] = run_variant(data, args.work / f"tw{seed}_coarse.json", args.view,
                                     f"{args.extra_args} --pipeline.model.stage-iters {coarse_iters(bsd_run)} 0 0")
+        if res["coarse"].get("chamfer") is None:
+            res["coarse"]["chamfer"] = coarse_chamfer(args.work / f"tw{seed}_coarse", data / "gt_mesh.obj")
         rows.append((seed, caption, res))
 
     header = "| seed | object | variant | PSNR | SSIM | mask IoU | Chamfer | run s |"
