@@ -9,7 +9,8 @@ unless present (``studio scenes make``: 64 px, 4 training and 8 test views, no A
   ``--pipeline.model.texture-guidance sds`` (same geometry, so only the texture guidance differs);
 * ``coarse``: the coarse stage only (``--pipeline.model.stage-iters N 0 0``), scored on its Gaussians;
   its Chamfer distance is that of the mesh the geometry stage would start from (``studio export
-  mesh --method density --density-level 0.1 --resolution 64`` of its ``export/gaussians.ply``).
+  mesh`` of its ``export/gaussians.ply`` with the run's mesh extraction settings: density, level 0.1,
+  64 voxels in the tiny preset).
 
 It prints a markdown table of test-view PSNR, SSIM, mask IoU and Chamfer distance (plus the mean
 over seeds) and writes it with the per-run JSON files under ``--work``.
@@ -49,29 +50,32 @@ def run_variant(data: Path, out: Path, view: int, method_args: str) -> dict:
     return json.loads(out.read_text())
 
 
-def stage_file(run_dir: Path, name: str) -> Path:
-    files = sorted(run_dir.glob(f"*/dreamcraft3d/*/{name}.safetensors"), key=lambda p: p.stat().st_mtime)
+def run_file(run_dir: Path, name: str) -> Path:
+    """The newest ``<run_dir>/*/dreamcraft3d/<timestamp>/<name>``."""
+    files = sorted(run_dir.glob(f"*/dreamcraft3d/*/{name}"), key=lambda p: p.stat().st_mtime)
     if not files:
-        raise SystemExit(f"no {name}.safetensors under {run_dir}")
+        raise SystemExit(f"no {name} under {run_dir}")
     return files[-1]
 
 
-def coarse_iters(run_dir: Path) -> int:
+def model_config(run_dir: Path):
     from studio.io.config_loader import load_trainer_config
 
-    config = sorted(run_dir.glob("*/dreamcraft3d/*/config.yml"), key=lambda p: p.stat().st_mtime)[-1]
-    return int(load_trainer_config(config).pipeline.model.resolved_stage_iters()[0])
+    return load_trainer_config(run_file(run_dir, "config.yml")).pipeline.model
 
 
 def coarse_chamfer(run_dir: Path, gt_mesh: Path) -> float:
-    """Chamfer distance of the density mesh of a coarse-only run's exported Gaussians."""
+    """Chamfer distance of the mesh the geometry stage would start from: the run's own coarse-to-mesh
+    settings applied to its exported Gaussians (``studio export mesh``)."""
     from studio.eval.image_to_3d import mesh_chamfer
 
-    ply = sorted(run_dir.glob("*/dreamcraft3d/*/export/gaussians.ply"), key=lambda p: p.stat().st_mtime)[-1]
-    mesh = ply.with_name("mesh_density.glb")
+    model = model_config(run_dir)
+    ply = run_file(run_dir, "export/gaussians.ply")
+    mesh = ply.with_name(f"mesh_{model.mesh_extraction}.glb")
     if not mesh.is_file():
-        studio("export", "mesh", "--input", str(ply), "--output", str(mesh), "--method", "density",
-               "--density-level", "0.1", "--resolution", "64")
+        level = [] if model.mesh_density_level is None else ["--density-level", str(model.mesh_density_level)]
+        studio("export", "mesh", "--input", str(ply), "--output", str(mesh), "--method", model.mesh_extraction,
+               "--resolution", str(model.mesh_resolution), *level)
     return mesh_chamfer(mesh, gt_mesh)
 
 
@@ -98,11 +102,11 @@ def main() -> None:
         caption = json.loads((data / "meta.json").read_text()).get("caption", "")
         res = {"bsd": run_variant(data, args.work / f"tw{seed}_bsd.json", args.view, args.extra_args)}
         bsd_run = args.work / f"tw{seed}_bsd"
-        geometry = stage_file(bsd_run, "geometry")
+        geometry = run_file(bsd_run, "geometry.safetensors")
         res["sds"] = run_variant(data, args.work / f"tw{seed}_sds.json", args.view,
                                  f"{args.extra_args} --load-stage {geometry} --pipeline.model.texture-guidance sds")
         res["coarse"] = run_variant(data, args.work / f"tw{seed}_coarse.json", args.view,
-                                    f"{args.extra_args} --pipeline.model.stage-iters {coarse_iters(bsd_run)} 0 0")
+                                    f"{args.extra_args} --pipeline.model.stage-iters {model_config(bsd_run).resolved_stage_iters()[0]} 0 0")
         if res["coarse"].get("chamfer") is None:
             res["coarse"]["chamfer"] = coarse_chamfer(args.work / f"tw{seed}_coarse", data / "gt_mesh.obj")
         rows.append((seed, caption, res))

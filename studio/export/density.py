@@ -1,8 +1,9 @@
 """Opacity field of a Gaussian scene on a voxel grid (for density-level mesh extraction).
 
 ``D(x) = sum_i o_i exp(-0.5 (x - mu_i)^T Sigma_i^-1 (x - mu_i))`` with ``Sigma_i = R_i S_i^2 R_i^T``,
-each Gaussian evaluated on the voxels within ``n_sigma`` of its largest standard deviation, at most
-``MAX_RADIUS`` voxels from its centre (larger blobs are cut there) (DreamGaussian's mesh extraction thresholds this field; so does ``extract_mesh(method="density")``).
+each Gaussian evaluated where its Mahalanobis distance is below ``n_sigma``, within ``MAX_RADIUS``
+voxels of its centre (larger blobs are cut there). DreamGaussian's mesh extraction thresholds
+this field; so does ``extract_mesh(method="density")``.
 A level set of a thin shell of Gaussians has two sheets, outside and inside the shell; rendering
 sees the outer one.
 """

@@ -294,7 +294,7 @@ def _marching_cubes(volume: np.ndarray, observed: Tensor, origin: np.ndarray, vo
 def _best_level(field: Tensor, mask: Tensor, lo: Tensor, voxel: float, solid: Tensor, viewmats: Tensor, K: Tensor,
                 size: int) -> float:
     """The level of ``DENSITY_LEVELS`` whose mesh's silhouettes have the highest mean IoU with
-    ``solid`` [C,H,W] (the rendered views' alpha >= 0.5 interiors)."""
+    ``solid`` [C,H,W] (the rendered views' alpha >= 0.5 pixels)."""
     from studio.mesh.render import render_mesh
 
     best, best_iou = DENSITY_LEVELS[0], -1.0
