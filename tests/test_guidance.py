@@ -239,6 +239,20 @@ def test_vsd_camera_condition_and_loss_keys():
     )
 
 
+# ---- DDIM sampling ---------------------------------------------------------------------------
+@pytest.mark.parametrize("prediction_type", ["eps", "v"])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_sample_of_the_exact_prior_lands_on_the_class_modes(prediction_type, eta):
+    """With the exact score, DDIM (deterministic or ancestral) draws class "a" samples: every one on
+    a mode with x > 0, both such modes populated, spread close to the mixture's sigma."""
+    prior = make_prior(prediction_type)
+    x = sample(prior, 256, prior.condition("a"), None, 1.0, num_steps=50, generator=torch.Generator().manual_seed(0), eta=eta)
+    _, mode = nearest_mode(x)
+    assert set(mode.tolist()) == {0, 1}
+    assert 0.25 < float((mode == 0).float().mean()) < 0.75
+    assert 0.5 * SIGMA < within_mode_rms(x) < 1.5 * SIGMA
+
+
 # ---- BSD ------------------------------------------------------------------------------------
 NEW_REGION = torch.tensor([0.0, 1.2])  # data the prior has never seen
 

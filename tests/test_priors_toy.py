@@ -11,7 +11,8 @@ import torch
 from studio.io import StudioInputError
 from studio.priors import Condition, load_prior
 from studio.priors.text import WordTokenizer
-from studio.priors.toy import ToyNVSPrior, build_toy_prior, ddim_sample, load_toy_prior, save_toy_prior
+from studio.priors.sampling import sample
+from studio.priors.toy import ToyNVSPrior, build_toy_prior, load_toy_prior, save_toy_prior
 from studio.priors.toydata import DataConfig, make_data
 from studio.priors.train import Batcher, TrainConfig, denoising_loss, embed, train_prior
 from studio.scenes.toyworld.splits import HeldOutSceneError, training_seeds
@@ -166,10 +167,16 @@ def test_time_budget_cuts_steps_and_keeps_schedule(tiny_data, monkeypatch):
 def test_ddim_sampler_is_seeded():
     prior = _jitter(build_toy_prior("toy-t2i", SMALL)).eval()
     c = prior.condition(text="a red box")
-    a = ddim_sample(prior, c, 2, steps=3, guidance=3.0, generator=torch.Generator().manual_seed(1))
-    b = ddim_sample(prior, c, 2, steps=3, guidance=3.0, generator=torch.Generator().manual_seed(1))
+
+    def draw(seed, eta):
+        x = sample(prior, 2, c, None, 3.0, 3, torch.Generator().manual_seed(seed), eta, clamp_x0=True)
+        return prior.decode(x)
+
+    a, b = draw(1, 0.0), draw(1, 0.0)
     assert a.shape == (2, 3, 32, 32) and a.min() >= 0 and a.max() <= 1
     torch.testing.assert_close(a, b)
+    torch.testing.assert_close(draw(1, 1.0), draw(1, 1.0))  # eta > 0 draws its noise from the generator too
+    assert (draw(1, 1.0) - a).abs().max() > 1e-3 and (draw(2, 0.0) - a).abs().max() > 1e-3
 
 
 def test_load_prior_missing_weights_message(tmp_path, monkeypatch):

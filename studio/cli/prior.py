@@ -155,10 +155,15 @@ class Sample:
 
         from studio.io import atomic_write_bytes
         from studio.priors import load_prior
-        from studio.priors.toy import ToyNVSPrior, ddim_sample
+        from studio.priors.sampling import sample
+        from studio.priors.toy import ToyNVSPrior
 
         prior = load_prior(self.name, device=self.device)
         gen = torch.Generator().manual_seed(self.seed)
+
+        def draw(cond):  # [n,3,H,W] in [0,1]
+            return prior.decode(sample(prior, self.n, cond, None, self.guidance, self.steps, gen, self.eta, clamp_x0=True))
+
         rows = []
         if isinstance(prior, ToyNVSPrior):
             ref = self._reference()  # [1,3,32,32] in [0,1]
@@ -166,14 +171,14 @@ class Sample:
             for de in self.elevation_delta:
                 pose = ToyNVSPrior.relative_pose(0.0, 0.0, 0.0, math.radians(de), az, 0.0)
                 cond = prior.condition(image=ref.to(prior.device), pose=pose)
-                imgs = ddim_sample(prior, cond, self.n, self.steps, self.guidance, gen, self.eta)
+                imgs = draw(cond)
                 rows.append(torch.cat([ref.cpu(), imgs.cpu()]))
             print(f"toy-nvs: reference, then azimuth +0..{360 - 360 / self.n:.0f} deg; rows: elevation delta "
                   f"{', '.join(f'{d:g}' for d in self.elevation_delta)} deg")
         else:
             for p in self.prompt:
                 cond = prior.condition(text=p)
-                rows.append(ddim_sample(prior, cond, self.n, self.steps, self.guidance, gen, self.eta).cpu())
+                rows.append(draw(cond).cpu())
                 print(f"row {len(rows)}: {p!r}")
         grid = torch.stack([torch.cat(list(r), 2) for r in rows])  # [R,3,H,W*n]
         grid = torch.cat(list(grid), 1)  # [3, R*H, W*n]

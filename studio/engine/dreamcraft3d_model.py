@@ -103,6 +103,8 @@ class DreamCraft3DModelConfig(GenerationModelConfig):
     (scaled by |azimuth| / 180; released ``generate_mv_datasets.py``: 0.05-0.5)."""
     finetune_steps: Optional[int] = None
     """Fine-tuning steps of the bootstrapped prior per round (None: preset)."""
+    finetune_lr: float = 1e-4
+    """AdamW learning rate of the bootstrapped prior's fine-tuning."""
     mesh_resolution: int = 64
     """Voxels along the longest side for the coarse-to-mesh conversion."""
     mesh_extraction: Literal["density", "tsdf"] = "density"
@@ -166,7 +168,7 @@ class DreamCraft3DModel(GenerationModel):
             self.texture_guidance = BSD(
                 nvs_prior, cfg.texture_guidance_scale, schedule=texture_schedule,
                 bootstrap_every=int(cfg.bootstrap_every or 100), finetune_steps=int(cfg.finetune_steps or 50),
-                finetune_lr=1e-4, prior_preservation_weight=1.0, num_class_images=8,
+                finetune_lr=cfg.finetune_lr, prior_preservation_weight=1.0, num_class_images=8,
                 augment_t_range=tuple(cfg.augment_t_range),
             )
         else:

@@ -4,10 +4,11 @@ returns a dict of losses (keys ``loss_*``; other keys are detached diagnostics t
 * ``SDS`` (DreamFusion), ``VSD`` (ProlificDreamer / SwiftBrush), ``BSD`` (DreamCraft3D);
 * timestep schedules as data (``schedules``); view-dependent prompts (``prompting``).
 
-The CFG convention is diffusers': eps_u + s (eps_c - eps_u).
+The CFG convention is diffusers': eps_u + s (eps_c - eps_u) (``guided_output``; it and the DDIM
+``sample`` live in ``studio.priors.sampling``).
 """
 
-from studio.guidance.bsd import BSD, augment_views, ddim_denoise, finetune, sample, view_dependent_t_range
+from studio.guidance.bsd import BSD, augment_views, finetune, view_dependent_t_range
 from studio.guidance.prompting import VIEWS, ViewPrompting, view_dependent_prompts
 from studio.guidance.schedules import (
     DreamCraft3DSchedule,
@@ -16,12 +17,13 @@ from studio.guidance.schedules import (
     UniformTimesteps,
     step_value,
 )
-from studio.guidance.sds import SDS, guided_output, model_latents, sds_weight, surrogate_loss
+from studio.guidance.sds import SDS, model_latents, sds_weight, surrogate_loss
 from studio.guidance.vsd import VSD, denoising_loss, fake_score_loss, variational_score
+from studio.priors.sampling import guided_output, sample
 
 __all__ = [
     "BSD", "SDS", "VSD", "VIEWS", "DreamCraft3DSchedule", "DreamGaussianLinear", "TimestepSchedule",
-    "UniformTimesteps", "ViewPrompting", "augment_views", "ddim_denoise", "denoising_loss", "fake_score_loss",
+    "UniformTimesteps", "ViewPrompting", "augment_views", "denoising_loss", "fake_score_loss",
     "finetune", "guided_output", "model_latents", "sample", "sds_weight", "step_value", "surrogate_loss",
     "variational_score", "view_dependent_prompts", "view_dependent_t_range",
 ]

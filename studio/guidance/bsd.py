@@ -40,52 +40,12 @@ import torch
 from torch import Tensor, nn
 
 from studio.guidance.schedules import DreamCraft3DSchedule, StepValue, TimestepSchedule
-from studio.guidance.sds import Weighting, guided_output, model_latents, sds_weight
+from studio.guidance.sds import Weighting, model_latents, sds_weight
 from studio.guidance.vsd import denoising_loss, distill_step, fake_score_loss, sample_timesteps
 from studio.priors.base import Condition, DiffusionPrior, freeze
+from studio.priors.sampling import ddim, sample
 
 TRange = Union[Tuple[float, float], Tensor]
-
-
-@torch.no_grad()
-def ddim_denoise(
-    prior: DiffusionPrior,
-    x_t: Tensor,
-    t_start: Tensor,
-    cond: Condition,
-    uncond: Optional[Condition],
-    guidance_scale: float,
-    num_steps: int,
-) -> Tensor:
-    """Deterministic DDIM (Song et al. 2021, Eq. 12 with sigma = 0) from ``x_t`` at per-sample
-    timesteps ``t_start`` [N] to x_0, in ``num_steps`` evenly spaced steps, with CFG:
-    x_{t'} = a_{t'} x0_hat + s_{t'} eps_hat; the last step returns x0_hat."""
-    x = x_t
-    for k in range(num_steps):
-        t = (t_start.float() * (1.0 - k / num_steps)).round().long()
-        out = guided_output(prior, x, t, cond, uncond, guidance_scale)
-        x0, eps = prior.to_x0(x, t, out), prior.to_eps(x, t, out)
-        if k == num_steps - 1:
-            return x0
-        x = prior.add_noise(x0, eps, (t_start.float() * (1.0 - (k + 1) / num_steps)).round().long())
-    return x
-
-
-@torch.no_grad()
-def sample(
-    prior: DiffusionPrior,
-    n: int,
-    cond: Condition,
-    uncond: Optional[Condition] = None,
-    guidance_scale: float = 7.5,
-    num_steps: int = 25,
-    generator: Optional[torch.Generator] = None,
-) -> Tensor:
-    """``n`` model-space samples [n,C,h,w] of ``prior`` by DDIM from pure noise at t = T-1."""
-    device = prior.alphas_cumprod.device
-    x = torch.randn((n, *prior.latent_shape), generator=generator).to(device)
-    t = torch.full((n,), prior.num_train_timesteps - 1, dtype=torch.long, device=device)
-    return ddim_denoise(prior, x, t, cond, uncond, guidance_scale, num_steps)
 
 
 def view_dependent_t_range(azimuth_deg: Tensor, t_min: float, t_max: float) -> Tensor:
@@ -110,7 +70,7 @@ def augment_views(
 ) -> Tensor:
     """SDEdit-style augmentation: each of the ``images`` [N,3,H,W] in [0,1] is noised to a t' drawn
     uniformly from ``t_range`` (fractions of T; a pair, or per view [N, 2]) and denoised back by
-    ``ddim_denoise`` with CFG on ``cond`` (batch 1 or N; ``uncond`` default
+    ``studio.priors.sampling.ddim`` with CFG on ``cond`` (batch 1 or N; ``uncond`` default
     ``prior.unconditional(cond)``). Returns [N,3,S,S] in [0,1] at the prior's resolution S, or
     model-space latents in and out with ``as_latents``."""
     x = model_latents(prior, images, as_latents)
@@ -121,7 +81,7 @@ def augment_views(
     if uncond is None and guidance_scale != 1.0:
         uncond = prior.unconditional(cond)
     eps = torch.randn(x.shape, generator=generator).to(x)
-    out = ddim_denoise(prior, prior.add_noise(x, eps, t_start), t_start, cond, uncond, guidance_scale, num_steps)
+    out = ddim(prior, prior.add_noise(x, eps, t_start), t_start, cond, uncond, guidance_scale, num_steps)
     return out if as_latents else prior.decode(out)
 
 
@@ -167,7 +127,7 @@ def finetune(
     use_prior = prior_preservation_weight > 0.0
     if use_prior:
         if class_images is None:
-            raise ValueError("prior preservation needs class_images (e.g. bsd.sample of the frozen prior)")
+            raise ValueError("prior preservation needs class_images (e.g. studio.priors.sampling.sample of the frozen prior)")
         xc = model_latents(bootstrapped, class_images, as_latents).detach()
         class_cond = (class_cond if class_cond is not None else cond.index(slice(0, 1))).expand(xc.shape[0])
     params = [p for p in bootstrapped.trainable_parameters() if p.requires_grad]

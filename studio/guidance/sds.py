@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from studio.guidance.schedules import StepValue, TimestepSchedule, UniformTimesteps, step_value
 from studio.priors.base import Condition, DiffusionPrior, freeze
+from studio.priors.sampling import guided_output
 
 Weighting = Literal["sds", "uniform", "fantasia3d"]
 
@@ -47,22 +48,6 @@ def sds_weight(abar: Tensor, weighting: Weighting = "sds") -> Tensor:
     if weighting == "fantasia3d":
         return abar.sqrt() * (1.0 - abar)
     raise ValueError(f"unknown weighting {weighting!r}")
-
-
-def guided_output(
-    prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Condition, uncond: Optional[Condition], guidance_scale: float
-) -> Tensor:
-    """The prior's output (in its ``prediction_type``) with classifier-free guidance,
-    out_u + s (out_c - out_u), both branches in one batched ``predict``. Every conversion
-    ``to_eps``/``to_x0`` is affine in the output with weights summing to one, so the guided output
-    converts to exactly eps_u + s (eps_c - eps_u). ``uncond=None`` or s = 1: the conditional
-    output alone."""
-    B = x_t.shape[0]
-    if uncond is None or guidance_scale == 1.0:
-        return prior.predict(x_t, t, cond.expand(B))
-    out = prior.predict(torch.cat([x_t, x_t]), torch.cat([t, t]), Condition.cat([cond, uncond], [B, B]))
-    out_c, out_u = out.chunk(2)
-    return out_u + guidance_scale * (out_c - out_u)
 
 
 def model_latents(prior: DiffusionPrior, images: Tensor, as_latents: bool = False) -> Tensor:

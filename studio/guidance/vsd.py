@@ -29,8 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from studio.guidance.schedules import StepValue, TimestepSchedule, UniformTimesteps
-from studio.guidance.sds import Weighting, clip_gradient, guided_output, model_latents, sds_weight, surrogate_loss
+from studio.guidance.sds import Weighting, clip_gradient, model_latents, sds_weight, surrogate_loss
 from studio.priors.base import Condition, DiffusionPrior, freeze
+from studio.priors.sampling import guided_output
 
 
 def with_camera(cond: Condition, batch: int, camera: Optional[Tensor]) -> Condition:

@@ -412,38 +412,3 @@ def load_toy_prior(path: Union[str, Path], device: Union[str, torch.device] = "c
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     prior.load_state_dict(state)
     return prior.to(device).eval()
-
-
-# ---- sampling ---------------------------------------------------------------------------------
-
-@torch.no_grad()
-def ddim_sample(prior: DiffusionPrior, cond: Condition, n: int, steps: int = 50, guidance: float = 3.0,
-                generator: Optional[torch.Generator] = None, eta: float = 0.0, x_T: Optional[Tensor] = None) -> Tensor:
-    """DDIM (Song et al. 2021) samples ``[n, 3, H, W]`` in [0, 1] with classifier-free guidance
-    ``eps_u + s (eps_c - eps_u)`` (diffusers' convention; ``guidance <= 1`` runs the conditional
-    branch only). Deterministic for ``eta = 0`` given ``generator`` (or ``x_T``)."""
-    device = prior.alphas_cumprod.device
-    T = prior.num_train_timesteps
-    ts = torch.linspace(T - 1, 0, steps, device=device).round().long()
-    x = x_T.to(device) if x_T is not None else torch.randn((n, *prior.latent_shape), generator=generator).to(device)
-    cond = cond.expand(n) if cond.batch_size == 1 else cond
-    use_cfg = guidance > 1.0
-    both = Condition.cat([cond, prior.unconditional(cond)], [n, n]) if use_cfg else cond
-    abar = prior.alphas_cumprod
-    for i, t in enumerate(ts):
-        tb = t.expand(n)
-        if use_cfg:
-            out = prior.predict(torch.cat([x, x]), torch.cat([tb, tb]), both)
-            eps_c, eps_u = prior.to_eps(torch.cat([x, x]), torch.cat([tb, tb]), out).chunk(2)
-            eps = eps_u + guidance * (eps_c - eps_u)
-        else:
-            eps = prior.to_eps(x, tb, prior.predict(x, tb, both))
-        a_t = abar[t]
-        x0 = ((x - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-1, 1)
-        eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # consistent with the clamped x0
-        a_prev = abar[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0, device=device)
-        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
-        x = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp(min=0).sqrt() * eps
-        if eta > 0 and i + 1 < len(ts):
-            x = x + sigma * torch.randn(x.shape, generator=generator).to(device)
-    return prior.decode(x)
