@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import trimesh
 
 from studio.cameras.sampling import OrbitSampler, OrbitViews, orbit_c2w, relative_pose
 from studio.data.single_image import load_reference
@@ -92,15 +93,33 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([NS_TRAIN, *args, "--vis", "tensorboard"], capture_output=True, text=True, env=env, timeout=900)
 
 
-@pytest.mark.parametrize("guidance", ["sds", "vsd"])
-def test_sds_trains_and_keeps_frozen_priors_out_of_checkpoints(tmp_path: Path, guidance: str):
+@pytest.mark.parametrize("guidance,representation", [("sds", "gaussians"), ("vsd", "gaussians"), ("sds", "nerf")])
+def test_sds_trains_and_keeps_frozen_priors_out_of_checkpoints(tmp_path: Path, guidance: str, representation: str):
     t2i, _ = _tiny_priors(tmp_path)
     result = _run("sds", "--prompt", "a matte red cone", "--pipeline.model.prior", str(t2i),
-                  "--pipeline.model.guidance", guidance, "--max-num-iterations", "6", "--output-dir", str(tmp_path / "runs"))
+                  "--pipeline.model.guidance", guidance, "--pipeline.model.representation", representation,
+                  "--max-num-iterations", "6", "--output-dir", str(tmp_path / "runs"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ckpt = next((tmp_path / "runs").glob("unnamed/sds/*/nerfstudio_models/*.ckpt"))
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["pipeline"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    if representation == "nerf":  # the field is saved with the optimiser state of its own group
+        assert any(k.startswith("_model.field.encoding") for k in state)
+        optimizers = torch.load(ckpt, map_location="cpu", weights_only=True)["optimizers"]
+        assert set(optimizers) == {"nerf"} and optimizers["nerf"]["state"]
+        config = ckpt.parent.parent / "config.yml"
+        studio = str(Path(NS_TRAIN).with_name("studio"))
+        out = subprocess.run([studio, "export", "gaussians", "--load-config", str(config), "--output", str(tmp_path / "g.ply")],
+                             capture_output=True, text=True)
+        assert out.returncode != 0 and "is a NeRF" in out.stderr + out.stdout and not (tmp_path / "g.ply").exists()
+        # after 6 steps the field is still about its blob 10 (1 - |x| / 0.5): density 5 at |x| ~ 0.25
+        out = subprocess.run([studio, "export", "mesh", "--load-config", str(config), "--output", str(tmp_path / "m.ply"),
+                              "--resolution", "48", "--density-level", "5"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        mesh = trimesh.load(tmp_path / "m.ply")
+        radius = np.linalg.norm(mesh.vertices, axis=1)
+        assert len(mesh.faces) > 100 and 0.15 < radius.mean() < 0.35 and radius.std() < 0.05
+        assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
     prior_keys = [k for k in state if "guidance" in k]
     if guidance == "sds":
         assert prior_keys == []  # the frozen teacher is not copied into the run

@@ -2,7 +2,8 @@
 
 ``ns-train sds --prompt "a matte blue capsule"`` (Nerfstudio's ``--prompt`` alias sets
 ``--pipeline.model.prompt``). Optimiser settings are DreamGaussian's (Tang et al. 2024): means
-1.6e-3 -> 1.6e-5, colour 1e-2, opacity 5e-2, scales 5e-3, rotations 5e-3; the VSD fake score
+1.6e-3 -> 1.6e-5, colour 1e-2, opacity 5e-2, scales 5e-3, rotations 5e-3; the NeRF option
+(group ``nerf``: hash grid and MLP) 1e-2, threestudio's rate for its implicit volume; the VSD fake score
 (group ``guidance``) trains with Adam at 1e-3 (ProlificDreamer's LoRA rate is 1e-4 for SD; the
 small embedded prior tolerates more).
 """
@@ -34,7 +35,7 @@ sds = MethodSpecification(
         method_name="sds",
         mixed_precision=False,
         pipeline=VanillaPipelineConfig(datamanager=OrbitDataManagerConfig(), model=SDSModelConfig()),
-        optimizers={**GENERATION_OPTIMIZERS, "guidance": adam(1e-3)},
+        optimizers={**GENERATION_OPTIMIZERS, "nerf": adam(1e-2), "guidance": adam(1e-3)},
         machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         viewer=ViewerConfig(websocket_host="127.0.0.1", quit_on_train_completion=True, num_rays_per_chunk=1 << 15),
         vis="viewer",

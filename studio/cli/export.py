@@ -37,7 +37,8 @@ class ExportGaussians:
 
 @dataclass
 class ExportMesh:
-    """Extract a vertex-coloured mesh (TSDF fusion of rendered depth, or an opacity level set) and write .glb/.obj/.ply."""
+    """Extract a vertex-coloured mesh (TSDF fusion of rendered depth, or an opacity level set; a NeRF
+    run's density level set) and write .glb/.obj/.ply."""
 
     output: Path
     """Output mesh file: .glb, .obj or .ply."""
@@ -57,7 +58,8 @@ class ExportMesh:
     """tsdf (captured scenes) or density: a level set of the Gaussians' opacity field (generated objects,
     whose semi-transparent edges depth fusion drops)."""
     density_level: Optional[float] = None
-    """Opacity-field level for --method density (default: chosen by silhouette agreement with the renders)."""
+    """Opacity-field level for --method density (default: chosen by silhouette agreement with the
+    renders); for a NeRF run, the density of its surface (default: chosen by silhouettes the same way)."""
     device: Optional[str] = None
     """Torch device (default: cuda when available, else cpu)."""
     backend: Literal["auto", "torch", "studio", "gsplat"] = "auto"
@@ -71,26 +73,40 @@ class ExportMesh:
             raise StudioInputError("Give exactly one of --load-config (a run's config.yml) or --input (a Gaussian .ply).")
         if self.output.suffix.lower() not in MESH_FORMATS:
             raise StudioInputError(f"--output {self.output} must end in one of {', '.join(MESH_FORMATS)}.")
-        device = self.device or _default_device()
-        if self.input is not None:
-            gaussians = load_gaussians_ply(self.input).to(device)
-        else:
-            from studio.io.runs import load_gaussians_from_config
+        from studio.io.runs import is_nerf_run, load_gaussians_from_config
 
-            gaussians = load_gaussians_from_config(self.load_config, device=device)
-        mesh = extract_mesh(
-            gaussians,
-            resolution=self.resolution,
-            n_views=self.n_views,
-            image_size=self.image_size,
-            min_component_fraction=self.min_component_fraction,
-            backend=self.backend,
-            device=device,
-            method=self.method,
-            density_level=self.density_level,
-        )
+        device = self.device or _default_device()
+        if self.load_config is not None and is_nerf_run(self.load_config):
+            mesh = self._nerf_mesh(device)
+        else:
+            if self.input is not None:
+                gaussians = load_gaussians_ply(self.input).to(device)
+            else:
+                gaussians = load_gaussians_from_config(self.load_config, device=device)
+            mesh = extract_mesh(
+                gaussians,
+                resolution=self.resolution,
+                n_views=self.n_views,
+                image_size=self.image_size,
+                min_component_fraction=self.min_component_fraction,
+                backend=self.backend,
+                device=device,
+                method=self.method,
+                density_level=self.density_level,
+            )
         save_mesh(self.output, mesh)
         print(f"Wrote {self.output}: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces.")
+
+    def _nerf_mesh(self, device: str):
+        """A NeRF run's density level set (``studio.nerf.mesh``) in the input world."""
+        from studio.io.runs import load_nerf_from_config
+        from studio.nerf.mesh import field_mesh
+
+        field, (transform, scale) = load_nerf_from_config(self.load_config, device=device)
+        mesh = field_mesh(field, resolution=self.resolution, level=self.density_level)
+        rotation, translation = transform[:, :3].double().numpy(), transform[:, 3].double().numpy()
+        mesh.vertices = (mesh.vertices / scale - translation) @ rotation  # x = R^T (x_dp / s - t)
+        return mesh
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Text-to-3D by score distillation on Gaussians (DreamFusion's SDS, or ProlificDreamer's VSD).
+"""Text-to-3D by score distillation on Gaussians or a NeRF (DreamFusion's SDS, or ProlificDreamer's VSD).
 
 Every step renders ``views_per_batch`` random orbit views (``studio.engine.orbit_datamanager``)
 and applies one guidance from ``studio.guidance`` with a text prior from ``studio.priors``
@@ -8,6 +8,10 @@ and applies one guidance from ``studio.guidance`` with a text prior from ``studi
 * ``vsd``: the same with ``eps_cfg - eps_fake`` and the fake score's own denoising loss
   (ProlificDreamer Eq. 7-8); the fake score is a trainable copy of the prior conditioned on the
   camera (``studio.cameras.sampling.camera_vector``) and trained by the ``guidance`` optimizer.
+
+The scene is Gaussians (default, DreamGaussian's settings, with densification) or, with
+``--pipeline.model.representation nerf``, a hash-grid radiance field volume-rendered at the same
+views (``studio.nerf``; DreamFusion and ProlificDreamer distil NeRFs; optimiser group ``nerf``).
 
 View-dependent prompting (DreamFusion Sec. 3.2) appends ", front view" etc. per camera; it is
 off for the embedded prior (ToyWorld captions have no view words) and on for real priors.
@@ -22,9 +26,13 @@ import torch
 from torch import Tensor
 from torch.nn import Parameter
 
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+
 from studio.cameras.sampling import OrbitViews, camera_vector
 from studio.engine.generation_model import GenerationModel, GenerationModelConfig
 from studio.guidance import SDS, VSD, UniformTimesteps, ViewPrompting
+from studio.nerf import HashGridField, HashGridFieldConfig, render_cameras
 from studio.priors.base import Condition
 
 
@@ -56,6 +64,10 @@ class SDSModelConfig(GenerationModelConfig):
     """Append view words to the prompt (default: on for real priors, off for toy ones)."""
     opacity_weight: float = 0.0
     """Weight of a binary-entropy opacity regulariser on the rendered alpha (0: off)."""
+    representation: Literal["gaussians", "nerf"] = "gaussians"
+    """The optimised scene: Gaussians, or a NeRF (hash-grid field + volume rendering, ``studio.nerf``)."""
+    nerf: HashGridFieldConfig = field(default_factory=HashGridFieldConfig)
+    """The NeRF's field and sampling (``--pipeline.model.nerf.*``; used with ``representation nerf``)."""
 
 
 class SDSModel(GenerationModel):
@@ -77,6 +89,7 @@ class SDSModel(GenerationModel):
             self.guidance = SDS(prior, guidance_scale=float(cfg.guidance_scale or 100.0), weighting=cfg.weighting, schedule=schedule)
         self.view_prompting = ViewPrompting() if self._view_dependent(self.prior_name) else None
         self._cond_cache: Dict[str, Condition] = {}
+        self.field = HashGridField(cfg.nerf) if cfg.representation == "nerf" else None
 
     def _t_max(self):
         cfg = self.config
@@ -106,8 +119,29 @@ class SDSModel(GenerationModel):
         cond = Condition.cat(conds, [1] * len(conds))
         return cond, self._condition(cfg.negative_prompt)
 
+    def render_any(self, cameras: Cameras) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        if self.field is None:
+            return super().render_any(cameras)
+        bg = self.background()
+        cfg = self.config.nerf
+        rgb, alpha, depth = render_cameras(self.field, cameras.to(self.device), cfg.radius, cfg.samples_per_ray, bg,
+                                           perturb=self.training)
+        return rgb.clamp(0.0, 1.0), alpha, depth, bg
+
+    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        if self.field is None:
+            return super().get_training_callbacks(attrs)
+
+        def before(step: int) -> None:  # a NeRF has no densification
+            self.step = step
+
+        return [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], before)]
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        return super().get_metrics_dict(outputs, batch) if self.field is None else {}
+
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
-        groups = super().get_param_groups()
+        groups = super().get_param_groups() if self.field is None else {"nerf": list(self.field.parameters())}
         if isinstance(self.guidance, VSD):
             groups["guidance"] = self.guidance.trainable_parameters()
         return groups

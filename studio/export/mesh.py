@@ -103,7 +103,7 @@ def extract_mesh(
     dims = tuple(int(d) for d in torch.ceil((hi - lo) / voxel).long() + 1)
     trunc = truncation_voxels * voxel
 
-    viewmats, K = _views(lo, hi, n_views, image_size, fov_deg)
+    viewmats, K = views_around(lo, hi, n_views, image_size, fov_deg)
     viewmats, K = viewmats.to(g.means.device), K.to(g.means.device)
     color, depth, conf, solid = _render(g, viewmats, K, image_size, views_per_batch, backend)
 
@@ -111,7 +111,7 @@ def extract_mesh(
         field = opacity_field(g, lo, voxel, dims)
         mask = torch.ones(dims, dtype=torch.bool, device=lo.device)
         if density_level is None:
-            density_level = _best_level(field, mask, lo, voxel, solid, viewmats, K, image_size)
+            density_level = best_level(field, mask, lo, voxel, solid, viewmats, K, image_size)
         volume = density_level - field  # positive outside, as the TSDF
     else:
         band = _surface_band(depth, conf, viewmats, K, lo, voxel, dims, math.ceil(truncation_voxels))
@@ -124,7 +124,7 @@ def extract_mesh(
         volume[idx[:, 0], idx[:, 1], idx[:, 2]] = tsdf[observed]
         mask[idx[:, 0], idx[:, 1], idx[:, 2]] = True
 
-    mesh = _marching_cubes(volume.cpu().numpy(), mask.cpu(), lo.cpu().numpy(), voxel)
+    mesh = level_set_mesh(volume.cpu().numpy(), mask.cpu(), lo.cpu().numpy(), voxel)
     mesh = _drop_small_components(mesh, min_component_fraction)
     verts = torch.as_tensor(mesh.vertices, dtype=torch.float32, device=lo.device)
     rgb = _vertex_colors(verts, color, depth, conf, viewmats, K, trunc)
@@ -165,7 +165,7 @@ def save_mesh(path: str | os.PathLike, mesh: trimesh.Trimesh) -> None:
         mesh.export(str(tmp), file_type=suffix[1:])
 
 
-def _views(lo: Tensor, hi: Tensor, n_views: int, image_size: int, fov_deg: float) -> tuple[Tensor, Tensor]:
+def views_around(lo: Tensor, hi: Tensor, n_views: int, image_size: int, fov_deg: float) -> tuple[Tensor, Tensor]:
     """Cameras around the bounds: viewmats [C,4,4] (OpenCV world-to-camera) and Ks [C,3,3].
 
     Rings at the centres of ``R ~ sqrt(n/2)`` equal-area latitude bands about +z, each holding a
@@ -274,7 +274,7 @@ def _fuse(points: Tensor, depth: Tensor, conf: Tensor, viewmats: Tensor, K: Tens
     return tsdf_sum / weight.clamp_min(1e-12), weight
 
 
-def _marching_cubes(volume: np.ndarray, observed: Tensor, origin: np.ndarray, voxel: float) -> trimesh.Trimesh:
+def level_set_mesh(volume: np.ndarray, observed: Tensor, origin: np.ndarray, voxel: float) -> trimesh.Trimesh:
     """Zero level set of ``volume`` [X,Y,Z] (voxel (i,j,k) at ``origin + voxel * (i,j,k)``), keeping
     only the triangles whose cube has all eight corners ``observed``."""
     if not (volume.min() < 0.0 < volume.max()):
@@ -291,17 +291,17 @@ def _marching_cubes(volume: np.ndarray, observed: Tensor, origin: np.ndarray, vo
     return mesh
 
 
-def _best_level(field: Tensor, mask: Tensor, lo: Tensor, voxel: float, solid: Tensor, viewmats: Tensor, K: Tensor,
-                size: int) -> float:
-    """The level of ``DENSITY_LEVELS`` whose mesh's silhouettes have the highest mean IoU with
-    ``solid`` [C,H,W] (the rendered views' alpha >= 0.5 pixels)."""
+def best_level(field: Tensor, mask: Tensor, lo: Tensor, voxel: float, solid: Tensor, viewmats: Tensor, K: Tensor,
+               size: int, levels: tuple[float, ...] = DENSITY_LEVELS) -> float:
+    """The one of ``levels`` whose level set of ``field`` has silhouettes with the highest mean IoU
+    with ``solid`` [C,H,W] (the rendered views' alpha >= 0.5 pixels)."""
     from studio.mesh.render import render_mesh
 
-    best, best_iou = DENSITY_LEVELS[0], -1.0
-    for level in DENSITY_LEVELS:
+    best, best_iou = levels[0], -1.0
+    for level in levels:
         if not float(field.min()) < level < float(field.max()):
             continue
-        mesh = _marching_cubes((level - field).cpu().numpy(), mask.cpu(), lo.cpu().numpy(), voxel)
+        mesh = level_set_mesh((level - field).cpu().numpy(), mask.cpu(), lo.cpu().numpy(), voxel)
         verts = torch.as_tensor(mesh.vertices, dtype=torch.float32, device=field.device)
         faces = torch.as_tensor(mesh.faces, dtype=torch.long, device=field.device)
         alpha = render_mesh(verts, faces, viewmats, K, size, size)["alpha"][..., 0] > 0.5

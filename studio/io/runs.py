@@ -43,6 +43,12 @@ def dataparser_transform(config_path: Path) -> tuple[torch.Tensor, float]:
     return torch.tensor(data["transform"], dtype=torch.float32), float(data["scale"])
 
 
+def is_nerf_run(config_path: Path) -> bool:
+    """Whether the run optimised a NeRF (``sds --pipeline.model.representation nerf``), not Gaussians."""
+    model = load_trainer_config(Path(config_path)).pipeline.model  # refuses unsafe or foreign configs
+    return getattr(model, "representation", "gaussians") == "nerf"
+
+
 def load_gaussians_from_config(config_path: Path, device: str = "cpu"):
     """The trained Gaussians of a run, in the input data's world coordinates.
 
@@ -52,7 +58,9 @@ def load_gaussians_from_config(config_path: Path, device: str = "cpu"):
     from studio.gaussians.trainable import PARAM_NAMES, TrainableGaussians
 
     config_path = Path(config_path)
-    load_trainer_config(config_path)  # refuses unsafe or foreign configs
+    if is_nerf_run(config_path):
+        raise StudioInputError(f"run {config_path.parent} is a NeRF, not Gaussians: `studio export mesh --load-config` "
+                               "extracts its surface.")
     state = load_checkpoint(latest_checkpoint(config_path))["pipeline"]
     params = {name: state.get(GAUSSIAN_PREFIX + name) for name in PARAM_NAMES}
     missing = [name for name, value in params.items() if value is None]
@@ -61,3 +69,20 @@ def load_gaussians_from_config(config_path: Path, device: str = "cpu"):
     gaussians = TrainableGaussians(params).activated().detach()
     transform, scale = dataparser_transform(config_path)
     return dataparser_to_world(gaussians, transform, scale).to(device)
+
+
+def load_nerf_from_config(config_path: Path, device: str = "cpu"):
+    """The trained field (``studio.nerf.HashGridField``, eval mode) of a NeRF run and the run's
+    (dataparser transform [3,4], scale) to map its points back to the input world."""
+    from studio.nerf import HashGridField
+
+    config_path = Path(config_path)
+    model = load_trainer_config(config_path).pipeline.model
+    prefix = "_model.field."
+    state = {k[len(prefix):]: v for k, v in load_checkpoint(latest_checkpoint(config_path))["pipeline"].items() if k.startswith(prefix)}
+    field = HashGridField(model.nerf)
+    try:
+        field.load_state_dict(state)
+    except RuntimeError:
+        raise StudioInputError(f"run {config_path.parent} holds no NeRF matching its config.") from None
+    return field.to(device).eval(), dataparser_transform(config_path)
