@@ -3,8 +3,11 @@ and backward (to the clip-space vertices and the attributes).
 
 CPU: ``studio`` (cuda/ C++ kernels) against ``torch`` (the readable reference) on a displaced
 torus of 50k triangles (default) seen at 256x256 through ``clip_from_opencv``, RGB vertex
-colours, loss = random weighting of colour and depth: one warm-up, then the best of a few
-repeats (the two backends interleaved, so both see the same machine load), the ratio torch/studio, and the parity (forward: number of differing pixels/values,
+colours; the backward takes random weights of colour and depth as the output gradients (the
+gradient of their weighted sum, without timing a loss's own operations): one warm-up, then the best of a few
+repeats (the two backends interleaved, so both see the same machine load), the ratio torch/studio of
+the best times and, in brackets, the median ratio of back-to-back repeats (``_timing.paired_ratio``:
+steadier where the machine's speed drifts), and the parity (forward: number of differing pixels/values,
 gradients: worst ||ga-gb||/||gb||). With CUDA it also times the studio CUDA kernels against the torch
 reference on the GPU (both checked against the studio CPU results).
 
@@ -18,7 +21,7 @@ import math
 import time
 
 import torch
-from _timing import best_of
+from _timing import best_of, interleaved, paired_ratio
 
 from studio.cameras import clip_from_opencv, intrinsics_from_fov, look_at
 from studio.mesh import interpolate, rasterize
@@ -71,7 +74,7 @@ def render_step(verts_clip, faces, colors, resolution, backend, device):
         img = interpolate(c, bary, tri_id, f, backend=backend)
         sync()
         t1 = time.perf_counter()
-        ((img * w_img).sum() + (depth * w_depth).sum()).backward()
+        torch.autograd.backward((img, depth), (w_img, w_depth))  # = d/d(inputs) of sum(w_img img) + sum(w_depth depth)
         sync()
         t2 = time.perf_counter()
         outs = tuple(t.detach().cpu() for t in (bary, tri_id, depth, img))
@@ -102,13 +105,14 @@ def main() -> None:
         n, res = (int(x) for x in spec.split("x"))
         verts_clip, faces, colors = make_scene(n, res)
         label = f"{faces.shape[0] / 1000:.0f}k tris @ {res}x{res}"
-        (f_t, b_t, o_t, g_t), (f_s, b_s, o_s, g_s) = best_of(
+        ((f_t, b_t, o_t, g_t), tot_t), ((f_s, b_s, o_s, g_s), tot_s) = interleaved(
             (render_step(verts_clip, faces, colors, res, "torch", "cpu"), args.torch_repeats),
             (render_step(verts_clip, faces, colors, res, "studio", "cpu"), args.repeats),
         )
         cover = float((o_t[1] >= 0).float().mean())
         rows.append((label, "torch", "cpu", f_t, b_t, "", f"coverage {cover:.2f}"))
-        rows.append((label, "studio", "cpu", f_s, b_s, f"{(f_t + b_t) / (f_s + b_s):.1f}x", parity(o_s, g_s, o_t, g_t)))
+        speedup = f"{(f_t + b_t) / (f_s + b_s):.1f}x (paired {paired_ratio(tot_t, tot_s):.1f}x)"
+        rows.append((label, "studio", "cpu", f_s, b_s, speedup, parity(o_s, g_s, o_t, g_t)))
         if has_cuda:
             (f_tc, b_tc, o_tc, g_tc), (f_c, b_c, o_c, g_c) = best_of(
                 (render_step(verts_clip, faces, colors, res, "torch", "cuda"), args.repeats),

@@ -1,8 +1,9 @@
 // CPU kernels of the triangle rasterizer (see mesh_rasterize.h for the maths and shapes).
 //
-// Forward, in two passes over at::parallel_for workers:
+// Forward, after one parallel pass over vertices (pixel-space bounds records), faces (index
+// check) and pixels (empty keys), in two passes over at::parallel_for workers:
 // 1. per (image, triangle), in chunks pulled from a shared counter: culling and a conservative
-//    pixel rectangle from per-vertex NDC bounds; small triangles (most of a dense mesh) test
+//    pixel rectangle, both axes at once from the minimum of its vertices' records; small triangles (most of a dense mesh) test
 //    their candidate pixels at once, kLanes columns at a time with vector arithmetic, and keep the
 //    smallest 64-bit (depth, id) key per pixel with an atomic minimum;
 // 2. per pixel, the winner's (u, v, depth) is recomputed with triangle_sample; when there are
@@ -48,6 +49,9 @@ struct LaneLayout {
 };
 constexpr LaneLayout kLayouts[kLanes] = {
     {{0, 1, 2, 3}, {0, 0, 0, 0}}, {{0, 0, 1, 1}, {0, 1, 0, 1}}, {{0, 0, 0, 1}, {0, 1, 2, 0}}, {{0, 0, 0, 0}, {0, 1, 2, 3}}};
+
+typedef float Float4 __attribute__((vector_size(16)));
+typedef int32_t Int4 __attribute__((vector_size(16)));
 
 struct Rect {
   int32_t j0, j1, i0, i1;  // inclusive pixel columns and rows
@@ -161,33 +165,44 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
   for (int64_t j = 0; j < W + kLanes; ++j) px[j] = pixel_ndc(j, W);
   for (int64_t i = 0; i < H; ++i) py[i] = pixel_ndc(i, H);
 
-  // per vertex: NDC position (for the bounds only: the pixel range's 0.01 px margin absorbs its
-  // rounding) and whether it can be drawn (finite, w > 0); per pixel: the minimum key so far
-  thread_local std::vector<float> ndc_store;
+  // per vertex: whether it can be drawn (finite, w > 0) and its pixel-space bounds record
+  // (sx, sy, -sx, -sy) with s = (ndc + 1) size / 2 (for the rectangles only: the 0.01 px margin of
+  // pixel_range absorbs its rounding; the minimum of three records holds a triangle's bounds);
+  // per pixel: the minimum key so far
+  thread_local std::vector<Float4> bounds_store;
   thread_local std::vector<uint8_t> drawable_store;
   thread_local std::vector<int64_t> keys_store;
-  Scratch<float> ndc(ndc_store, B * V * 2);
+  Scratch<Float4> bounds(bounds_store, B * V);
   Scratch<uint8_t> drawable(drawable_store, B * V);
   Scratch<int64_t> keys(keys_store, B * H * W);
-  // (one parallel region for both: waking the workers costs more than the work)
-  const int64_t v_blocks = (B * V + 4095) / 4096, k_blocks = (B * H * W + 16383) / 16384;
-  at::parallel_for(0, v_blocks + k_blocks, 1, [&](int64_t begin, int64_t end) {
+  // (one parallel region for vertices, faces and keys: waking the workers costs more than the work)
+  const float half_w = 0.5f * static_cast<float>(W), half_h = 0.5f * static_cast<float>(H);
+  const int64_t v_blocks = (B * V + 4095) / 4096, f_blocks = (3 * F + 16383) / 16384;
+  const int64_t k_blocks = (B * H * W + 16383) / 16384;
+  std::atomic<bool> bad_index{false};
+  at::parallel_for(0, v_blocks + f_blocks + k_blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t blk = begin; blk < end; ++blk) {
-      if (blk >= v_blocks) {
-        const int64_t k0 = (blk - v_blocks) * 16384, k1 = std::min(B * H * W, k0 + 16384);
+      if (blk >= v_blocks + f_blocks) {
+        const int64_t k0 = (blk - v_blocks - f_blocks) * 16384, k1 = std::min(B * H * W, k0 + 16384);
         std::fill(keys.data() + k0, keys.data() + k1, kEmptyKey);
-        continue;
-      }
-      for (int64_t v = blk * 4096; v < std::min(B * V, (blk + 1) * 4096); ++v) {
-        const float* p = vp + 4 * v;
-        const bool finite = std::isfinite(p[0]) & std::isfinite(p[1]) & std::isfinite(p[2]) & std::isfinite(p[3]);
-        drawable[v] = finite & (p[3] > 0.f);
-        const float inv_w = 1.0f / p[3];
-        ndc[2 * v] = p[0] * inv_w;
-        ndc[2 * v + 1] = p[1] * inv_w;
+      } else if (blk >= v_blocks) {
+        const int64_t e0 = (blk - v_blocks) * 16384, e1 = std::min(3 * F, e0 + 16384);
+        bool bad = false;
+        for (int64_t e = e0; e < e1; ++e) bad |= static_cast<uint32_t>(fp[e]) >= static_cast<uint64_t>(V);
+        if (bad) bad_index = true;
+      } else {
+        for (int64_t v = blk * 4096; v < std::min(B * V, (blk + 1) * 4096); ++v) {
+          const float* p = vp + 4 * v;
+          const bool finite = std::isfinite(p[0]) & std::isfinite(p[1]) & std::isfinite(p[2]) & std::isfinite(p[3]);
+          drawable[v] = finite & (p[3] > 0.f);
+          const float inv_w = 1.0f / p[3];
+          const float sx = (p[0] * inv_w + 1.0f) * half_w, sy = (p[1] * inv_w + 1.0f) * half_h;
+          bounds[v] = Float4{sx, sy, -sx, -sy};
+        }
       }
     }
   });
+  TORCH_CHECK(!bad_index, "faces index a vertex out of range");
 
   // triangle_sample over rows [i_lo, i_hi] x columns [r.j0, r.j1] of triangle f, kLanes
   // candidate pixels at a time with the same operations lane-wise; `update(slot, key, u, v, d)` keeps
@@ -257,8 +272,11 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
   const int64_t BF = B * F;
   const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(8 * at::get_num_threads(), BF / 2048));
   std::vector<std::vector<std::pair<int64_t, Rect>>> large(n_chunks);
-  std::atomic<bool> bad_index{false};
   std::atomic<int64_t> next_chunk{0};
+  // pixel_range on both axes at once: lanes (lo x, lo y, hi x, hi y) of the pixel-space bounds
+  const Float4 sign{1.f, 1.f, -1.f, -1.f}, margin{0.51f, 0.51f, 0.49f, 0.49f};
+  const Float4 upper{static_cast<float>(W), static_cast<float>(H), static_cast<float>(W), static_cast<float>(H)};
+  const Int4 first_step{1, 1, 0, 0}, last_index{INT32_MAX, INT32_MAX, static_cast<int32_t>(W - 1), static_cast<int32_t>(H - 1)};
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
     for (int64_t c = next_chunk++; c < n_chunks; c = next_chunk++) {
       const int64_t bf0 = c * BF / n_chunks, bf1 = (c + 1) * BF / n_chunks;
@@ -266,30 +284,28 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
       for (int64_t bf = bf0; bf < bf1; ++bf, ++f) {
         if (f == F) f = 0, ++b;
         const int32_t* idx = fp + 3 * f;
-        if (!((idx[0] >= 0) & (idx[0] < V) & (idx[1] >= 0) & (idx[1] < V) & (idx[2] >= 0) & (idx[2] < V))) {
-          bad_index = true;
-          continue;
-        }
         const int64_t v0 = b * V + idx[0], v1 = b * V + idx[1], v2 = b * V + idx[2];
         if (!(drawable[v0] & drawable[v1] & drawable[v2])) continue;
-        const float *n0 = &ndc[2 * v0], *n1 = &ndc[2 * v1], *n2 = &ndc[2 * v2];
-        int64_t j0, j1, i0, i1;
-        pixel_range(std::min(std::min(n0[0], n1[0]), n2[0]), std::max(std::max(n0[0], n1[0]), n2[0]), W, j0, j1);
-        pixel_range(std::min(std::min(n0[1], n1[1]), n2[1]), std::max(std::max(n0[1], n1[1]), n2[1]), H, i0, i1);
-        if (j0 > j1 || i0 > i1) continue;
-        const Rect r{static_cast<int32_t>(j0), static_cast<int32_t>(j1), static_cast<int32_t>(i0),
-                     static_cast<int32_t>(i1)};
-        if ((j1 - j0 + 1) * (i1 - i0 + 1) > kSmallArea) {
+        const Float4 m01 = bounds[v0] < bounds[v1] ? bounds[v0] : bounds[v1];
+        Float4 x = (m01 < bounds[v2] ? m01 : bounds[v2]) * sign - margin;
+        x = x > -1.0f ? x : Float4{} - 1.0f;  // (also NaN)
+        x = x < upper ? x : upper;
+        Int4 n = __builtin_convertvector(x, Int4);  // floor: truncation, minus one below
+        n += __builtin_convertvector(n, Float4) > x;
+        n += first_step;
+        n = n < last_index ? n : last_index;
+        if (n[0] > n[2] || n[1] > n[3]) continue;
+        const Rect r{n[0], n[2], n[1], n[3]};
+        if ((r.j1 - r.j0 + 1) * (r.i1 - r.i0 + 1) > kSmallArea) {
           large[c].emplace_back(bf, r);
           continue;
         }
-        scan(std::false_type{}, b, static_cast<int32_t>(f), r, i0, i1, [&](int64_t slot, int64_t key, float, float, float) {
+        scan(std::false_type{}, b, static_cast<int32_t>(f), r, r.i0, r.i1, [&](int64_t slot, int64_t key, float, float, float) {
           atomic_min(&keys[slot], key);
         });
       }
     }
   });
-  TORCH_CHECK(!bad_index, "faces index a vertex out of range");
 
   auto bary = at::empty({B, H, W, 2}, verts.options());
   auto tri_id = at::empty({B, H, W}, verts.options().dtype(at::kInt));

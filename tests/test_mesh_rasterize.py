@@ -93,6 +93,25 @@ def test_ties_culling_and_depth_range(backend):
     assert torch.allclose(depth[covered], torch.tensor(0.2)) and (depth[~covered] == 0).all()
 
 
+
+@pytest.mark.parametrize("backend", ["torch", "studio"])
+def test_non_finite_vertices_cull_their_triangles(backend):
+    tri = torch.tensor([[-0.9, -0.9, 0.2, 1.0], [0.9, -0.9, 0.2, 1.0], [0.0, 0.9, 0.2, 1.0]])
+    nan_x, inf_w = tri.clone(), tri.clone()
+    nan_x[1, 0] = float("nan")
+    inf_w[2, 3] = float("inf")
+    verts = torch.cat([nan_x, inf_w, tri])[None]
+    faces = torch.arange(9).reshape(3, 3)
+    _, tri_id, _ = rasterize(verts, faces, 16, 16, backend=backend)
+    assert (tri_id >= 0).any() and (tri_id[tri_id >= 0] == 2).all()
+
+
+def test_studio_rejects_out_of_range_faces():
+    tri = torch.tensor([[[-0.9, -0.9, 0.2, 1.0], [0.9, -0.9, 0.2, 1.0], [0.0, 0.9, 0.2, 1.0]]])
+    for bad in (3, -1):
+        with pytest.raises(RuntimeError, match="out of range"):
+            rasterize(tri, torch.tensor([[0, 1, bad]]), 8, 8, backend="studio")
+
 def _camera(width=48, height=36):
     viewmat = look_at(torch.tensor([0.3, -2.5, 0.8]), torch.tensor([0.0, 0.1, 0.0]), torch.tensor([0.0, 0.0, 1.0]))
     K = intrinsics_from_fov(55.0, width, height)
