@@ -7,6 +7,7 @@ import torch
 
 from studio.cameras import intrinsics_from_fov, look_at
 from studio.export import dataparser_to_world, transform_gaussians
+from studio.export.transform import dataparser_points_to_world
 from studio.export.transform import rotate_sh, sh_rotation_matrices
 from studio.gaussians import Gaussians, eval_sh
 from studio.render import rasterize
@@ -106,6 +107,8 @@ def test_dataparser_to_world_inverts_the_nerfstudio_transform():
     torch.testing.assert_close(back.means, world.means)
     torch.testing.assert_close(back.scales, world.scales)
     torch.testing.assert_close(back.sh, world.sh)
+    points = dataparser_points_to_world(in_dataparser_frame.means, transform, s)  # a NeRF mesh's vertices
+    torch.testing.assert_close(points, world.means.double())
 
 
 def test_renders_agree_after_moving_scene_and_camera_together():

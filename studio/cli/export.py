@@ -73,18 +73,15 @@ class ExportMesh:
             raise StudioInputError("Give exactly one of --load-config (a run's config.yml) or --input (a Gaussian .ply).")
         if self.output.suffix.lower() not in MESH_FORMATS:
             raise StudioInputError(f"--output {self.output} must end in one of {', '.join(MESH_FORMATS)}.")
-        from studio.io.runs import is_nerf_run, load_gaussians_from_config
+        from studio.io.runs import NerfRun, load_run
 
         device = self.device or _default_device()
-        if self.load_config is not None and is_nerf_run(self.load_config):
-            mesh = self._nerf_mesh(device)
+        scene = load_gaussians_ply(self.input).to(device) if self.input is not None else load_run(self.load_config, device)
+        if isinstance(scene, NerfRun):
+            mesh = self._nerf_mesh(scene)
         else:
-            if self.input is not None:
-                gaussians = load_gaussians_ply(self.input).to(device)
-            else:
-                gaussians = load_gaussians_from_config(self.load_config, device=device)
             mesh = extract_mesh(
-                gaussians,
+                scene,
                 resolution=self.resolution,
                 n_views=self.n_views,
                 image_size=self.image_size,
@@ -97,15 +94,13 @@ class ExportMesh:
         save_mesh(self.output, mesh)
         print(f"Wrote {self.output}: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces.")
 
-    def _nerf_mesh(self, device: str):
+    def _nerf_mesh(self, run):
         """A NeRF run's density level set (``studio.nerf.mesh``) in the input world."""
-        from studio.io.runs import load_nerf_from_config
+        from studio.export.transform import dataparser_points_to_world
         from studio.nerf.mesh import field_mesh
 
-        field, (transform, scale) = load_nerf_from_config(self.load_config, device=device)
-        mesh = field_mesh(field, resolution=self.resolution, level=self.density_level)
-        rotation, translation = transform[:, :3].double().numpy(), transform[:, 3].double().numpy()
-        mesh.vertices = (mesh.vertices / scale - translation) @ rotation  # x = R^T (x_dp / s - t)
+        mesh = field_mesh(run.field, resolution=self.resolution, level=self.density_level)
+        mesh.vertices = dataparser_points_to_world(mesh.vertices, run.transform, run.scale).numpy()
         return mesh
 
 

@@ -92,18 +92,28 @@ def transform_gaussians(g: Gaussians, rotation: Tensor, translation: Tensor, sca
     )
 
 
-def dataparser_to_world(g: Gaussians, dataparser_transform: Tensor, dataparser_scale: float) -> Gaussians:
-    """Undo a Nerfstudio dataparser transform: Gaussians in the dataparser frame -> input world.
-
-    Nerfstudio maps world points into its training frame by ``x' = s (A x + b)`` with
-    ``[A | b] = dataparser_transform`` [3,4] (A a rotation) and ``s = dataparser_scale``; the
-    inverse is ``x = (1/s) A^T x' - A^T b``, applied here with ``transform_gaussians`` (SH included).
-    """
+def _dataparser_inverse(dataparser_transform: Tensor, dataparser_scale: float) -> tuple[Tensor, Tensor, float]:
+    """(rotation [3,3], translation [3], scale) float64 of the map from Nerfstudio's dataparser
+    frame back to the input world: ``x' = s (A x + b)`` (``[A | b]`` = the [3,4] transform, A a
+    rotation) is undone by ``x = (1/s) A^T x' - A^T b``."""
     mat = torch.as_tensor(dataparser_transform, dtype=torch.float64)
     if tuple(mat.shape) not in ((3, 4), (4, 4)):
         raise ValueError(f"dataparser_transform must be [3,4] (or [4,4]), got {tuple(mat.shape)}.")
     rot, trans = mat[:3, :3], mat[:3, 3]
-    return transform_gaussians(g, rot.T, -rot.T @ trans, 1.0 / float(dataparser_scale))
+    return rot.T, -rot.T @ trans, 1.0 / float(dataparser_scale)
+
+
+def dataparser_to_world(g: Gaussians, dataparser_transform: Tensor, dataparser_scale: float) -> Gaussians:
+    """Undo a Nerfstudio dataparser transform: Gaussians in the dataparser frame -> input world
+    (``_dataparser_inverse``), applied with ``transform_gaussians`` (SH included)."""
+    rot, trans, scale = _dataparser_inverse(dataparser_transform, dataparser_scale)
+    return transform_gaussians(g, rot, trans, scale)
+
+
+def dataparser_points_to_world(points: Tensor, dataparser_transform: Tensor, dataparser_scale: float) -> Tensor:
+    """Points [N,3] in the dataparser frame -> input world (``_dataparser_inverse``), float64."""
+    rot, trans, scale = _dataparser_inverse(dataparser_transform, dataparser_scale)
+    return scale * torch.as_tensor(points, dtype=torch.float64) @ rot.T + trans
 
 
 def _as_rotation(mat: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ loader and checkpoints through ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,46 +44,50 @@ def dataparser_transform(config_path: Path) -> tuple[torch.Tensor, float]:
     return torch.tensor(data["transform"], dtype=torch.float32), float(data["scale"])
 
 
-def is_nerf_run(config_path: Path) -> bool:
-    """Whether the run optimised a NeRF (``sds --pipeline.model.representation nerf``), not Gaussians."""
-    model = load_trainer_config(Path(config_path)).pipeline.model  # refuses unsafe or foreign configs
-    return getattr(model, "representation", "gaussians") == "nerf"
+@dataclass
+class NerfRun:
+    """A NeRF run's trained field (``studio.nerf.HashGridField``, eval mode) and the dataparser
+    (transform [3,4], scale) that maps input-world points into the field's frame."""
+
+    field: Any
+    transform: torch.Tensor
+    scale: float
 
 
-def load_gaussians_from_config(config_path: Path, device: str = "cpu"):
-    """The trained Gaussians of a run, in the input data's world coordinates.
+def load_run(config_path: Path, device: str = "cpu"):
+    """The trained scene of a run, reading its config once: its Gaussians in the input data's world
+    coordinates (every method whose model keeps a ``TrainableGaussians`` at ``model.gaussians``),
+    or, for a NeRF run (``sds --pipeline.model.representation nerf``), a ``NerfRun``."""
+    config_path = Path(config_path)
+    model = load_trainer_config(config_path).pipeline.model  # refuses unsafe or foreign configs
+    state = load_checkpoint(latest_checkpoint(config_path))["pipeline"]
+    transform, scale = dataparser_transform(config_path)
+    if getattr(model, "representation", "gaussians") == "nerf":
+        from studio.nerf import HashGridField
 
-    Works for every method whose model keeps a ``TrainableGaussians`` at ``model.gaussians``.
-    """
+        prefix = "_model.field."
+        field = HashGridField(model.nerf)
+        try:
+            field.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        except RuntimeError:
+            raise StudioInputError(f"run {config_path.parent} holds no NeRF matching its config.") from None
+        return NerfRun(field.to(device).eval(), transform, scale)
     from studio.export.transform import dataparser_to_world
     from studio.gaussians.trainable import PARAM_NAMES, TrainableGaussians
 
-    config_path = Path(config_path)
-    if is_nerf_run(config_path):
-        raise StudioInputError(f"run {config_path.parent} is a NeRF, not Gaussians: `studio export mesh --load-config` "
-                               "extracts its surface.")
-    state = load_checkpoint(latest_checkpoint(config_path))["pipeline"]
     params = {name: state.get(GAUSSIAN_PREFIX + name) for name in PARAM_NAMES}
     missing = [name for name, value in params.items() if value is None]
     if missing:
         raise StudioInputError(f"run {config_path.parent} holds no Gaussian scene (missing {', '.join(missing)}).")
     gaussians = TrainableGaussians(params).activated().detach()
-    transform, scale = dataparser_transform(config_path)
     return dataparser_to_world(gaussians, transform, scale).to(device)
 
 
-def load_nerf_from_config(config_path: Path, device: str = "cpu"):
-    """The trained field (``studio.nerf.HashGridField``, eval mode) of a NeRF run and the run's
-    (dataparser transform [3,4], scale) to map its points back to the input world."""
-    from studio.nerf import HashGridField
-
-    config_path = Path(config_path)
-    model = load_trainer_config(config_path).pipeline.model
-    prefix = "_model.field."
-    state = {k[len(prefix):]: v for k, v in load_checkpoint(latest_checkpoint(config_path))["pipeline"].items() if k.startswith(prefix)}
-    field = HashGridField(model.nerf)
-    try:
-        field.load_state_dict(state)
-    except RuntimeError:
-        raise StudioInputError(f"run {config_path.parent} holds no NeRF matching its config.") from None
-    return field.to(device).eval(), dataparser_transform(config_path)
+def load_gaussians_from_config(config_path: Path, device: str = "cpu"):
+    """The trained Gaussians of a run, in the input data's world coordinates (``load_run``); a
+    NeRF run is refused with one sentence."""
+    scene = load_run(config_path, device)
+    if isinstance(scene, NerfRun):
+        raise StudioInputError(f"run {Path(config_path).parent} is a NeRF, not Gaussians: `studio export mesh --load-config` "
+                               "extracts its surface.")
+    return scene
