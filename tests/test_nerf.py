@@ -62,7 +62,7 @@ def test_field_starts_as_a_blob_and_is_differentiable():
 def test_mesh_export_level_matches_the_rendered_silhouette():
     """Without a level, ``field_mesh`` picks the density whose surface outlines what the volume
     renders show: at init (the blob) its radius is where a ray's alpha crosses 1/2."""
-    from studio.nerf.mesh import camera_rays, field_mesh
+    from studio.nerf.mesh import field_mesh
 
     torch.manual_seed(0)
     field = HashGridField(HashGridFieldConfig())
@@ -78,13 +78,12 @@ def test_mesh_export_level_matches_the_rendered_silhouette():
 
 
 def test_camera_rays_follow_the_opencv_convention():
-    from studio.cameras import intrinsics_from_fov, look_at
-    from studio.nerf.mesh import camera_rays
+    from studio.cameras import camera_rays, intrinsics_from_fov, look_at
 
     eye = torch.tensor([0.0, -2.0, 0.5])
     viewmat = look_at(eye, torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))
     K = intrinsics_from_fov(40.0, 9, 9)
-    origins, dirs = camera_rays(viewmat, K, 9)
+    origins, dirs = camera_rays(viewmat, K, 9, 9)
     torch.testing.assert_close(origins[0], eye)
     centre = torch.nn.functional.normalize(dirs[4 * 9 + 4], dim=0)  # the middle pixel looks at the target
     torch.testing.assert_close(centre, torch.nn.functional.normalize(-eye, dim=0), atol=1e-5, rtol=0)

@@ -44,6 +44,7 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from torch import Tensor, nn
 from torch.nn import Parameter
 
+from studio.cameras import camera_rays
 from studio.cameras.nerfstudio import cameras_to_viewmats
 from studio.engine.splat_model import SplatModel, SplatModelConfig
 from studio.engine.stages import stage_bounds, stage_of
@@ -281,12 +282,7 @@ class PRDModel(SplatModel):
             metallic = torch.ones_like(metallic)  # specular distillation: everything is a metal
         normal = torch.nn.functional.normalize(straight["normal"], dim=-1)
         # per-pixel world rays: view direction and surface point (expected depth)
-        ys = torch.arange(height, device=self.device, dtype=torch.float32) + 0.5
-        xs = torch.arange(width, device=self.device, dtype=torch.float32) + 0.5
-        py, px = torch.meshgrid(ys, xs, indexing="ij")
-        K = Ks[0]
-        d_cam = torch.stack([(px - K[0, 2]) / K[0, 0], (py - K[1, 2]) / K[1, 1], torch.ones_like(px)], -1)
-        d_world = d_cam @ c2w[:3, :3].T  # z = 1 in camera: world offset per unit view depth
+        d_world = camera_rays(viewmats[0], Ks[0], width, height)[1].reshape(height, width, 3)  # per unit view depth
         points = center + d_world * out.depth[0]
         view = -torch.nn.functional.normalize(d_world, dim=-1)
         sh_light = self.light if light is None else light

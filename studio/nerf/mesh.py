@@ -14,23 +14,13 @@ from typing import Optional
 import numpy as np
 import torch
 import trimesh
-from torch import Tensor
 
+from studio.cameras import camera_rays
 from studio.export.mesh import best_level, level_set_mesh, views_around
 from studio.nerf.field import HashGridField
 from studio.nerf.volume import render_rays
 
 NERF_LEVELS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # candidate densities (per unit length)
-
-
-def camera_rays(viewmat: Tensor, K: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Origins and directions [size*size, 3] of the pixel-centre rays of an OpenCV camera
-    (world-to-camera ``viewmat`` [4,4], intrinsics ``K`` [3,3]), row-major."""
-    v, u = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
-    d_cam = torch.stack([(u + 0.5 - K[0, 2]) / K[0, 0], (v + 0.5 - K[1, 2]) / K[1, 1], torch.ones_like(u)], -1)
-    rot, t = viewmat[:3, :3], viewmat[:3, 3]
-    dirs = d_cam.reshape(-1, 3).to(rot) @ rot  # R^T d for each row
-    return (-rot.T @ t).expand_as(dirs), dirs
 
 
 @torch.no_grad()
@@ -50,7 +40,7 @@ def field_mesh(field: HashGridField, resolution: int = 128, level: Optional[floa
     if level is None:
         viewmats, K = views_around(lo, -lo, n_views, image_size, 50.0)
         solid = torch.stack([
-            render_rays(field, *(x.to(device) for x in camera_rays(vm, k, image_size)), r, field.config.samples_per_ray,
+            render_rays(field, *(x.to(device) for x in camera_rays(vm, k, image_size, image_size)), r, field.config.samples_per_ray,
                         torch.zeros(3, device=device))[1].reshape(image_size, image_size) >= 0.5
             for vm, k in zip(viewmats, K)
         ])
