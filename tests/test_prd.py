@@ -12,7 +12,7 @@ import torch
 
 from studio.io.config_loader import load_trainer_config
 from studio.gaussians.pbr import activate_pbr, initial_pbr_params, shortest_axis_normals
-from studio.pbr.visibility import bake_visibility
+from studio.pbr.visibility import bake_visibility, object_bounds
 
 NS_TRAIN = str(Path(sys.executable).with_name("ns-train"))
 SCENE = Path(__file__).resolve().parents[1] / "scenes" / "toyworld_mushroom"
@@ -45,8 +45,25 @@ def test_visibility_of_a_floor():
     grid = bake_visibility(means, scales, torch.ones(n), torch.tensor([[-1.0, -1, -1], [1, 1, 1]]), resolution=8)
     p = torch.tensor([[0.1, -0.1, 0.3]])
     up, down = torch.tensor([[0.0, 0, 1]]), torch.tensor([[0.0, 0, -1]])
-    assert grid.visibility(p, up).item() > 0.9 and grid.visibility(p, down).item() < 0.1
-    assert grid.ambient_occlusion(p, up).item() > 0.9 and grid.ambient_occlusion(p, down).item() < 0.15
+    assert grid.visibility(p, up, up).item() > 0.9 and grid.visibility(p, down, up).item() < 0.1
+    assert grid.ambient_occlusion(p, up).item() > 0.9
+    # a downward-facing surface sees the floor (at least a grid cell, 0.25, above it: lookups are offset by one)
+    assert grid.ambient_occlusion(p + torch.tensor([[0.0, 0, 0.1]]), down).item() < 0.15
+
+
+def test_visibility_on_the_surface_of_a_solid_ball():
+    """A convex object does not occlude its own surface: AO ~ 1 there, although the grid points
+    inside the ball (which the trilinear lookup would mix in) see nothing."""
+    gen = torch.Generator().manual_seed(0)
+    n = 20000
+    dirs = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1)
+    means = dirs * 0.4 * torch.rand(n, 1, generator=gen) ** (1 / 3)  # uniform in the ball of radius 0.4
+    grid = bake_visibility(means, torch.full((n, 3), 0.03), torch.ones(n), object_bounds(means, torch.ones(n)), resolution=16)
+    normals = torch.nn.functional.normalize(torch.randn(200, 3, generator=gen), dim=-1)
+    points = normals * 0.4
+    assert float(grid.ambient_occlusion(points, normals).mean()) > 0.85
+    assert float(grid.visibility(points, normals, normals).mean()) > 0.85
+    assert float(grid.visibility(points, -normals, normals).mean()) < 0.1  # looking into the ball
 
 
 def _prd(out: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -53,7 +53,7 @@ from studio.gaussians.sh import eval_sh
 from studio.pbr.cubemap import CubemapLight
 from studio.pbr.shading import shade
 from studio.pbr.tonemap import linear_to_srgb
-from studio.pbr.visibility import VisibilityGrid, bake_visibility
+from studio.pbr.visibility import VisibilityGrid, bake_visibility, object_bounds
 from studio.render import rasterize
 
 Ablation = Literal["prd", "no-progress", "3dgs"]
@@ -177,9 +177,10 @@ class PRDModel(SplatModel):
     @torch.no_grad()
     def bake_visibility(self) -> None:
         g = self.gaussians.activated()
-        self.visibility = bake_visibility(
-            g.means, g.scales, g.opacities, self.scene_box.aabb.to(self.device), int(self.config.visibility_resolution or 16)
-        )
+        aabb = object_bounds(g.means, g.opacities)
+        box = self.scene_box.aabb.to(aabb)
+        aabb = torch.stack([torch.maximum(aabb[0], box[0]), torch.minimum(aabb[1], box[1])])
+        self.visibility = bake_visibility(g.means, g.scales, g.opacities, aabb, int(self.config.visibility_resolution or 16))
 
     # ---- parameters and hooks ----------------------------------------------------------------
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
@@ -291,7 +292,7 @@ class PRDModel(SplatModel):
         if self.visibility is not None:
             diffuse = diffuse * self.visibility.ambient_occlusion(points, normal)
             reflect = 2.0 * (normal * view).sum(-1, keepdim=True) * normal - view
-            specular = specular * self.visibility.visibility(points, torch.nn.functional.normalize(reflect, dim=-1))
+            specular = specular * self.visibility.visibility(points, torch.nn.functional.normalize(reflect, dim=-1), normal)
         pbr = linear_to_srgb((diffuse + specular).clamp(0.0, 1.0))
         if self.config.ablation == "3dgs" or (self.stage() == 1 and self.training):
             p = torch.zeros_like(acc)

@@ -12,6 +12,14 @@ Scaling the split-sum terms by these factors is an approximation (visibility and
 integrated separately), the usual one for baked occlusion; the paper does not state its exact
 form, so this is ours.
 
+Lookups are offset by one grid cell along the surface normal, as irradiance probes use a
+surface bias (DDGI). A surface point lies
+within one cell of grid points inside the object, which see no environment; trilinear
+interpolation without the offset mixes them in and darkens every surface. Measured on the
+Blender ``duo`` scene's prd fit: mean AO over the object 0.57 without the offset, 0.94 with it
+(the true AO of its mostly convex shapes is near 1), and relighting PSNR +2.3/+3.4 dB.
+The grid should span the object tightly (``object_bounds``), not a whole scene box.
+
 Baking (``bake_visibility``): the Gaussians' opacity is splatted into a density grid (each
 Gaussian adds ``4 * opacity * 2 pi s_a s_b / h^3``, its opacity-weighted cross-section over the
 voxel volume: a layer of opaque splats filling a voxel has optical depth ~4 across it), then from
@@ -41,6 +49,10 @@ class VisibilityGrid:
     coeffs: Tensor
     aabb: Tensor
 
+    def cell_size(self) -> float:
+        """Largest grid spacing (world units): the lookup offset."""
+        return float((self.aabb[1] - self.aabb[0]).max()) / self.coeffs.shape[0]
+
     def _lookup(self, points: Tensor) -> Tensor:
         """Trilinear SH coefficients [..., 9] at world ``points`` [..., 3] (clamped to the box)."""
         lo, hi = self.aabb[0], self.aabb[1]
@@ -53,15 +65,27 @@ class VisibilityGrid:
     def ambient_occlusion(self, points: Tensor, normals: Tensor) -> Tensor:
         """``AO(n)`` [..., 1] in [0, 1] at ``points`` with unit ``normals`` (both [..., 3])."""
         a = torch.tensor([_COSINE_LOBE[0]] + [_COSINE_LOBE[1]] * 3 + [_COSINE_LOBE[2]] * 5, device=points.device)
-        c = self._lookup(points)
+        c = self._lookup(points + self.cell_size() * normals)
         return ((c * a * sh_basis(normals)).sum(-1, keepdim=True) / math.pi).clamp(0.0, 1.0)
 
-    def visibility(self, points: Tensor, dirs: Tensor) -> Tensor:
-        """``V(x, w)`` [..., 1] in [0, 1] at ``points`` towards unit ``dirs`` (both [..., 3])."""
-        return (self._lookup(points) * sh_basis(dirs)).sum(-1, keepdim=True).clamp(0.0, 1.0)
+    def visibility(self, points: Tensor, dirs: Tensor, normals: Tensor) -> Tensor:
+        """``V(x, w)`` [..., 1] in [0, 1] at surface ``points`` with unit ``normals`` towards unit
+        ``dirs`` (all [..., 3])."""
+        return (self._lookup(points + self.cell_size() * normals) * sh_basis(dirs)).sum(-1, keepdim=True).clamp(0.0, 1.0)
 
     def state(self) -> dict[str, Tensor]:
         return {"coeffs": self.coeffs, "aabb": self.aabb}
+
+
+def object_bounds(means: Tensor, opacities: Tensor, min_opacity: float = 0.1, pad: float = 0.15) -> Tensor:
+    """Box [2,3] around the Gaussians with opacity > ``min_opacity`` (0.5th-99.5th percentile of
+    their centres per axis, so stray floaters do not stretch it), padded by ``pad`` times its
+    longest side."""
+    keep = opacities.reshape(-1) > min_opacity
+    pts = means[keep] if int(keep.sum()) >= 8 else means
+    lo, hi = torch.quantile(pts, 0.005, dim=0), torch.quantile(pts, 0.995, dim=0)
+    margin = pad * float((hi - lo).max().clamp(min=1e-3))
+    return torch.stack([lo - margin, hi + margin])
 
 
 def fibonacci_directions(n: int, device=None) -> Tensor:
