@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <type_traits>
 
 namespace studio {
 namespace mesh {
@@ -440,19 +441,14 @@ void check_interpolate_inputs(const at::Tensor& attr, const at::Tensor& bary, co
 
 }  // namespace
 
-at::Tensor interpolate_fwd_cpu(const at::Tensor& attr, const at::Tensor& bary, const at::Tensor& tri_id,
-                               const at::Tensor& faces) {
-  check_interpolate_inputs(attr, bary, tri_id, faces);
-  const int64_t B = tri_id.size(0), H = tri_id.size(1), W = tri_id.size(2);
-  const int64_t Ba = attr.size(0), V = attr.size(1), D = attr.size(2), F = faces.size(0);
-  auto out = at::empty({B, H, W, D}, attr.options());  // every pixel is written below
-  const float* ap = attr.data_ptr<float>();
-  const float* bp = bary.data_ptr<float>();
-  const int32_t* tp = tri_id.data_ptr<int32_t>();
-  const int32_t* fp = faces.data_ptr<int32_t>();
-  float* op = out.data_ptr<float>();
-  const int64_t HW = H * W;
-  at::parallel_for(0, B * HW, 1024, [&](int64_t begin, int64_t end) {
+namespace {
+
+// D known at compile time (kD > 0: the attribute loops unroll) or not (kD = 0: runtime d_rt).
+template <int kD>
+void interpolate_fwd_impl(const float* ap, const float* bp, const int32_t* tp, const int32_t* fp, float* op,
+                          int64_t B, int64_t HW, int64_t Ba, int64_t V, int64_t F, int64_t d_rt) {
+  const int64_t D = kD > 0 ? kD : d_rt;
+  at::parallel_for(0, B * HW, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t pix = begin; pix < end; ++pix) {
       const int32_t f = tp[pix];
       float* o = op + pix * D;
@@ -470,27 +466,12 @@ at::Tensor interpolate_fwd_cpu(const at::Tensor& attr, const at::Tensor& bary, c
       for (int64_t d = 0; d < D; ++d) o[d] = (u * a0[d] + v * a1[d]) + t * a2[d];
     }
   });
-  return out;
 }
 
-std::vector<at::Tensor> interpolate_bwd_cpu(const at::Tensor& attr, const at::Tensor& bary,
-                                            const at::Tensor& tri_id, const at::Tensor& faces,
-                                            const at::Tensor& g_out) {
-  check_interpolate_inputs(attr, bary, tri_id, faces);
-  const int64_t B = tri_id.size(0), H = tri_id.size(1), W = tri_id.size(2);
-  const int64_t Ba = attr.size(0), V = attr.size(1), D = attr.size(2);
-  TORCH_CHECK(g_out.dim() == 4 && g_out.size(0) == B && g_out.size(1) == H && g_out.size(2) == W &&
-                  g_out.size(3) == D && g_out.is_contiguous() && g_out.scalar_type() == at::kFloat,
-              "the output gradient must be contiguous float32 [B,H,W,D]");
-  auto g_attr = at::empty({B, V, D}, attr.options());  // every value is written by scatter_covered
-  auto g_bary = at::zeros_like(bary);                   // covered pixels are written below
-  const float* ap = attr.data_ptr<float>();
-  const float* bp = bary.data_ptr<float>();
-  const int32_t* tp = tri_id.data_ptr<int32_t>();
-  const int32_t* fp = faces.data_ptr<int32_t>();
-  const float* gp = g_out.data_ptr<float>();
-  float* gap = g_attr.data_ptr<float>();
-  float* gbp = g_bary.data_ptr<float>();
+template <int kD>
+void interpolate_bwd_impl(const float* ap, const float* bp, const int32_t* tp, const int32_t* fp, const float* gp,
+                          float* gap, float* gbp, int64_t B, int64_t H, int64_t W, int64_t Ba, int64_t V, int64_t d_rt) {
+  const int64_t D = kD > 0 ? kD : d_rt;
   const int64_t HW = H * W;
   for (int64_t b = 0; b < B; ++b) {
     const float* a = ap + (Ba == 1 ? 0 : b) * V * D;
@@ -515,6 +496,51 @@ std::vector<at::Tensor> interpolate_bwd_cpu(const at::Tensor& attr, const at::Te
       for (int64_t d = 0; d < D; ++d) acc2[d] += t * g[d];
     });
   }
+}
+
+// Calls fn(std::integral_constant<int, D>) for D = 1..4 (unrolled kernels), else with 0.
+template <typename Fn>
+void dispatch_channels(int64_t D, Fn&& fn) {
+  switch (D) {
+    case 1: return fn(std::integral_constant<int, 1>{});
+    case 2: return fn(std::integral_constant<int, 2>{});
+    case 3: return fn(std::integral_constant<int, 3>{});
+    case 4: return fn(std::integral_constant<int, 4>{});
+    default: return fn(std::integral_constant<int, 0>{});
+  }
+}
+
+}  // namespace
+
+at::Tensor interpolate_fwd_cpu(const at::Tensor& attr, const at::Tensor& bary, const at::Tensor& tri_id,
+                               const at::Tensor& faces) {
+  check_interpolate_inputs(attr, bary, tri_id, faces);
+  const int64_t B = tri_id.size(0), H = tri_id.size(1), W = tri_id.size(2);
+  const int64_t Ba = attr.size(0), V = attr.size(1), D = attr.size(2), F = faces.size(0);
+  auto out = at::empty({B, H, W, D}, attr.options());  // every pixel is written
+  dispatch_channels(D, [&](auto kd) {
+    interpolate_fwd_impl<decltype(kd)::value>(attr.data_ptr<float>(), bary.data_ptr<float>(), tri_id.data_ptr<int32_t>(),
+                                              faces.data_ptr<int32_t>(), out.data_ptr<float>(), B, H * W, Ba, V, F, D);
+  });
+  return out;
+}
+
+std::vector<at::Tensor> interpolate_bwd_cpu(const at::Tensor& attr, const at::Tensor& bary,
+                                            const at::Tensor& tri_id, const at::Tensor& faces,
+                                            const at::Tensor& g_out) {
+  check_interpolate_inputs(attr, bary, tri_id, faces);
+  const int64_t B = tri_id.size(0), H = tri_id.size(1), W = tri_id.size(2);
+  const int64_t Ba = attr.size(0), V = attr.size(1), D = attr.size(2);
+  TORCH_CHECK(g_out.dim() == 4 && g_out.size(0) == B && g_out.size(1) == H && g_out.size(2) == W &&
+                  g_out.size(3) == D && g_out.is_contiguous() && g_out.scalar_type() == at::kFloat,
+              "the output gradient must be contiguous float32 [B,H,W,D]");
+  auto g_attr = at::empty({B, V, D}, attr.options());  // every value is written by scatter_covered
+  auto g_bary = at::zeros_like(bary);                   // covered pixels are written
+  dispatch_channels(D, [&](auto kd) {
+    interpolate_bwd_impl<decltype(kd)::value>(attr.data_ptr<float>(), bary.data_ptr<float>(), tri_id.data_ptr<int32_t>(),
+                                              faces.data_ptr<int32_t>(), g_out.data_ptr<float>(), g_attr.data_ptr<float>(),
+                                              g_bary.data_ptr<float>(), B, H, W, Ba, V, D);
+  });
   return {g_attr, g_bary};
 }
 
