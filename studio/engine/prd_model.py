@@ -330,7 +330,7 @@ class PRDModel(SplatModel):
             return losses
         acc = outputs["accumulation"]
         if self.config.normal_weight > 0:
-            valid = (acc.detach() > 0.5).float()
+            valid = (outputs["depth_normal"].abs().sum(-1, keepdim=True) > 0).float()  # see depth_to_normal
             cos = (outputs["normal"] * outputs["depth_normal"].detach()).sum(-1, keepdim=True)
             losses["normal_loss"] = self.config.normal_weight * ((1.0 - cos) * valid).sum() / valid.sum().clamp(min=1.0)
         if stage >= 3:

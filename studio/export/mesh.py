@@ -196,7 +196,7 @@ def _render(g: Gaussians, viewmats: Tensor, K: Tensor, size: int, per_batch: int
     The confidence of a pixel is ``alpha * cos^4`` (cosine between the depth map's normal and the
     viewing ray), so grazing views, whose expected depth is pulled towards the camera by the
     Gaussians' extent along the surface, count little; it is 0 unless the pixel and its four
-    neighbours have alpha >= 0.5 (where the depth normal is defined).
+    neighbours have alpha > 0.5 (elsewhere ``depth_to_normal`` gives no normal).
     """
     colors, depths, confs, solids = [], [], [], []
     pix = torch.arange(size, device=g.means.device, dtype=torch.float32) + 0.5
@@ -209,11 +209,9 @@ def _render(g: Gaussians, viewmats: Tensor, K: Tensor, size: int, per_batch: int
                                         (v - ks[:, None, None, 1, 2]) / ks[:, None, None, 1, 1],
                                         torch.ones_like(alpha)], dim=-1), dim=-1)
         cos = -(out.normal * rays).sum(dim=-1)
-        solid = F.pad(alpha >= ALPHA_MIN, (1, 1, 1, 1))
-        interior = solid[:, 1:-1, 1:-1] & solid[:, :-2, 1:-1] & solid[:, 2:, 1:-1] & solid[:, 1:-1, :-2] & solid[:, 1:-1, 2:]
         colors.append(out.color / out.alpha.clamp_min(1e-6))
         depths.append(out.depth[..., 0])
-        confs.append(torch.where(interior, alpha * cos.clamp_min(0.0) ** _COS_POWER, torch.zeros_like(alpha)))
+        confs.append(alpha * cos.clamp_min(0.0) ** _COS_POWER)  # the depth normal is 0 off the interior
         solids.append(alpha >= ALPHA_MIN)
     return torch.cat(colors), torch.cat(depths), torch.cat(confs), torch.cat(solids)
 

@@ -13,7 +13,10 @@ def depth_to_normal(depth: Tensor, alpha: Tensor, Ks: Tensor) -> Tensor:
         depth: [C,H,W,1] view-space z. alpha: [C,H,W,1] coverage. Ks: [C,3,3] intrinsics.
     Returns:
         [C,H,W,3] unit normals in the camera frame (OpenCV axes), facing the camera (n_z <= 0);
-        zero where alpha < 0.5 or at the image border.
+        zero at the image border and unless the pixel and its four neighbours have alpha > 0.5:
+        a difference across a silhouette mixes the surface with whatever lies behind it, and
+        such a normal, used as a target (e.g. ``prd``'s normal consistency), bends the Gaussians
+        along the silhouette.
     """
     n_cams, h, w, _ = depth.shape
     ys = torch.arange(h, device=depth.device, dtype=depth.dtype) + 0.5
@@ -29,4 +32,9 @@ def depth_to_normal(depth: Tensor, alpha: Tensor, Ks: Tensor) -> Tensor:
     dy[:, 1:-1] = points[:, 2:] - points[:, :-2]
     normal = torch.nn.functional.normalize(torch.cross(dy, dx, dim=-1), dim=-1)
     normal = torch.where(normal[..., 2:] > 0, -normal, normal)
-    return normal * (alpha > 0.5).to(normal.dtype)
+    solid = alpha[..., 0] > 0.5
+    valid = torch.zeros_like(solid)
+    valid[:, 1:-1, 1:-1] = (
+        solid[:, 1:-1, 1:-1] & solid[:, :-2, 1:-1] & solid[:, 2:, 1:-1] & solid[:, 1:-1, :-2] & solid[:, 1:-1, 2:]
+    )
+    return normal * valid[..., None].to(normal.dtype)
