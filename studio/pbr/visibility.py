@@ -83,6 +83,7 @@ def object_bounds(means: Tensor, opacities: Tensor, min_opacity: float = 0.1, pa
     longest side."""
     keep = opacities.reshape(-1) > min_opacity
     pts = means[keep] if int(keep.sum()) >= 8 else means
+    pts = pts[:: max(1, pts.shape[0] // 1_000_000)]  # torch.quantile takes at most 2^24 values
     lo, hi = torch.quantile(pts, 0.005, dim=0), torch.quantile(pts, 0.995, dim=0)
     margin = pad * float((hi - lo).max().clamp(min=1e-3))
     return torch.stack([lo - margin, hi + margin])
