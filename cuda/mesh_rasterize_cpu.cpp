@@ -3,12 +3,14 @@
 // Forward, after one parallel pass over vertices (pixel-space bounds records), faces (index
 // check) and pixels (empty keys), in two passes over at::parallel_for workers:
 // 1. per (image, triangle), in chunks pulled from a shared counter: culling and a conservative
-//    pixel rectangle, both axes at once from the minimum of its vertices' records; small triangles (most of a dense mesh) test
-//    their candidate pixels at once, kLanes columns at a time with vector arithmetic, and keep the
-//    smallest 64-bit (depth, id) key per pixel with an atomic minimum;
-// 2. per pixel, the winner's (u, v, depth) is recomputed with triangle_sample; when there are
-//    large triangles, they are first drawn in bands of kBand rows, each band owned by one
-//    worker (load balance without atomics), which keeps the samples of the winners it draws.
+//    pixel rectangle, both axes at once from the minimum of its vertices' records; small
+//    triangles (most of a dense mesh) test their candidate pixels kLanes at a time with vector
+//    arithmetic (as a row, a column or a 2x2 quad: one step for up to kLanes pixels), and keep
+//    the smallest 64-bit (depth, id) key per pixel with an atomic minimum;
+// 2. per pixel (row by row: no index divisions), the winner's (u, v, depth) is recomputed with
+//    triangle_sample; when there are large triangles, they are first drawn in bands of kBand
+//    rows, each band owned by one worker (load balance without atomics), which keeps the samples
+//    of the winners it draws.
 // The minimum key does not depend on the order, so the result is deterministic and bit-identical
 // to the torch reference (lane-wise vector operations round like scalar ones).
 // Backward passes split each image's rows into a fixed number of chunks (one per thread), each
@@ -31,6 +33,10 @@
 #include <cstring>
 #include <type_traits>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace studio {
 namespace mesh {
 
@@ -43,13 +49,16 @@ typedef float Lanes __attribute__((vector_size(4 * kLanes)));
 typedef int32_t LaneMask __attribute__((vector_size(4 * kLanes)));
 constexpr LaneMask kLaneIndex = {0, 1, 2, 3};
 
-// Lane l -> pixel (row i_lo + di[l], column j0 + dj[l]) of a rectangle nc = 1..kLanes columns
-// wide holding at most kLanes pixels (rows past the last are clamped to it: repeated pixels).
-struct LaneLayout {
-  int di[kLanes], dj[kLanes];
-};
-constexpr LaneLayout kLayouts[kLanes] = {
-    {{0, 1, 2, 3}, {0, 0, 0, 0}}, {{0, 0, 1, 1}, {0, 1, 0, 1}}, {{0, 0, 0, 1}, {0, 1, 2, 0}}, {{0, 0, 0, 0}, {0, 1, 2, 3}}};
+// Bit l set when lane l of m is set (lanes are 0 or -1, as vector comparisons give them).
+inline unsigned lane_bits(const LaneMask& m) {
+#if defined(__SSE2__)
+  return static_cast<unsigned>(_mm_movemask_ps(_mm_castsi128_ps(reinterpret_cast<const __m128i&>(m))));
+#else
+  unsigned bits = 0;
+  for (int l = 0; l < kLanes; ++l) bits |= static_cast<unsigned>(m[l] & 1) << l;
+  return bits;
+#endif
+}
 
 typedef float Float4 __attribute__((vector_size(16)));
 typedef int32_t Int4 __attribute__((vector_size(16)));
@@ -162,9 +171,9 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
     return {at::zeros({B, H, W, 2}, verts.options()), at::full({B, H, W}, -1, verts.options().dtype(at::kInt)),
             at::zeros({B, H, W}, verts.options())};
   }
-  std::vector<float> px(W + kLanes), py(H);  // px padded for the last group of lanes
+  std::vector<float> px(W + kLanes), py(H + kLanes);  // padded for the last group of lanes
   for (int64_t j = 0; j < W + kLanes; ++j) px[j] = pixel_ndc(j, W);
-  for (int64_t i = 0; i < H; ++i) py[i] = pixel_ndc(i, H);
+  for (int64_t i = 0; i < H + kLanes; ++i) py[i] = pixel_ndc(i, H);
 
   // per vertex: whether it can be drawn (finite, w > 0) and its pixel-space bounds record
   // (sx, sy, -sx, -sy) with s = (ndc + 1) size / 2 (for the rectangles only: the 0.01 px margin of
@@ -188,8 +197,9 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
         std::fill(keys.data() + k0, keys.data() + k1, kEmptyKey);
       } else if (blk >= v_blocks) {
         const int64_t e0 = (blk - v_blocks) * 16384, e1 = std::min(3 * F, e0 + 16384);
-        bool bad = false;
-        for (int64_t e = e0; e < e1; ++e) bad |= static_cast<uint32_t>(fp[e]) >= static_cast<uint64_t>(V);
+        const int32_t n_verts = static_cast<int32_t>(V);
+        int32_t bad = 0;
+        for (int64_t e = e0; e < e1; ++e) bad |= (fp[e] < 0) | (fp[e] >= n_verts);
         if (bad) bad_index = true;
       } else {
         for (int64_t v = blk * 4096; v < std::min(B * V, (blk + 1) * 4096); ++v) {
@@ -207,19 +217,20 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
 
   // triangle_sample over rows [i_lo, i_hi] x columns [r.j0, r.j1] of triangle f, kLanes
   // candidate pixels at a time with the same operations lane-wise; `update(slot, key, u, v, d)` keeps
-  // the minimum for covered pixels (slot = pixel index). Rectangles of at most kLanes pixels take one step (lanes
-  // in row-major order), larger ones go row by row, kLanes adjacent columns per step.
+  // the minimum for covered pixels (slot = pixel index). The lanes cover a step's pixels as a row
+  // (rectangles 3+ columns wide: kLanes adjacent columns), a column (1 wide: kLanes rows) or a 2x2
+  // quad (2 wide), so that every rectangle of at most kLanes pixels takes one step.
   // (C++17: the kWithBary flag comes as std::bool_constant, torch builds extensions with -std=c++17)
+  static_assert(kLanes == 4, "the quad layout assumes 4 lanes");
   auto scan = [&](auto with_bary, int64_t b, int32_t f, const Rect& r, int64_t i_lo, int64_t i_hi, auto&& update) {
     constexpr bool kWithBary = decltype(with_bary)::value;
     const float* base = vp + b * V * 4;
     const float* p0 = base + 4 * fp[3 * f];
     const float* p1 = base + 4 * fp[3 * f + 1];
     const float* p2 = base + 4 * fp[3 * f + 2];
-    // bit l set when lane l's pixel (PX[l], PY[l]) is covered and valid[l]; its depth in d[l]
-    // and, kWithBary, its barycentrics in u[l], v[l]
-    Lanes u{}, v{}, d;
-    auto test = [&](const Lanes& PX, const Lanes& PY, const LaneMask& valid) {
+    // tests lane l's pixel (PX[l], PY[l]) where valid[l], at pixel index
+    // first + (l >> shift) * W + (l & mask), and updates the covered ones
+    auto step = [&](const Lanes& PX, const Lanes& PY, const LaneMask& valid, int64_t first, int shift, int mask) {
       const Lanes X0 = p0[0] - PX * p0[3], Y0 = p0[1] - PY * p0[3];
       const Lanes X1 = p1[0] - PX * p1[3], Y1 = p1[1] - PY * p1[3];
       const Lanes X2 = p2[0] - PX * p2[3], Y2 = p2[1] - PY * p2[3];
@@ -229,39 +240,39 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
       const Lanes s = (a0 + a1) + a2;
       const LaneMask pos = (a0 >= 0.f) & (a1 >= 0.f) & (a2 >= 0.f) & (s > 0.f);
       const LaneMask neg = (a0 <= 0.f) & (a1 <= 0.f) & (a2 <= 0.f) & (s < 0.f);
+      const LaneMask inside = (pos | neg) & valid;
+      if (lane_bits(inside) == 0) return;
       const Lanes zc = (a0 * p0[2] + a1 * p1[2]) + a2 * p2[2];
       const Lanes wc = (a0 * p0[3] + a1 * p1[3]) + a2 * p2[3];
-      d = zc / wc;
-      const LaneMask ok = (pos | neg) & (d >= -1.0f) & (d <= 1.0f) & valid;
+      const Lanes d = zc / wc;
+      Lanes u{}, v{};
       if constexpr (kWithBary) u = a0 / s, v = a1 / s;
-      unsigned bits = 0;
-      for (int l = 0; l < kLanes; ++l) bits |= static_cast<unsigned>(ok[l] & 1) << l;
-      return bits;
-    };
-    const int32_t nc = r.j1 - r.j0 + 1;
-    if (nc * (i_hi - i_lo + 1) <= kLanes && nc <= kLanes) {
-      const LaneLayout& layout = kLayouts[nc - 1];
-      int64_t slot[kLanes];
-      Lanes PX, PY;
-      for (int l = 0; l < kLanes; ++l) {
-        const int64_t i = std::min<int64_t>(i_lo + layout.di[l], i_hi), j = r.j0 + layout.dj[l];
-        PX[l] = px[j], PY[l] = py[i], slot[l] = (b * H + i) * W + j;
-      }
-      for (unsigned bits = test(PX, PY, kLaneIndex >= 0); bits != 0; bits &= bits - 1) {
+      for (unsigned bits = lane_bits(inside & (d >= -1.0f) & (d <= 1.0f)); bits != 0; bits &= bits - 1) {
         const int l = __builtin_ctz(bits);
-        update(slot[l], depth_key(d[l], f), u[l], v[l], d[l]);
+        update(first + (l >> shift) * W + (l & mask), depth_key(d[l], f), u[l], v[l], d[l]);
       }
-      return;
-    }
-    for (int64_t i = i_lo; i <= i_hi; ++i) {
-      const int64_t row = (b * H + i) * W;
-      const Lanes PY = Lanes{} + py[i];
-      for (int32_t j = r.j0; j <= r.j1; j += kLanes) {
-        Lanes PX;
-        std::memcpy(&PX, &px[j], sizeof(PX));
-        for (unsigned bits = test(PX, PY, kLaneIndex + j <= r.j1); bits != 0; bits &= bits - 1) {
-          const int l = __builtin_ctz(bits);
-          update(row + j + l, depth_key(d[l], f), u[l], v[l], d[l]);
+    };
+    const int32_t i_last = static_cast<int32_t>(i_hi);
+    if (r.j0 == r.j1) {  // a column
+      const Lanes PX = Lanes{} + px[r.j0];
+      for (int64_t i = i_lo; i <= i_hi; i += kLanes) {
+        Lanes PY;
+        std::memcpy(&PY, &py[i], sizeof(PY));
+        step(PX, PY, kLaneIndex + static_cast<int32_t>(i) <= i_last, (b * H + i) * W + r.j0, 0, 0);
+      }
+    } else if (r.j0 + 1 == r.j1) {  // 2x2 quads
+      const Lanes PX = {px[r.j0], px[r.j0 + 1], px[r.j0], px[r.j0 + 1]};
+      for (int64_t i = i_lo; i <= i_hi; i += 2) {
+        const Lanes PY = {py[i], py[i], py[i + 1], py[i + 1]};
+        step(PX, PY, (kLaneIndex >> 1) + static_cast<int32_t>(i) <= i_last, (b * H + i) * W + r.j0, 1, 1);
+      }
+    } else {  // rows
+      for (int64_t i = i_lo; i <= i_hi; ++i) {
+        const Lanes PY = Lanes{} + py[i];
+        for (int32_t j = r.j0; j <= r.j1; j += kLanes) {
+          Lanes PX;
+          std::memcpy(&PX, &px[j], sizeof(PX));
+          step(PX, PY, kLaneIndex + j <= r.j1, (b * H + i) * W + j, 2, 3);
         }
       }
     }
@@ -314,8 +325,10 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
   float* bary_p = bary.data_ptr<float>();
   int32_t* tri_p = tri_id.data_ptr<int32_t>();
   float* depth_p = depth.data_ptr<float>();
-  // writes pixel pix's outputs: empty, the given sample, or (no sample) the winner's recomputed
-  auto resolve = [&](int64_t pix, const Sample* stored) {
+  // writes the outputs of pixel (i, j) of image b: empty, the given sample, or (no sample) the
+  // winner's recomputed
+  auto resolve = [&](int64_t b, int64_t i, int64_t j, const Sample* stored) {
+    const int64_t pix = (b * H + i) * W + j;
     Sample smp{0.f, 0.f, 0.f};
     int32_t f = -1;
     if (keys[pix] != kEmptyKey) {
@@ -323,7 +336,6 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
       if (stored != nullptr) {
         smp = *stored;
       } else {
-        const int64_t b = pix / (H * W), i = (pix / W) % H, j = pix % W;
         const float* base = vp + b * V * 4;
         triangle_sample(base + 4 * fp[3 * f], base + 4 * fp[3 * f + 1], base + 4 * fp[3 * f + 2], px[j], py[i], smp);
       }
@@ -339,8 +351,11 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
   if (!any_large) {
     // pass 2 (only small triangles): per pixel, the winner's (u, v, depth), recomputed with the
     // same operations
-    at::parallel_for(0, B * H * W, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t pix = begin; pix < end; ++pix) resolve(pix, nullptr);
+    at::parallel_for(0, B * H, std::max<int64_t>(1, 4096 / W), [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t b = row / H, i = row - b * H;
+        for (int64_t j = 0; j < W; ++j) resolve(b, i, j, nullptr);
+      }
     });
     return {bary, tri_id, depth};
   }
@@ -381,8 +396,11 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
                }
              });
       }
-      for (int64_t pix = first; pix < first + (row1 - row0 + 1) * W; ++pix) {
-        resolve(pix, stored[pix - first] ? &samples[pix - first] : nullptr);
+      for (int64_t i = row0; i <= row1; ++i) {
+        for (int64_t j = 0; j < W; ++j) {
+          const int64_t k = (i - row0) * W + j;
+          resolve(job / n_bands, i, j, stored[k] ? &samples[k] : nullptr);
+        }
       }
     }
   });
