@@ -68,6 +68,7 @@ class _Rasterize(torch.autograd.Function):
         ctx.save_for_backward(verts, faces, bary, tri_id, depth)
         ctx.in_dtype = verts_clip.dtype
         ctx.mark_non_differentiable(tri_id)
+        ctx.set_materialize_grads(False)  # no zero gradients made for tri_id (or an unused output)
         return bary, tri_id, depth
 
     @staticmethod
