@@ -77,11 +77,10 @@ def load_pbr_run(config_path: str | os.PathLike, device: str = "cpu") -> PBRRun:
     Raises:
         StudioInputError: missing files, or the run holds no PBR materials / light (not ``prd``).
     """
-    from studio.export.transform import dataparser_to_world
-    from studio.gaussians.pbr import activate_pbr
-    from studio.gaussians.trainable import PARAM_NAMES, TrainableGaussians
+    from studio.gaussians.pbr import PBR_PARAM_NAMES, activate_pbr
+    from studio.gaussians.trainable import PARAM_NAMES
     from studio.io.config_loader import load_trainer_config
-    from studio.io.runs import GAUSSIAN_PREFIX, dataparser_transform, latest_checkpoint, load_checkpoint
+    from studio.io.runs import checkpoint_gaussian_params, dataparser_transform, latest_checkpoint, load_checkpoint, world_gaussians
     from studio.pbr.cubemap import CubemapLight
 
     config_path = Path(config_path)
@@ -90,17 +89,15 @@ def load_pbr_run(config_path: str | os.PathLike, device: str = "cpu") -> PBRRun:
     if getattr(model_cfg, "ablation", None) == "3dgs":
         raise StudioInputError(f"run {config_path.parent} is a prd '3dgs' ablation: it has no trained materials.")
     state = load_checkpoint(latest_checkpoint(config_path))["pipeline"]
-    raw = {name: state.get(GAUSSIAN_PREFIX + name) for name in PARAM_NAMES + ("albedo", "roughness", "metallic", "progress")}
-    missing = [name for name, value in raw.items() if value is None]
+    raw, missing = checkpoint_gaussian_params(state, PARAM_NAMES + tuple(PBR_PARAM_NAMES))
     if missing or LIGHT_KEY not in state:
         what = ", ".join(missing + ([] if LIGHT_KEY in state else ["light"]))
         raise StudioInputError(
             f"run {config_path.parent} is not a prd (inverse rendering) run: its checkpoint has no {what}."
         )
-    gaussians = TrainableGaussians({k: raw[k] for k in PARAM_NAMES}).activated().detach()
+    gaussians = world_gaussians(raw, config_path, device)
     pbr = {k: v.detach().float() for k, v in activate_pbr(raw).items()}
-    transform, scale = dataparser_transform(config_path)
-    gaussians = dataparser_to_world(gaussians, transform, scale).to(device)
+    transform, _ = dataparser_transform(config_path)
     log_radiance = state[LIGHT_KEY].float()
     light = CubemapLight(int(log_radiance.shape[1]), learnable=False)
     with torch.no_grad():

@@ -61,7 +61,6 @@ def load_run(config_path: Path, device: str = "cpu"):
     config_path = Path(config_path)
     model = load_trainer_config(config_path).pipeline.model  # refuses unsafe or foreign configs
     state = load_checkpoint(latest_checkpoint(config_path))["pipeline"]
-    transform, scale = dataparser_transform(config_path)
     if getattr(model, "representation", "gaussians") == "nerf":
         from studio.nerf import HashGridField
 
@@ -71,15 +70,30 @@ def load_run(config_path: Path, device: str = "cpu"):
             field.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         except RuntimeError:
             raise StudioInputError(f"run {config_path.parent} holds no NeRF matching its config.") from None
-        return NerfRun(field.to(device).eval(), transform, scale)
+        return NerfRun(field.to(device).eval(), *dataparser_transform(config_path))
+    from studio.gaussians.trainable import PARAM_NAMES
+
+    params, missing = checkpoint_gaussian_params(state, PARAM_NAMES)
+    if missing:
+        raise StudioInputError(f"run {config_path.parent} holds no Gaussian scene (missing {', '.join(missing)}).")
+    return world_gaussians(params, config_path, device)
+
+
+def checkpoint_gaussian_params(state: dict, names) -> tuple[dict, list[str]]:
+    """The per-Gaussian parameters ``names`` of a checkpoint's pipeline state (raw, before
+    activation) and the names it lacks."""
+    params = {name: state.get(GAUSSIAN_PREFIX + name) for name in names}
+    return params, [name for name, value in params.items() if value is None]
+
+
+def world_gaussians(params: dict, config_path: Path, device: str = "cpu"):
+    """Activated Gaussians (``studio.gaussians.Gaussians``) of raw parameters (``PARAM_NAMES``
+    at least), moved from the run's dataparser frame into the input data's world frame."""
     from studio.export.transform import dataparser_to_world
     from studio.gaussians.trainable import PARAM_NAMES, TrainableGaussians
 
-    params = {name: state.get(GAUSSIAN_PREFIX + name) for name in PARAM_NAMES}
-    missing = [name for name, value in params.items() if value is None]
-    if missing:
-        raise StudioInputError(f"run {config_path.parent} holds no Gaussian scene (missing {', '.join(missing)}).")
-    gaussians = TrainableGaussians(params).activated().detach()
+    transform, scale = dataparser_transform(Path(config_path))
+    gaussians = TrainableGaussians({name: params[name] for name in PARAM_NAMES}).activated().detach()
     return dataparser_to_world(gaussians, transform, scale).to(device)
 
 
