@@ -383,7 +383,8 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
     std::vector<uint8_t> stored(kBand * W);
     for (int64_t job = next_job++; job < n_jobs; job = next_job++) {
       const int64_t row0 = (job % n_bands) * kBand, row1 = std::min(H, row0 + kBand) - 1;
-      const int64_t first = ((job / n_bands) * H + row0) * W;  // pixel index of the band's start
+      const int64_t b = job / n_bands;
+      const int64_t first = (b * H + row0) * W;  // pixel index of the band's start
       std::fill(stored.begin(), stored.end(), 0);
       for (int64_t k = offsets[job]; k < offsets[job + 1]; ++k) {
         const auto& [bf, r] = bins[k];
@@ -399,7 +400,7 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& verts, const at::Ten
       for (int64_t i = row0; i <= row1; ++i) {
         for (int64_t j = 0; j < W; ++j) {
           const int64_t k = (i - row0) * W + j;
-          resolve(job / n_bands, i, j, stored[k] ? &samples[k] : nullptr);
+          resolve(b, i, j, stored[k] ? &samples[k] : nullptr);
         }
       }
     }

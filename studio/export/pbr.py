@@ -95,9 +95,9 @@ def load_pbr_run(config_path: str | os.PathLike, device: str = "cpu") -> PBRRun:
         raise StudioInputError(
             f"run {config_path.parent} is not a prd (inverse rendering) run: its checkpoint has no {what}."
         )
-    gaussians = world_gaussians(raw, config_path, device)
+    transform, scale = dataparser_transform(config_path)
+    gaussians = world_gaussians(raw, transform, scale, device)
     pbr = {k: v.detach().float() for k, v in activate_pbr(raw).items()}
-    transform, _ = dataparser_transform(config_path)
     log_radiance = state[LIGHT_KEY].float()
     light = CubemapLight(int(log_radiance.shape[1]), learnable=False)
     with torch.no_grad():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -76,23 +76,23 @@ def load_run(config_path: Path, device: str = "cpu"):
     params, missing = checkpoint_gaussian_params(state, PARAM_NAMES)
     if missing:
         raise StudioInputError(f"run {config_path.parent} holds no Gaussian scene (missing {', '.join(missing)}).")
-    return world_gaussians(params, config_path, device)
+    return world_gaussians(params, *dataparser_transform(config_path), device=device)
 
 
-def checkpoint_gaussian_params(state: dict, names) -> tuple[dict, list[str]]:
+def checkpoint_gaussian_params(state: dict, names: Sequence[str]) -> tuple[dict, list[str]]:
     """The per-Gaussian parameters ``names`` of a checkpoint's pipeline state (raw, before
     activation) and the names it lacks."""
     params = {name: state.get(GAUSSIAN_PREFIX + name) for name in names}
     return params, [name for name, value in params.items() if value is None]
 
 
-def world_gaussians(params: dict, config_path: Path, device: str = "cpu"):
+def world_gaussians(params: dict, transform: torch.Tensor, scale: float, device: str = "cpu"):
     """Activated Gaussians (``studio.gaussians.Gaussians``) of raw parameters (``PARAM_NAMES``
-    at least), moved from the run's dataparser frame into the input data's world frame."""
+    at least), moved from the run's dataparser frame (``dataparser_transform``: transform [3,4],
+    scale) into the input data's world frame."""
     from studio.export.transform import dataparser_to_world
     from studio.gaussians.trainable import PARAM_NAMES, TrainableGaussians
 
-    transform, scale = dataparser_transform(Path(config_path))
     gaussians = TrainableGaussians({name: params[name] for name in PARAM_NAMES}).activated().detach()
     return dataparser_to_world(gaussians, transform, scale).to(device)
 
