@@ -105,6 +105,10 @@ class DreamCraft3DModelConfig(GenerationModelConfig):
     """Fine-tuning steps of the bootstrapped prior per round (None: preset)."""
     finetune_lr: float = 1e-4
     """AdamW learning rate of the bootstrapped prior's fine-tuning."""
+    augment_guidance_scale: float = 7.5
+    """BSD augmentation: CFG scale of the SDEdit denoising."""
+    finetune_render_score: bool = False
+    """BSD: each round also fine-tunes the render-score copy, on the raw renders."""
     mesh_resolution: int = 64
     """Voxels along the longest side for the coarse-to-mesh conversion."""
     mesh_extraction: Literal["density", "tsdf"] = "density"
@@ -169,7 +173,8 @@ class DreamCraft3DModel(GenerationModel):
                 nvs_prior, cfg.texture_guidance_scale, schedule=texture_schedule,
                 bootstrap_every=int(cfg.bootstrap_every or 100), finetune_steps=int(cfg.finetune_steps or 50),
                 finetune_lr=cfg.finetune_lr, prior_preservation_weight=1.0, num_class_images=8,
-                augment_t_range=tuple(cfg.augment_t_range),
+                augment_t_range=tuple(cfg.augment_t_range), augment_guidance_scale=cfg.augment_guidance_scale,
+                finetune_render_score=cfg.finetune_render_score,
             )
         else:
             self.texture_guidance = SDS(nvs_prior, cfg.nvs_guidance_scale, "sds", texture_schedule)

@@ -140,13 +140,13 @@ def finetune(
         c = _drop_condition(cond.index(idx), u, cond_dropout, generator)
         t = sample_timesteps(T, batch_size, (0.0, 1.0), generator, dev)
         loss = loss_inst = denoising_loss(bootstrapped, x[idx], c, t, generator)
-        sums["loss_instance"] += float(loss_inst)
+        sums["loss_instance"] += loss_inst.item()
         if use_prior:
             jdx = torch.randint(0, xc.shape[0], (batch_size,), generator=generator).to(dev)
             t = sample_timesteps(T, batch_size, (0.0, 1.0), generator, dev)
             loss_prior = denoising_loss(bootstrapped, xc[jdx], class_cond.index(jdx), t, generator)
             loss = loss + prior_preservation_weight * loss_prior
-            sums["loss_prior"] += float(loss_prior)
+            sums["loss_prior"] += loss_prior.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -192,6 +192,7 @@ class BSD(nn.Module):
         finetune_batch: int = 4,
         prior_preservation_weight: float = 1.0,
         num_class_images: int = 16,
+        finetune_render_score: bool = False,
     ):
         super().__init__()
         sds_weight(torch.zeros(1), weighting)  # validate
@@ -212,6 +213,7 @@ class BSD(nn.Module):
         self.finetune_batch = finetune_batch
         self.prior_preservation_weight = prior_preservation_weight
         self.num_class_images = num_class_images
+        self.finetune_render_score = finetune_render_score
         self.class_latents: Optional[Tensor] = None
 
     def trainable_parameters(self) -> List[nn.Parameter]:
@@ -251,11 +253,15 @@ class BSD(nn.Module):
             self.bootstrapped, x, cond, t_range, uncond, self.augment_guidance_scale, self.augment_steps,
             generator, as_latents=True,
         )
-        stats = finetune(
-            self.bootstrapped, aug, cond, self.finetune_steps, self.finetune_lr, self.prior_preservation_weight,
-            self.class_latents, class_cond, uncond, self.finetune_batch, generator=generator,
-            as_latents=True,
-        )
+        def tune(model: DiffusionPrior, data: Tensor) -> Dict[str, float]:
+            return finetune(
+                model, data, cond, self.finetune_steps, self.finetune_lr, self.prior_preservation_weight,
+                self.class_latents, class_cond, uncond, self.finetune_batch, generator=generator, as_latents=True,
+            )
+
+        stats = tune(self.bootstrapped, aug)
+        if self.finetune_render_score:
+            stats.update({f"render_score_{k}": v for k, v in tune(self.lora, x).items()})
         return {**stats, "augmented": aug}
 
     def forward(
