@@ -24,7 +24,9 @@
    of the novel-view prior is fine-tuned on them; distillation weight 0.01, its render-score
    copy's loss 0.1), or plain SDS with ``texture_guidance sds`` (the ablation). The released
    texture stage distils Stable Diffusion with the prompt; with an image as the only required
-   input we bootstrap the novel-view prior (the reference image is its condition).
+   input we bootstrap the novel-view prior (the reference image is its condition). The tiny
+   preset also fine-tunes the render-score copy each round (``finetune_render_score``) and uses
+   CFG 1 for augmentation and distillation; the full preset keeps the released settings.
 
 The end of the coarse and geometry stages is saved as ``<run>/coarse.safetensors`` /
 ``geometry.safetensors``; ``--load-stage`` starts a run from one of them. At the end of training
@@ -86,7 +88,8 @@ class DreamCraft3DModelConfig(GenerationModelConfig):
     text_guidance_scale: Optional[float] = None
     """CFG scale of the text prior (released code: 20 for DeepFloyd IF)."""
     texture_guidance_scale: float = 2.0
-    """CFG scale of the bootstrapped prior in the texture stage (released: 2)."""
+    """CFG scale of the bootstrapped prior in the texture stage (released: 2; tiny preset 1: the
+    32x32 toy-nvs's CFG direction points away from held-out ground truth)."""
     t_start: Tuple[float, float] = (0.7, 0.85)
     """Coarse timestep range (fractions of T) at step 0."""
     t_end: Tuple[float, float] = (0.2, 0.5)
@@ -106,9 +109,11 @@ class DreamCraft3DModelConfig(GenerationModelConfig):
     finetune_lr: float = 1e-4
     """AdamW learning rate of the bootstrapped prior's fine-tuning."""
     augment_guidance_scale: float = 7.5
-    """BSD augmentation: CFG scale of the SDEdit denoising."""
+    """BSD augmentation: CFG scale of the SDEdit denoising (released: 7.5; tiny preset 1: at 7.5 the
+    32x32 toy-nvs moves held-out views away from the ground truth, at 1 toward it)."""
     finetune_render_score: bool = False
-    """BSD: each round also fine-tunes the render-score copy, on the raw renders."""
+    """BSD: each round also fine-tunes the render-score copy on the raw renders, so that
+    eps_bootstrapped - eps_lora isolates the augmentation (``studio.guidance.bsd``; tiny preset: on)."""
     mesh_resolution: int = 64
     """Voxels along the longest side for the coarse-to-mesh conversion."""
     mesh_extraction: Literal["density", "tsdf"] = "density"
@@ -340,7 +345,9 @@ class DreamCraft3DModel(GenerationModel):
         return {"rgb": rgb[0], "alpha": alpha[0], "depth": depth[0], "background": bg}
 
     # ---- losses ------------------------------------------------------------------------------
-    def _nvs_conditions(self, batch: Dict[str, Tensor], views: OrbitViews) -> Tuple[Condition, Condition]:
+    def nvs_conditions(self, batch: Dict[str, Tensor], views: OrbitViews) -> Tuple[Condition, Condition]:
+        """(condition, null condition) of the novel-view prior for ``views`` [N]: the batch's
+        reference image and each view's camera relative to the reference camera."""
         prior = self.nvs_guidance.prior
         ref_views = OrbitViews(batch["ref_elevation"], batch["ref_azimuth"], batch["ref_distance"], batch["ref_fov"])
         with torch.no_grad():
@@ -360,7 +367,7 @@ class DreamCraft3DModel(GenerationModel):
         ref = self.render_reference(batch)
         images = outputs["rgb_views"].permute(0, 3, 1, 2)
         views = OrbitViews(batch["elevation"], batch["azimuth"], batch["distance"], batch["fov"])
-        cond, uncond = self._nvs_conditions(batch, views)
+        cond, uncond = self.nvs_conditions(batch, views)
         if stage == "texture":
             return self._texture_losses(ref, batch, images, views, cond, uncond)
         terms = reference_losses(ref["rgb"], ref["alpha"], ref["depth"], ref["background"], batch)
@@ -403,7 +410,7 @@ class DreamCraft3DModel(GenerationModel):
         n = self.config.bootstrap_views
         views = OrbitViews(ref.elevation.expand(n).cpu(), (ref.azimuth + torch.arange(n, device=ref.azimuth.device) * 360.0 / n).cpu(),
                            ref.distance.expand(n).cpu(), ref.fov.expand(n).cpu())
-        cond, uncond = self._nvs_conditions(batch, OrbitViews(*(v.to(self.device) for v in views)))
+        cond, uncond = self.nvs_conditions(batch, OrbitViews(*(v.to(self.device) for v in views)))
         size = self.nvs_guidance.prior.image_size
         # BSD renders under no_grad itself; its fine-tuning needs gradients
         self.texture_guidance.bootstrap(lambda cams: self.render_any(cams)[0].permute(0, 3, 1, 2), orbit_cameras(views, size),
