@@ -87,9 +87,9 @@ class DreamCraft3DModelConfig(GenerationModelConfig):
     """CFG scale of the novel-view prior (released code: 5 for stable-zero123)."""
     text_guidance_scale: Optional[float] = None
     """CFG scale of the text prior (released code: 20 for DeepFloyd IF)."""
-    texture_guidance_scale: float = 2.0
-    """CFG scale of the bootstrapped prior in the texture stage (released: 2; tiny preset 1: the
-    32x32 toy-nvs's CFG direction points away from held-out ground truth)."""
+    texture_guidance_scale: Optional[float] = None
+    """CFG scale of the bootstrapped prior in the texture stage (None: preset; full: 2 as released;
+    tiny: 1, the 32x32 toy-nvs's CFG direction points away from held-out ground truth)."""
     t_start: Tuple[float, float] = (0.7, 0.85)
     """Coarse timestep range (fractions of T) at step 0."""
     t_end: Tuple[float, float] = (0.2, 0.5)
@@ -108,12 +108,13 @@ class DreamCraft3DModelConfig(GenerationModelConfig):
     """Fine-tuning steps of the bootstrapped prior per round (None: preset)."""
     finetune_lr: float = 1e-4
     """AdamW learning rate of the bootstrapped prior's fine-tuning."""
-    augment_guidance_scale: float = 7.5
-    """BSD augmentation: CFG scale of the SDEdit denoising (released: 7.5; tiny preset 1: at 7.5 the
-    32x32 toy-nvs moves held-out views away from the ground truth, at 1 toward it)."""
-    finetune_render_score: bool = False
+    augment_guidance_scale: Optional[float] = None
+    """BSD augmentation: CFG scale of the SDEdit denoising (None: preset; full: 7.5 as released;
+    tiny: 1, at 7.5 the 32x32 toy-nvs moves held-out views away from the ground truth)."""
+    finetune_render_score: Optional[bool] = None
     """BSD: each round also fine-tunes the render-score copy on the raw renders, so that
-    eps_bootstrapped - eps_lora isolates the augmentation (``studio.guidance.bsd``; tiny preset: on)."""
+    eps_bootstrapped - eps_lora isolates the augmentation (``studio.guidance.bsd``; None: preset;
+    full: off as released; tiny: on)."""
     mesh_resolution: int = 64
     """Voxels along the longest side for the coarse-to-mesh conversion."""
     mesh_extraction: Literal["density", "tsdf"] = "density"
@@ -175,11 +176,11 @@ class DreamCraft3DModel(GenerationModel):
         texture_schedule = DreamCraft3DSchedule("texture", anneal_steps=cfg.resolved_stage_iters()[2])
         if cfg.texture_guidance == "bsd":
             self.texture_guidance = BSD(
-                nvs_prior, cfg.texture_guidance_scale, schedule=texture_schedule,
+                nvs_prior, 2.0 if cfg.texture_guidance_scale is None else cfg.texture_guidance_scale, schedule=texture_schedule,
                 bootstrap_every=int(cfg.bootstrap_every or 100), finetune_steps=int(cfg.finetune_steps or 50),
                 finetune_lr=cfg.finetune_lr, prior_preservation_weight=1.0, num_class_images=8,
-                augment_t_range=tuple(cfg.augment_t_range), augment_guidance_scale=cfg.augment_guidance_scale,
-                finetune_render_score=cfg.finetune_render_score,
+                augment_t_range=tuple(cfg.augment_t_range), augment_guidance_scale=7.5 if cfg.augment_guidance_scale is None else cfg.augment_guidance_scale,
+                finetune_render_score=bool(cfg.finetune_render_score),
             )
         else:
             self.texture_guidance = SDS(nvs_prior, cfg.nvs_guidance_scale, "sds", texture_schedule)

@@ -9,6 +9,7 @@ a preset only fills fields that are still ``None``, so explicit command-line val
 
 from __future__ import annotations
 
+import dataclasses
 from importlib import resources
 from typing import Any, Literal
 
@@ -36,11 +37,18 @@ def load_preset(method: str, preset: Literal["tiny", "full"]) -> dict[str, dict[
 
 
 def fill_unset(target: object, values: dict[str, Any]) -> list[str]:
-    """Set each attribute of ``target`` that is None to its preset value; returns the names set."""
+    """Set each attribute of ``target`` that is None to its preset value; returns the names set.
+
+    A field of a dataclass ``target`` whose declared default is not None could never take its
+    preset value, so naming it in a preset is an error (ValueError), not a silent no-op."""
+    defaults = {f.name: f.default for f in dataclasses.fields(target)} if dataclasses.is_dataclass(target) else {}
     filled = []
     for name, value in values.items():
         if not hasattr(target, name):
             raise AttributeError(f"preset field {name!r} does not exist on {type(target).__name__}")
+        if defaults.get(name) is not None:
+            raise ValueError(f"preset field {name!r} of {type(target).__name__} defaults to {defaults[name]!r}, not None, "
+                             "so a preset value would never apply")
         if getattr(target, name) is None:
             setattr(target, name, value)
             filled.append(name)
