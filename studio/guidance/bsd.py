@@ -32,8 +32,8 @@ views minus that of the renders, and distillation moves the renders toward their
 Without it the bootstrapped copy has learned the renders and ``lora`` (a few VSD steps) has not:
 the difference then pushes each render further along its own deviation from the prior. Measured
 on a held-out ToyWorld object with the 32x32 ``toy-nvs``: the cosine between the gradient and the
-render-minus-ground-truth direction is -0.68 for eps_bootstrapped - eps_pretrained and +0.36 with
-both copies fine-tuned (``benchmarks/RESULTS.md``). The released code gets by with VSD's per-step
+render-minus-ground-truth direction is -0.65 for eps_bootstrapped - eps_pretrained and +0.59 with
+both copies fine-tuned (augmentation CFG 1; ``benchmarks/bsd_directions.py``, ``RESULTS.md``). The released code gets by with VSD's per-step
 estimator loss alone over 4000 estimator steps; a short run (tiny: 200 steps) does not.
 
 Where the paper and the released code differ we follow: the paper's alternation (fine-tune in
@@ -268,6 +268,7 @@ class BSD(nn.Module):
             self.bootstrapped, x, cond, t_range, uncond, self.augment_guidance_scale, self.augment_steps,
             generator, as_latents=True,
         )
+
         def tune(model: DiffusionPrior, data: Tensor) -> Dict[str, float]:
             return finetune(
                 model, data, cond, self.finetune_steps, self.finetune_lr, self.prior_preservation_weight,
