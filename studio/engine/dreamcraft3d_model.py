@@ -176,10 +176,11 @@ class DreamCraft3DModel(GenerationModel):
         texture_schedule = DreamCraft3DSchedule("texture", anneal_steps=cfg.resolved_stage_iters()[2])
         if cfg.texture_guidance == "bsd":
             self.texture_guidance = BSD(
-                nvs_prior, 2.0 if cfg.texture_guidance_scale is None else cfg.texture_guidance_scale, schedule=texture_schedule,
-                bootstrap_every=int(cfg.bootstrap_every or 100), finetune_steps=int(cfg.finetune_steps or 50),
-                finetune_lr=cfg.finetune_lr, prior_preservation_weight=1.0, num_class_images=8,
-                augment_t_range=tuple(cfg.augment_t_range), augment_guidance_scale=7.5 if cfg.augment_guidance_scale is None else cfg.augment_guidance_scale,
+                nvs_prior, 2.0 if cfg.texture_guidance_scale is None else cfg.texture_guidance_scale,
+                schedule=texture_schedule, bootstrap_every=int(cfg.bootstrap_every or 100),
+                finetune_steps=int(cfg.finetune_steps or 50), finetune_lr=cfg.finetune_lr,
+                prior_preservation_weight=1.0, num_class_images=8, augment_t_range=tuple(cfg.augment_t_range),
+                augment_guidance_scale=7.5 if cfg.augment_guidance_scale is None else cfg.augment_guidance_scale,
                 finetune_render_score=bool(cfg.finetune_render_score),
             )
         else:
