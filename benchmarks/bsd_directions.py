@@ -41,6 +41,7 @@ def main() -> None:
     from studio.data.nerf_synthetic import read_nerf_synthetic
     from studio.eval.image_to_3d import orbit_of_c2w
     from studio.eval.inverse import over_white, read_image
+    from studio.eval.metrics import psnr
     from studio.guidance.bsd import augment_views, finetune, view_dependent_t_range
     from studio.guidance.sds import model_latents, sds_weight
     from studio.priors.sampling import sample
@@ -56,9 +57,6 @@ def main() -> None:
     fov = math.degrees(2.0 * math.atan(0.5 * test.width / test.fx))
     views = OrbitViews(orbits[:, 0], orbits[:, 1], orbits[:, 2], torch.full((len(orbits),), fov))
 
-    def psnr(a, b) -> float:
-        return float(-10.0 * torch.log10(((a - b) ** 2).mean()))
-
     with torch.no_grad():
         rgb, alpha, _, _ = model.render_any(orbit_cameras(views, S))
         renders = rgb.permute(0, 3, 1, 2)
@@ -68,12 +66,12 @@ def main() -> None:
         mask = (alpha.permute(0, 3, 1, 2) > 0.5).float()
         target = (x - x_gt) * mask
         cond, uncond = model.nvs_conditions(batch, views)
-        print(f"{len(orbits)} test views at {S}x{S}: renders {psnr(renders, gt):.2f} dB against the ground truth")
+        print(f"{len(orbits)} test views at {S}x{S}: renders {float(psnr(renders, gt)):.2f} dB against the ground truth")
         for lo, hi in ((0.05, 0.2), (0.2, 0.5)):
-            row = [f"{psnr(prior.decode(augment_views(prior, x, cond, (lo, hi), uncond, s, 20, as_latents=True)), gt):.2f}"
+            row = [f"{float(psnr(prior.decode(augment_views(prior, x, cond, (lo, hi), uncond, s, 20, as_latents=True)), gt)):.2f}"
                    for s in (1.0, 2.0, 7.5)]
             print(f"  SDEdit t' in [{lo}, {hi}], CFG 1 / 2 / 7.5: {' / '.join(row)} dB")
-        print(f"  pure samples, CFG 2: {psnr(prior.decode(sample(prior, len(x), cond, uncond, 2.0, 20)), gt):.2f} dB")
+        print(f"  pure samples, CFG 2: {float(psnr(prior.decode(sample(prior, len(x), cond, uncond, 2.0, 20)), gt)):.2f} dB")
 
     def cosines(models, directions):
         """mean +- s.e. over draws of cos(w(t) g * mask, target) for each direction g(eps outputs)."""
@@ -104,12 +102,9 @@ def main() -> None:
     })
 
     bsd = model.texture_guidance
-    ref = OrbitViews(*(batch[f"ref_{k}"].cpu() for k in ("elevation", "azimuth", "distance", "fov")))
-    n = model.config.bootstrap_views
-    orbit = OrbitViews(ref.elevation.expand(n), ref.azimuth + torch.arange(n) * 360.0 / n, ref.distance.expand(n), ref.fov.expand(n))
+    orbit, offsets = model.bootstrap_orbit(batch)
     b_cond, b_uncond = model.nvs_conditions(batch, orbit)
-    lo, hi = model.config.augment_t_range
-    t_range = view_dependent_t_range((orbit.azimuth - ref.azimuth + 180.0) % 360.0 - 180.0, lo, hi)
+    t_range = view_dependent_t_range(offsets, *model.config.augment_t_range)
     with torch.no_grad():
         raw = model_latents(prior, model.render_any(orbit_cameras(orbit, S))[0].permute(0, 3, 1, 2))
         first = b_cond.index(slice(0, 1))

@@ -406,17 +406,23 @@ class DreamCraft3DModel(GenerationModel):
             losses["sds"] = cfg.lambda_texture_sd * guidance(images, cond, uncond, tstep)["loss_sds"]
         return losses
 
-    def _bootstrap(self, batch: Dict[str, Tensor]) -> None:
-        """One BSD round on ``bootstrap_views`` evenly spaced orbit views around the reference."""
-        ref = OrbitViews(batch["ref_elevation"], batch["ref_azimuth"], batch["ref_distance"], batch["ref_fov"])
+    def bootstrap_orbit(self, batch: Dict[str, Tensor]) -> Tuple[OrbitViews, Tensor]:
+        """The ``bootstrap_views`` views of a BSD round (CPU), evenly spaced in azimuth from the
+        reference view at its elevation, distance and field of view, and their azimuths relative to
+        the reference [N] (degrees)."""
         n = self.config.bootstrap_views
-        views = OrbitViews(ref.elevation.expand(n).cpu(), (ref.azimuth + torch.arange(n, device=ref.azimuth.device) * 360.0 / n).cpu(),
-                           ref.distance.expand(n).cpu(), ref.fov.expand(n).cpu())
+        offsets = torch.arange(n) * 360.0 / n
+        elevation, azimuth, distance, fov = (batch[f"ref_{k}"].cpu() for k in ("elevation", "azimuth", "distance", "fov"))
+        return OrbitViews(elevation.expand(n), azimuth + offsets, distance.expand(n), fov.expand(n)), offsets
+
+    def _bootstrap(self, batch: Dict[str, Tensor]) -> None:
+        """One BSD round on the ``bootstrap_orbit`` views."""
+        views, offsets = self.bootstrap_orbit(batch)
         cond, uncond = self.nvs_conditions(batch, OrbitViews(*(v.to(self.device) for v in views)))
         size = self.nvs_guidance.prior.image_size
         # BSD renders under no_grad itself; its fine-tuning needs gradients
         self.texture_guidance.bootstrap(lambda cams: self.render_any(cams)[0].permute(0, 3, 1, 2), orbit_cameras(views, size),
-                                        cond, uncond, azimuth_deg=(views.azimuth - ref.azimuth.cpu() + 180.0) % 360.0 - 180.0)
+                                        cond, uncond, azimuth_deg=offsets)
 
     # ---- export ------------------------------------------------------------------------------
     @torch.no_grad()

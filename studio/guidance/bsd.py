@@ -33,8 +33,9 @@ Without it the bootstrapped copy has learned the renders and ``lora`` (a few VSD
 the difference then pushes each render further along its own deviation from the prior. Measured
 on a held-out ToyWorld object with the 32x32 ``toy-nvs``: the cosine between the gradient and the
 render-minus-ground-truth direction is -0.65 for eps_bootstrapped - eps_pretrained and +0.59 with
-both copies fine-tuned (augmentation CFG 1; ``benchmarks/bsd_directions.py``, ``RESULTS.md``). The released code gets by with VSD's per-step
-estimator loss alone over 4000 estimator steps; a short run (tiny: 200 steps) does not.
+both copies fine-tuned (augmentation CFG 1; ``benchmarks/bsd_directions.py``, ``RESULTS.md``).
+The released code gets by with VSD's per-step estimator loss alone over 4000 estimator steps; a
+short run (tiny: 200 steps) does not.
 
 Where the paper and the released code differ we follow: the paper's alternation (fine-tune in
 rounds, ``bootstrap`` every ``bootstrap_every`` steps; the released guidance interleaves
