@@ -74,6 +74,12 @@ def _prd(out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
 
 
+def _scheduler_steps(run: Path) -> int:
+    """Scheduler steps of the position learning rate in a run's last checkpoint."""
+    ckpt = torch.load(max((run / "nerfstudio_models").glob("*.ckpt")), weights_only=True)
+    return int(ckpt["schedulers"]["means"]["last_epoch"])
+
+
 def test_prd_stages_stage1_file_and_ablation_from_it(tmp_path: Path):
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -101,6 +107,8 @@ def test_prd_stages_stage1_file_and_ablation_from_it(tmp_path: Path):
     run_np = next((tmp_path / "np").glob("toyworld_mushroom/prd/*"))
     assert load_trainer_config(run_np / "config.yml").max_num_iterations == 12  # stages 2-4 only
     assert not (run_np / "stage1.safetensors").exists()
+    # its learning-rate schedules continue where the full run's were at the end of stage 1
+    assert _scheduler_steps(run_np) == _scheduler_steps(run) == 20
     _, pipe_np, _, _ = eval_setup(run_np / "config.yml", test_mode="test")
     out_np = pipe_np.model.render_gbuffers(camera)
     assert torch.allclose(out_np["progress"], out_np["accumulation"])  # pure PBR: p = 1 on the object

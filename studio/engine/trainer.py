@@ -4,7 +4,8 @@
   values fill every trainer/model field left as ``None`` (see ``studio.engine.presets``).
 * The dataset is validated before Nerfstudio writes anything, so bad input stops the run with
   one sentence and leaves no output folder behind.
-* Learning-rate schedulers span the whole run (their ``max_steps`` = ``max_num_iterations``).
+* Learning-rate schedulers span the whole run (their ``max_steps`` = ``max_num_iterations``);
+  a run that starts from a stage file continues the schedule where the full run would be.
 * ``StudioTrainer`` scales each optimizer group's learning rate by the model's
   ``lr_scale(group)`` (3DGS scales the position learning rate by the scene extent).
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Type
@@ -64,7 +66,15 @@ class StudioTrainer(Trainer):
             if scheduler is not None and getattr(scheduler, "lr_final", None) is not None:
                 scheduler.lr_final *= scale
             configs[group] = cfg
-        return Optimizers(configs, param_groups)
+        optimizers = Optimizers(configs, param_groups)
+        offset = self.config.schedule_length() - int(self.config.max_num_iterations)
+        if offset > 0:  # started from a stage file: the schedules continue at the skipped step
+            for scheduler in optimizers.schedulers.values():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+                    scheduler.last_epoch = offset - 1
+                    scheduler.step()
+        return optimizers
 
     def save_checkpoint(self, step: int) -> None:
         """Nerfstudio's checkpoint layout, written atomically and loadable with ``weights_only=True``."""
@@ -128,10 +138,14 @@ class StudioTrainerConfig(TrainerConfig):
         for group in self.optimizers.values():
             scheduler = group.get("scheduler")
             if scheduler is not None and hasattr(scheduler, "max_steps"):
-                scheduler.max_steps = self.max_num_iterations
+                scheduler.max_steps = self.schedule_length()
 
     def resolve_run_length(self) -> None:
         """Hook for methods whose ``max_num_iterations`` follows from other settings (after the preset)."""
+
+    def schedule_length(self) -> int:
+        """Steps the learning-rate schedules span: the run's, plus any steps a stage file replaced."""
+        return int(self.max_num_iterations)
 
     def validate_inputs(self) -> None:
         """Check the dataset named by ``--data`` (NeRF-synthetic or Nerfstudio) before any output."""
@@ -166,8 +180,17 @@ class StagedTrainerConfig(StudioTrainerConfig):
         model.load_stage = self.load_stage
         if self.load_stage is not None and not Path(self.load_stage).is_file():
             raise StudioInputError(f"--load-stage {self.load_stage} is not a file.")
-        skipped = model.steps_skipped(Path(self.load_stage)) if self.load_stage is not None else 0
-        self.max_num_iterations = sum(int(n) for n in model.resolved_stage_iters()) - skipped
+        self.max_num_iterations = self.schedule_length() - self.steps_skipped()
+
+    def steps_skipped(self) -> int:
+        """Steps of the stages that ``load_stage`` replaces (0 without one)."""
+        if self.load_stage is None:
+            return 0
+        return int(self.pipeline.model.steps_skipped(Path(self.load_stage)))
+
+    def schedule_length(self) -> int:
+        """All stages' steps: the schedules of a run from a stage file match the full run's."""
+        return sum(int(n) for n in self.pipeline.model.resolved_stage_iters())
 
     def setup(self, **kwargs):
         self.pipeline.model.stage_dir = self.get_base_dir()
