@@ -261,8 +261,8 @@ class PRDModel(SplatModel):
         """
         viewmats, Ks, width, height = cameras_to_viewmats(camera.to(self.device))
         g = self.gaussians.activated()
-        c2w = torch.linalg.inv(viewmats[0])
-        center = c2w[:3, 3]
+        origins, dirs = camera_rays(viewmats[0], Ks[0], width, height)  # dirs: world offset per unit view depth
+        center = origins[0]
         degree = self.active_sh_degree()
         radiance = (eval_sh(degree, g.sh, g.means - center) + 0.5).clamp(min=0.0)
         attrs = self.pbr_attributes()
@@ -283,7 +283,7 @@ class PRDModel(SplatModel):
             metallic = torch.ones_like(metallic)  # specular distillation: everything is a metal
         normal = torch.nn.functional.normalize(straight["normal"], dim=-1)
         # per-pixel world rays: view direction and surface point (expected depth)
-        d_world = camera_rays(viewmats[0], Ks[0], width, height)[1].reshape(height, width, 3)  # per unit view depth
+        d_world = dirs.reshape(height, width, 3)
         points = center + d_world * out.depth[0]
         view = -torch.nn.functional.normalize(d_world, dim=-1)
         sh_light = self.light if light is None else light
