@@ -144,7 +144,7 @@ class StudioTrainerConfig(TrainerConfig):
         """Hook for methods whose ``max_num_iterations`` follows from other settings (after the preset)."""
 
     def schedule_length(self) -> int:
-        """Steps the learning-rate schedules span: the run's, plus any steps a stage file replaced."""
+        """Steps the learning-rate schedules span: the run's own (staged runs add the steps a stage file replaced)."""
         return int(self.max_num_iterations)
 
     def validate_inputs(self) -> None:
