@@ -1,0 +1,89 @@
+"""Where a `prd` run's novel-view error lies: object interior against the silhouette band.
+
+For every test view (rendered over white, as `studio eval prd` does) the squared error is summed
+over the object interior and over a band of ``--band`` pixels on each side of the ground-truth
+silhouette (alpha > 0.5), divided by the number of pixels and channels and averaged over the
+views; the parts add up to the image MSE (with the background far from the object). Columns:
+
+- composite: the PRD image ``p_x I_pbr + (1 - p_x) I_radiance`` (what NVS PSNR measures);
+- PBR / radiance alone: each part composited over white with the run's coverage (diagnostic:
+  in ``prd`` the radiance fits what the PBR part leaves, so alone it is far from the images);
+- alpha: squared coverage error against the ground-truth alpha in the band;
+- p: mean straight progress ``p_x / coverage`` over interior and (object side of the) band.
+
+    python benchmarks/prd_error_split.py --run prd:runs/duo/prd/.../config.yml --run 3dgs:...
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def band_masks(alpha, width: int):
+    """(interior, band) boolean [H,W] masks from ground-truth alpha [H,W] (float tensor)."""
+    import torch.nn.functional as F
+
+    solid = (alpha > 0.5).float()[None, None]
+    grown = F.max_pool2d(solid, 2 * width + 1, stride=1, padding=width)[0, 0] > 0.5
+    shrunk = -F.max_pool2d(-solid, 2 * width + 1, stride=1, padding=width)[0, 0] > 0.5
+    return shrunk, grown & ~shrunk
+
+
+def error_split(config: Path, width: int) -> dict:
+    import numpy as np
+    import torch
+
+    from studio.cli.eval import load_pipeline
+    from studio.data.dataparser import StudioDataParserConfig
+    from studio.eval.inverse import read_image
+
+    _, pipeline = load_pipeline(config)
+    model = pipeline.model
+    data = Path(pipeline.datamanager.config.dataparser.data)
+    outs = StudioDataParserConfig(data=data).setup().get_dataparser_outputs("test")
+    white = torch.ones(3)
+    rows = []
+    for k, path in enumerate(outs.image_filenames):
+        rgba = torch.from_numpy(read_image(Path(path)))
+        alpha = rgba[..., 3]
+        gt = rgba[..., :3] * alpha[..., None] + 1.0 - alpha[..., None]
+        with torch.no_grad():
+            out = model.render_gbuffers(outs.cameras[k : k + 1], background=white.to(model.device))
+        out = {key: value.cpu() for key, value in out.items()}
+        acc = out["accumulation"]
+        images = {"composite": out["rgb"], "pbr": out["pbr"] * acc + 1 - acc, "radiance": out["radiance"] * acc + 1 - acc}
+        interior, band = band_masks(alpha, width)
+        n = alpha.numel()
+        row = {}
+        for name, image in images.items():
+            se = ((image - gt) ** 2).mean(-1)
+            row[f"{name}_interior"], row[f"{name}_band"] = float(se[interior].sum() / n), float(se[band].sum() / n)
+        row["alpha_band"] = float(((acc[..., 0] - alpha) ** 2)[band].sum() / n)
+        p = (out["progress"] / acc.clamp(min=1e-6))[..., 0]
+        row["p_interior"], row["p_band"] = float(p[interior].mean()), float(p[band & (alpha > 0.5)].mean())
+        row["psnr"] = float(-10 * torch.log10(((out["rgb"] - gt) ** 2).mean()))
+        rows.append(row)
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", action="append", required=True, help="NAME:path/to/config.yml of a prd run")
+    parser.add_argument("--band", type=int, default=2, help="band half-width in pixels")
+    args = parser.parse_args()
+    header = ["run", "PSNR (view mean)", "composite interior", "composite band", "PBR interior", "PBR band",
+              "radiance interior", "radiance band", "alpha band", "p interior / band"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for spec in args.run:
+        name, config = spec.split(":", 1)
+        r = error_split(Path(config), args.band)
+        cells = [name, f"{r['psnr']:.2f}"] + [f"{r[k]:.2e}" for k in (
+            "composite_interior", "composite_band", "pbr_interior", "pbr_band", "radiance_interior", "radiance_band", "alpha_band")]
+        cells.append(f"{r['p_interior']:.2f} / {r['p_band']:.2f}")
+        print("| " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
