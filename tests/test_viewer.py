@@ -10,6 +10,7 @@ import base64
 import contextlib
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -255,7 +256,8 @@ def _chromium(width: int = 800, height: int = 600):
     """Headless Chromium with remote debugging; yields a DevTools client of its blank page."""
     from websockets.sync.client import connect
 
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes can still be writing to the profile as it is removed
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         flags = [
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -263,7 +265,9 @@ def _chromium(width: int = 800, height: int = 600):
             f"--user-data-dir={profile}", "--remote-debugging-port=0", f"--window-size={width},{height}",
             "about:blank",
         ]
-        proc = subprocess.Popen([str(CHROMIUM), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [str(CHROMIUM), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             deadline = time.monotonic() + 20.0
@@ -278,6 +282,8 @@ def _chromium(width: int = 800, height: int = 600):
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # helpers (renderer, GPU, crash handler) in its session
 
 
 def _screenshot(devtools: _DevTools) -> np.ndarray:
