@@ -31,6 +31,7 @@ def band_masks(alpha, width: int):
 
 
 def error_split(config: Path, width: int) -> dict:
+    """Mean over the run's test views of the per-region errors (see the module docstring)."""
     import numpy as np
     import torch
 
