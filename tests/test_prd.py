@@ -112,6 +112,15 @@ def test_prd_stages_stage1_file_and_ablation_from_it(tmp_path: Path):
     _, pipe_np, _, _ = eval_setup(run_np / "config.yml", test_mode="test")
     out_np = pipe_np.model.render_gbuffers(camera)
     assert torch.allclose(out_np["progress"], out_np["accumulation"])  # pure PBR: p = 1 on the object
+    # in prd the radiance field also fits the images on its own (radiance_weight); pure PBR has no such term
+    model.step = pipe_np.model.step = model.stage_bounds()[1]  # stage 3
+    batch = {"image": pipeline.datamanager.eval_dataset[0]["image"]}
+    gt = model.gt_rgb(batch["image"], out["background"])
+    radiance = out["radiance"] * acc + (1 - acc) * out["background"]
+    losses = model.get_loss_dict(out, batch)
+    assert model.config.radiance_weight > 0
+    assert torch.allclose(losses["radiance_loss"], model.config.radiance_weight * model.rgb_loss(radiance, gt))
+    assert "progress_loss" in losses and "radiance_loss" not in pipe_np.model.get_loss_dict(out_np, batch)
 
     bad = _prd(tmp_path / "bad", "--load-stage", str(tmp_path / "missing.safetensors"))
     assert bad.returncode == 2 and "error:" in bad.stdout and "Traceback" not in bad.stdout + bad.stderr

@@ -178,13 +178,16 @@ class SplatModel(Model):
         gt = self.gt_rgb(batch["image"], outputs["background"])
         return {"psnr": psnr(outputs["rgb"], gt), "gaussian_count": torch.tensor(float(len(self.gaussians)))}
 
-    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        gt = self.gt_rgb(batch["image"], outputs["background"])
-        pred = outputs["rgb"]
+    def rgb_loss(self, pred: Tensor, gt: Tensor) -> Tensor:
+        """The 3DGS image loss ``(1 - lambda) L1 + lambda D-SSIM`` of [H,W,3] images."""
         l1 = (pred - gt).abs().mean()
         d_ssim = 1.0 - ssim(pred.permute(2, 0, 1), gt.permute(2, 0, 1))
         lam = self.config.ssim_lambda
-        return {"main_loss": (1.0 - lam) * l1 + lam * d_ssim}
+        return (1.0 - lam) * l1 + lam * d_ssim
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        gt = self.gt_rgb(batch["image"], outputs["background"])
+        return {"main_loss": self.rgb_loss(outputs["rgb"], gt)}
 
     def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
         gt = self.gt_rgb(batch["image"], outputs["background"])
