@@ -37,7 +37,8 @@ def error_split(config: Path, width: int) -> dict:
 
     from studio.cli.eval import load_pipeline
     from studio.data.dataparser import StudioDataParserConfig
-    from studio.eval.inverse import read_image
+    from studio.eval.inverse import over_white, read_image
+    from studio.eval.metrics import psnr
 
     _, pipeline = load_pipeline(config)
     model = pipeline.model
@@ -46,9 +47,9 @@ def error_split(config: Path, width: int) -> dict:
     white = torch.ones(3)
     rows = []
     for k, path in enumerate(outs.image_filenames):
-        rgba = torch.from_numpy(read_image(Path(path)))
-        alpha = rgba[..., 3]
-        gt = rgba[..., :3] * alpha[..., None] + 1.0 - alpha[..., None]
+        rgba = read_image(Path(path))
+        alpha = torch.from_numpy(rgba[..., 3])
+        gt = torch.from_numpy(over_white(rgba))
         with torch.no_grad():
             out = model.render_gbuffers(outs.cameras[k : k + 1], background=white.to(model.device))
         out = {key: value.cpu() for key, value in out.items()}
@@ -63,7 +64,7 @@ def error_split(config: Path, width: int) -> dict:
         row["alpha_band"] = float(((acc[..., 0] - alpha) ** 2)[band].sum() / n)
         p = (out["progress"] / acc.clamp(min=1e-6))[..., 0]
         row["p_interior"], row["p_band"] = float(p[interior].mean()), float(p[band & (alpha > 0.5)].mean())
-        row["psnr"] = float(-10 * torch.log10(((out["rgb"] - gt) ** 2).mean()))
+        row["psnr"] = float(psnr(out["rgb"], gt))
         rows.append(row)
     return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
 
