@@ -9,6 +9,9 @@ views; the parts add up to the image MSE (with the background far from the objec
 - PBR / radiance alone: each part composited over white with the run's coverage (diagnostic:
   in ``prd`` the radiance fits what the PBR part leaves, so alone it is far from the images);
 - alpha: squared coverage error against the ground-truth alpha in the band;
+- alpha in / out: mean signed coverage error (coverage minus ground-truth alpha) on the object
+  side (alpha > 0.5) and on the background side of the band: negative inside and positive
+  outside means blurred silhouettes;
 - p: mean straight progress ``p_x / coverage`` over interior and (object side of the) band.
 
     python benchmarks/prd_error_split.py --run prd:runs/duo/prd/.../config.yml --run 3dgs:...
@@ -61,7 +64,10 @@ def error_split(config: Path, width: int) -> dict:
         for name, image in images.items():
             se = ((image - gt) ** 2).mean(-1)
             row[f"{name}_interior"], row[f"{name}_band"] = float(se[interior].sum() / n), float(se[band].sum() / n)
-        row["alpha_band"] = float(((acc[..., 0] - alpha) ** 2)[band].sum() / n)
+        coverage_error = acc[..., 0] - alpha
+        row["alpha_band"] = float((coverage_error**2)[band].sum() / n)
+        row["alpha_in"] = float(coverage_error[band & (alpha > 0.5)].mean())
+        row["alpha_out"] = float(coverage_error[band & (alpha <= 0.5)].mean())
         p = (out["progress"] / acc.clamp(min=1e-6))[..., 0]
         row["p_interior"], row["p_band"] = float(p[interior].mean()), float(p[band & (alpha > 0.5)].mean())
         row["psnr"] = float(psnr(out["rgb"], gt))
@@ -75,7 +81,7 @@ def main() -> None:
     parser.add_argument("--band", type=int, default=2, help="band half-width in pixels")
     args = parser.parse_args()
     header = ["run", "PSNR (view mean)", "composite interior", "composite band", "PBR interior", "PBR band",
-              "radiance interior", "radiance band", "alpha band", "p interior / band"]
+              "radiance interior", "radiance band", "alpha band", "alpha in / out", "p interior / band"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for spec in args.run:
@@ -83,6 +89,7 @@ def main() -> None:
         r = error_split(Path(config), args.band)
         cells = [name, f"{r['psnr']:.2f}"] + [f"{r[k]:.2e}" for k in (
             "composite_interior", "composite_band", "pbr_interior", "pbr_band", "radiance_interior", "radiance_band", "alpha_band")]
+        cells.append(f"{r['alpha_in']:+.3f} / {r['alpha_out']:+.3f}")
         cells.append(f"{r['p_interior']:.2f} / {r['p_band']:.2f}")
         print("| " + " | ".join(cells) + " |", flush=True)
 
