@@ -64,12 +64,13 @@ def error_split(config: Path, width: int) -> dict:
         for name, image in images.items():
             se = ((image - gt) ** 2).mean(-1)
             row[f"{name}_interior"], row[f"{name}_band"] = float(se[interior].sum() / n), float(se[band].sum() / n)
+        object_side = band & (alpha > 0.5)
         coverage_error = acc[..., 0] - alpha
         row["alpha_band"] = float((coverage_error**2)[band].sum() / n)
-        row["alpha_in"] = float(coverage_error[band & (alpha > 0.5)].mean())
-        row["alpha_out"] = float(coverage_error[band & (alpha <= 0.5)].mean())
+        row["alpha_in"] = float(coverage_error[object_side].mean())
+        row["alpha_out"] = float(coverage_error[band & ~object_side].mean())
         p = (out["progress"] / acc.clamp(min=1e-6))[..., 0]
-        row["p_interior"], row["p_band"] = float(p[interior].mean()), float(p[band & (alpha > 0.5)].mean())
+        row["p_interior"], row["p_band"] = float(p[interior].mean()), float(p[object_side].mean())
         row["psnr"] = float(psnr(out["rgb"], gt))
         rows.append(row)
     return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
