@@ -23,16 +23,6 @@ import argparse
 from pathlib import Path
 
 
-def band_masks(alpha, width: int):
-    """(interior, band) boolean [H,W] masks from ground-truth alpha [H,W] (float tensor)."""
-    import torch.nn.functional as F
-
-    solid = (alpha > 0.5).float()[None, None]
-    grown = F.max_pool2d(solid, 2 * width + 1, stride=1, padding=width)[0, 0] > 0.5
-    shrunk = -F.max_pool2d(-solid, 2 * width + 1, stride=1, padding=width)[0, 0] > 0.5
-    return shrunk, grown & ~shrunk
-
-
 def error_split(config: Path, width: int) -> dict:
     """Mean over the run's test views of the per-region errors (see the module docstring)."""
     import numpy as np
@@ -42,6 +32,7 @@ def error_split(config: Path, width: int) -> dict:
     from studio.data.dataparser import StudioDataParserConfig
     from studio.eval.inverse import over_white, read_image
     from studio.eval.metrics import psnr
+    from studio.render.masks import silhouette_band
 
     _, pipeline = load_pipeline(config)
     model = pipeline.model
@@ -58,7 +49,7 @@ def error_split(config: Path, width: int) -> dict:
         out = {key: value.cpu() for key, value in out.items()}
         acc = out["accumulation"]
         images = {"composite": out["rgb"], "pbr": out["pbr"] * acc + 1 - acc, "radiance": out["radiance"] * acc + 1 - acc}
-        interior, band = band_masks(alpha, width)
+        interior, band = silhouette_band(alpha, width)
         n = alpha.numel()
         row = {}
         for name, image in images.items():

@@ -13,6 +13,7 @@ import torch
 from studio.io.config_loader import load_trainer_config
 from studio.gaussians.pbr import activate_pbr, initial_pbr_params, shortest_axis_normals
 from studio.pbr.visibility import bake_visibility, object_bounds
+from studio.render.masks import progress_band, silhouette_band
 
 NS_TRAIN = str(Path(sys.executable).with_name("ns-train"))
 SCENE = Path(__file__).resolve().parents[1] / "scenes" / "toyworld_mushroom"
@@ -80,6 +81,19 @@ def _scheduler_steps(run: Path) -> int:
     return int(ckpt["schedulers"]["means"]["last_epoch"])
 
 
+def test_silhouette_band_of_a_square():
+    alpha = torch.zeros(40, 40)
+    alpha[10:30, 10:30] = 1.0
+    interior, band = silhouette_band(alpha, 2)
+    assert interior.sum() == 16 * 16 and bool(interior[12:28, 12:28].all())
+    assert band.sum() == 24 * 24 - 16 * 16 and bool(band[8, 8]) and not bool(band[7, 20])
+    assert not bool((interior & band).any())
+    # at most half the object's pixels: 5 px would leave out 300 of 400, 2 px leaves out 144
+    assert torch.equal(progress_band(alpha, 5, 0.5), band)
+    assert torch.equal(progress_band(alpha, 5, 1.0), silhouette_band(alpha, 5)[1])
+    assert not progress_band(alpha, 5, 0.1).any()
+
+
 def test_prd_stages_stage1_file_and_ablation_from_it(tmp_path: Path):
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -97,9 +111,9 @@ def test_prd_stages_stage1_file_and_ablation_from_it(tmp_path: Path):
     out = model.render_gbuffers(camera)
     for key, ch in (("rgb", 3), ("pbr", 3), ("albedo", 3), ("normal", 3), ("progress", 1), ("roughness", 1)):
         assert out[key].shape[-1] == ch and torch.isfinite(out[key]).all()
-    # the composite is p * pbr + (1 - p) * radiance over the background
+    # the composite is PRD Eq. 5 on the rendered images: p_x * I_pbr + (1 - p_x) * (radiance over the background)
     acc, px = out["accumulation"], out["progress"]
-    expect = px * out["pbr"] + (1 - px / acc.clamp(min=1e-6)) * out["radiance"] * acc + (1 - acc) * out["background"]
+    expect = px * out["pbr"] + (1 - px) * (out["radiance"] * acc + (1 - acc) * out["background"])
     assert torch.allclose(out["rgb"], expect.clamp(0, 1), atol=1e-5)
 
     ablation = _prd(tmp_path / "np", "--load-stage", str(stage1), "--pipeline.model.ablation", "no-progress")
@@ -121,6 +135,16 @@ def test_prd_stages_stage1_file_and_ablation_from_it(tmp_path: Path):
     assert model.config.radiance_weight > 0
     assert torch.allclose(losses["radiance_loss"], model.config.radiance_weight * model.rgb_loss(radiance, gt))
     assert "progress_loss" in losses and "radiance_loss" not in pipe_np.model.get_loss_dict(out_np, batch)
+    # the progress loss leaves the silhouette band out: p there changes nothing, p inside does
+    image = batch["image"]
+    alpha = image[..., 3:].float() / (255.0 if image.dtype == torch.uint8 else 1.0)
+    band = progress_band(alpha[..., 0], model.config.mask_band, model.config.mask_band_share)
+    interior = (alpha[..., 0] > 0.5) & ~band
+    assert model.config.mask_band > 0 and band.any() and interior.any()
+    for region, moves in ((band, False), (interior, True)):
+        changed = dict(out, progress=torch.where(region[..., None], 1 - out["progress"], out["progress"]))
+        moved = not torch.allclose(model.get_loss_dict(changed, batch)["progress_loss"], losses["progress_loss"])
+        assert moved == moves
 
     bad = _prd(tmp_path / "bad", "--load-stage", str(tmp_path / "missing.safetensors"))
     assert bad.returncode == 2 and "error:" in bad.stdout and "Traceback" not in bad.stdout + bad.stderr
