@@ -10,9 +10,9 @@ divided by the coverage, and the pixel colour is PRD Eq. 5 on the rendered image
     C = p_x * I_pbr + (1 - p_x) * I_radiance
 
 with ``p_x`` the splatted progress (premultiplied by the coverage, so 0 off the object) and
-``I_radiance`` the radiance field's image over the background. (The eleventh and twelfth
-sessions mixed straight colours instead, ``coverage * (p * I_pbr + (1 - p) * I_rad) + (1 -
-coverage) * bg``; the literal reading relights better on all three scenes measured.)
+``I_radiance`` the radiance field's image over the background. (Mixing straight colours
+instead, ``coverage * (p * I_pbr + (1 - p) * I_rad) + (1 - coverage) * bg``, relit worse on all
+three scenes measured; benchmarks/RESULTS.md, eighth and ninth rounds.)
 
 Stages (trainer steps; lengths ``stage_iters`` from the preset):
 
@@ -20,8 +20,8 @@ Stages (trainer steps; lengths ``stage_iters`` from the preset):
 2. specular distillation: ``metallic`` fixed to 1, ``p`` starts at ``progress_init`` (0.01);
 3. diffuse distillation: metallic free; loss ``L_rgb + 0.08 MSE(mask, p_x) + 0.003 L_light``
    (``L_light``: white-light prior, |L_c - mean_c L| per texel, summed over the cubemap; the MSE
-   leaves out ``mask_band`` pixels on each side of the silhouette, ours); the environment
-   visibility is baked into a grid of SH first (``studio.pbr.visibility``);
+   leaves out a band of up to ``mask_band`` pixels on each side of the silhouette, ours); the
+   environment visibility is baked into a grid of SH first (``studio.pbr.visibility``);
 4. joint refinement, the learning rate of ``p`` scaled by ``progress_lr_refine`` (0.1).
 
 ``L_rgb`` is the 3DGS loss ``0.8 L1 + 0.2 D-SSIM`` against the ground truth over a random
