@@ -1,14 +1,15 @@
 # `make demo` and `make test` set up .venv (pip install -e .[dev]) and build the extensions once.
+# `make test` = `make lint` (ruff lint + format check, import-linter layer contracts) + pytest.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.studio-installed
 PYTHON ?= python3
 
-.PHONY: demo demo-splat test setup extensions clean-ext
+.PHONY: demo demo-splat test lint setup extensions clean-ext
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -e '.[dev]'
@@ -24,7 +25,12 @@ demo: $(STAMP)
 demo-splat: $(STAMP)
 	bash scripts/demo_splat.sh
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest -q
 
 clean-ext:

@@ -37,7 +37,7 @@ def main() -> None:
     import torch.nn.functional as F
 
     from studio.cameras.sampling import OrbitViews, orbit_cameras
-    from studio.cli.eval import load_pipeline
+    from studio.models.runs import load_run
     from studio.data.nerf_synthetic import read_nerf_synthetic
     from studio.eval.image_to_3d import orbit_of_c2w
     from studio.eval.inverse import over_white, read_image
@@ -47,7 +47,7 @@ def main() -> None:
     from studio.priors.sampling import sample
 
     torch.manual_seed(args.seed)
-    _, pipeline = load_pipeline(args.load_config, device="cpu")
+    pipeline = load_run(args.load_config, device="cpu", with_data=True).pipeline
     model = pipeline.model
     _, batch = pipeline.datamanager.next_train(0)
     prior = model.nvs_guidance.prior

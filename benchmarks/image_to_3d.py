@@ -1,7 +1,8 @@
 """DreamCraft3D on held-out ToyWorld objects: BSD texture vs SDS-only texture vs the coarse stage alone.
 
-For each seed (held-out seeds are < 1000, see ``scenes/toyworld/splits.json``) it makes the dataset
-unless present (``studio scenes make``: 64 px, 4 training and 8 test views, no AOVs), then runs
+For each seed (``scenes/toyworld/splits.json``: seeds 900-999 are validation scenes, for choosing
+defaults; 0-899 test scenes, for reported tables) it makes the dataset unless present (``studio
+scenes make``: 64 px, 4 training and 8 test views, no AOVs), then runs
 ``studio eval image-to-3d`` from training frame ``--view`` three times:
 
 * ``bsd``: the whole pipeline (coarse Gaussians with toy-nvs guidance -> mesh -> BSD texture);
@@ -12,8 +13,9 @@ unless present (``studio scenes make``: 64 px, 4 training and 8 test views, no A
   mesh`` of its ``export/gaussians.ply`` with the run's mesh extraction settings: density, level 0.1,
   64 voxels in the tiny preset).
 
-It prints a markdown table of test-view PSNR, SSIM, mask IoU and Chamfer distance (plus the mean
-over seeds) and writes it with the per-run JSON files under ``--work``.
+It prints a markdown table of test-view PSNR, SSIM, mask IoU and Chamfer distance with each seed's
+split (plus the mean over the seeds of each split) and writes it with the per-run JSON files under
+``--work``.
 
     python benchmarks/image_to_3d.py --seeds 44 60 61 65 73 --work /tmp/i2d [--view 1] [--extra-args "..."]
 """
@@ -92,6 +94,8 @@ def main() -> None:
     parser.add_argument("--view", type=int, default=1, help="reference frame of each training split")
     parser.add_argument("--extra-args", default="", help="ns-train arguments added to every run")
     args = parser.parse_args()
+    from studio.scenes.toyworld.splits import scene_split
+
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in args.seeds:
@@ -100,29 +104,33 @@ def main() -> None:
             studio("scenes", "make", "--output", str(data), "--seed", str(seed), "--n-train", "4", "--n-test", "8",
                    "--res", "64", "--spp", "64", "--aa", "4", "--relight", "", "--aovs", "none")
         caption = json.loads((data / "meta.json").read_text()).get("caption", "")
+        split = scene_split(seed, "object")
         res = {"bsd": run_variant(data, args.work / f"tw{seed}_bsd.json", args.view, args.extra_args)}
         bsd_run = args.work / f"tw{seed}_bsd"
         geometry = run_file(bsd_run, "geometry.safetensors")
         res["sds"] = run_variant(data, args.work / f"tw{seed}_sds.json", args.view,
                                  f"{args.extra_args} --load-stage {geometry} --pipeline.model.texture-guidance sds")
         res["coarse"] = run_variant(data, args.work / f"tw{seed}_coarse.json", args.view,
-                                    f"{args.extra_args} --pipeline.model.stage-iters {model_config(bsd_run).resolved_stage_iters()[0]} 0 0")
+                                    f"{args.extra_args} --pipeline.model.stage-iters {model_config(bsd_run).stage_iters[0]} 0 0")
         if res["coarse"].get("chamfer") is None:
             res["coarse"]["chamfer"] = coarse_chamfer(args.work / f"tw{seed}_coarse", data / "gt_mesh.obj")
-        rows.append((seed, caption, res))
+        rows.append((seed, split, caption, res))
 
-    header = "| seed | object | variant | PSNR | SSIM | mask IoU | Chamfer | run s |"
+    header = "| seed | split | object | variant | PSNR | SSIM | mask IoU | Chamfer | run s |"
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
-    for seed, caption, res in rows:
+    for seed, split, caption, res in rows:
         for v in VARIANTS:
             m = res[v]
-            lines.append(f"| {seed} | {caption} | {v} | " + " | ".join(fmt(m.get(k), k) for k in KEYS) + f" | {m.get('seconds', '-')} |")
-    for v in VARIANTS:
-        means = []
-        for k in KEYS:
-            vals = [r[v][k] for _, _, r in rows if r[v].get(k) is not None]
-            means.append(fmt(sum(vals) / len(vals), k) if vals else "-")
-        lines.append(f"| mean | {len(rows)} objects | {v} | " + " | ".join(means) + " | |")
+            lines.append(f"| {seed} | {split} | {caption} | {v} | " + " | ".join(fmt(m.get(k), k) for k in KEYS)
+                         + f" | {m.get('seconds', '-')} |")
+    for split in dict.fromkeys(r[1] for r in rows):  # one mean per split: validation and test never mix
+        group = [r for r in rows if r[1] == split]
+        for v in VARIANTS:
+            means = []
+            for k in KEYS:
+                vals = [r[v][k] for _, _, _, r in group if r[v].get(k) is not None]
+                means.append(fmt(sum(vals) / len(vals), k) if vals else "-")
+            lines.append(f"| mean | {split} | {len(group)} objects | {v} | " + " | ".join(means) + " | |")
     table = "\n".join(lines)
     print(table)
     (args.work / "table.md").write_text(table + "\n")

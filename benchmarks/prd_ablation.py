@@ -1,11 +1,12 @@
 """PRD against its ablations (pure PBR, radiance-only 3DGS) on scenes with ground truth.
 
-Evaluates trained runs with ``studio eval prd`` and prints one markdown table (NVS, albedo,
-roughness, normals, relighting per environment). Train the runs first, sharing stage 1::
+Evaluates trained runs with ``studio eval prd`` and prints one markdown table (the scene's ToyWorld
+split where its meta.json records one, NVS, albedo, roughness, normals, relighting per environment).
+Train the runs first, sharing stage 1::
 
     ns-train prd --data DIR --output-dir runs/SCENE/prd
     ns-train prd --data DIR --output-dir runs/SCENE/no-progress --pipeline.model.ablation no-progress \\
-        --load-stage runs/SCENE/prd/.../stage1.safetensors
+        --load-stage runs/SCENE/prd/.../pretrain.safetensors
     ns-train prd --data DIR --output-dir runs/SCENE/3dgs --pipeline.model.ablation 3dgs --load-stage ...
 
     python benchmarks/prd_ablation.py --run SCENE:prd:CFG --run SCENE:no-progress:CFG --run SCENE:3dgs:CFG ...
@@ -17,6 +18,14 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+
+
+def scene_split(config: Path) -> str:
+    """The split recorded in the meta.json of the run's dataset ("-" without one)."""
+    from studio.io.config_loader import load_trainer_config
+    from studio.scenes.toyworld.splits import dataset_split
+
+    return dataset_split(load_trainer_config(config).pipeline.datamanager.dataparser.data) or "-"
 
 
 def main() -> None:
@@ -39,19 +48,21 @@ def main() -> None:
     def fmt(value, digits=2):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    header = ["scene", "ablation", "NVS PSNR", "NVS SSIM", "albedo PSNR", "roughness MSE", "normal MAE (deg)"]
+    splits = [scene_split(Path(spec.split(":", 2)[2])) for spec in args.run]
+    header = ["scene", "split", "ablation", "NVS PSNR", "NVS SSIM", "albedo PSNR", "roughness MSE", "normal MAE (deg)"]
     header += [f"relight {e}" for e in envs]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for scene, ablation, m in rows:
+    for (scene, ablation, m), split in zip(rows, splits):
         relit = m.get("relight_psnr") or {}
-        cells = [scene, ablation, fmt(m["nvs_psnr"]), fmt(m["nvs_ssim"], 3), fmt(m["albedo_psnr"]),
+        cells = [scene, split, ablation, fmt(m["nvs_psnr"]), fmt(m["nvs_ssim"], 3), fmt(m["albedo_psnr"]),
                  fmt(m["roughness_mse"], 4), fmt(m["normal_mae_deg"], 1)] + [fmt(relit.get(e)) for e in envs]
         print("| " + " | ".join(cells) + " |")
     if args.output is not None:
         from studio.io.atomic import atomic_write_text
 
-        atomic_write_text(args.output, json.dumps([{"scene": s, "ablation": a, **m} for s, a, m in rows], indent=1))
+        atomic_write_text(args.output, json.dumps([{"scene": s, "split": sp, "ablation": a, **m}
+                                                     for (s, a, m), sp in zip(rows, splits)], indent=1))
 
 
 if __name__ == "__main__":

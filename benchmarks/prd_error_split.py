@@ -14,6 +14,8 @@ views; the parts add up to the image MSE (with the background far from the objec
   outside means blurred silhouettes;
 - p: mean straight progress ``p_x / coverage`` over interior and (object side of the) band.
 
+The ``split`` column is the scene's ToyWorld split where its meta.json records one.
+
     python benchmarks/prd_error_split.py --run prd:runs/duo/prd/.../config.yml --run 3dgs:...
 """
 
@@ -23,18 +25,26 @@ import argparse
 from pathlib import Path
 
 
+def scene_split(config: Path) -> str:
+    """The split recorded in the meta.json of the run's dataset ("-" without one)."""
+    from studio.io.config_loader import load_trainer_config
+    from studio.scenes.toyworld.splits import dataset_split
+
+    return dataset_split(load_trainer_config(config).pipeline.datamanager.dataparser.data) or "-"
+
+
 def error_split(config: Path, width: int) -> dict:
     """Mean over the run's test views of the per-region errors (see the module docstring)."""
     import numpy as np
     import torch
 
-    from studio.cli.eval import load_pipeline
+    from studio.models.runs import load_run
     from studio.data.dataparser import StudioDataParserConfig
     from studio.eval.inverse import over_white, read_image
     from studio.eval.metrics import psnr
     from studio.render.masks import silhouette_band
 
-    _, pipeline = load_pipeline(config)
+    pipeline = load_run(config, with_data=True).pipeline
     model = pipeline.model
     data = Path(pipeline.datamanager.config.dataparser.data)
     outs = StudioDataParserConfig(data=data).setup().get_dataparser_outputs("test")
@@ -72,14 +82,14 @@ def main() -> None:
     parser.add_argument("--run", action="append", required=True, help="NAME:path/to/config.yml of a prd run")
     parser.add_argument("--band", type=int, default=2, help="band half-width in pixels")
     args = parser.parse_args()
-    header = ["run", "PSNR (view mean)", "composite interior", "composite band", "PBR interior", "PBR band",
+    header = ["run", "split", "PSNR (view mean)", "composite interior", "composite band", "PBR interior", "PBR band",
               "radiance interior", "radiance band", "alpha band", "alpha in / out", "p interior / band"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for spec in args.run:
         name, config = spec.split(":", 1)
         r = error_split(Path(config), args.band)
-        cells = [name, f"{r['psnr']:.2f}"] + [f"{r[k]:.2e}" for k in (
+        cells = [name, scene_split(Path(config)), f"{r['psnr']:.2f}"] + [f"{r[k]:.2e}" for k in (
             "composite_interior", "composite_band", "pbr_interior", "pbr_band", "radiance_interior", "radiance_band", "alpha_band")]
         cells.append(f"{r['alpha_in']:+.3f} / {r['alpha_out']:+.3f}")
         cells.append(f"{r['p_interior']:.2f} / {r['p_band']:.2f}")

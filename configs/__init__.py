@@ -1,1 +1,1 @@
-"""Method presets (tiny / full) as YAML package data; see studio.engine.presets."""
+"""Method presets (tiny / full) as YAML package data; see studio.models.presets."""

@@ -233,9 +233,9 @@ def test_cli_export_gaussians(tmp_path, monkeypatch, capsys):
         calls.append((config_path, device))
         return g
 
-    fake = types.ModuleType("studio.io.runs")
+    fake = types.ModuleType("studio.export.runs")
     fake.load_gaussians_from_config = load_gaussians_from_config
-    monkeypatch.setitem(sys.modules, "studio.io.runs", fake)
+    monkeypatch.setitem(sys.modules, "studio.export.runs", fake)
     out = tmp_path / "scene.ply"
     entrypoint(["export", "gaussians", "--load-config", str(tmp_path / "config.yml"), "--output", str(out)])
     assert calls[0][0] == tmp_path / "config.yml"

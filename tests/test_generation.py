@@ -16,9 +16,9 @@ import trimesh
 
 from studio.cameras.sampling import OrbitSampler, OrbitViews, orbit_c2w, relative_pose
 from studio.data.single_image import load_reference
-from studio.engine.image_to_3d import pearson, reference_losses
+from studio.models.reference_losses import pearson, reference_losses
 from studio.io.errors import StudioInputError
-from studio.priors.diffusers_adapters import zero123_pose
+from studio.priors.diffusers import zero123_pose
 
 NS_TRAIN = str(Path(sys.executable).with_name("ns-train"))
 MUSHROOM = Path(__file__).resolve().parents[1] / "scenes" / "toyworld_mushroom"
@@ -132,7 +132,7 @@ def test_dreamcraft3d_coarse_fits_the_reference(tmp_path: Path):
     """Reference losses alone (no guidance) shape the Gaussians into the input's silhouette."""
     from studio.cameras.nerfstudio import cameras_to_viewmats
     from studio.cameras.sampling import orbit_cameras
-    from studio.io.runs import load_gaussians_from_config
+    from studio.export.runs import load_gaussians_from_config
     from studio.render import rasterize
 
     _, nvs = _tiny_priors(tmp_path)

@@ -100,7 +100,7 @@ def test_prd_stages_stage1_file_and_ablation_from_it(tmp_path: Path):
     result = _prd(tmp_path / "prd")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run = next((tmp_path / "prd").glob("toyworld_mushroom/prd/*"))
-    stage1 = run / "stage1.safetensors"
+    stage1 = run / "pretrain.safetensors"
     assert stage1.is_file()
     _, pipeline, _, _ = eval_setup(run / "config.yml", test_mode="test")
     model = pipeline.model
@@ -120,14 +120,15 @@ def test_prd_stages_stage1_file_and_ablation_from_it(tmp_path: Path):
     assert ablation.returncode == 0, ablation.stdout[-3000:] + ablation.stderr[-3000:]
     run_np = next((tmp_path / "np").glob("toyworld_mushroom/prd/*"))
     assert load_trainer_config(run_np / "config.yml").max_num_iterations == 12  # stages 2-4 only
-    assert not (run_np / "stage1.safetensors").exists()
+    assert not (run_np / "pretrain.safetensors").exists()
     # its learning-rate schedules continue where the full run's were at the end of stage 1
     assert _scheduler_steps(run_np) == _scheduler_steps(run) == 20
     _, pipe_np, _, _ = eval_setup(run_np / "config.yml", test_mode="test")
     out_np = pipe_np.model.render_gbuffers(camera)
     assert torch.allclose(out_np["progress"], out_np["accumulation"])  # pure PBR: p = 1 on the object
     # in prd the radiance field also fits the images on its own (radiance_weight); pure PBR has no such term
-    model.step = pipe_np.model.step = model.stage_bounds()[1]  # stage 3
+    model.stage_index.fill_(2)  # the diffuse stage
+    pipe_np.model.stage_index.fill_(2)
     batch = {"image": pipeline.datamanager.eval_dataset[0]["image"]}
     gt = model.gt_rgb(batch["image"], out["background"])
     radiance = out["radiance"] * acc + (1 - acc) * out["background"]

@@ -1,4 +1,4 @@
-"""Diffusers adapters (Stable Diffusion, DeepFloyd IF, Zero123) on tiny random models.
+"""Diffusers adapters (Stable Diffusion, DeepFloyd IF, Zero123, Stable Zero123) on tiny random models.
 
 The models are built here, saved in the real snapshot layouts and loaded back through the
 adapters, with the network blocked: nothing is downloaded.
@@ -19,27 +19,28 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, PNDMScheduler, UNet2DConditionModel  # noqa: E402
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, PNDMScheduler, UNet2DConditionModel
 
-from studio.io.errors import StudioInputError  # noqa: E402
-from studio.priors.base import Condition  # noqa: E402
-from studio.priors.diffusers_adapters import (  # noqa: E402
+from studio.io.errors import StudioInputError
+from studio.priors.base import Condition
+from studio.priors.diffusers import (
     DeepFloydIFPrior,
     StableDiffusionPrior,
+    StableZero123Prior,
     Zero123Prior,
     zero123_pose,
 )
-from studio.priors.pretrained import resolve_pretrained  # noqa: E402
+from studio.priors.pretrained import resolve_pretrained
 
-UNET_BLOCKS = dict(
-    layers_per_block=1,
-    block_out_channels=(32, 64),
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=32,
-    attention_head_dim=8,
-    norm_num_groups=32,
-)
+UNET_BLOCKS = {
+    "layers_per_block": 1,
+    "block_out_channels": (32, 64),
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 32,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +102,7 @@ def _make_if(root: Path) -> Path:
     UNet2DConditionModel(sample_size=16, in_channels=3, out_channels=6, encoder_hid_dim=16, **blocks).save_pretrained(root / "unet")
     T5EncoderModel(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
                             decoder_start_token_id=0)).save_pretrained(root / "text_encoder")
-    words = "a red glossy torus blue sphere box".split()
+    words = ["a", "red", "glossy", "torus", "blue", "sphere", "box"]
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("\u2581" + w, -1.0 - 0.1 * i) for i, w in enumerate(words)]
     vocab += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz"]
     try:
@@ -269,7 +270,7 @@ def test_sd_lora_clone_trains_only_lora(sd_dir):
         assert torch.allclose(clone.predict(x_t, t, cond), before, atol=1e-5)
 
     opt = torch.optim.Adam(params, lr=1e-2)
-    lora_b = [p for n, p in clone.unet.named_parameters() if "lora_B" in n][0]
+    lora_b = next(p for n, p in clone.unet.named_parameters() if "lora_B" in n)
     b0 = lora_b.detach().clone()
     target = torch.randn_like(x_t)
     for _ in range(2):
@@ -431,8 +432,27 @@ def test_resolve_from_hf_cache_layout(tmp_path):
 
 def test_load_prior_picks_the_adapter_of_a_folder(sd_dir, if_dir, z123_dir):
     from studio.priors import load_prior
-    from studio.priors.diffusers_adapters import DeepFloydIFPrior, StableDiffusionPrior, Zero123Prior
 
     assert isinstance(load_prior(str(sd_dir)), StableDiffusionPrior)
     assert isinstance(load_prior(str(if_dir)), DeepFloydIFPrior)
     assert isinstance(load_prior(str(z123_dir)), Zero123Prior)
+
+
+def test_stable_zero123_is_registered_and_needs_local_weights(z123_dir, tmp_path):
+    from studio.priors import load_prior
+
+    with pytest.raises(StudioInputError) as e:
+        load_prior("stable-zero123")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "Stable Zero123" in msg and "ashawkey/stable-zero123-diffusers" in msg
+    assert "huggingface-cli download" in msg and "--prior-path" in msg
+
+    snap = tmp_path / "hf_cache" / "models--ashawkey--stable-zero123-diffusers" / "snapshots" / "0123abcd"
+    snap.parent.mkdir(parents=True)
+    snap.symlink_to(z123_dir, target_is_directory=True)
+    prior = load_prior("stable-zero123")
+    assert isinstance(prior, StableZero123Prior) and prior.pose_variant == "stable-zero123"
+    pose = zero123_pose([0.0, 30.0], [45.0, -90.0], ref_elevation_deg=10.0, variant=prior.pose_variant)
+    cond = prior.condition(image=torch.rand(1, 3, 16, 16), pose=pose)
+    assert cond.tensors["clip"].shape == (2, 1, 32)

@@ -156,7 +156,7 @@ def test_cameras_project_mesh_onto_mask(tiny):
 def test_caption_category_split(tiny):
     meta = json.loads((tiny / "meta.json").read_text())
     assert meta["caption"].startswith("a ") and len(meta["caption"]) > 8
-    assert meta["category"] == "multi" and meta["split"] == "heldout"  # seed 3 is an evaluation seed
+    assert meta["category"] == "multi" and meta["split"] == "test"  # seed 3 is a test seed
     for seed in range(30):
         d = make_scene(seed, "object")
         assert d["category"] in shapes.CATEGORIES
@@ -166,12 +166,14 @@ def test_caption_category_split(tiny):
 
 def test_splits_respected():
     s = splits.load_splits()
-    assert splits.split_of(5) == "heldout" and splits.split_of(123456) == "train"
+    assert splits.split_of(5) == "test" and splits.split_of(123456) == "train"
     with pytest.raises(splits.HeldOutSceneError):
         splits.assert_trainable(5)
-    assert splits.split_of(123456, s["heldout_captions"][0], "torus") == "heldout"
-    assert splits.split_of(123456, "a matte purple capsule", "capsule") == "heldout"
-    assert splits.split_of(123456, "a matte teal snowman", "snowman") == "heldout"
+    with pytest.raises(splits.HeldOutSceneError):
+        splits.assert_trainable(950)
+    assert splits.split_of(123456, s["heldout_captions"][0], "torus") == "test"
+    assert splits.split_of(123456, "a matte purple capsule", "capsule") == "test"
+    assert splits.split_of(123456, "a matte teal snowman", "snowman") == "test"
     seeds = splits.training_seeds(20)
     assert len(set(seeds)) == 20 and all(splits.scene_split(x) == "train" for x in seeds)
     assert all(make_scene(x)["category"] not in s["heldout_categories"] for x in seeds)
@@ -179,7 +181,39 @@ def test_splits_respected():
     for x in skipped:
         with pytest.raises(splits.HeldOutSceneError):
             splits.assert_trainable(x)
-    assert all(splits.split_of(x) == "heldout" for x in splits.heldout_seeds(10))
+    assert all(splits.split_of(x) == "test" for x in splits.heldout_seeds(10))
+    assert [splits.split_of(x) for x in splits.validation_seeds(100)] == ["validation"] * 100
+
+
+def test_split_boundaries():
+    expected = ["test", "test", "validation", "validation", "train"]
+    assert [splits.split_of(x) for x in (0, 899, 900, 999, 1000)] == expected
+    assert splits.scene_split(899) == "test" and splits.scene_split(900) == "validation"
+    assert all(splits.is_heldout(splits.split_of(x)) for x in (0, 899, 900, 999))
+    assert not splits.is_heldout(splits.split_of(1000)) and splits.HELDOUT == ("validation", "test")
+
+
+def test_validation_captions_are_heldout_and_never_trained_on():
+    s = splits.load_splits()
+    val = s["validation_captions"]
+    assert len(val) == 2 and set(val) < set(s["heldout_captions"])
+    for c in s["heldout_captions"]:
+        assert splits.caption_split(c) == ("validation" if c in val else "test")
+        assert splits.split_of(123456, c) == splits.caption_split(c)  # a train-range seed: the caption decides
+    assert splits.caption_split(f"{val[0]} and a satin brown torus") == "validation"  # multi-object caption
+    assert splits.caption_split(f"{val[0]} and {s['heldout_captions'][0]}") == "test"  # any test part wins
+    assert splits.caption_split("a matte red sphere") == "train"
+    # the training filter (priors) keeps exactly the train split: no validation seed or caption
+    seeds = splits.training_seeds(200)
+    assert all(x >= 1000 for x in seeds)
+    assert all(make_scene(x)["caption"] not in s["heldout_captions"] for x in seeds)
+    skipped = [x for x in range(seeds[0], seeds[-1]) if x not in seeds]
+    assert skipped and all(splits.is_heldout(splits.scene_split(x)) for x in skipped)
+    assert not any(splits.scene_split(x) == "validation" for x in seeds)
+    assert make_scene(1581)["caption"] in val and splits.scene_split(1581) == "validation"  # train-range seed
+    with pytest.raises(splits.HeldOutSceneError):
+        splits.assert_trainable(1581)
+    assert 1581 not in splits.training_seeds(4, start=1579)
 
 
 def test_environment_convention():
@@ -238,6 +272,7 @@ def test_cli_make(tmp_path):
     validate_dataset(out)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["seed"] == 1234 and meta["camera"]["path"] == "forward" and meta["caption"]
+    assert meta["split"] == splits.scene_split(1234) and f"split {meta['split']}" in res.stdout
     val = read_nerf_synthetic(out, "val")
     test = read_nerf_synthetic(out, "test")
     assert len(val.image_paths) == 1 and (out / "val" / "depth_0000.exr").is_file()
@@ -262,7 +297,8 @@ def test_bundled_scenes():
     for p in BUNDLED:
         validate_dataset(p)
         meta = json.loads((p / "meta.json").read_text())
-        assert meta["split"] == "heldout" and meta["caption"] and (p / "gt_mesh.obj").is_file()
+        assert meta["split"] == splits.scene_split(meta["seed"], meta["kind"]) == "test"
+        assert meta["caption"] and (p / "gt_mesh.obj").is_file()
         assert all((p / r["split"] / "r_000.png").is_file() for r in meta["relight"])
         for split in ("train", "test"):
             _check_projection(p, split)

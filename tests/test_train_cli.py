@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from studio.io.config_loader import load_trainer_config
-from studio.io.runs import latest_checkpoint, load_gaussians_from_config
+from studio.export.runs import load_gaussians_from_config
+from studio.io.runs import latest_checkpoint
 
 NS_TRAIN = str(Path(sys.executable).with_name("ns-train"))
 

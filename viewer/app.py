@@ -49,8 +49,8 @@ def run_viewer(
 
         import trimesh
 
+        from studio.export.scene import load_scene
         from studio.render.turntable import scene_bounds
-        from studio.io.scene import load_scene
 
         scene = load_scene(path)
         center, radius = scene_bounds(scene)

@@ -41,15 +41,17 @@ _LIGHT_CACHE_SIZE = 16
 
 
 def is_prd_config(path: Path) -> bool:
-    """Whether ``path`` is a run's config.yml whose method is ``prd`` (read with the restricted loader)."""
+    """Whether ``path`` is a run's config.yml of a relighting method (``studio.models.registry``;
+    read with the restricted loader)."""
     path = Path(path)
     if path.suffix.lower() not in (".yml", ".yaml"):
         return False
     from studio.io.config_loader import load_trainer_config
+    from studio.models.registry import relighting_methods
 
     try:
-        return getattr(load_trainer_config(path), "method_name", None) == "prd"
-    except Exception:  # noqa: BLE001 - not a readable prd config: the Gaussian path reports the error
+        return getattr(load_trainer_config(path), "method_name", None) in relighting_methods()
+    except Exception:  # noqa: BLE001 - not a readable run config: the Gaussian path reports the error
         return False
 
 
@@ -146,42 +148,6 @@ def _light_from_cube(cube: torch.Tensor, like) -> "CubemapLight":  # noqa: F821
     return light
 
 
-def load_prd_model(config_path: Path, device: str, backend: str = "auto"):
-    """(PRDModel in eval mode on ``device``, dataparser transform [3,4], scale) of a prd run.
-
-    The config is read with the restricted loader and the checkpoint with ``weights_only=True``
-    (``studio.io.runs``); the model is built without reading the dataset.
-    """
-    from nerfstudio.data.scene_box import SceneBox
-
-    from studio.io.config_loader import load_trainer_config
-    from studio.io.errors import StudioInputError
-    from studio.io.runs import dataparser_transform, latest_checkpoint, load_checkpoint
-
-    config_path = Path(config_path)
-    config = load_trainer_config(config_path)
-    if getattr(config, "method_name", None) != "prd":
-        raise StudioInputError(f"{config_path} is not a prd run (method {getattr(config, 'method_name', None)!r}).")
-    model_config = config.pipeline.model
-    if backend != "auto":
-        model_config.backend = backend
-    model_config.load_stage = None  # the checkpoint holds everything; never read another run's file
-    half = float(getattr(getattr(config.pipeline.datamanager, "dataparser", None), "scene_box_half_size", 1.5) or 1.5)
-    scene_box = SceneBox(aabb=torch.tensor([[-half] * 3, [half] * 3], dtype=torch.float32))
-    model = model_config.setup(scene_box=scene_box, num_train_data=1, metadata={})
-    state = load_checkpoint(latest_checkpoint(config_path))["pipeline"]
-    prefix = "_model."
-    model_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    for key in ("visibility_coeffs", "visibility_aabb"):  # saved beside the model's own keys
-        if key in state and key not in model_state:
-            model_state[key] = state[key]
-    model.load_state_dict(model_state, strict=False)
-    model.step = 1_000_000  # full SH degree, last stage (loaded models render finished)
-    model.eval()
-    transform, scale = dataparser_transform(config_path)
-    return model.to(device), transform, scale, config
-
-
 class PRDRenderer:
     """Renders a prd run into single cameras as uint8 RGB images [H,W,3] (module docstring)."""
 
@@ -205,8 +171,10 @@ class PRDRenderer:
     @classmethod
     def from_config(cls, config_path: Path, backend: str = "auto", device: Optional[str] = None) -> "PRDRenderer":
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, transform, scale, config = load_prd_model(Path(config_path), device, backend)
-        return cls(model, transform, scale, list_envmaps(dataset_dir(config)))
+        from studio.models.runs import load_run
+
+        run = load_run(config_path, device, backend=None if backend == "auto" else backend)
+        return cls(run.model, run.transform, run.scale, list_envmaps(dataset_dir(run.config)))
 
     # ---- environment -------------------------------------------------------------------------
     def set_environment(self, env: Optional[str] = None, rotation_deg: Optional[float] = None) -> None:

@@ -1,1 +1,1 @@
-"""``ns-train prd``: Progressive Radiance Distillation inverse rendering (wiring only)."""
+"""``ns-train prd``: Progressive Radiance Distillation inverse rendering (Ye et al. 2024)."""

@@ -1,0 +1,1 @@
+"""``ns-train sds``: text-to-3D by score distillation (DreamFusion SDS, ProlificDreamer VSD)."""

@@ -2,7 +2,7 @@
 
 ``studio scenes make --output DIR --seed S`` (``studio.cli.scenes``) or
 :func:`studio.scenes.toyworld.dataset.make_dataset`. See README.md in this folder and DESIGN.md
-("ToyWorld"). The train / held-out split of seeds, captions and categories is ``splits.json``.
+("ToyWorld"). The train / validation / test split of seeds, captions and categories is ``splits.json``.
 """
 
 from studio.scenes.toyworld.scene import build_geometry, make_scene

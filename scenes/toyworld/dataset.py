@@ -17,7 +17,7 @@ Layout of ``OUT/`` (Blender's compositor names; ``XXX`` = 3 digits, ``XXXX`` = 4
     envs/<env>.exr                      every environment used (float32 equirect, Blender convention)
     gt_mesh.obj                         ground-truth surface, world coordinates (Z up)
     meta.json                           scene description, caption, category, ids, materials,
-                                        env/relight files, cameras, split (train/heldout), renderer
+                                        env/relight files, cameras, split (train/validation/test), renderer
     sheet.png                           render sheet: test views x AOVs (and relit views)
 
 ``val`` is its own split when ``n_val > 0``; otherwise ``transforms_val.json`` repeats the test
@@ -229,5 +229,5 @@ def make_dataset(output: Path, cfg: MakeConfig, overwrite: bool = False) -> dict
         if restore is not None:
             signal.signal(signal.SIGTERM, restore)
     if cfg.log:
-        print(f"Wrote {output} ({desc['caption']!r}, {time.time() - t0:.1f}s)", flush=True)
+        print(f"Wrote {output} ({desc['caption']!r}, split {meta['split']}, {time.time() - t0:.1f}s)", flush=True)
     return meta

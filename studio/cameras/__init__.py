@@ -8,7 +8,10 @@ y down, z forward); ``K`` [3,3] pinhole in pixels with pixel (row i, col j) cent
 
 from studio.cameras.clip import clip_from_opencv
 from studio.cameras.convert import intrinsics_from_fov, opengl_c2w_to_viewmat, viewmat_to_opengl_c2w
-from studio.cameras.paths import look_at, orbit_viewmats
+from studio.cameras.paths import look_at, orbit_viewmats, views_around
 from studio.cameras.rays import camera_rays
 
-__all__ = ["camera_rays", "clip_from_opencv", "intrinsics_from_fov", "look_at", "opengl_c2w_to_viewmat", "orbit_viewmats", "viewmat_to_opengl_c2w"]
+__all__ = [
+    "camera_rays", "clip_from_opencv", "intrinsics_from_fov", "look_at", "opengl_c2w_to_viewmat", "orbit_viewmats",
+    "viewmat_to_opengl_c2w", "views_around",
+]

@@ -1,12 +1,15 @@
-"""Camera paths: look-at and orbits (turntables, mesh extraction views, viewer defaults)."""
+"""Camera paths: look-at, orbits and latitude rings around a box (mesh extraction views)."""
 
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from studio.cameras.convert import intrinsics_from_fov
 
 
 def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:
@@ -49,3 +52,29 @@ def orbit_viewmats(
         direction = math.cos(el) * (math.cos(az) * e1 + math.sin(az) * e2) + math.sin(el) * up_t
         mats.append(look_at(ctr + radius * direction, ctr, up_t))
     return torch.stack(mats)
+
+
+def views_around(lo: Tensor, hi: Tensor, n_views: int, image_size: int, fov_deg: float) -> tuple[Tensor, Tensor]:
+    """Cameras around the box ``[lo, hi]`` (world units, [3] each) that see all of it:
+    viewmats [C,4,4] (OpenCV world-to-camera) and Ks [C,3,3] (``image_size`` px square, ``fov_deg``).
+
+    Rings at the centres of ``R ~ sqrt(n/2)`` equal-area latitude bands about +z, each holding a
+    share of the views proportional to its circumference (largest-remainder rounding), at the
+    distance where the box's bounding sphere fills the field of view.
+    """
+    center = 0.5 * (lo + hi)
+    radius = 0.5 * float((hi - lo).norm()) / math.sin(math.radians(0.5 * fov_deg))
+    n_rings = max(2, round(math.sqrt(n_views / 2)))
+    z = [-1.0 + (2 * i + 1) / n_rings for i in range(n_rings)]
+    share = np.array([math.sqrt(1.0 - zi * zi) for zi in z])
+    share = share / share.sum() * n_views
+    counts = np.floor(share).astype(int)
+    counts[np.argsort(counts - share)[: n_views - counts.sum()]] += 1
+    mats = [
+        orbit_viewmats(int(c), radius, math.degrees(math.asin(zi)), center=center.tolist(), up=(0.0, 0.0, 1.0))
+        for zi, c in zip(z, counts)
+        if c > 0
+    ]
+    viewmats = torch.cat(mats)
+    K = intrinsics_from_fov(fov_deg, image_size, image_size)
+    return viewmats, K[None].expand(len(viewmats), 3, 3).contiguous()

@@ -1,7 +1,8 @@
 """Random orbit cameras for generation (text/image-to-3D) and relative poses for novel-view priors.
 
 World up is +Z and azimuth is measured from +X towards +Y, as in ToyWorld (``scenes/toyworld/
-cameras.py``), so cameras sampled here see objects as the embedded priors were trained to.
+cameras.py``), so cameras sampled here see objects as the embedded priors were trained to;
+``orbit_cameras`` / ``orbit_c2w`` take another ``up`` for turntables of Y-up scenes.
 Angles are in degrees, distances in world units. Camera-to-world matrices use OpenGL axes
 (x right, y up, camera looks along -z), as Nerfstudio ``Cameras`` expect.
 """
@@ -9,9 +10,10 @@ Angles are in degrees, distances in world units. Camera-to-world matrices use Op
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -24,17 +26,31 @@ class OrbitViews(NamedTuple):
     fov: Tensor
 
 
-def orbit_c2w(elevation: Tensor, azimuth: Tensor, distance: Tensor, target: Tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Tensor:
-    """[N,3,4] OpenGL camera-to-world matrices of cameras at (elevation, azimuth, distance) looking
-    at ``target`` with +Z up. Elevation 90 deg is handled (the right axis falls back to +X x back)."""
+def orbit_c2w(
+    elevation: Tensor,
+    azimuth: Tensor,
+    distance: Tensor,
+    target: Sequence[float] = (0.0, 0.0, 0.0),
+    up: Sequence[float] = (0.0, 0.0, 1.0),
+) -> Tensor:
+    """[N,3,4] OpenGL camera-to-world matrices of cameras at (elevation, azimuth, distance) [N]
+    looking at ``target``.
+
+    The orbit turns about ``up`` (normalised); azimuth 0 is along ``e1``, the part of +X (of +Y
+    when ``up`` is near +-X) orthogonal to ``up``, and azimuth 90 along ``up x e1`` (+Y for the
+    default +Z). Elevation +-90 deg is handled (the right axis falls back to ``(up x e1) x back``).
+    """
     e, a = torch.deg2rad(elevation.float()), torch.deg2rad(azimuth.float())
-    back = torch.stack([torch.cos(e) * torch.cos(a), torch.cos(e) * torch.sin(a), torch.sin(e)], -1)
+    u = F.normalize(torch.tensor(up, dtype=e.dtype, device=e.device), dim=0)
+    helper = torch.tensor([1.0, 0.0, 0.0] if abs(float(u[0])) < 0.9 else [0.0, 1.0, 0.0], dtype=e.dtype, device=e.device)
+    e1 = F.normalize(helper - (helper @ u) * u, dim=0)
+    e2 = torch.linalg.cross(u, e1)
+    back = torch.cos(e)[:, None] * (torch.cos(a)[:, None] * e1 + torch.sin(a)[:, None] * e2) + torch.sin(e)[:, None] * u
     eye = torch.tensor(target, dtype=back.dtype, device=back.device) + distance.float()[:, None] * back
-    up = torch.tensor([0.0, 0.0, 1.0], dtype=back.dtype, device=back.device).expand_as(back)
-    right = torch.linalg.cross(up, back)
+    right = torch.linalg.cross(u.expand_as(back), back)
     degenerate = right.norm(dim=-1, keepdim=True) < 1e-6
-    fallback = torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0], dtype=back.dtype, device=back.device).expand_as(back), back)
-    right = torch.nn.functional.normalize(torch.where(degenerate, fallback, right), dim=-1)
+    fallback = torch.linalg.cross(e2.expand_as(back), back)
+    right = F.normalize(torch.where(degenerate, fallback, right), dim=-1)
     cam_up = torch.linalg.cross(back, right)
     return torch.stack([right, cam_up, back, eye], -1)
 
@@ -82,13 +98,19 @@ class OrbitSampler:
         return OrbitViews(full(elev), az, full(0.5 * sum(self.distance_range)), full(0.5 * sum(self.fov_range)))
 
 
-def orbit_cameras(views: OrbitViews, resolution: int, target: Tuple[float, float, float] = (0.0, 0.0, 0.0)):
-    """Nerfstudio ``Cameras`` (square images of ``resolution`` pixels) for ``views``."""
+def orbit_cameras(
+    views: OrbitViews,
+    resolution: int,
+    target: Sequence[float] = (0.0, 0.0, 0.0),
+    up: Sequence[float] = (0.0, 0.0, 1.0),
+):
+    """Nerfstudio ``Cameras`` (square images of ``resolution`` pixels, horizontal field of view
+    ``views.fov``) for ``views`` around ``target``, orbiting about ``up`` (``orbit_c2w``)."""
     from nerfstudio.cameras.cameras import Cameras, CameraType
 
     focal = 0.5 * resolution / torch.tan(0.5 * torch.deg2rad(views.fov.float()))
     return Cameras(
-        camera_to_worlds=orbit_c2w(views.elevation, views.azimuth, views.distance, target),
+        camera_to_worlds=orbit_c2w(views.elevation, views.azimuth, views.distance, target, up),
         fx=focal[:, None], fy=focal[:, None], cx=resolution / 2.0, cy=resolution / 2.0,
         width=resolution, height=resolution, camera_type=CameraType.PERSPECTIVE,
     )

@@ -24,30 +24,6 @@ from typing import List, Optional
 from studio.io import StudioInputError
 
 
-def load_pipeline(config_path: Path, data: Optional[Path] = None, device: Optional[str] = None):
-    """(trainer config, pipeline in eval mode) of a run, with its latest checkpoint loaded.
-
-    ``data`` replaces the dataset folder of the run's config.
-    """
-    import torch
-
-    from studio.io.config_loader import load_trainer_config
-    from studio.io.runs import latest_checkpoint, load_checkpoint
-
-    config = load_trainer_config(config_path)
-    if data is not None:
-        config.data = data
-        config.pipeline.datamanager.data = data
-        config.pipeline.datamanager.dataparser.data = data
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ckpt = load_checkpoint(latest_checkpoint(Path(config_path)))
-    pipeline = config.pipeline.setup(device=device, test_mode="test")
-    pipeline.eval()
-    pipeline.load_pipeline(ckpt["pipeline"], int(ckpt.get("step", 0)))
-    pipeline.eval()
-    return config, pipeline
-
-
 def print_table(metrics: dict, title: str) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -92,6 +68,8 @@ class Prd:
         from studio.eval.inverse import evaluate_inverse, load_test_truth
         from studio.io.atomic import atomic_write_text
         from studio.io.config_loader import load_trainer_config
+        from studio.models.registry import relighting_methods
+        from studio.models.runs import load_run
 
         if self.output.suffix.lower() != ".json":
             raise StudioInputError(f"--output {self.output} must end in .json.")
@@ -104,8 +82,9 @@ class Prd:
                 raise StudioInputError(f"--env {name}: environment map {path} does not exist.")
             envs[name] = Path(path)
         config = load_trainer_config(self.load_config)
-        if getattr(config, "method_name", None) != "prd":
-            raise StudioInputError(f"{self.load_config} is a {config.method_name!r} run, not a prd run.")
+        if getattr(config, "method_name", None) not in relighting_methods():
+            raise StudioInputError(f"{self.load_config} is a {config.method_name!r} run, not a run of a relighting method "
+                                   f"({', '.join(relighting_methods())}).")
         data = Path(self.data if self.data is not None else config.pipeline.datamanager.dataparser.data)
         if not data.is_dir():
             raise StudioInputError(f"dataset folder {data} does not exist.")
@@ -118,7 +97,7 @@ class Prd:
         outputs = StudioDataParserConfig(data=data).setup().get_dataparser_outputs("test")
         truth = load_test_truth(data, outputs.image_filenames, envs)
 
-        _, pipeline = load_pipeline(self.load_config, data=data)
+        pipeline = load_run(self.load_config, with_data=True, data=data).pipeline
         model = pipeline.model
         device = model.device
         white = torch.ones(3, device=device)
@@ -169,9 +148,13 @@ class ImageTo3D:
         from studio.eval.image_to_3d import mesh_chamfer, orbit_of_c2w, score_views
         from studio.eval.inverse import read_image
         from studio.io.atomic import atomic_write_text
+        from studio.models.registry import image_to_3d_methods
+        from studio.models.runs import load_run
 
         if self.output.suffix.lower() != ".json":
             raise StudioInputError(f"--output {self.output} must end in .json.")
+        if self.method not in image_to_3d_methods():
+            raise StudioInputError(f"--method {self.method} is not an image-to-3D method ({', '.join(image_to_3d_methods())}).")
         if not (self.data / "transforms_train.json").is_file():
             raise StudioInputError(f"{self.data} is not a NeRF-synthetic dataset (no transforms_train.json).")
         train, test = read_nerf_synthetic(self.data, "train"), read_nerf_synthetic(self.data, "test")
@@ -187,7 +170,7 @@ class ImageTo3D:
         if subprocess.run(cmd).returncode != 0:
             raise StudioInputError(f"the {self.method} run failed (command: {shlex.join(cmd)}).")
         config = max(work.glob(f"*/{self.method}/*/config.yml"), key=lambda p: p.stat().st_mtime)
-        _, pipeline = load_pipeline(config)
+        pipeline = load_run(config, with_data=True).pipeline
         model = pipeline.model
         render = model.render_any
 

@@ -26,7 +26,7 @@ class ExportGaussians:
 
     def main(self) -> None:
         from studio.export import save_gaussians_ply
-        from studio.io.runs import load_gaussians_from_config
+        from studio.export.runs import load_gaussians_from_config
 
         if self.output.suffix.lower() != ".ply":
             raise StudioInputError(f"--output {self.output} must end in .ply (the 3DGS PLY layout).")
@@ -73,10 +73,10 @@ class ExportMesh:
             raise StudioInputError("Give exactly one of --load-config (a run's config.yml) or --input (a Gaussian .ply).")
         if self.output.suffix.lower() not in MESH_FORMATS:
             raise StudioInputError(f"--output {self.output} must end in one of {', '.join(MESH_FORMATS)}.")
-        from studio.io.runs import NerfRun, load_run
+        from studio.export.runs import NerfRun, read_run_scene
 
         device = self.device or _default_device()
-        scene = load_gaussians_ply(self.input).to(device) if self.input is not None else load_run(self.load_config, device)
+        scene = load_gaussians_ply(self.input).to(device) if self.input is not None else read_run_scene(self.load_config, device)
         if isinstance(scene, NerfRun):
             mesh = self._nerf_mesh(scene)
         else:

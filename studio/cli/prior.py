@@ -67,11 +67,18 @@ class Train:
 
         import torch
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
+        from studio.priors.toy import save_toy_prior
         from studio.priors.toydata import DataConfig, load_or_make
         from studio.priors.train import TrainConfig, default_output, resolve_device, train_prior
-        from studio.priors.toy import save_toy_prior
 
         output = self.output or default_output(self.name)
         if output.suffix != ".safetensors":

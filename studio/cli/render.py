@@ -50,7 +50,7 @@ class Render:
 
     def main(self) -> None:
         """Validate the arguments, render, and write the output."""
-        from studio.io.scene import check_scene_path, load_scene
+        from studio.export.scene import check_scene_path, load_scene
 
         suffix = self.output.suffix.lower()
         if suffix not in OUTPUT_SUFFIXES:

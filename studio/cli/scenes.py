@@ -2,8 +2,9 @@
 
 Writes transforms_{train,val,test}.json, RGBA views and every AOV (albedo, roughness, metallic,
 normal, depth, ids, normal maps), relit test splits, gt_mesh.obj, meta.json (caption, category,
-materials, split) and a render sheet; see ``studio.scenes.toyworld.dataset``. The folder
-appears only when complete (built under a temporary name beside it).
+materials, and the scene's ToyWorld split: train, validation or test, also printed) and a render
+sheet; see ``studio.scenes.toyworld.dataset``. The folder appears only when complete (built under
+a temporary name beside it).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ class Make:
     output: Path
     """Dataset folder to create (must not exist or be empty, unless --overwrite)."""
     seed: int = _DEFAULTS.seed
-    """Scene seed: the scene, materials, cameras and render noise are a function of it."""
+    """Scene seed: the scene, materials, cameras and render noise are a function of it. Its split
+    (scenes/toyworld/splits.json): 0-899 test, 900-999 validation, >= 1000 train unless its caption
+    or category is held out."""
     kind: Literal["object", "multi"] = _DEFAULTS.kind  # type: ignore[assignment]
     """One object, or 2-4 objects."""
     n_train: int = _DEFAULTS.n_train

@@ -39,8 +39,8 @@ class View:
 
     def main(self) -> None:
         """Check the arguments, then serve until Ctrl-C."""
+        from studio.export.scene import check_scene_path
         from studio.viewer.app import run_viewer
-        from studio.io.scene import check_scene_path
 
         path = check_scene_path(self.path)
         if not 0 < self.port < 65536:

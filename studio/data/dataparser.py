@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Type

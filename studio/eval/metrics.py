@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -17,39 +16,22 @@ def psnr(pred: Tensor, target: Tensor) -> Tensor:
     return -10.0 * torch.log10(mse.clamp(min=1e-12))
 
 
-@functools.lru_cache(maxsize=4)
-def _gauss_window(size: int, sigma: float) -> Tensor:
-    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2.0
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
-    """Structural similarity (Wang et al. 2004) with an 11x11 Gaussian window, valid padding.
+def ssim(pred: Tensor, target: Tensor, window: int = 11) -> Tensor:
+    """Structural similarity (Wang et al. 2004): ``kornia.metrics.ssim`` with a ``window`` x ``window``
+    Gaussian window (sigma 1.5), C1 = 0.01^2, C2 = 0.03^2, averaged over the 'valid' pixels only
+    (those whose window lies inside the image; no padding, as our earlier formula: 3DGS zero-pads to
+    'same', which scores the border differently).
 
     Args:
-        pred, target: [B,3,H,W] (or [3,H,W]) images in [0,1].
+        pred, target: [B,C,H,W] (or [C,H,W]) images in [0,1], H and W >= ``window``.
     Returns:
         scalar mean SSIM (differentiable; used by the 3DGS D-SSIM loss too).
     """
+    import kornia
+
     if pred.ndim == 3:
         pred, target = pred[None], target[None]
-    ch = pred.shape[1]
-    g = _gauss_window(window, sigma).to(pred)
-    kx = g.view(1, 1, 1, -1).repeat(ch, 1, 1, 1)
-    ky = g.view(1, 1, -1, 1).repeat(ch, 1, 1, 1)
-
-    def blur(x: Tensor) -> Tensor:
-        return F.conv2d(F.conv2d(x, kx, groups=ch), ky, groups=ch)
-
-    c1, c2 = 0.01**2, 0.03**2
-    mu_x, mu_y = blur(pred), blur(target)
-    sxx = blur(pred * pred) - mu_x**2
-    syy = blur(target * target) - mu_y**2
-    sxy = blur(pred * target) - mu_x * mu_y
-    num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
-    den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
-    return (num / den).mean()
+    return kornia.metrics.ssim(pred, target, window, max_val=1.0, eps=0.0, padding="valid").mean()
 
 
 def _alexnet_weights_present() -> bool:

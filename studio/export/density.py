@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from studio.gaussians import Gaussians
-from studio.render.projection import quat_to_rotmat
+from studio.gaussians.rotation import quat_to_rotmat
 
 _MAX_ENTRIES = 1 << 22  # Gaussian x voxel evaluations per chunk (memory bound)
 MAX_RADIUS = 16  # voxels

@@ -2,10 +2,11 @@
 
 ``extract_mesh`` works on object-centred scenes:
 
-1. Bounds: per-axis 0.5 / 99.5 % quantiles of the means of the Gaussians with opacity >= 0.2,
-   padded by 5 % of the largest extent plus three typical Gaussian sizes.
+1. Bounds (``gaussian_bounds``): per-axis 0.5 / 99.5 % quantiles (rounded outwards) of the means
+   of the Gaussians with opacity >= 0.2, padded by 5 % of the largest extent plus three typical
+   Gaussian sizes.
 2. Views: ``n_views`` cameras on rings of equal-area latitude bands around the bounds' centre
-   (``orbit_viewmats``; views per ring proportional to the ring's circumference), far enough
+   (``studio.cameras.paths.views_around``; views per ring proportional to the ring's circumference), far enough
    that the bounding sphere fills the field of view. Each renders colour, alpha and expected
    depth with ``studio.render.rasterize``. A pixel's confidence is ``alpha * cos^4`` (cos between
    the depth map's normal and the ray: expected depth is pulled towards the camera at grazing
@@ -34,20 +35,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import trimesh
-from skimage.measure import marching_cubes
 from torch import Tensor
 
-from studio.cameras import intrinsics_from_fov, orbit_viewmats
+from studio.cameras.paths import views_around
 from studio.export.density import opacity_field
-from studio.gaussians import Gaussians
+from studio.gaussians import Gaussians, gaussian_bounds
 from studio.io import StudioInputError, atomic_path
+from studio.mesh.level_set import best_level, level_set_mesh
 from studio.render import rasterize
 
 MESH_FORMATS = (".glb", ".obj", ".ply")
 ALPHA_MIN = 0.5  # pixels with less coverage are not surface
 DENSITY_LEVELS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75)  # candidate opacity-field levels (method="density")
 _BOUNDS_MIN_OPACITY = 0.2
-_BOUNDS_QUANTILE = 0.005
 _COS_POWER = 4  # pixel confidence alpha * cos^4: expected depth is biased outwards at grazing angles
 
 
@@ -98,7 +98,10 @@ def extract_mesh(
     if method not in ("tsdf", "density"):
         raise ValueError(f"extract_mesh method must be 'tsdf' or 'density', not {method!r}.")
     g = gaussians.detach().to(device if device is not None else gaussians.means.device)
-    lo, hi = scene_bounds(g)
+    if not bool((g.opacities >= _BOUNDS_MIN_OPACITY).any()):
+        raise StudioInputError(f"The scene has no Gaussians with opacity >= {_BOUNDS_MIN_OPACITY}, so there is no surface to mesh.")
+    lo, hi = gaussian_bounds(g.means, g.opacities, g.scales, min_opacity=_BOUNDS_MIN_OPACITY, quantile=0.005, outward=True,
+                             pad=0.05, scale_pad=3.0, margin=1e-6)
     voxel = float((hi - lo).max()) / (resolution - 1)
     dims = tuple(int(d) for d in torch.ceil((hi - lo) / voxel).long() + 1)
     trunc = truncation_voxels * voxel
@@ -111,7 +114,7 @@ def extract_mesh(
         field = opacity_field(g, lo, voxel, dims)
         mask = torch.ones(dims, dtype=torch.bool, device=lo.device)
         if density_level is None:
-            density_level = best_level(field, mask, lo, voxel, solid, viewmats, K, image_size)
+            density_level = best_level(field, mask, lo, voxel, solid, viewmats, K, image_size, DENSITY_LEVELS)
         volume = density_level - field  # positive outside, as the TSDF
     else:
         band = _surface_band(depth, conf, viewmats, K, lo, voxel, dims, math.ceil(truncation_voxels))
@@ -134,24 +137,6 @@ def extract_mesh(
     return mesh
 
 
-def scene_bounds(g: Gaussians) -> tuple[Tensor, Tensor]:
-    """Axis-aligned bounds ``(lo [3], hi [3])`` of the opaque part of a scene (module docstring, step 1).
-
-    Raises:
-        StudioInputError: no Gaussian has opacity >= 0.2.
-    """
-    opaque = g.opacities >= _BOUNDS_MIN_OPACITY
-    if not bool(opaque.any()):
-        raise StudioInputError(f"The scene has no Gaussians with opacity >= {_BOUNDS_MIN_OPACITY}, so there is no surface to mesh.")
-    means = g.means[opaque].float()
-    k = int(_BOUNDS_QUANTILE * (len(means) - 1))  # kthvalue, not torch.quantile: no size limit
-    lo = torch.kthvalue(means, k + 1, dim=0).values
-    hi = torch.kthvalue(means, len(means) - k, dim=0).values
-    size = torch.median(g.scales[opaque].float().amax(dim=1))
-    pad = 0.05 * float((hi - lo).max()) + 3.0 * float(size) + 1e-6
-    return lo - pad, hi + pad
-
-
 def save_mesh(path: str | os.PathLike, mesh: trimesh.Trimesh) -> None:
     """Write ``mesh`` as .glb, .obj or .ply (chosen by the extension, via trimesh), atomically.
 
@@ -163,30 +148,6 @@ def save_mesh(path: str | os.PathLike, mesh: trimesh.Trimesh) -> None:
         raise StudioInputError(f"Cannot write mesh {path}: the extension must be one of {', '.join(MESH_FORMATS)}.")
     with atomic_path(path) as tmp:
         mesh.export(str(tmp), file_type=suffix[1:])
-
-
-def views_around(lo: Tensor, hi: Tensor, n_views: int, image_size: int, fov_deg: float) -> tuple[Tensor, Tensor]:
-    """Cameras around the bounds: viewmats [C,4,4] (OpenCV world-to-camera) and Ks [C,3,3].
-
-    Rings at the centres of ``R ~ sqrt(n/2)`` equal-area latitude bands about +z, each holding a
-    share of the views proportional to its circumference (largest-remainder rounding).
-    """
-    center = 0.5 * (lo + hi)
-    radius = 0.5 * float((hi - lo).norm()) / math.sin(math.radians(0.5 * fov_deg))
-    n_rings = max(2, round(math.sqrt(n_views / 2)))
-    z = [-1.0 + (2 * i + 1) / n_rings for i in range(n_rings)]
-    share = np.array([math.sqrt(1.0 - zi * zi) for zi in z])
-    share = share / share.sum() * n_views
-    counts = np.floor(share).astype(int)
-    counts[np.argsort(counts - share)[: n_views - counts.sum()]] += 1
-    mats = [
-        orbit_viewmats(int(c), radius, math.degrees(math.asin(zi)), center=center.tolist(), up=(0.0, 0.0, 1.0))
-        for zi, c in zip(z, counts)
-        if c > 0
-    ]
-    viewmats = torch.cat(mats)
-    K = intrinsics_from_fov(fov_deg, image_size, image_size)
-    return viewmats, K[None].expand(len(viewmats), 3, 3).contiguous()
 
 
 def _render(g: Gaussians, viewmats: Tensor, K: Tensor, size: int, per_batch: int, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -250,7 +211,7 @@ def _surface_band(depth: Tensor, conf: Tensor, viewmats: Tensor, K: Tensor, lo: 
         occupied[idx[:, 0], idx[:, 1], idx[:, 2]] = 1.0
     grid = occupied[None, None]
     k = 2 * radius + 1
-    for kernel in ((k, 1, 1), (1, k, 1), (1, 1, k)):  # separable dilation
+    for kernel in ((k, 1, 1), (1, k, 1), (1, 1, k)):  # separable 3D dilation (kornia's morphology is 2D only)
         grid = F.max_pool3d(grid, kernel, stride=1, padding=tuple(s // 2 for s in kernel))
     return torch.nonzero(grid[0, 0] > 0)
 
@@ -270,43 +231,6 @@ def _fuse(points: Tensor, depth: Tensor, conf: Tensor, viewmats: Tensor, K: Tens
         tsdf_sum += w * (sdf / trunc).clamp_(max=1.0)
         weight += w
     return tsdf_sum / weight.clamp_min(1e-12), weight
-
-
-def level_set_mesh(volume: np.ndarray, observed: Tensor, origin: np.ndarray, voxel: float) -> trimesh.Trimesh:
-    """Zero level set of ``volume`` [X,Y,Z] (voxel (i,j,k) at ``origin + voxel * (i,j,k)``), keeping
-    only the triangles whose cube has all eight corners ``observed``."""
-    if not (volume.min() < 0.0 < volume.max()):
-        raise StudioInputError("No surface found; is the scene empty or too sparse?")
-    verts, faces, _, _ = marching_cubes(volume, level=0.0, gradient_direction="descent")
-    cube_ok = -F.max_pool3d(-observed[None, None].float(), 2, stride=1)[0, 0] > 0  # [X-1,Y-1,Z-1]
-    cube = np.floor(verts[faces].mean(axis=1)).astype(np.int64)
-    cube = np.minimum(cube, np.array(cube_ok.shape) - 1)
-    keep = cube_ok.numpy()[cube[:, 0], cube[:, 1], cube[:, 2]]
-    if not keep.any():
-        raise StudioInputError("No surface found; is the scene empty or too sparse?")
-    mesh = trimesh.Trimesh(vertices=origin + voxel * verts, faces=faces[keep], process=True)
-    mesh.remove_unreferenced_vertices()
-    return mesh
-
-
-def best_level(field: Tensor, mask: Tensor, lo: Tensor, voxel: float, solid: Tensor, viewmats: Tensor, K: Tensor,
-               size: int, levels: tuple[float, ...] = DENSITY_LEVELS) -> float:
-    """The one of ``levels`` whose level set of ``field`` has silhouettes with the highest mean IoU
-    with ``solid`` [C,H,W] (the rendered views' alpha >= 0.5 pixels)."""
-    from studio.mesh.render import render_mesh
-
-    best, best_iou = levels[0], -1.0
-    for level in levels:
-        if not float(field.min()) < level < float(field.max()):
-            continue
-        mesh = level_set_mesh((level - field).cpu().numpy(), mask.cpu(), lo.cpu().numpy(), voxel)
-        verts = torch.as_tensor(mesh.vertices, dtype=torch.float32, device=field.device)
-        faces = torch.as_tensor(mesh.faces, dtype=torch.long, device=field.device)
-        alpha = render_mesh(verts, faces, viewmats, K, size, size)["alpha"][..., 0] > 0.5
-        iou = float(((alpha & solid).sum((1, 2)) / (alpha | solid).sum((1, 2)).clamp_min(1)).mean())
-        if iou > best_iou:
-            best, best_iou = level, iou
-    return best
 
 
 def _drop_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from studio.render.projection import quat_to_rotmat
+from studio.gaussians.rotation import quat_to_rotmat
 
 PBR_PARAM_NAMES = ("albedo", "roughness", "metallic", "progress")
 

@@ -20,7 +20,7 @@ diagnostics to log (they must not be summed into the objective).
 
 from __future__ import annotations
 
-from typing import Dict, Literal, Optional, Tuple
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ Weighting = Literal["sds", "uniform", "fantasia3d"]
 
 
 def sds_weight(abar: Tensor, weighting: Weighting = "sds") -> Tensor:
-    """w(t) from abar_t [B]:
+    """w(t), elementwise in abar_t (e.g. [B,1,1,1] from ``prior.noise_schedule.abar``):
 
     * ``"sds"``: 1 - abar_t = sigma_t^2 (DreamFusion, Sec. 3 / App. A.4);
     * ``"uniform"``: 1;
@@ -70,7 +70,7 @@ def surrogate_loss(x: Tensor, grad: Tensor) -> Tensor:
     return (0.5 * (g**2).sum() + ((x - x.detach()) * g).sum()) / x.shape[0]
 
 
-def clip_gradient(grad: Tensor, clip: Optional[StepValue], step: int) -> Tensor:
+def clip_gradient(grad: Tensor, clip: StepValue | None, step: int) -> Tensor:
     """NaNs zeroed, then clamped elementwise to +-clip if given (Hong et al. 2023, "Debiasing
     Scores and Prompts of 2D Diffusion for Robust Text-to-3D Generation"; a step value allowed)."""
     grad = torch.nan_to_num(grad)
@@ -96,8 +96,8 @@ class SDS(nn.Module):
         prior: DiffusionPrior,
         guidance_scale: float = 100.0,
         weighting: Weighting = "sds",
-        schedule: Optional[TimestepSchedule] = None,
-        grad_clip: Optional[StepValue] = None,
+        schedule: TimestepSchedule | None = None,
+        grad_clip: StepValue | None = None,
     ):
         super().__init__()
         sds_weight(torch.zeros(1), weighting)  # validate
@@ -112,10 +112,10 @@ class SDS(nn.Module):
         self,
         x: Tensor,
         cond: Condition,
-        uncond: Optional[Condition],
+        uncond: Condition | None,
         step: int,
-        generator: Optional[torch.Generator] = None,
-    ) -> Tuple[Tensor, Tensor]:
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """(w(t) (eps_hat(x_t) - eps) [B,C,h,w], t [B]) for model-space ``x`` [B,C,h,w]."""
         B = x.shape[0]
         prior = self.prior
@@ -123,18 +123,18 @@ class SDS(nn.Module):
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_t = prior.add_noise(x, eps, t)
         eps_hat = prior.to_eps(x_t, t, guided_output(prior, x_t, t, cond, uncond, self.guidance_scale))
-        w = sds_weight(prior.alphas_cumprod[t].to(x), self.weighting).view(-1, *([1] * (x.dim() - 1)))
+        w = sds_weight(prior.noise_schedule.abar(t, x), self.weighting)
         return clip_gradient(w * (eps_hat - eps), self.grad_clip, step), t
 
     def forward(
         self,
         images: Tensor,
         cond: Condition,
-        uncond: Optional[Condition],
+        uncond: Condition | None,
         step: int,
-        generator: Optional[torch.Generator] = None,
+        generator: torch.Generator | None = None,
         as_latents: bool = False,
-    ) -> Dict[str, Tensor]:
+    ) -> dict[str, Tensor]:
         """``images`` [B,3,H,W] in [0,1] (or model-space latents with ``as_latents``); ``cond`` and
         ``uncond`` of batch 1 or B (``uncond=None``: ``prior.unconditional(cond)``).
 

@@ -23,7 +23,7 @@ fake score's condition; priors without a camera input ignore it.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +34,7 @@ from studio.priors.base import Condition, DiffusionPrior, freeze
 from studio.priors.sampling import guided_output
 
 
-def with_camera(cond: Condition, batch: int, camera: Optional[Tensor]) -> Condition:
+def with_camera(cond: Condition, batch: int, camera: Tensor | None) -> Condition:
     """``cond`` expanded to ``batch`` with the field ``"camera"`` [B, P] set (when given)."""
     out = cond.expand(batch)
     if camera is None:
@@ -43,7 +43,7 @@ def with_camera(cond: Condition, batch: int, camera: Optional[Tensor]) -> Condit
 
 
 def sample_timesteps(
-    T: int, batch: int, t_range: Sequence[float], generator: Optional[torch.Generator], device
+    T: int, batch: int, t_range: Sequence[float], generator: torch.Generator | None, device
 ) -> Tensor:
     """t ~ U{int(T lo), ..., int(T hi) - 1} (hi = 1 gives the whole range [0, T-1])."""
     lo, hi = int(T * t_range[0]), max(int(T * t_range[1]), int(T * t_range[0]) + 1)
@@ -51,7 +51,7 @@ def sample_timesteps(
 
 
 def denoising_loss(
-    model: DiffusionPrior, x0: Tensor, cond: Condition, t: Tensor, generator: Optional[torch.Generator] = None
+    model: DiffusionPrior, x0: Tensor, cond: Condition, t: Tensor, generator: torch.Generator | None = None
 ) -> Tensor:
     """The diffusion training loss mean || model(x_t) - training_target ||^2 at timesteps ``t``
     (DDPM Eq. 14 in ``model.prediction_type``): what fine-tuned copies (VSD's fake score, BSD's
@@ -62,7 +62,7 @@ def denoising_loss(
     return ((out - model.training_target(x0, eps, t)) ** 2).mean()
 
 
-def drop_camera(camera: Optional[Tensor], p: float, generator: Optional[torch.Generator] = None) -> Optional[Tensor]:
+def drop_camera(camera: Tensor | None, p: float, generator: torch.Generator | None = None) -> Tensor | None:
     """``camera`` [B, P] with each row zeroed with probability ``p`` (the fake score's CFG training)."""
     if camera is None or p <= 0.0:
         return camera
@@ -74,11 +74,11 @@ def fake_score_loss(
     fake: DiffusionPrior,
     x0: Tensor,
     cond: Condition,
-    camera: Optional[Tensor] = None,
+    camera: Tensor | None = None,
     t_range: Sequence[float] = (0.0, 1.0),
     camera_dropout: float = 0.1,
     timestep_samples: int = 1,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Denoising loss of a fake (render-distribution) score on ``x0`` [B,C,h,w] (detached), each
     image at ``timestep_samples`` timesteps t ~ U over ``t_range`` (fractions of T), the camera
@@ -100,7 +100,7 @@ def variational_score(
     t: Tensor,
     eps: Tensor,
     cond: Condition,
-    uncond: Optional[Condition],
+    uncond: Condition | None,
     fake_cond: Condition,
     guidance_scale: float,
     weighting: Weighting,
@@ -111,7 +111,7 @@ def variational_score(
     x_t = target.add_noise(x, eps, t)
     eps_target = target.to_eps(x_t, t, guided_output(target, x_t, t, cond, uncond, guidance_scale))
     eps_fake = fake.to_eps(x_t, t, fake.predict(x_t, t, fake_cond))
-    w = sds_weight(target.alphas_cumprod[t].to(x), weighting).view(-1, *([1] * (x.dim() - 1)))
+    w = sds_weight(target.noise_schedule.abar(t, x), weighting)
     return w * (eps_target - eps_fake)
 
 
@@ -120,19 +120,19 @@ def distill_step(
     fake: DiffusionPrior,
     images: Tensor,
     cond: Condition,
-    uncond: Optional[Condition],
+    uncond: Condition | None,
     step: int,
     schedule: TimestepSchedule,
     guidance_scale: float,
     weighting: Weighting,
-    grad_clip: Optional[StepValue],
+    grad_clip: StepValue | None,
     fake_loss: Callable[[Tensor, Condition], Tensor],
-    camera: Optional[Tensor] = None,
-    fake_cond: Optional[Condition] = None,
-    generator: Optional[torch.Generator] = None,
+    camera: Tensor | None = None,
+    fake_cond: Condition | None = None,
+    generator: torch.Generator | None = None,
     as_latents: bool = False,
-    encoder: Optional[DiffusionPrior] = None,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    encoder: DiffusionPrior | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One step of a two-score distillation (VSD, and BSD with the bootstrapped prior as
     ``target``): renders -> model space (through ``encoder``, default ``target``), t from
     ``schedule``, gradient ``w(t) (eps_target_cfg - eps_fake)``. Returns (surrogate loss, the fake
@@ -171,12 +171,12 @@ class VSD(nn.Module):
         prior: DiffusionPrior,
         guidance_scale: float = 7.5,
         weighting: Weighting = "sds",
-        schedule: Optional[TimestepSchedule] = None,
-        fake: Optional[DiffusionPrior] = None,
-        fake_t_range: Tuple[float, float] = (0.0, 1.0),
+        schedule: TimestepSchedule | None = None,
+        fake: DiffusionPrior | None = None,
+        fake_t_range: tuple[float, float] = (0.0, 1.0),
         camera_dropout: float = 0.1,
         fake_timestep_samples: int = 1,
-        grad_clip: Optional[StepValue] = None,
+        grad_clip: StepValue | None = None,
     ):
         super().__init__()
         sds_weight(torch.zeros(1), weighting)  # validate
@@ -190,7 +190,7 @@ class VSD(nn.Module):
         self.fake_timestep_samples = fake_timestep_samples
         self.grad_clip = grad_clip
 
-    def trainable_parameters(self) -> List[nn.Parameter]:
+    def trainable_parameters(self) -> list[nn.Parameter]:
         """The fake score's parameters (build the caller's optimizer from these)."""
         return [p for p in self.fake.trainable_parameters() if p.requires_grad]
 
@@ -198,8 +198,8 @@ class VSD(nn.Module):
         self,
         x0: Tensor,
         cond: Condition,
-        camera: Optional[Tensor] = None,
-        generator: Optional[torch.Generator] = None,
+        camera: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """The fake score's denoising loss (ProlificDreamer Eq. 8) on model-space samples ``x0``
         [B,C,h,w] (detached here) with condition ``cond`` and optional ``camera`` [B, 16]."""
@@ -211,13 +211,13 @@ class VSD(nn.Module):
         self,
         images: Tensor,
         cond: Condition,
-        uncond: Optional[Condition],
+        uncond: Condition | None,
         step: int,
-        camera: Optional[Tensor] = None,
-        fake_cond: Optional[Condition] = None,
-        generator: Optional[torch.Generator] = None,
+        camera: Tensor | None = None,
+        fake_cond: Condition | None = None,
+        generator: torch.Generator | None = None,
         as_latents: bool = False,
-    ) -> Dict[str, Tensor]:
+    ) -> dict[str, Tensor]:
         """``images`` [B,3,H,W] in [0,1] (or latents with ``as_latents``); ``camera`` [B,16] or None;
         ``fake_cond``: the fake score's condition (default ``cond``).
 

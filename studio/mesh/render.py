@@ -4,10 +4,10 @@
 ``antialias``. The colour is composited over the background with the antialiased coverage, so
 the silhouette gets gradients w.r.t. the vertex positions (``rasterize`` alone gives none).
 
-Texture convention (as ``studio.export.pbr.rasterize_uv``, so a texture baked with it renders
-as baked): ``uv`` in [0,1] with u to the right and v up; texture row i, column j holds the
-value at uv ((j + 0.5) / T_w, (i + 0.5) / T_h), i.e. row 0 is v = 0 (the bottom of the image).
-Sampling is bilinear with texel centres as above, clamped at the border.
+Texture convention: ``studio.mesh.uv``'s (so a texture baked there renders as baked): ``uv`` in
+[0,1] with u to the right and v up; texture row i, column j holds the value at uv
+((j + 0.5) / T_w, (i + 0.5) / T_h), i.e. row 0 is v = 0. Sampling is bilinear with texel centres
+as above, clamped at the border.
 """
 
 from __future__ import annotations

@@ -1,18 +1,22 @@
-"""UV-textured meshes: bake vertex colours into a texture atlas, write a textured .glb.
+"""UV-textured meshes: bake vertex colours into a texture atlas, write textured glTF binaries.
 
-Texture convention (``studio.mesh.render``, ``studio.export.pbr.rasterize_uv``): ``uv`` in [0,1]
-with u right and v up; texture row i samples v = (i + 0.5) / T, so row 0 is v = 0, the bottom of
-the image. ``save_textured_glb`` flips the rows on write (image files have row 0 at the top).
+Texture rows follow ``studio.mesh.uv`` (row 0 = v = 0); the written images are flipped there.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from studio.mesh.uv import dilate, texture_image, to_uint8, uv_atlas
+
+if TYPE_CHECKING:  # trimesh takes about a second to import: only the writers need it
+    import trimesh
 
 
 @dataclass
@@ -20,7 +24,7 @@ class TexturedMesh:
     """A mesh with one colour texture.
 
     ``verts`` [V,3] float32 (world units); ``faces`` [F,3] int64; ``uv`` [V,2] float32 in [0,1]
-    (u right, v up); ``texture`` [T,T,3] float32 in [0,1], row 0 = v = 0 (module docstring).
+    (u right, v up); ``texture`` [T,T,3] float32 in [0,1], row 0 = v = 0 (``studio.mesh.uv``).
     """
 
     verts: Tensor
@@ -42,7 +46,7 @@ def unwrap_with_colors(
 
     Each texel inside a UV chart takes the colour interpolated (barycentric) at its centre;
     ``dilation`` rings of texels around the charts are filled from their neighbours
-    (``studio.export.pbr.dilate``), the rest with the mean colour. Vertices on chart seams are
+    (``studio.mesh.uv.dilate``), the rest with the mean colour. Vertices on chart seams are
     duplicated, so the result has V' >= V vertices.
 
     Args:
@@ -52,19 +56,17 @@ def unwrap_with_colors(
     Returns:
         ``TexturedMesh`` on the device of ``verts``.
     """
-    from studio.export.pbr import dilate, rasterize_uv, uv_unwrap
-    from studio.mesh.rasterize import interpolate
+    atlas = uv_atlas(verts.detach().cpu().numpy(), faces.cpu().numpy(), texture_size, padding, verts.device)
+    texture = dilate(atlas.texels(vertex_colors), atlas.covered, dilation).clamp(0.0, 1.0)
+    return TexturedMesh(verts=verts.detach().float()[atlas.vmapping], faces=atlas.faces, uv=atlas.uv, texture=texture)
 
-    device = verts.device
-    vmap, new_faces, uv = uv_unwrap(verts.detach().cpu().numpy(), faces.cpu().numpy(), texture_size, padding)
-    vmap_t = torch.as_tensor(vmap, device=device)
-    faces_t = torch.as_tensor(new_faces, device=device)
-    uv_t = torch.as_tensor(uv, device=device)
-    bary, tri_id = rasterize_uv(uv_t, faces_t, texture_size)
-    colors = vertex_colors.detach().float()[vmap_t]
-    texels = interpolate(colors, bary[None], tri_id[None], faces_t.to(torch.int32))[0]  # [T,T,3]
-    texture = dilate(texels, tri_id >= 0, dilation).clamp(0.0, 1.0)
-    return TexturedMesh(verts=verts.detach().float()[vmap_t], faces=faces_t, uv=uv_t, texture=texture)
+
+def textured_trimesh(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, material: trimesh.visual.material.Material) -> trimesh.Trimesh:
+    """A ``trimesh.Trimesh`` (not processed: vertex order kept) with ``TextureVisuals`` of ``uv`` (v up) and ``material``."""
+    import trimesh
+
+    visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
+    return trimesh.Trimesh(vertices=vertices, faces=faces, visual=visual, process=False)
 
 
 def save_textured_glb(path: str | os.PathLike, mesh: TexturedMesh) -> int:
@@ -75,23 +77,27 @@ def save_textured_glb(path: str | os.PathLike, mesh: TexturedMesh) -> int:
         bytes written.
     """
     import trimesh
-    from PIL import Image
 
-    from studio.export.pbr import save_glb
-
-    image = (mesh.texture.detach().flip(0).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu().numpy()
     material = trimesh.visual.material.PBRMaterial(
         name="studio_texture",
-        baseColorTexture=Image.fromarray(image),
+        baseColorTexture=texture_image(to_uint8(mesh.texture)),
         baseColorFactor=[255, 255, 255, 255],
         metallicFactor=0.0,
         roughnessFactor=1.0,
     )
-    visual = trimesh.visual.TextureVisuals(uv=mesh.uv.detach().cpu().numpy().astype(np.float32), material=material)
-    tm = trimesh.Trimesh(
-        vertices=mesh.verts.detach().cpu().numpy().astype(np.float32),
-        faces=mesh.faces.cpu().numpy().astype(np.int64),
-        visual=visual,
-        process=False,
+    tm = textured_trimesh(
+        mesh.verts.detach().cpu().numpy().astype(np.float32),
+        mesh.faces.cpu().numpy().astype(np.int64),
+        mesh.uv.detach().cpu().numpy().astype(np.float32),
+        material,
     )
     return save_glb(path, tm)
+
+
+def save_glb(path: str | os.PathLike, mesh: trimesh.Trimesh) -> int:
+    """Write ``mesh`` (with its material) as a glTF binary, atomically; returns the byte count."""
+    from studio.io.atomic import atomic_write_bytes
+
+    data = mesh.export(file_type="glb")
+    atomic_write_bytes(path, data)
+    return len(data)

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from studio.gaussians.bounds import gaussian_bounds
 from studio.pbr.cubemap import sh_basis
 
 _COSINE_LOBE = (math.pi, 2.0 * math.pi / 3.0, math.pi / 4.0)  # clamped-cosine SH convolution, degrees 0-2
@@ -77,15 +78,10 @@ class VisibilityGrid:
 
 
 def object_bounds(means: Tensor, opacities: Tensor, min_opacity: float = 0.1, pad: float = 0.15) -> Tensor:
-    """Box [2,3] around the Gaussians with opacity > ``min_opacity`` (0.5th-99.5th percentile of
-    their centres per axis, so stray floaters do not stretch it), padded by ``pad`` times its
-    longest side."""
-    keep = opacities.reshape(-1) > min_opacity
-    pts = means[keep] if int(keep.sum()) >= 8 else means
-    pts = pts[:: max(1, pts.shape[0] // 1_000_000)]  # torch.quantile takes at most 2^24 values
-    lo, hi = torch.quantile(pts, 0.005, dim=0), torch.quantile(pts, 0.995, dim=0)
-    margin = pad * float((hi - lo).max().clamp(min=1e-3))
-    return torch.stack([lo - margin, hi + margin])
+    """The grid's box [2,3]: ``gaussian_bounds`` of the Gaussians with opacity >= ``min_opacity``
+    (all when fewer than 8 pass), their 0.5th-99.5th percentile per axis (stray floaters do not
+    stretch it), padded by ``pad`` times its longest side (at least 1e-3)."""
+    return gaussian_bounds(means, opacities, min_opacity=min_opacity, min_count=8, quantile=0.005, pad=pad, min_extent=1e-3)
 
 
 def fibonacci_directions(n: int, device=None) -> Tensor:

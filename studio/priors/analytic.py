@@ -5,7 +5,7 @@ dimensions) is
 
     p_0(x) = sum_k pi_k N(x; mu_k, sigma_k^2 I).
 
-Under the forward process x_t = a_t x_0 + s_t eps (``DiffusionPrior._coeffs``) the marginal stays a
+Under the forward process x_t = a_t x_0 + s_t eps (``NoiseSchedule.alpha_sigma``) the marginal stays a
 mixture, p_t(x) = sum_k pi_k N(x; a_t mu_k, v_k I) with v_k = a_t^2 sigma_k^2 + s_t^2, so its
 score is exact:
 
@@ -33,7 +33,7 @@ identity and ``image_size`` is the model space's width.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -71,11 +71,11 @@ class GaussianMixturePrior(DiffusionPrior):
     def __init__(
         self,
         means: Tensor,
-        weights: Optional[Tensor] = None,
-        std: Union[float, Tensor] = 0.1,
-        labels: Optional[Tensor] = None,
-        class_names: Optional[Sequence[str]] = None,
-        latent_shape: Optional[Sequence[int]] = None,
+        weights: Tensor | None = None,
+        std: float | Tensor = 0.1,
+        labels: Tensor | None = None,
+        class_names: Sequence[str] | None = None,
+        latent_shape: Sequence[int] | None = None,
         prediction_type: PredictionType = "eps",
         num_train_timesteps: int = 1000,
     ):
@@ -121,7 +121,7 @@ class GaussianMixturePrior(DiffusionPrior):
                 raise ValueError(f"unknown class {name!r}; known: {self.class_names}")
         return self.condition_labels(torch.tensor(labels))
 
-    def condition_labels(self, labels: Union[int, Tensor]) -> Condition:
+    def condition_labels(self, labels: int | Tensor) -> Condition:
         """The condition selecting the components of class ``labels`` (int or [B]; -1 = all)."""
         labels = torch.as_tensor(labels, dtype=torch.long, device=self.labels.device).reshape(-1)
         known = set(self.labels.tolist()) | {-1}
@@ -137,11 +137,11 @@ class GaussianMixturePrior(DiffusionPrior):
         return lat
 
     # ---- the closed-form marginal -------------------------------------------------------------
-    def _component_terms(self, x_t: Tensor, t: Tensor, cond: Optional[Condition]):
+    def _component_terms(self, x_t: Tensor, t: Tensor, cond: Condition | None):
         """(log-responsibility numerators [B,K], a mu - x [B,K,D], v [B,K]) of p_t at x_t."""
         B = x_t.shape[0]
         x = x_t.reshape(B, 1, self.dim)
-        a, s = self._coeffs(t.expand(B) if t.dim() == 0 else t, x_t.new_zeros(B))
+        a, s = self.noise_schedule.alpha_sigma(t.expand(B) if t.dim() == 0 else t, x_t.new_zeros(B))
         v = a[:, None] ** 2 * (2.0 * self.log_std).exp()[None] + s[:, None] ** 2  # [B,K]
         diff = a[:, None, None] * self.means[None] - x  # [B,K,D]
         log_w = self.log_weights[None].expand(B, -1)
@@ -153,32 +153,29 @@ class GaussianMixturePrior(DiffusionPrior):
         logits = log_w - 0.5 * self.dim * v.log() - (diff**2).sum(-1) / (2.0 * v)
         return logits, diff, v
 
-    def log_prob(self, x_t: Tensor, t: Tensor, cond: Optional[Condition] = None) -> Tensor:
+    def log_prob(self, x_t: Tensor, t: Tensor, cond: Condition | None = None) -> Tensor:
         """log p_t(x_t) [B] of the noisy marginal at timesteps ``t`` [B] (per sample)."""
-        logits, _, v = self._component_terms(x_t, t, cond)
+        logits = self._component_terms(x_t, t, cond)[0]
         return torch.logsumexp(logits, dim=1) - 0.5 * self.dim * math.log(2.0 * math.pi)
 
-    def score(self, x_t: Tensor, t: Tensor, cond: Optional[Condition] = None) -> Tensor:
+    def score(self, x_t: Tensor, t: Tensor, cond: Condition | None = None) -> Tensor:
         """grad_x log p_t(x_t), shaped like ``x_t``."""
         logits, diff, v = self._component_terms(x_t, t, cond)
         r = torch.softmax(logits, dim=1)
         return (r[..., None] * diff / v[..., None]).sum(1).reshape(x_t.shape)
 
-    def eps(self, x_t: Tensor, t: Tensor, cond: Optional[Condition] = None) -> Tensor:
+    def eps(self, x_t: Tensor, t: Tensor, cond: Condition | None = None) -> Tensor:
         """The exact noise prediction E[eps | x_t] = -s_t grad log p_t(x_t)."""
-        _, s = self._coeffs(t, x_t)
+        _, s = self.noise_schedule.alpha_sigma(t, x_t)
         return -s * self.score(x_t, t, cond)
 
     def predict(self, x_t: Tensor, t: Tensor, cond: Condition) -> Tensor:
         """The exact eps converted to ``prediction_type`` (v = a eps - s x0, u = eps - x0)."""
         eps = self.eps(x_t, t, cond)
-        if self.prediction_type == "eps":
-            return eps
-        a, s = self._coeffs(t, x_t)
-        x0 = (x_t - s * eps) / a.clamp(min=1e-8)
-        return a * eps - s * x0 if self.prediction_type == "v" else eps - x0
+        schedule = self.noise_schedule
+        return schedule.training_target(schedule.eps_to_x0(x_t, t, eps), eps, t)
 
-    def sample(self, n: int, label: int = -1, generator: Optional[torch.Generator] = None) -> Tensor:
+    def sample(self, n: int, label: int = -1, generator: torch.Generator | None = None) -> Tensor:
         """Exact samples [n, *latent_shape] of p_0 (restricted to class ``label`` unless -1)."""
         dev = self.means.device
         log_w = self.log_weights.detach()
@@ -189,5 +186,5 @@ class GaussianMixturePrior(DiffusionPrior):
         x = self.means.detach()[k] + self.log_std.detach().exp()[k, None] * noise
         return x.reshape(n, *self.latent_shape)
 
-    def trainable_parameters(self) -> List[nn.Parameter]:
+    def trainable_parameters(self) -> list[nn.Parameter]:
         return [self.means, self.log_weights, self.log_std]

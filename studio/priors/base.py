@@ -1,32 +1,24 @@
 """The diffusion-prior interface every guidance (SDS, VSD, BSD, ...) talks to.
 
 A prior is a denoiser ``predict(x_t, t, cond)`` over a model space ``x`` (pixels for the embedded
-toy priors and DeepFloyd IF, VAE latents for Stable Diffusion / Zero123) with the forward process
-
-    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps,        t in {0, ..., T-1}      (DDPM Eq. 4)
-
-``alphas_cumprod`` [T] is abar. The network's output is in ``prediction_type``:
-
-* ``"eps"``: eps itself;
-* ``"v"``: v = sqrt(abar) eps - sqrt(1 - abar) x_0 (Salimans & Ho 2022, Eq. 11 of the appendix);
-* ``"flow"``: rectified flow, x_t = (1 - s) x_0 + s eps with s = (t + 1) / T, output
-  u = eps - x_0 (the velocity). ``alphas_cumprod`` then holds the variance-preserving abar of the
-  same signal-to-noise ratio, (1 - s)^2 / ((1 - s)^2 + s^2), so SDS weights stay comparable.
-
-``to_eps`` / ``to_x0`` convert any output to the two quantities guidance needs. Images handed to
-``encode`` are [B,3,H,W] in [0, 1]; ``decode`` returns the same range.
+toy priors and DeepFloyd IF, VAE latents for Stable Diffusion / Zero123). Its noise schedule
+(``alphas_cumprod`` [T] = abar and ``prediction_type`` "eps", "v" or "flow") and the conversions
+``add_noise`` / ``to_eps`` / ``to_x0`` / ``training_target`` live in one
+:class:`~studio.priors.schedule.NoiseSchedule` (``noise_schedule``); the prior's methods of the same
+names delegate to it. Images handed to ``encode`` are [B,3,H,W] in [0, 1]; ``decode`` returns the
+same range.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Literal, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-PredictionType = Literal["eps", "v", "flow"]
+from studio.priors.schedule import NoiseSchedule, PredictionType
 
 
 @dataclass
@@ -38,13 +30,13 @@ class Condition:
     A condition of batch 1 broadcasts against any batch of ``x_t``.
     """
 
-    tensors: Dict[str, Tensor] = field(default_factory=dict)
+    tensors: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
         return next(iter(self.tensors.values())).shape[0] if self.tensors else 1
 
-    def expand(self, batch: int) -> "Condition":
+    def expand(self, batch: int) -> Condition:
         """The condition repeated to ``batch`` rows (from batch 1 or ``batch``)."""
         out = {}
         for k, v in self.tensors.items():
@@ -54,7 +46,7 @@ class Condition:
         return Condition(out)
 
     @staticmethod
-    def cat(conds: Sequence["Condition"], batches: Sequence[int]) -> "Condition":
+    def cat(conds: Sequence[Condition], batches: Sequence[int]) -> Condition:
         """Concatenate conditions along the batch (each first expanded to its batch size);
         used to run the conditional and unconditional branches of CFG in one call."""
         keys = set(conds[0].tensors)
@@ -63,10 +55,10 @@ class Condition:
         expanded = [c.expand(b) for c, b in zip(conds, batches)]
         return Condition({k: torch.cat([c.tensors[k] for c in expanded]) for k in keys})
 
-    def index(self, rows: Union[slice, Tensor]) -> "Condition":
+    def index(self, rows: slice | Tensor) -> Condition:
         return Condition({k: v[rows] for k, v in self.tensors.items()})
 
-    def to(self, device) -> "Condition":
+    def to(self, device) -> Condition:
         return replace(self, tensors={k: v.to(device) for k, v in self.tensors.items()})
 
 
@@ -91,9 +83,9 @@ class DiffusionPrior(nn.Module):
 
     def condition(
         self,
-        text: Optional[Union[str, List[str]]] = None,
-        image: Optional[Tensor] = None,
-        pose: Optional[Tensor] = None,
+        text: str | list[str] | None = None,
+        image: Tensor | None = None,
+        pose: Tensor | None = None,
     ) -> Condition:
         """Embed a condition. ``text``: prompt(s), "" is the unconditional (CFG) text;
         ``image``: reference image [B,3,H,W] in [0,1] (image-conditioned priors); ``pose``:
@@ -113,60 +105,39 @@ class DiffusionPrior(nn.Module):
         """Model space [B,C,h,w] -> [B,3,H,W] in [0,1]."""
         return ((lat + 1.0) * 0.5).clamp(0.0, 1.0)
 
+    # ---- noise schedule: the forward process and output conversions -------------------------
+    @property
+    def noise_schedule(self) -> NoiseSchedule:
+        """``alphas_cumprod`` and ``prediction_type`` as a :class:`NoiseSchedule` (on the prior's device)."""
+        return NoiseSchedule(self.alphas_cumprod, self.prediction_type)
+
     @property
     def num_train_timesteps(self) -> int:
-        return int(self.alphas_cumprod.shape[0])
-
-    # ---- forward process and output conversions ---------------------------------------------
-    def _coeffs(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-        """(a_t, s_t) with x_t = a_t x_0 + s_t eps, shaped to broadcast against ``like``."""
-        t = t.to(device=self.alphas_cumprod.device, dtype=torch.long)
-        shape = (-1,) + (1,) * (like.dim() - 1)
-        if self.prediction_type == "flow":
-            s = (t.to(like.dtype) + 1.0) / self.num_train_timesteps
-            return (1.0 - s).view(shape).to(like), s.view(shape).to(like)
-        abar = self.alphas_cumprod[t].to(like)
-        return abar.sqrt().view(shape), (1.0 - abar).sqrt().view(shape)
+        return self.noise_schedule.num_train_timesteps
 
     def add_noise(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
-        """x_t from x_0 and noise at timesteps ``t`` [B]."""
-        a, s = self._coeffs(t, x0)
-        return a * x0 + s * eps
+        """x_t [B,C,h,w] from x_0 and noise at timesteps ``t`` [B]."""
+        return self.noise_schedule.add_noise(x0, eps, t)
 
     def to_eps(self, x_t: Tensor, t: Tensor, out: Tensor) -> Tensor:
         """The noise prediction implied by the network output ``out``."""
-        a, s = self._coeffs(t, x_t)
-        if self.prediction_type == "eps":
-            return out
-        if self.prediction_type == "v":  # eps = a v + s x_t (a^2 + s^2 = 1)
-            return a * out + s * x_t
-        return x_t + a * out  # flow: x_t = a x0 + s eps, u = eps - x0, a + s = 1
+        return self.noise_schedule.to_eps(x_t, t, out)
 
     def to_x0(self, x_t: Tensor, t: Tensor, out: Tensor) -> Tensor:
         """The clean-sample prediction implied by the network output ``out``."""
-        a, s = self._coeffs(t, x_t)
-        if self.prediction_type == "eps":
-            return (x_t - s * out) / a.clamp(min=1e-8)
-        if self.prediction_type == "v":  # x0 = a x_t - s v
-            return a * x_t - s * out
-        return x_t - s * out  # flow
+        return self.noise_schedule.to_x0(x_t, t, out)
 
     def training_target(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
         """What the network should output for (x0, eps, t): the denoising-loss target used by
         prior training, VSD's fake score and BSD's fine-tuning."""
-        if self.prediction_type == "eps":
-            return eps
-        if self.prediction_type == "v":
-            a, s = self._coeffs(t, x0)
-            return a * eps - s * x0
-        return eps - x0
+        return self.noise_schedule.training_target(x0, eps, t)
 
     # ---- copies that guidance fine-tunes ----------------------------------------------------
-    def trainable_parameters(self) -> List[nn.Parameter]:
+    def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters a fine-tuned copy trains (default: all)."""
         return [p for p in self.parameters()]
 
-    def clone_trainable(self) -> "DiffusionPrior":
+    def clone_trainable(self) -> DiffusionPrior:
         """A copy whose ``trainable_parameters()`` require grad, for VSD's fake score and BSD's
         bootstrapped prior. Small priors deep-copy everything; large adapters override this to add
         LoRA layers to a shared frozen network instead."""

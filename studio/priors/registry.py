@@ -1,22 +1,23 @@
 """Priors by name: ``load_prior("toy-t2i")`` -> a :class:`~studio.priors.base.DiffusionPrior`.
 
-Names: ``toy-t2i``, ``toy-nvs`` (embedded), ``sd-2.1-base``, ``if-i``, ``zero123`` (diffusers
-adapters, default repositories from the local Hugging Face cache only); a path may be a
-toy-prior ``.safetensors`` file or a diffusers folder (Zero123 if it has ``cc_projection``,
-DeepFloyd IF if its text encoder is T5, else Stable Diffusion).
+``LOADERS`` maps each name to a loader ``fn(device) -> DiffusionPrior``:
 
-``LOADERS`` maps each name to a loader ``fn(device) -> DiffusionPrior``; adapters for pretrained
-diffusers models (Stable Diffusion, DeepFloyd IF, Zero123, ...) register theirs with
-:func:`register_prior` (they must load offline, ``local_files_only=True``, and raise
-:class:`~studio.io.StudioInputError` with a one-sentence fix when their weights are absent).
-The embedded toy priors load the committed files ``studio/priors/weights/<name>.safetensors``
-(package data). ``load_prior`` also accepts the path of a toy-prior ``.safetensors`` file.
+* ``toy-t2i``, ``toy-nvs``: the embedded priors, from the committed files
+  ``studio/priors/weights/<name>.safetensors`` (package data);
+* ``sd-2.1-base``, ``if-i``, ``zero123``, ``stable-zero123``: the diffusers adapters
+  (:mod:`studio.priors.diffusers`) with their default repositories, from the local Hugging Face
+  cache only. They load offline (``local_files_only=True``) and raise one
+  :class:`~studio.io.StudioInputError` line saying what to put where when the weights are absent.
+
+``load_prior`` also takes a toy-prior ``.safetensors`` path or a diffusers folder (Zero123 if it
+has ``cc_projection``, DeepFloyd IF if its text encoder is T5, else Stable Diffusion);
+:func:`register_prior` adds names.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, Union
 
 from studio.io.errors import StudioInputError
 
@@ -38,14 +39,14 @@ def _toy_loader(name: str) -> Loader:
     return load
 
 
-def _diffusers_loader(class_name: str, path: Union[str, Path, None] = None) -> Loader:
-    """Loader of a diffusers adapter (``studio.priors.diffusers_adapters``): ``path`` a local
-    folder, or None for the class's default repository in the local Hugging Face cache."""
+def _diffusers_loader(class_name: str, path: str | Path | None = None) -> Loader:
+    """Loader of the adapter ``studio.priors.diffusers.<class_name>``: ``path`` a local folder, or
+    None for the class's default repository in the local Hugging Face cache."""
 
     def load(device: str = "cpu"):
-        from studio.priors import diffusers_adapters
+        from studio.priors import diffusers
 
-        return getattr(diffusers_adapters, class_name)(path, device=device)
+        return getattr(diffusers, class_name)(path, device=device)
 
     return load
 
@@ -60,12 +61,13 @@ def _folder_class(folder: Path) -> str:
     return "StableDiffusionPrior"
 
 
-LOADERS: Dict[str, Loader] = {
+LOADERS: dict[str, Loader] = {
     "toy-t2i": _toy_loader("toy-t2i"),
     "toy-nvs": _toy_loader("toy-nvs"),
     "sd-2.1-base": _diffusers_loader("StableDiffusionPrior"),
     "if-i": _diffusers_loader("DeepFloydIFPrior"),
     "zero123": _diffusers_loader("Zero123Prior"),
+    "stable-zero123": _diffusers_loader("StableZero123Prior"),
 }
 
 
@@ -78,7 +80,7 @@ def available_priors() -> list[str]:
     return sorted(LOADERS)
 
 
-def load_prior(name_or_path: Union[str, Path], device: str = "cpu"):
+def load_prior(name_or_path: str | Path, device: str = "cpu"):
     """The prior called ``name_or_path`` (a registered name, a toy-prior .safetensors path or a
     diffusers folder),
     in eval mode on ``device`` ("auto" = CUDA when available)."""

@@ -7,8 +7,6 @@ images in [0, 1].
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -16,7 +14,7 @@ from studio.priors.base import Condition, DiffusionPrior
 
 
 def guided_output(
-    prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Condition, uncond: Optional[Condition], guidance_scale: float
+    prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Condition, uncond: Condition | None, guidance_scale: float
 ) -> Tensor:
     """The prior's output (in its ``prediction_type``) with classifier-free guidance,
     out_u + s (out_c - out_u), both branches in one batched ``predict``. Every conversion
@@ -37,34 +35,34 @@ def ddim(
     x_t: Tensor,
     t_start: Tensor,
     cond: Condition,
-    uncond: Optional[Condition],
+    uncond: Condition | None,
     guidance_scale: float,
     num_steps: int,
     eta: float = 0.0,
     clamp_x0: bool = False,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """DDIM (Song et al. 2021, Eq. 12) from ``x_t`` at per-sample timesteps ``t_start`` [N] to x_0 in
     ``num_steps`` evenly spaced steps t_k = round(t_start (1 - k / num_steps)), with CFG
-    (``guided_output``): x0_hat from the guided output (clamped to [-1, 1] with ``clamp_x0``, eps_hat
-    made consistent with it), then x_{t'} = sqrt(abar') x0_hat + sqrt(1 - abar' - sigma^2) eps_hat
-    + sigma z with sigma = eta sqrt((1 - abar') / (1 - abar) (1 - abar / abar')) (``eta = 0``:
-    deterministic). The last step returns x0_hat."""
-    abar = prior.alphas_cumprod
+    (``guided_output``): x0_hat from the guided output (clamped to [-1, 1] with ``clamp_x0``), eps_hat
+    consistent with it, then x_{t'} = a_{t'} x0_hat + sqrt(s_{t'}^2 - sigma^2) eps_hat + sigma z in the
+    prior's ``noise_schedule`` (x_t = a_t x_0 + s_t eps), sigma = eta sqrt((1 - abar') / (1 - abar)
+    (1 - abar / abar')) (``eta = 0``: deterministic). The last step returns x0_hat."""
+    schedule = prior.noise_schedule
     x = x_t
     for k in range(num_steps):
         t = (t_start.float() * (1.0 - k / num_steps)).round().long()
-        x0 = prior.to_x0(x, t, guided_output(prior, x, t, cond, uncond, guidance_scale))
+        x0 = schedule.to_x0(x, t, guided_output(prior, x, t, cond, uncond, guidance_scale))
         if clamp_x0:
             x0 = x0.clamp(-1.0, 1.0)
         if k == num_steps - 1:
             return x0
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        a_t = abar[t].view(shape).to(x)
-        a_prev = abar[(t_start.float() * (1.0 - (k + 1) / num_steps)).round().long()].view(shape).to(x)
-        eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
-        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
-        x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
+        t_prev = (t_start.float() * (1.0 - (k + 1) / num_steps)).round().long()
+        eps = schedule.x0_to_eps(x, t, x0)
+        abar, abar_prev = schedule.abar(t, x), schedule.abar(t_prev, x)
+        sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).clamp(min=0).sqrt()
+        a_prev, s_prev = schedule.alpha_sigma(t_prev, x)
+        x = a_prev * x0 + (s_prev**2 - sigma**2).clamp(min=0).sqrt() * eps
         if eta > 0:
             x = x + sigma * torch.randn(x.shape, generator=generator).to(x)
     return x
@@ -75,10 +73,10 @@ def sample(
     prior: DiffusionPrior,
     n: int,
     cond: Condition,
-    uncond: Optional[Condition] = None,
+    uncond: Condition | None = None,
     guidance_scale: float = 7.5,
     num_steps: int = 25,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     eta: float = 0.0,
     clamp_x0: bool = False,
 ) -> Tensor:

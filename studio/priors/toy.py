@@ -11,8 +11,9 @@
   ``concat(x_t, reference)`` (6 channels, the reference in model space); the condition is the
   relative camera ``pose = [d_polar (rad), sin(d_azimuth), cos(d_azimuth), d_radius]`` (target
   minus reference, polar angle from the up axis so ``d_polar = -(elevation change)``: Zero-1-to-3's
-  own convention, as ``diffusers_adapters.zero123_pose``) embedded by an MLP into the time embedding and, together with a small CNN
-  embedding of the reference (8x8 = 64 tokens), used as cross-attention tokens. The unconditional
+  own convention, as ``studio.priors.diffusers.zero123_pose``) embedded by an MLP into the time
+  embedding and, together with a small CNN embedding of the reference (8x8 = 64 tokens), used as
+  cross-attention tokens. The unconditional
   condition zeroes the concatenated reference and swaps the tokens for learned null tokens
   (10% condition dropout in training).
 

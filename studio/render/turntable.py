@@ -3,8 +3,9 @@
 Gaussians render with ``studio.render.rasterize`` (view-dependent SH colour). Meshes render on the
 CPU by ray casting (trimesh, Embree when ``embreex`` is installed): flat Lambert shading from a
 light beside the camera, times the base colour (texture, vertex or face colours, else grey).
-Cameras orbit the scene centre about the scene's up axis (``up``, world +Z by default: the
-Blender / NeRF-synthetic convention) at a distance where the bounding sphere fills the view.
+Cameras (``studio.cameras.sampling.orbit_cameras``) orbit the scene centre about the scene's up
+axis (``up``, world +Z by default: the Blender / NeRF-synthetic convention), starting at azimuth 0,
+at a distance where the bounding sphere fills the view.
 All frames are ``uint8`` arrays [F, H, W, 3].
 """
 
@@ -17,8 +18,9 @@ import numpy as np
 import torch
 import trimesh
 
-from studio.cameras import intrinsics_from_fov, orbit_viewmats
-from studio.gaussians import Gaussians
+from studio.cameras.nerfstudio import cameras_to_viewmats
+from studio.cameras.sampling import OrbitSampler, orbit_cameras
+from studio.gaussians import Gaussians, gaussian_bounds
 from studio.render.rasterize import rasterize
 
 Scene = Union[Gaussians, trimesh.Trimesh]
@@ -28,40 +30,23 @@ _AMBIENT = 0.25
 
 
 def scene_bounds(scene: Scene) -> tuple[np.ndarray, float]:
-    """Centre [3] and radius of a sphere that holds the scene.
+    """Centre [3] and radius (world units, >= 1e-6) of a sphere that holds the scene.
 
-    Meshes: the bounding-box centre and the farthest vertex. Gaussians: the centre of the box
-    spanning the 1st to 99th percentile of the means per axis and the 99th percentile of the
-    distances to it (so a few floaters do not shrink the view), grown by three typical standard
-    deviations.
+    Meshes: the bounding-box centre and the farthest vertex. Gaussians (``gaussian_bounds``): the
+    centre of the box spanning the 1st to 99th percentile of the means per axis and the 99th
+    percentile of the distances to it (so a few floaters do not shrink the view), grown by three
+    typical standard deviations.
     """
     if isinstance(scene, trimesh.Trimesh):
         center = scene.bounds.mean(axis=0)
         return center, max(float(np.linalg.norm(scene.vertices - center, axis=1).max()), 1e-6)
-    means = scene.means.detach().float().cpu()
-    center = (torch.quantile(means, 0.01, dim=0) + torch.quantile(means, 0.99, dim=0)) / 2.0
-    reach = float(torch.quantile(torch.linalg.norm(means - center, dim=1), 0.99))
-    spread = 3.0 * float(scene.scales.detach().float().amax(dim=1).median())
-    return center.numpy(), max(reach + spread, 1e-6)
+    center, radius = gaussian_bounds(scene.means.float().cpu(), scales=scene.scales.float(), quantile=0.01, scale_pad=3.0, sphere=True)
+    return center.numpy(), max(radius, 1e-6)
 
 
 def fit_distance(radius: float, fov_deg: float, margin: float = 1.1) -> float:
     """Camera distance at which a sphere of ``radius`` fits a view of ``fov_deg`` (with ``margin``)."""
     return margin * radius / math.sin(math.radians(fov_deg) / 2.0)
-
-
-def orbit_cameras(
-    scene: Scene,
-    n_frames: int,
-    size: int,
-    elevation_deg: float = 20.0,
-    fov_deg: float = 40.0,
-    up: Sequence[float] = (0.0, 0.0, 1.0),
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """World-to-camera matrices [F,4,4] (OpenCV) circling the scene, and the shared square K [3,3]."""
-    center, radius = scene_bounds(scene)
-    viewmats = orbit_viewmats(n_frames, fit_distance(radius, fov_deg), elevation_deg, center.tolist(), tuple(up))
-    return viewmats, intrinsics_from_fov(fov_deg, size, size)
 
 
 def render_gaussian_frames(
@@ -140,10 +125,13 @@ def turntable(
 
     ``backend`` is the Gaussian rasterizer backend (ignored for meshes).
     """
-    viewmats, K = orbit_cameras(scene, n_frames, size, elevation_deg, fov_deg, up)
+    center, radius = scene_bounds(scene)
+    d = fit_distance(radius, fov_deg)
+    views = OrbitSampler((elevation_deg, elevation_deg), (0.0, 360.0), (d, d), (fov_deg, fov_deg)).ring(n_frames)
+    viewmats, Ks, _, _ = cameras_to_viewmats(orbit_cameras(views, size, tuple(center.tolist()), tuple(up)))
     if isinstance(scene, trimesh.Trimesh):
-        return render_mesh_frames(scene, viewmats, K, size, size, background)
-    return render_gaussian_frames(scene, viewmats, K, size, size, background, backend)
+        return render_mesh_frames(scene, viewmats, Ks[0], size, size, background)
+    return render_gaussian_frames(scene, viewmats, Ks[0], size, size, background, backend)
 
 
 def make_sheet(frames: np.ndarray, cols: int, fill: int = 255) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Text-to-3D by score distillation on Gaussians or a NeRF (DreamFusion's SDS, or ProlificDreamer's VSD).
 
-Every step renders ``views_per_batch`` random orbit views (``studio.engine.orbit_datamanager``)
+Every step renders ``views_per_batch`` random orbit views (``studio.data.orbit``)
 and applies one guidance from ``studio.guidance`` with a text prior from ``studio.priors``
 (default: the embedded ``toy-t2i``; any name or path ``studio.priors.load_prior`` accepts):
 
@@ -20,38 +20,38 @@ off for the embedded prior (ToyWorld captions have no view words) and on for rea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
+from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 from torch.nn import Parameter
 
-from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-
 from studio.cameras.sampling import OrbitViews, camera_vector
-from studio.engine.generation_model import GenerationModel, GenerationModelConfig
 from studio.guidance import SDS, VSD, UniformTimesteps, ViewPrompting
+from studio.models.generation import GenerationModel, GenerationModelConfig
+from studio.models.staged import Stage, StagedModel
 from studio.nerf import HashGridField, HashGridFieldConfig, render_cameras
 from studio.priors.base import Condition
 
 
 @dataclass
 class SDSModelConfig(GenerationModelConfig):
-    """``sds`` options; fields left ``None`` come from the preset (configs/sds.yaml)."""
+    """``sds`` options; defaults are DreamFusion's with Stable Diffusion (the ``full`` preset),
+    configs/sds.yaml overrides."""
 
     _target: Type = field(default_factory=lambda: SDSModel)
+    stage_names: ClassVar[Tuple[str, ...]] = ("distill",)
     prompt: str = "a matte blue capsule"
     """Text prompt (``ns-train sds --prompt``)."""
     negative_prompt: str = ""
     """Text of the unconditional CFG branch."""
-    prior: Optional[str] = None
-    """Text-to-image prior: an embedded name (toy-t2i), a diffusers name (sd-2.1-base, if-i) or a
-    path (None: the preset's; toy-t2i on CPU)."""
+    prior: str = "sd-2.1-base"
+    """Text-to-image prior: an embedded name (toy-t2i), a diffusers name (sd-2.1-base, if-i) or a path."""
     guidance: Literal["sds", "vsd"] = "sds"
     """Score distillation variant."""
-    guidance_scale: Optional[float] = None
-    """CFG scale (DreamFusion 100 for SDS, ProlificDreamer 7.5 for VSD; preset per prior size)."""
+    guidance_scale: float = 100.0
+    """CFG scale (DreamFusion 100 for SDS; ProlificDreamer uses 7.5 for VSD)."""
     weighting: Literal["sds", "uniform", "fantasia3d"] = "sds"
     """w(t) of the gradient."""
     t_range: Tuple[float, float] = (0.02, 0.98)
@@ -70,7 +70,21 @@ class SDSModelConfig(GenerationModelConfig):
     """The NeRF's field and sampling (``--pipeline.model.nerf.*``; used with ``representation nerf``)."""
 
 
-class SDSModel(GenerationModel):
+class DistillStage(Stage):
+    """The one stage of ``sds``: guidance losses on the scene; Gaussians densify after each step."""
+
+    name = "distill"
+
+    def after_step(self, step: int) -> None:
+        model = self.model
+        if model.field is None:
+            model.strategy.step_post_backward(
+                params=model.gaussians.params, optimizers=model.optimizers, state=model.strategy_state,
+                step=step, info=model.info, packed=False,
+            )
+
+
+class SDSModel(StagedModel, GenerationModel):
     """See module docstring."""
 
     config: SDSModelConfig
@@ -80,16 +94,15 @@ class SDSModel(GenerationModel):
         from studio.priors import load_prior
 
         cfg = self.config
-        self.prior_name = cfg.prior or "toy-t2i"
+        self.prior_name = cfg.prior
         prior = load_prior(self.prior_name, device="cpu")  # the pipeline moves the model (and it) to its device
         schedule = UniformTimesteps(cfg.t_range[0], self._t_max())
-        if cfg.guidance == "vsd":
-            self.guidance = VSD(prior, guidance_scale=float(cfg.guidance_scale or 7.5), weighting=cfg.weighting, schedule=schedule)
-        else:
-            self.guidance = SDS(prior, guidance_scale=float(cfg.guidance_scale or 100.0), weighting=cfg.weighting, schedule=schedule)
+        guidance = VSD if cfg.guidance == "vsd" else SDS
+        self.guidance = guidance(prior, guidance_scale=cfg.guidance_scale, weighting=cfg.weighting, schedule=schedule)
         self.view_prompting = ViewPrompting() if self._view_dependent(self.prior_name) else None
         self._cond_cache: Dict[str, Condition] = {}
         self.field = HashGridField(cfg.nerf) if cfg.representation == "nerf" else None
+        self.init_stages([DistillStage(self)])
 
     def _t_max(self):
         cfg = self.config
@@ -128,14 +141,13 @@ class SDSModel(GenerationModel):
                                            perturb=self.training)
         return rgb.clamp(0.0, 1.0), alpha, depth, bg
 
-    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        if self.field is None:
-            return super().get_training_callbacks(attrs)
+    def render_outputs(self, camera: Cameras) -> Dict[str, Tensor]:
+        return GenerationModel.get_outputs(self, camera)
 
-        def before(step: int) -> None:  # a NeRF has no densification
-            self.step = step
-
-        return [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], before)]
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
+        state_dict = dict(state_dict)
+        self.load_stage_index(state_dict)
+        return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         return super().get_metrics_dict(outputs, batch) if self.field is None else {}
@@ -147,6 +159,10 @@ class SDSModel(GenerationModel):
         return groups
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        return self.stage.get_loss_dict(outputs, batch)
+
+    def base_losses(self, outputs, batch) -> Dict[str, Tensor]:
+        """The guidance loss (SDS, or VSD and its fake score's loss) and the opacity regulariser."""
         views = OrbitViews(batch["elevation"], batch["azimuth"], batch["distance"], batch["fov"])
         cond, uncond = self.text_conditions(views)
         images = outputs["rgb_views"].permute(0, 3, 1, 2)

@@ -11,7 +11,7 @@ No LPIPS download: ``get_image_metrics_and_images`` adds LPIPS only when weights
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Dict, List, Literal, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -32,24 +32,24 @@ BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 
 @dataclass
 class SplatModelConfig(ModelConfig):
-    """3DGS model options. Fields left ``None`` come from the method's preset (configs/)."""
+    """3DGS model options; defaults are the 3DGS paper's (the ``full`` preset), ``configs/`` overrides."""
 
     _target: Type = field(default_factory=lambda: SplatModel)
     sh_degree: int = 3
     """Maximum SH degree of the view-dependent colour."""
-    sh_degree_interval: Optional[int] = None
+    sh_degree_interval: int = 1000
     """Steps between SH degree increases."""
-    num_random: Optional[int] = None
+    num_random: int = 100_000
     """Random initial Gaussians in the scene box when the dataset has no point cloud."""
-    max_gaussians: Optional[int] = None
+    max_gaussians: int = 6_000_000
     """Densification stops adding Gaussians above this count."""
-    refine_start_iter: Optional[int] = None
+    refine_start_iter: int = 500
     """First step of adaptive density control."""
-    refine_stop_iter: Optional[int] = None
+    refine_stop_iter: int = 15_000
     """Last step of clone/split (pruning continues with opacity resets)."""
-    refine_every: Optional[int] = None
+    refine_every: int = 100
     """Steps between densification steps."""
-    reset_every: Optional[int] = None
+    reset_every: int = 3000
     """Steps between opacity resets."""
     grow_grad2d: float = 0.0002
     """Screen-space gradient threshold for clone/split (3DGS tau_pos)."""
@@ -79,7 +79,7 @@ class SplatModel(Model):
             points, rgb = seed[0].float(), seed[1].float() / 255.0
         else:
             half = self.scene_box.aabb.abs().max().item()
-            points, rgb = random_points(int(cfg.num_random or 10000), half)
+            points, rgb = random_points(cfg.num_random, half)
         self.gaussians = TrainableGaussians(initial_params(points, rgb, cfg.sh_degree))
         metadata = self.kwargs.get("metadata") or {}
         self.scene_extent = float(metadata.get("camera_extent", 1.0))
@@ -88,12 +88,12 @@ class SplatModel(Model):
             grow_grad2d=cfg.grow_grad2d,
             grow_scale3d=cfg.grow_scale3d,
             prune_scale3d=cfg.prune_scale3d,
-            refine_start_iter=int(cfg.refine_start_iter or 500),
-            refine_stop_iter=int(cfg.refine_stop_iter or 15000),
-            reset_every=int(cfg.reset_every or 3000),
-            refine_every=int(cfg.refine_every or 100),
-            pause_refine_after_reset=self.num_train_data + int(cfg.refine_every or 100),
-            max_gaussians=int(cfg.max_gaussians or 1_000_000),
+            refine_start_iter=cfg.refine_start_iter,
+            refine_stop_iter=cfg.refine_stop_iter,
+            reset_every=cfg.reset_every,
+            refine_every=cfg.refine_every,
+            pause_refine_after_reset=self.num_train_data + cfg.refine_every,
+            max_gaussians=cfg.max_gaussians,
         )
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_extent)
         self.step = 0
@@ -133,8 +133,7 @@ class SplatModel(Model):
 
     # ---- rendering ---------------------------------------------------------------------------
     def active_sh_degree(self) -> int:
-        interval = int(self.config.sh_degree_interval or 1000)
-        return min(self.step // interval, self.config.sh_degree)
+        return min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
 
     def background(self) -> Tensor:
         if self.training and self.config.background_color == "random":

@@ -20,8 +20,8 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 
 from studio.cameras.sampling import OrbitSampler, OrbitViews, orbit_cameras
+from studio.data.orbit import OrbitDataManager, OrbitDataManagerConfig
 from studio.data.single_image import load_reference
-from studio.engine.orbit_datamanager import OrbitDataManager, OrbitDataManagerConfig
 from studio.io.errors import StudioInputError
 
 
@@ -30,8 +30,8 @@ class ReferenceDataManagerConfig(OrbitDataManagerConfig):
     """Reference image + random views (see module docstring)."""
 
     _target: Type = field(default_factory=lambda: ReferenceDataManager)
-    reference_size: Optional[int] = None
-    """Size of the preprocessed reference image and of its renders (pixels; None: the preset's, else 64)."""
+    reference_size: int = 256
+    """Size of the preprocessed reference image and of its renders (pixels)."""
     border_ratio: float = 0.2
     """Empty border on each side of the recentred object, as a fraction of the image."""
     depth_path: Optional[Path] = None
@@ -59,7 +59,7 @@ class ReferenceDataManager(OrbitDataManager):
     def __init__(self, config: ReferenceDataManagerConfig, device="cpu", **kwargs):
         config.validate()
         super().__init__(config, device=device, **kwargs)
-        size = int(config.reference_size or 64)
+        size = config.reference_size
         border = config.border_ratio if config.recentre else None
         self.reference = load_reference(Path(config.data), size, border, config.depth_path, config.normal_path)
         elev, az, dist, fov = (torch.tensor([float(v)]) for v in config.reference_view)

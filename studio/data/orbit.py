@@ -24,12 +24,12 @@ class OrbitDataManagerConfig(DataManagerConfig):
     """Random orbit views around the origin (+Z up)."""
 
     _target: Type = field(default_factory=lambda: OrbitDataManager)
-    resolution: Optional[int] = None
-    """Training render size in pixels (square; None: the preset's, else 64)."""
+    resolution: int = 64
+    """Training render size in pixels (square)."""
     eval_resolution: int = 128
     """Evaluation and viewer render size."""
-    views_per_batch: Optional[int] = None
-    """Cameras rendered per training step (None: the preset's, else 1)."""
+    views_per_batch: int = 1
+    """Cameras rendered per training step."""
     num_eval_views: int = 8
     """Evaluation ring size."""
     elevation_range: Tuple[float, float] = (-10.0, 60.0)
@@ -66,8 +66,8 @@ class OrbitDataManager(DataManager):
         self.test_mode = test_mode
         self.world_size, self.local_rank = world_size, local_rank
         self.sampler = self.make_sampler()
-        self.resolution = int(config.resolution or 64)
-        self.views_per_batch = int(config.views_per_batch or 1)
+        self.resolution = config.resolution
+        self.views_per_batch = config.views_per_batch
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.eval_views = self.sampler.ring(config.num_eval_views)
         eval_cameras = orbit_cameras(self.eval_views, config.eval_resolution)

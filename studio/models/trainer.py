@@ -1,13 +1,15 @@
 """``StudioTrainerConfig``: Nerfstudio's TrainerConfig plus the studio command-line conventions.
 
-* ``--preset {auto,tiny,full}`` (top level): ``full`` on CUDA, ``tiny`` without; the resolved
-  values fill every trainer/model field left as ``None`` (see ``studio.engine.presets``).
-* The dataset is validated before Nerfstudio writes anything, so bad input stops the run with
+* ``--preset {auto,tiny,full}`` (top level): ``full`` on CUDA, ``tiny`` without; the preset's
+  overrides (``configs/<method>.yaml``) apply to every field the command line left alone
+  (``studio.models.presets``).
+* The inputs are validated before Nerfstudio writes anything, so bad input stops the run with
   one sentence and leaves no output folder behind.
-* Learning-rate schedulers span the whole run (their ``max_steps`` = ``max_num_iterations``);
-  a run that starts from a stage file continues the schedule where the full run would be.
-* ``StudioTrainer`` scales each optimizer group's learning rate by the model's
-  ``lr_scale(group)`` (3DGS scales the position learning rate by the scene extent).
+* Learning-rate schedulers span the whole run (their ``max_steps`` = the schedule length); a run
+  that starts from a stage file continues the schedule where the full run would be.
+* ``StudioTrainer`` scales each optimizer group's learning rate by the model's ``lr_scale(group)``
+  (3DGS scales the position learning rate by the scene extent), writes checkpoints atomically and,
+  when resuming (``--load-dir``), points the optimizers at the parameters the checkpoint resized.
 
 Nerfstudio's ``ns-train`` calls ``set_timestamp()`` once, before printing and saving the config,
 so that is where the resolution happens; ``config.yml`` then holds the resolved values.
@@ -20,7 +22,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Type
+from typing import Any, Dict, Literal, Optional, Type
 
 import numpy as np
 import torch
@@ -28,9 +30,11 @@ from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from studio.engine.presets import fill_unset, load_preset, resolve_preset
 from studio.io.atomic import atomic_path
 from studio.io.errors import StudioInputError
+from studio.models.presets import SECTIONS, apply_overrides, command_line_fields, load_preset, resolve_preset
+from studio.models.registry import registered_config
+from studio.models.staged import rebind_optimizers, stage_bounds, stage_file_index
 
 
 def plain(value: Any) -> Any:
@@ -76,6 +80,11 @@ class StudioTrainer(Trainer):
                     scheduler.step()
         return optimizers
 
+    def _load_checkpoint(self) -> None:
+        """Nerfstudio's loading, then the optimizers follow the parameters the checkpoint replaced."""
+        super()._load_checkpoint()
+        rebind_optimizers(self.optimizers, self.pipeline.get_param_groups())
+
     def save_checkpoint(self, step: int) -> None:
         """Nerfstudio's checkpoint layout, written atomically and loadable with ``weights_only=True``."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -102,38 +111,34 @@ class StudioTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: StudioTrainer)
     preset: Literal["auto", "tiny", "full"] = "auto"
     """Settings preset: full (paper settings) on CUDA, tiny (minutes on CPU) otherwise."""
-    max_num_iterations: Optional[int] = None  # type: ignore[assignment]
-    """Training iterations (None: from the preset)."""
-    steps_per_eval_image: Optional[int] = None  # type: ignore[assignment]
-    """Steps between single eval images (None: from the preset)."""
-    steps_per_eval_batch: Optional[int] = None  # type: ignore[assignment]
-    """Steps between eval batches (None: from the preset)."""
-    steps_per_eval_all_images: Optional[int] = None  # type: ignore[assignment]
-    """Steps between full evaluations (None: from the preset)."""
-    steps_per_save: Optional[int] = None  # type: ignore[assignment]
-    """Steps between checkpoints (None: from the preset)."""
 
     def set_timestamp(self) -> None:
         """Validate inputs and resolve the preset, then set the timestamp (called once by ns-train)."""
         try:
-            self.resolve()
+            self.resolve(command_line_fields(sys.argv[1:]))
         except StudioInputError as err:
             CONSOLE.print(f"[bold red]error:[/bold red] {err}", soft_wrap=True)
             sys.exit(2)
         super().set_timestamp()
 
-    def resolve(self) -> None:
-        """Validate the dataset and fill preset values; idempotent."""
+    def resolve(self, explicit: Optional[Dict[str, set]] = None) -> None:
+        """Validate the inputs and apply the preset to the fields not in ``explicit`` (per section:
+        ``trainer``, ``model``, ``datamanager``) and still at the method's registered defaults."""
         self.validate_inputs()
         chosen = resolve_preset(self.preset)
         if self.preset == "auto":
             reason = "CUDA is available" if chosen == "full" else "no CUDA device"
             CONSOLE.print(f"Using the '{chosen}' preset ({reason}); --preset tiny|full forces one.")
         self.preset = chosen
-        values = load_preset(self.method_name or "", chosen)
-        fill_unset(self, values["trainer"])
-        fill_unset(self.pipeline.model, values["model"])
-        fill_unset(self.pipeline.datamanager, values["datamanager"])
+        method = self.method_name or ""
+        values = load_preset(method, chosen)
+        default = registered_config(method) or type(self)()
+        explicit = explicit or {}
+        targets = {"trainer": (self, default), "model": (self.pipeline.model, default.pipeline.model),
+                   "datamanager": (self.pipeline.datamanager, default.pipeline.datamanager)}
+        for section in SECTIONS:
+            target, reference = targets[section]
+            apply_overrides(target, reference, values[section], explicit.get(section, ()), f"configs/{method}.yaml {chosen}.{section}")
         self.resolve_run_length()
         for group in self.optimizers.values():
             scheduler = group.get("scheduler")
@@ -165,11 +170,11 @@ class StudioTrainerConfig(TrainerConfig):
 
 @dataclass
 class StagedTrainerConfig(StudioTrainerConfig):
-    """StudioTrainerConfig for multi-stage models (``prd``, ``dreamcraft3d``) + ``--load-stage``.
+    """StudioTrainerConfig for staged models (``studio.models.staged``) + ``--load-stage``.
 
-    The model config provides ``stage_iters`` (preset), ``load_stage``, ``stage_dir`` and
-    ``steps_skipped(path) -> int`` (the steps a stage file replaces); the run length is the sum of
-    the stage lengths minus those steps, and ``stage_dir`` is the run's folder.
+    The model config provides ``stage_iters``, ``load_stage`` and ``stage_dir``; the run length is
+    the sum of the stage lengths minus the steps a stage file replaces, and ``stage_dir`` is the
+    run's folder.
     """
 
     load_stage: Optional[Path] = None
@@ -186,12 +191,42 @@ class StagedTrainerConfig(StudioTrainerConfig):
         """Steps of the stages that ``load_stage`` replaces (0 without one)."""
         if self.load_stage is None:
             return 0
-        return int(self.pipeline.model.steps_skipped(Path(self.load_stage)))
+        index = stage_file_index(Path(self.load_stage), self.pipeline.model.stage_names)
+        return stage_bounds(self.pipeline.model.stage_iters)[index]
 
     def schedule_length(self) -> int:
         """All stages' steps: the schedules of a run from a stage file match the full run's."""
-        return sum(int(n) for n in self.pipeline.model.resolved_stage_iters())
+        return sum(int(n) for n in self.pipeline.model.stage_iters)
 
     def setup(self, **kwargs):
         self.pipeline.model.stage_dir = self.get_base_dir()
         return super().setup(**kwargs)
+
+
+EVAL_NEVER = 1_000_000
+"""``steps_per_eval_batch`` / ``steps_per_eval_all_images`` of every method: no periodic full
+evaluation during training (``ns-eval`` and ``studio eval`` do it on the finished run)."""
+
+
+def method_specification(
+    method_name: str, pipeline: Any, optimizers: Dict[str, Any], description: str,
+    trainer: Type[StudioTrainerConfig] = StudioTrainerConfig, **trainer_fields: Any,
+):
+    """A Nerfstudio ``MethodSpecification`` with the studio conventions: CUDA when available, else
+    CPU; viewer bound to 127.0.0.1; training ends by itself; fp32; ``trainer_fields`` the method's
+    own trainer defaults (the ``full`` settings; ``configs/<method>.yaml`` holds the overrides)."""
+    from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+    from nerfstudio.plugins.types import MethodSpecification
+
+    fields = {"steps_per_eval_batch": EVAL_NEVER, "steps_per_eval_all_images": EVAL_NEVER, **trainer_fields}
+    config = trainer(
+        method_name=method_name,
+        mixed_precision=False,
+        pipeline=pipeline,
+        optimizers=optimizers,
+        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
+        viewer=ViewerConfig(websocket_host="127.0.0.1", quit_on_train_completion=True, num_rays_per_chunk=1 << 15),
+        vis="viewer",
+        **fields,
+    )
+    return MethodSpecification(config=config, description=description)

@@ -40,7 +40,7 @@ def load_scene(path: str | os.PathLike) -> "Scene":
     path = check_scene_path(path)
     suffix = path.suffix.lower()
     if suffix in CONFIG_SUFFIXES:
-        from studio.io.runs import load_gaussians_from_config
+        from studio.export.runs import load_gaussians_from_config
 
         return load_gaussians_from_config(path)
     if suffix == ".ply":

@@ -22,9 +22,9 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 
-from studio.engine.splat_model import SplatModel, SplatModelConfig
 from studio.gaussians.init import initial_params
 from studio.gaussians.trainable import TrainableGaussians
+from studio.models.splat import SplatModel, SplatModelConfig
 from studio.priors.base import DiffusionPrior
 
 
@@ -37,11 +37,16 @@ def random_ball(n: int, radius: float, generator: Optional[torch.Generator] = No
 
 @dataclass
 class GenerationModelConfig(SplatModelConfig):
-    """Gaussians for generation (see module docstring)."""
+    """Gaussians for generation (see module docstring); densification defaults are DreamGaussian's."""
 
     _target: Type = field(default_factory=lambda: GenerationModel)
     sh_degree: int = 0
     """Generation uses view-independent colour (DreamGaussian)."""
+    num_random: int = 5000
+    max_gaussians: int = 500_000
+    refine_start_iter: int = 100
+    refine_stop_iter: int = 3000
+    reset_every: int = 100_000
     init_radius: float = 0.5
     """Radius of the ball the initial Gaussians fill (world units; cameras orbit at ~1.8)."""
     init_opacity: float = 0.1
@@ -58,7 +63,7 @@ class GenerationModel(SplatModel):
     def populate_modules(self) -> None:
         super().populate_modules()
         gen = torch.Generator().manual_seed(int(self.config.seed))
-        n = int(self.config.num_random or 5000)
+        n = self.config.num_random
         points = random_ball(n, self.config.init_radius, gen)
         rgb = torch.full((n, 3), 0.5)
         self.gaussians = TrainableGaussians(initial_params(points, rgb, self.config.sh_degree, opacity=self.config.init_opacity))

@@ -1,0 +1,252 @@
+"""DreamCraft3D (Sun et al. 2024): hierarchical image-to-3D in three stages, in one run
+(stage objects in ``methods.dreamcraft3d.stages``).
+
+1. **coarse** (Gaussians): every step the reference camera is rendered and compared with the
+   input, ``rgb_weight MSE(rgb) + mask_weight MSE(mask) + depth_rel_weight (1 - Pearson(depth))``
+   (released ``dreamcraft3d-coarse-*.yaml``: 1000, 100, 0.05; ``studio.models.reference_losses``),
+   and ``views_per_batch`` random views get the hybrid score distillation of Sec. 3.1,
+   ``nvs_sds_weight L_SDS(novel-view prior | reference, relative pose) + text_sds_weight
+   L_SDS(text prior | prompt)`` (the text term only with ``--prompt``; the released code weights both 0.1,
+   the paper writes a factor mu on the 3D term: we follow the code). Timesteps anneal from
+   U(0.7, 0.85) to U(0.2, 0.5) over ``t_anneal_steps`` (released coarse NeRF config).
+   DreamCraft3D alternates reference and guidance steps; we do both every step ("accumulate",
+   its geometry-stage mode).
+2. **geometry** (mesh): a mesh is extracted from the Gaussians (a level set of their opacity field,
+   ``studio.export.mesh``, as DreamGaussian; the released code converts its NeRF to DMTet) and
+   its vertex positions and colours are refined through the triangle rasterizer with the same
+   reference and hybrid-SDS losses (t ~ ``geometry_t_range``, U(0.2, 0.5): the coarse stage's final
+   range; the released geometry config samples U(0.02, 0.5)) plus mesh normal consistency, annealed
+   ``normal_consistency_weight`` 10 -> 1 over the stage's first half (released geometry config:
+   ``[1000, 10, 1, 2000]``). The released DMTet stage also applies the 2D prior to rendered
+   normal maps; the embedded text prior knows only colour renders, so we do not.
+3. **texture** (mesh frozen): the refined mesh is UV-unwrapped (xatlas), its colours baked into a
+   texture that is optimised with the reference L1 inside the eroded mask (x1000, released
+   texture config) and Bootstrapped Score Distillation (``studio.guidance.BSD``: every
+   ``bootstrap_every`` steps ``bootstrap_views`` renders are augmented and the bootstrapped copy
+   of the novel-view prior is fine-tuned on them; distillation weight 0.01, its render-score
+   copy's loss 0.1), or plain SDS with ``texture_guidance sds`` (the ablation). The released
+   texture stage distils Stable Diffusion with the prompt; with an image as the only required
+   input we bootstrap the novel-view prior (the reference image is its condition). The tiny
+   preset also fine-tunes the render-score copy each round (``finetune_render_score``) and uses
+   CFG 1 for augmentation and distillation; the full preset keeps the released settings.
+
+The end of the coarse and geometry stages is saved as ``<run>/coarse.safetensors`` /
+``geometry.safetensors``; ``--load-stage`` starts a run from one of them. At the end of training
+the run writes ``<run>/export/gaussians.ply`` (coarse Gaussians) and ``<run>/export/mesh.glb``
+(textured mesh) and prints their paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Dict, Literal, Optional, Tuple, Type
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from torch import Tensor, nn
+
+from studio.cameras.sampling import OrbitViews, orbit_cameras, relative_pose
+from studio.guidance import BSD, SDS, DreamCraft3DSchedule, UniformTimesteps
+from studio.methods.dreamcraft3d.stages import MESH_GROUPS, dreamcraft3d_stages
+from studio.models.generation import GenerationModel, GenerationModelConfig
+from studio.models.staged import StagedModel
+from studio.priors.base import Condition
+
+
+@dataclass
+class DreamCraft3DModelConfig(GenerationModelConfig):
+    """DreamCraft3D options; defaults are the released configs' (the ``full`` preset), configs/dreamcraft3d.yaml overrides."""
+
+    _target: Type = field(default_factory=lambda: DreamCraft3DModel)
+    stage_names: ClassVar[Tuple[str, ...]] = ("coarse", "geometry", "texture")
+    prompt: Optional[str] = None
+    """Optional text (``--prompt``): adds the text prior's SDS in the coarse and geometry stages."""
+    nvs_prior: str = "zero123"
+    """Novel-view prior: toy-nvs (embedded), zero123 / stable-zero123 or a path."""
+    text_prior: str = "if-i"
+    """Text prior for ``--prompt``: toy-t2i, sd-2.1-base, if-i or a path."""
+    stage_iters: Tuple[int, int, int] = (5000, 5000, 5000)
+    """Steps of the coarse, geometry and texture stages."""
+    rgb_weight: float = 1000.0
+    mask_weight: float = 100.0
+    depth_rel_weight: float = 0.05
+    nvs_sds_weight: float = 0.1
+    """Weight of the novel-view prior's SDS (coarse and geometry stages)."""
+    text_sds_weight: float = 0.1
+    """Weight of the text prior's SDS (with ``--prompt``)."""
+    normal_consistency_weight: Tuple[float, float] = (10.0, 1.0)
+    """Geometry stage: mesh normal consistency, annealed from the first to the second value."""
+    texture_guidance_weight: float = 0.01
+    """Texture stage: weight of the BSD (or SDS) term."""
+    render_score_weight: float = 0.1
+    """Texture stage: weight of the render-score copy's denoising loss (BSD)."""
+    nvs_guidance_scale: float = 5.0
+    """CFG scale of the novel-view prior (released code: 5 for stable-zero123)."""
+    text_guidance_scale: float = 20.0
+    """CFG scale of the text prior (released code: 20 for DeepFloyd IF)."""
+    texture_guidance_scale: float = 2.0
+    """CFG scale of the bootstrapped prior in the texture stage (released: 2)."""
+    t_start: Tuple[float, float] = (0.7, 0.85)
+    """Coarse timestep range (fractions of T) at step 0."""
+    t_end: Tuple[float, float] = (0.2, 0.5)
+    """Coarse range after ``t_anneal_steps``."""
+    t_anneal_steps: int = 200
+    geometry_t_range: Tuple[float, float] = (0.2, 0.5)
+    """Geometry-stage timestep range (the coarse stage's final range; released config: 0.02-0.5)."""
+    texture_guidance: Literal["bsd", "sds"] = "bsd"
+    """Texture-stage guidance: BSD (DreamCraft3D) or plain SDS (ablation)."""
+    bootstrap_every: int = 1000
+    """Texture stage: steps between BSD bootstrap rounds."""
+    bootstrap_views: int = 16
+    """Renders augmented and fine-tuned on per bootstrap round."""
+    augment_t_range: Tuple[float, float] = (0.05, 0.5)
+    """BSD augmentation: SDEdit noise levels (fractions of T) at the view opposite the reference
+    (scaled by |azimuth| / 180; released ``generate_mv_datasets.py``: 0.05-0.5)."""
+    finetune_steps: int = 200
+    """Fine-tuning steps of the bootstrapped prior per round."""
+    finetune_lr: float = 1e-4
+    """AdamW learning rate of the bootstrapped prior's fine-tuning."""
+    augment_guidance_scale: float = 7.5
+    """BSD augmentation: CFG scale of the SDEdit denoising (released: 7.5)."""
+    finetune_render_score: bool = False
+    """BSD: each round also fine-tunes the render-score copy on the raw renders, so that
+    eps_bootstrapped - eps_lora isolates the augmentation (``studio.guidance.bsd``; released: off)."""
+    mesh_resolution: int = 64
+    """Voxels along the longest side for the coarse-to-mesh conversion."""
+    mesh_extraction: Literal["density", "tsdf"] = "density"
+    """Coarse-to-mesh conversion (``studio.export.extract_mesh``): a level set of the Gaussians'
+    opacity field (as DreamGaussian), or TSDF fusion of rendered depths."""
+    mesh_density_level: Optional[float] = 0.1
+    """Opacity-field level of the surface (None: chosen by silhouette agreement with the renders)."""
+    texture_size: int = 128
+    """Texture atlas resolution (texels)."""
+    load_stage: Optional[Path] = None
+    """Start from coarse.safetensors / geometry.safetensors of an earlier run."""
+    stage_dir: Optional[Path] = None
+    """The run's folder (set by the trainer): stage files and export/ go there."""
+
+
+class DreamCraft3DModel(StagedModel, GenerationModel):
+    """See module docstring."""
+
+    config: DreamCraft3DModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        from studio.priors import load_prior
+
+        cfg = self.config
+        n = cfg.t_anneal_steps
+        self.coarse_schedule = UniformTimesteps([0, cfg.t_start[0], cfg.t_end[0], n], [0, cfg.t_start[1], cfg.t_end[1], n])
+        self.geometry_schedule = UniformTimesteps(*cfg.geometry_t_range)
+        # priors load on the CPU; the pipeline moves the model (and them) to its device
+        nvs_prior = load_prior(cfg.nvs_prior, device="cpu")
+        self.nvs_guidance = SDS(nvs_prior, cfg.nvs_guidance_scale, "sds", self.coarse_schedule)
+        self.text_guidance: Optional[SDS] = None
+        if cfg.prompt:
+            prior = load_prior(cfg.text_prior, device="cpu")
+            self.text_guidance = SDS(prior, cfg.text_guidance_scale, "sds", self.coarse_schedule)
+        texture_schedule = DreamCraft3DSchedule("texture", anneal_steps=cfg.stage_iters[2])
+        if cfg.texture_guidance == "bsd":
+            self.texture_guidance = BSD(
+                nvs_prior, cfg.texture_guidance_scale, schedule=texture_schedule, bootstrap_every=cfg.bootstrap_every,
+                finetune_steps=cfg.finetune_steps, finetune_lr=cfg.finetune_lr, prior_preservation_weight=1.0,
+                num_class_images=8, augment_t_range=tuple(cfg.augment_t_range),
+                augment_guidance_scale=cfg.augment_guidance_scale, finetune_render_score=cfg.finetune_render_score,
+            )
+        else:
+            self.texture_guidance = SDS(nvs_prior, cfg.nvs_guidance_scale, "sds", texture_schedule)
+        self.mesh = nn.ParameterDict({name: nn.Parameter(torch.zeros(0, 3)) for name in MESH_GROUPS})
+        self.register_buffer("mesh_faces", torch.zeros(0, 3, dtype=torch.long))
+        self.register_buffer("mesh_uv", torch.zeros(0, 2))
+        self._text_cond: Optional[Tuple[Condition, Condition]] = None
+        self.init_stages(dreamcraft3d_stages(self))
+
+    def get_param_groups(self):
+        groups = super().get_param_groups()
+        for name in MESH_GROUPS:
+            groups[name] = [self.mesh[name]]
+        if isinstance(self.texture_guidance, BSD):
+            groups["guidance"] = self.texture_guidance.trainable_parameters()
+        return groups
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
+        state_dict = dict(state_dict)
+        for name in MESH_GROUPS:
+            key = f"mesh.{name}"
+            if key in state_dict:
+                self.mesh[name] = nn.Parameter(torch.zeros_like(state_dict[key]))
+        for name in ("mesh_faces", "mesh_uv"):
+            if name in state_dict:
+                setattr(self, name, torch.zeros_like(state_dict[name]))
+        if "stage_index" not in state_dict:  # checkpoints of earlier versions: the stage its tensors show
+            has_texture, has_mesh = state_dict.get("mesh.texture", torch.zeros(0)).shape[0], state_dict.get("mesh_faces", torch.zeros(0)).shape[0]
+            state_dict["stage_index"] = torch.tensor(2 if has_texture else (1 if has_mesh else 0))
+        return super().load_state_dict(state_dict, strict=strict, **kwargs)
+
+    # ---- rendering ---------------------------------------------------------------------------
+    def render_any(self, cameras: Cameras) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """rgb [C,H,W,3], alpha and depth [C,H,W,1], background [3] of the current stage's scene."""
+        return self.stage.render(cameras)
+
+    def render_outputs(self, camera: Cameras) -> Dict[str, Tensor]:
+        return GenerationModel.get_outputs(self, camera)
+
+    def render_reference(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        views = OrbitViews(batch["ref_elevation"], batch["ref_azimuth"], batch["ref_distance"], batch["ref_fov"])
+        rgb, alpha, depth, bg = self.render_any(orbit_cameras(views, batch["ref_rgb"].shape[0]))
+        return {"rgb": rgb[0], "alpha": alpha[0], "depth": depth[0], "background": bg}
+
+    # ---- conditions and losses ---------------------------------------------------------------
+    def nvs_conditions(self, batch: Dict[str, Tensor], views: OrbitViews) -> Tuple[Condition, Condition]:
+        """(condition, null condition) of the novel-view prior for ``views`` [N]: the batch's
+        reference image and each view's camera relative to the reference camera."""
+        prior = self.nvs_guidance.prior
+        ref_views = OrbitViews(batch["ref_elevation"], batch["ref_azimuth"], batch["ref_distance"], batch["ref_fov"])
+        with torch.no_grad():
+            cond = prior.condition(image=batch["ref_rgb"].permute(2, 0, 1)[None], pose=relative_pose(ref_views, views).to(self.device))
+        return cond, prior.unconditional(cond)
+
+    def text_conditions(self) -> Tuple[Condition, Condition]:
+        if self._text_cond is None:
+            prior = self.text_guidance.prior
+            with torch.no_grad():
+                self._text_cond = (prior.condition(text=self.config.prompt), prior.condition(text=""))
+        return self._text_cond
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        return self.stage.get_loss_dict(outputs, batch)
+
+    def bootstrap_orbit(self, batch: Dict[str, Tensor]) -> Tuple[OrbitViews, Tensor]:
+        """The ``bootstrap_views`` views of a BSD round (CPU), evenly spaced in azimuth from the
+        reference view at its elevation, distance and field of view, and their azimuths relative to
+        the reference [N] (degrees)."""
+        n = self.config.bootstrap_views
+        offsets = torch.arange(n) * 360.0 / n
+        elevation, azimuth, distance, fov = (batch[f"ref_{k}"].cpu() for k in ("elevation", "azimuth", "distance", "fov"))
+        return OrbitViews(elevation.expand(n), azimuth + offsets, distance.expand(n), fov.expand(n)), offsets
+
+    # ---- export ------------------------------------------------------------------------------
+    def on_train_end(self) -> None:
+        self.export()
+
+    @torch.no_grad()
+    def export(self) -> None:
+        """``<run>/export/gaussians.ply`` and, after the texture stage, ``<run>/export/mesh.glb``."""
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        from studio.export.ply import save_gaussians_ply
+        from studio.mesh.textured import TexturedMesh, save_textured_glb
+
+        if self.config.stage_dir is None:
+            return
+        out = Path(self.config.stage_dir) / "export"
+        out.mkdir(parents=True, exist_ok=True)
+        save_gaussians_ply(out / "gaussians.ply", self.gaussians.activated().detach().to("cpu"))
+        CONSOLE.print(f"Wrote {out / 'gaussians.ply'}")
+        if self.stage.name == "texture":
+            tm = TexturedMesh(self.mesh["mesh_verts"].detach().cpu(), self.mesh_faces.cpu(), self.mesh_uv.cpu(),
+                              self.mesh["texture"].detach().clamp(0, 1).cpu())
+            save_textured_glb(out / "mesh.glb", tm)
+            CONSOLE.print(f"Wrote {out / 'mesh.glb'}")

@@ -1,0 +1,201 @@
+"""The three stages of ``dreamcraft3d``: coarse Gaussians, mesh geometry, mesh texture (Sun et al. 2024).
+
+Each stage object renders its own representation (Gaussians, a vertex-coloured mesh, a textured
+mesh), computes its losses, says what its stage file holds, and changes the model once when it
+is entered (mesh extraction, UV unwrapping), swapping the new parameters into their optimisers.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import torch
+from torch import Tensor
+
+from studio.cameras.nerfstudio import cameras_to_viewmats
+from studio.cameras.sampling import OrbitViews, orbit_cameras
+from studio.guidance import BSD, step_value
+from studio.models.reference_losses import reference_losses
+from studio.models.staged import Stage
+
+MESH_GROUPS = ("mesh_verts", "mesh_colors", "texture")
+"""Optimiser groups (and ``model.mesh`` entries) of the mesh stages."""
+
+
+class CoarseStage(Stage):
+    """Gaussians fitted to the reference view with hybrid score distillation; densified."""
+
+    name = "coarse"
+
+    def render(self, cameras) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.model.render_views(cameras)
+
+    def schedule(self):
+        return self.model.coarse_schedule
+
+    def guidance_step(self) -> int:
+        """Step the timestep schedule is read at (global for the coarse annealing)."""
+        return self.model.step
+
+    def after_step(self, step: int) -> None:
+        model = self.model
+        model.strategy.step_post_backward(
+            params=model.gaussians.params, optimizers=model.optimizers, state=model.strategy_state,
+            step=step, info=model.info, packed=False,
+        )
+
+    def saved_tensors(self) -> Dict[str, Tensor]:
+        return {f"gaussians.{k}": v for k, v in self.model.gaussians.params.items()}
+
+    def load_tensors(self, tensors: Dict[str, Tensor]) -> None:
+        for k in list(self.model.gaussians.params.keys()):
+            self.model.gaussians.params[k] = torch.nn.Parameter(tensors[f"gaussians.{k}"].clone())
+
+    def get_loss_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        model, cfg = self.model, self.model.config
+        ref = model.render_reference(batch)
+        images = outputs["rgb_views"].permute(0, 3, 1, 2)
+        views = OrbitViews(batch["elevation"], batch["azimuth"], batch["distance"], batch["fov"])
+        cond, uncond = model.nvs_conditions(batch, views)
+        terms = reference_losses(ref["rgb"], ref["alpha"], ref["depth"], ref["background"], batch)
+        weights = {"rgb": cfg.rgb_weight, "mask": cfg.mask_weight, "depth_rel": cfg.depth_rel_weight}
+        losses = {f"ref_{k}": weights[k] * v for k, v in terms.items() if weights.get(k, 0) > 0}
+        step = self.guidance_step()
+        if cfg.nvs_sds_weight > 0:
+            model.nvs_guidance.schedule = self.schedule()
+            losses["sd_3d"] = cfg.nvs_sds_weight * model.nvs_guidance(images, cond, uncond, step)["loss_sds"]
+        if model.text_guidance is not None and cfg.text_sds_weight > 0:
+            model.text_guidance.schedule = self.schedule()
+            tc, tu = model.text_conditions()
+            losses["sd_2d"] = cfg.text_sds_weight * model.text_guidance(images, tc, tu, step)["loss_sds"]
+        return losses
+
+
+class GeometryStage(CoarseStage):
+    """The mesh extracted from the Gaussians, its vertices and colours refined by the same losses
+    plus an annealed normal consistency."""
+
+    name = "geometry"
+
+    @torch.no_grad()
+    def enter(self) -> None:
+        from studio.export.mesh import extract_mesh
+
+        model, cfg = self.model, self.model.config
+        mesh = extract_mesh(model.gaussians.activated().detach(), resolution=cfg.mesh_resolution, n_views=24,
+                            method=cfg.mesh_extraction, density_level=cfg.mesh_density_level,
+                            image_size=128, views_per_batch=4, backend=cfg.backend)
+        model.mesh_faces = torch.as_tensor(mesh.faces, dtype=torch.long, device=model.device)
+        colors = torch.as_tensor(mesh.visual.vertex_colors[:, :3], dtype=torch.float32) / 255.0
+        model.replace_param("mesh_colors", model.mesh, "mesh_colors", colors)
+        model.replace_param("mesh_verts", model.mesh, "mesh_verts", torch.as_tensor(mesh.vertices, dtype=torch.float32))
+
+    def render(self, cameras) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        return render_mesh_stage(self.model, cameras, textured=False)
+
+    def schedule(self):
+        return self.model.geometry_schedule
+
+    def guidance_step(self) -> int:
+        return self.model.step - self.model.stage_start(self.name)
+
+    def after_step(self, step: int) -> None:
+        """No densification once the scene is a mesh."""
+
+    def saved_tensors(self) -> Dict[str, Tensor]:
+        mesh = self.model.mesh
+        return {**super().saved_tensors(), "mesh_verts": mesh["mesh_verts"], "mesh_colors": mesh["mesh_colors"],
+                "mesh_faces": self.model.mesh_faces}
+
+    def load_tensors(self, tensors: Dict[str, Tensor]) -> None:
+        super().load_tensors(tensors)
+        model = self.model
+        model.mesh_faces = tensors["mesh_faces"].long()
+        model.mesh["mesh_verts"] = torch.nn.Parameter(tensors["mesh_verts"].clone())
+        model.mesh["mesh_colors"] = torch.nn.Parameter(tensors["mesh_colors"].clone())
+
+    def get_loss_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        from studio.mesh.regularizers import normal_consistency
+
+        losses = super().get_loss_dict(outputs, batch)
+        model, cfg = self.model, self.model.config
+        half = max(1, cfg.stage_iters[1] // 2)
+        start, end = cfg.normal_consistency_weight
+        w = step_value([0, start, end, half], self.guidance_step())
+        losses["normal_consistency"] = w * normal_consistency(model.mesh["mesh_verts"], model.mesh_faces)
+        return losses
+
+
+class TextureStage(Stage):
+    """Geometry frozen; a UV texture optimised by the reference L1 and BSD (or SDS)."""
+
+    name = "texture"
+
+    @torch.no_grad()
+    def enter(self) -> None:
+        from studio.mesh.textured import unwrap_with_colors
+
+        model, cfg = self.model, self.model.config
+        mesh = model.mesh
+        tm = unwrap_with_colors(mesh["mesh_verts"].detach().cpu(), model.mesh_faces.cpu(),
+                                mesh["mesh_colors"].detach().clamp(0, 1).cpu(), cfg.texture_size)
+        model.mesh_faces = torch.as_tensor(tm.faces, dtype=torch.long, device=model.device)
+        model.mesh_uv = torch.as_tensor(tm.uv, dtype=torch.float32, device=model.device)
+        model.replace_param("mesh_verts", mesh, "mesh_verts", torch.as_tensor(tm.verts, dtype=torch.float32))
+        mesh["mesh_verts"].requires_grad_(False)  # geometry frozen
+        model.replace_param("texture", mesh, "texture", torch.as_tensor(tm.texture, dtype=torch.float32))
+
+    def render(self, cameras) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        return render_mesh_stage(self.model, cameras, textured=True)
+
+    def get_loss_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        model, cfg = self.model, self.model.config
+        ref = model.render_reference(batch)
+        images = outputs["rgb_views"].permute(0, 3, 1, 2)
+        views = OrbitViews(batch["elevation"], batch["azimuth"], batch["distance"], batch["fov"])
+        cond, uncond = model.nvs_conditions(batch, views)
+        mask = batch["ref_mask"]
+        eroded = 1.0 - torch.nn.functional.max_pool2d((1.0 - mask).permute(2, 0, 1)[None], 9, 1, 4)[0].permute(1, 2, 0)
+        losses = {"ref_rgb": cfg.rgb_weight * ((ref["rgb"] - batch["ref_rgb"]).abs() * eroded).mean()}
+        tstep = model.step - model.stage_start(self.name)
+        guidance = model.texture_guidance
+        if isinstance(guidance, BSD):
+            if guidance.should_bootstrap(tstep):
+                self.bootstrap(batch)
+            out = guidance(images, cond, uncond, tstep)
+            losses["bsd"] = cfg.texture_guidance_weight * out["loss_bsd"]
+            losses["bsd_lora"] = cfg.render_score_weight * out["loss_bsd_lora"]
+        else:
+            losses["sds"] = cfg.texture_guidance_weight * guidance(images, cond, uncond, tstep)["loss_sds"]
+        return losses
+
+    def bootstrap(self, batch: Dict[str, Tensor]) -> None:
+        """One BSD round on the model's ``bootstrap_orbit`` views."""
+        model = self.model
+        views, offsets = model.bootstrap_orbit(batch)
+        cond, uncond = model.nvs_conditions(batch, OrbitViews(*(v.to(model.device) for v in views)))
+        size = model.nvs_guidance.prior.image_size
+        # BSD renders under no_grad itself; its fine-tuning needs gradients
+        model.texture_guidance.bootstrap(lambda cams: model.render_any(cams)[0].permute(0, 3, 1, 2),
+                                         orbit_cameras(views, size), cond, uncond, azimuth_deg=offsets)
+
+
+def render_mesh_stage(model, cameras, textured: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The model's mesh (vertex colours, or its texture) rendered at ``cameras``: rgb [C,H,W,3],
+    alpha and depth [C,H,W,1], background [3]."""
+    from studio.mesh.render import render_mesh
+
+    viewmats, Ks, width, height = cameras_to_viewmats(cameras.to(model.device))
+    bg = model.background()
+    mesh = model.mesh
+    out = render_mesh(
+        mesh["mesh_verts"], model.mesh_faces, viewmats, Ks, width, height,
+        vertex_attrs={} if textured else {"color": mesh["mesh_colors"].clamp(0, 1)},
+        uv=model.mesh_uv if textured else None, texture=mesh["texture"].clamp(0, 1) if textured else None,
+        background=bg,
+    )
+    return out["rgb"], out["alpha"], out["depth"], bg
+
+
+def dreamcraft3d_stages(model) -> List[Stage]:
+    return [CoarseStage(model), GeometryStage(model), TextureStage(model)]

@@ -1,0 +1,88 @@
+"""The four stages of ``prd`` (PRD Sec. 3.3): pretrain, specular, diffuse, refine.
+
+Each stage object holds what differs in its step range: ``pretrain`` renders plain 3DGS and
+densifies, and its end is the stage file ablations start from; ``specular`` starts the progress
+at ``progress_init`` and shades everything as a metal; ``diffuse`` bakes the environment
+visibility and adds the progress and white-light losses; ``refine`` lowers p's learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List
+
+import torch
+from torch import Tensor
+
+from studio.models.splat import SplatModel
+from studio.models.staged import Stage
+
+
+class PretrainStage(Stage):
+    """3DGS pretraining of the radiance field, with densification (p = 0)."""
+
+    name = "pretrain"
+
+    def get_outputs(self, camera):
+        return SplatModel.get_outputs(self.model, camera)
+
+    def after_step(self, step: int) -> None:
+        model = self.model
+        model.strategy.step_post_backward(
+            params=model.gaussians.params, optimizers=model.optimizers, state=model.strategy_state,
+            step=step, info=model.info, packed=False,
+        )
+
+    def saved_tensors(self) -> Dict[str, Tensor]:
+        return dict(self.model.gaussians.params.items())
+
+    def load_tensors(self, tensors: Dict[str, Tensor]) -> None:
+        self.model.set_gaussian_params(tensors)
+
+
+class SpecularStage(Stage):
+    """Specular distillation: metallic fixed to 1; p starts at ``progress_init`` (prd)."""
+
+    name = "specular"
+
+    def enter(self) -> None:
+        cfg = self.model.config
+        if cfg.ablation == "prd":
+            with torch.no_grad():
+                self.model.gaussians.params["progress"].fill_(math.log(cfg.progress_init / (1 - cfg.progress_init)))
+
+    def get_outputs(self, camera):
+        return self.model.render_gbuffers(camera, force_metal=True)
+
+    def get_loss_dict(self, outputs, batch):
+        return self.model.distillation_losses(outputs, batch, with_progress=False)
+
+
+class DiffuseStage(Stage):
+    """Diffuse distillation: metallic free, visibility baked, progress and white-light losses."""
+
+    name = "diffuse"
+
+    def enter(self) -> None:
+        cfg = self.model.config
+        if cfg.ablation != "3dgs" and cfg.visibility_resolution > 0:
+            self.model.bake_visibility()
+
+    def get_loss_dict(self, outputs, batch):
+        return self.model.distillation_losses(outputs, batch, with_progress=True)
+
+
+class RefineStage(DiffuseStage):
+    """Joint refinement: p's learning rate scaled by ``progress_lr_refine``."""
+
+    name = "refine"
+
+    def enter(self) -> None:
+        optimizer = self.model.optimizers.get("progress")
+        if optimizer is not None:
+            for group in optimizer.param_groups:
+                group["lr"] *= self.model.config.progress_lr_refine
+
+
+def prd_stages(model) -> List[Stage]:
+    return [PretrainStage(model), SpecularStage(model), DiffuseStage(model), RefineStage(model)]

@@ -1,1 +1,0 @@
-"""Nerfstudio integration shared by every method: trainer config with presets, restricted loading."""

@@ -1,0 +1,42 @@
+"""Optimiser tables shared by the methods (Nerfstudio ``{"optimizer", "scheduler"}`` entries).
+
+``SPLAT_OPTIMIZERS``: the 3DGS paper's rates (Kerbl et al. 2023): means 1.6e-4 -> 1.6e-6 (scaled
+by the scene extent through ``lr_scale``), SH DC 2.5e-3, SH rest 2.5e-3 / 20, opacity 5e-2,
+scale 5e-3, rotation 1e-3. ``GENERATION_OPTIMIZERS``: DreamGaussian's (Tang et al. 2024) for
+Gaussians optimised by guidance: means 1.6e-3 -> 1.6e-5, colour 1e-2, opacity 5e-2, scale and
+rotation 5e-3. Schedulers' ``max_steps`` are set to the run length by the trainer.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Optional
+
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+
+
+def adam(lr: float, scheduler: Optional[Any] = None) -> Dict[str, Any]:
+    """One optimiser group: Adam at ``lr`` (eps 1e-15, as 3DGS) with an optional scheduler config."""
+    return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": scheduler}
+
+
+def gaussian_optimizers(means_lr: float, means_lr_final: float, colour_lr: float, quats_lr: float) -> Dict[str, Any]:
+    """Groups of the six Gaussian parameters; opacity 5e-2 and scale 5e-3 in both tables."""
+    return {
+        "means": adam(means_lr, ExponentialDecaySchedulerConfig(lr_final=means_lr_final, max_steps=30000)),
+        "features_dc": adam(colour_lr),
+        "features_rest": adam(colour_lr / 20),
+        "opacities": adam(0.05),
+        "scales": adam(0.005),
+        "quats": adam(quats_lr),
+    }
+
+
+SPLAT_OPTIMIZERS = gaussian_optimizers(1.6e-4, 1.6e-6, 0.0025, 0.001)
+GENERATION_OPTIMIZERS = gaussian_optimizers(1.6e-3, 1.6e-5, 0.01, 0.005)
+
+
+def with_groups(base: Dict[str, Any], **groups: Dict[str, Any]) -> Dict[str, Any]:
+    """A deep copy of ``base`` plus ``groups`` (each method owns its copy of the shared table)."""
+    return {**copy.deepcopy(base), **groups}

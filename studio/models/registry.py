@@ -1,0 +1,44 @@
+"""The registered methods: the ``nerfstudio.method_configs`` entry points of ``pyproject.toml``.
+
+Lists of methods (the tests', the viewer's, ``studio eval``'s) come from here, so a new method
+joins them by its entry-point line. Capabilities are read off the registered configs: a method is
+an inverse-rendering one when its model can relight (``render_relit``), an image-to-3D one when
+its data manager takes one reference image (``ReferenceDataManagerConfig``).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any, Dict, List
+
+
+def registered_methods() -> Dict[str, Any]:
+    """Name -> ``MethodSpecification`` of every method in the ``studio.methods`` namespace."""
+    out = {}
+    for ep in entry_points(group="nerfstudio.method_configs"):
+        if ep.value.startswith("studio.methods."):
+            out[ep.name] = ep.load()
+    return out
+
+
+def registered_config(method: str) -> Any:
+    """The TrainerConfig that ``method`` registers, or None for an unknown name."""
+    spec = registered_methods().get(method)
+    return None if spec is None else spec.config
+
+
+def _model_class(config: Any) -> type:
+    return config.pipeline.model._target
+
+
+def relighting_methods() -> List[str]:
+    """Methods whose models relight (PBR inverse rendering): ``studio eval prd``, the viewer's PBR channels."""
+    return sorted(n for n, s in registered_methods().items() if hasattr(_model_class(s.config), "render_relit"))
+
+
+def image_to_3d_methods() -> List[str]:
+    """Methods that reconstruct from one reference image: ``studio eval image-to-3d --method``."""
+    from studio.data.reference import ReferenceDataManagerConfig
+
+    return sorted(n for n, s in registered_methods().items()
+                  if isinstance(s.config.pipeline.datamanager, ReferenceDataManagerConfig))
