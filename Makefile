@@ -28,7 +28,7 @@ demo-splat: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/lint-imports
+	$(PY) scripts/check_imports.py
 
 test: lint
 	$(PY) -m pytest -q

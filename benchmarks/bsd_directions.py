@@ -37,13 +37,13 @@ def main() -> None:
     import torch.nn.functional as F
 
     from studio.cameras.sampling import OrbitViews, orbit_cameras
-    from studio.models.runs import load_run
     from studio.data.nerf_synthetic import read_nerf_synthetic
     from studio.eval.image_to_3d import orbit_of_c2w
     from studio.eval.inverse import over_white, read_image
-    from studio.eval.metrics import psnr
     from studio.guidance.bsd import augment_views, finetune, view_dependent_t_range
     from studio.guidance.sds import model_latents, sds_weight
+    from studio.metrics import psnr
+    from studio.models.runs import load_run
     from studio.priors.sampling import sample
 
     torch.manual_seed(args.seed)
@@ -60,18 +60,26 @@ def main() -> None:
     with torch.no_grad():
         rgb, alpha, _, _ = model.render_any(orbit_cameras(views, S))
         renders = rgb.permute(0, 3, 1, 2)
-        gt = torch.stack([torch.from_numpy(over_white(read_image(p))).float() for p in test.image_paths]).permute(0, 3, 1, 2)
+        gt = torch.stack([torch.from_numpy(over_white(read_image(p))).float() for p in test.image_paths]).permute(
+            0, 3, 1, 2
+        )
         gt = F.interpolate(gt, (S, S), mode="bilinear", antialias=True, align_corners=False)
         x, x_gt = model_latents(prior, renders), model_latents(prior, gt)
         mask = (alpha.permute(0, 3, 1, 2) > 0.5).float()
         target = (x - x_gt) * mask
         cond, uncond = model.nvs_conditions(batch, views)
-        print(f"{len(orbits)} test views at {S}x{S}: renders {float(psnr(renders, gt)):.2f} dB against the ground truth")
+        print(
+            f"{len(orbits)} test views at {S}x{S}: renders {float(psnr(renders, gt)):.2f} dB against the ground truth"
+        )
         for lo, hi in ((0.05, 0.2), (0.2, 0.5)):
-            row = [f"{float(psnr(prior.decode(augment_views(prior, x, cond, (lo, hi), uncond, s, 20, as_latents=True)), gt)):.2f}"
-                   for s in (1.0, 2.0, 7.5)]
+            row = [
+                f"{float(psnr(prior.decode(augment_views(prior, x, cond, (lo, hi), uncond, s, 20, as_latents=True)), gt)):.2f}"
+                for s in (1.0, 2.0, 7.5)
+            ]
             print(f"  SDEdit t' in [{lo}, {hi}], CFG 1 / 2 / 7.5: {' / '.join(row)} dB")
-        print(f"  pure samples, CFG 2: {float(psnr(prior.decode(sample(prior, len(x), cond, uncond, 2.0, 20)), gt)):.2f} dB")
+        print(
+            f"  pure samples, CFG 2: {float(psnr(prior.decode(sample(prior, len(x), cond, uncond, 2.0, 20)), gt)):.2f} dB"
+        )
 
     def cosines(models, directions):
         """mean +- s.e. over draws of cos(w(t) g * mask, target) for each direction g(eps outputs)."""
@@ -94,12 +102,15 @@ def main() -> None:
             print(f"  {k:34s} cos {np.mean(v):+.3f} +- {np.std(v) / math.sqrt(len(v)):.3f}")
 
     print("cosine with renders - ground truth (positive: toward the ground truth)")
-    cosines({"pre": prior}, {
-        "CFG direction eps_c - eps_u": lambda o: o["pre_c"] - o["pre_u"],
-        "denoising eps_u - eps": lambda o: o["pre_u"] - o["eps"],
-        "SDS, CFG 1": lambda o: o["pre_c"] - o["eps"],
-        "SDS, CFG 5": lambda o: o["pre_u"] + 5.0 * (o["pre_c"] - o["pre_u"]) - o["eps"],
-    })
+    cosines(
+        {"pre": prior},
+        {
+            "CFG direction eps_c - eps_u": lambda o: o["pre_c"] - o["pre_u"],
+            "denoising eps_u - eps": lambda o: o["pre_u"] - o["eps"],
+            "SDS, CFG 1": lambda o: o["pre_c"] - o["eps"],
+            "SDS, CFG 5": lambda o: o["pre_u"] + 5.0 * (o["pre_c"] - o["pre_u"]) - o["eps"],
+        },
+    )
 
     bsd = model.texture_guidance
     orbit, offsets = model.bootstrap_orbit(batch)
@@ -112,8 +123,20 @@ def main() -> None:
 
     def tuned(data):
         copy = prior.clone_trainable()
-        finetune(copy, data, b_cond, bsd.finetune_steps, bsd.finetune_lr, bsd.prior_preservation_weight, class_latents,
-                 first, b_uncond, bsd.finetune_batch, generator=torch.Generator().manual_seed(args.seed), as_latents=True)
+        finetune(
+            copy,
+            data,
+            b_cond,
+            bsd.finetune_steps,
+            bsd.finetune_lr,
+            bsd.prior_preservation_weight,
+            class_latents,
+            first,
+            b_uncond,
+            bsd.finetune_batch,
+            generator=torch.Generator().manual_seed(args.seed),
+            as_latents=True,
+        )
         return copy
 
     lora = tuned(raw)
@@ -121,11 +144,14 @@ def main() -> None:
         with torch.no_grad():
             augmented = augment_views(prior, raw, b_cond, t_range, b_uncond, scale, 20, as_latents=True)
         print(f"after a bootstrap round with augmentation CFG {scale}")
-        cosines({"pre": prior, "boot": tuned(augmented), "lora": lora}, {
-            "boot_c - pre_c": lambda o: o["boot_c"] - o["pre_c"],
-            "boot_c - lora_c": lambda o: o["boot_c"] - o["lora_c"],
-            "boot_cfg2 - lora_c": lambda o: o["boot_u"] + 2.0 * (o["boot_c"] - o["boot_u"]) - o["lora_c"],
-        })
+        cosines(
+            {"pre": prior, "boot": tuned(augmented), "lora": lora},
+            {
+                "boot_c - pre_c": lambda o: o["boot_c"] - o["pre_c"],
+                "boot_c - lora_c": lambda o: o["boot_c"] - o["lora_c"],
+                "boot_cfg2 - lora_c": lambda o: o["boot_u"] + 2.0 * (o["boot_c"] - o["boot_u"]) - o["lora_c"],
+            },
+        )
 
 
 if __name__ == "__main__":

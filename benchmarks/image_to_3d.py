@@ -44,8 +44,19 @@ def run_variant(data: Path, out: Path, view: int, method_args: str) -> dict:
     """``studio eval image-to-3d`` once (skipped when ``out`` exists); returns its metrics + seconds."""
     if not out.is_file():
         t0 = time.time()
-        studio("eval", "image-to-3d", "--data", str(data), "--view", str(view), "--output", str(out),
-               "--work-dir", str(out.with_suffix("")), f"--method-args={method_args}")
+        studio(
+            "eval",
+            "image-to-3d",
+            "--data",
+            str(data),
+            "--view",
+            str(view),
+            "--output",
+            str(out),
+            "--work-dir",
+            str(out.with_suffix("")),
+            f"--method-args={method_args}",
+        )
         metrics = json.loads(out.read_text())
         metrics["seconds"] = round(time.time() - t0)
         out.write_text(json.dumps(metrics, indent=1) + "\n")
@@ -76,8 +87,19 @@ def coarse_chamfer(run_dir: Path, gt_mesh: Path) -> float:
     mesh = ply.with_name(f"mesh_{model.mesh_extraction}.glb")
     if not mesh.is_file():
         level = [] if model.mesh_density_level is None else ["--density-level", str(model.mesh_density_level)]
-        studio("export", "mesh", "--input", str(ply), "--output", str(mesh), "--method", model.mesh_extraction,
-               "--resolution", str(model.mesh_resolution), *level)
+        studio(
+            "export",
+            "mesh",
+            "--input",
+            str(ply),
+            "--output",
+            str(mesh),
+            "--method",
+            model.mesh_extraction,
+            "--resolution",
+            str(model.mesh_resolution),
+            *level,
+        )
     return mesh_chamfer(mesh, gt_mesh)
 
 
@@ -101,17 +123,45 @@ def main() -> None:
     for seed in args.seeds:
         data = args.work / f"tw{seed}"
         if not data.is_dir():
-            studio("scenes", "make", "--output", str(data), "--seed", str(seed), "--n-train", "4", "--n-test", "8",
-                   "--res", "64", "--spp", "64", "--aa", "4", "--relight", "", "--aovs", "none")
+            studio(
+                "scenes",
+                "make",
+                "--output",
+                str(data),
+                "--seed",
+                str(seed),
+                "--n-train",
+                "4",
+                "--n-test",
+                "8",
+                "--res",
+                "64",
+                "--spp",
+                "64",
+                "--aa",
+                "4",
+                "--relight",
+                "",
+                "--aovs",
+                "none",
+            )
         caption = json.loads((data / "meta.json").read_text()).get("caption", "")
         split = scene_split(seed, "object")
         res = {"bsd": run_variant(data, args.work / f"tw{seed}_bsd.json", args.view, args.extra_args)}
         bsd_run = args.work / f"tw{seed}_bsd"
         geometry = run_file(bsd_run, "geometry.safetensors")
-        res["sds"] = run_variant(data, args.work / f"tw{seed}_sds.json", args.view,
-                                 f"{args.extra_args} --load-stage {geometry} --pipeline.model.texture-guidance sds")
-        res["coarse"] = run_variant(data, args.work / f"tw{seed}_coarse.json", args.view,
-                                    f"{args.extra_args} --pipeline.model.stage-iters {model_config(bsd_run).stage_iters[0]} 0 0")
+        res["sds"] = run_variant(
+            data,
+            args.work / f"tw{seed}_sds.json",
+            args.view,
+            f"{args.extra_args} --load-stage {geometry} --pipeline.model.texture-guidance sds",
+        )
+        res["coarse"] = run_variant(
+            data,
+            args.work / f"tw{seed}_coarse.json",
+            args.view,
+            f"{args.extra_args} --pipeline.model.stage-iters {model_config(bsd_run).stage_iters[0]} 0 0",
+        )
         if res["coarse"].get("chamfer") is None:
             res["coarse"]["chamfer"] = coarse_chamfer(args.work / f"tw{seed}_coarse", data / "gt_mesh.obj")
         rows.append((seed, split, caption, res))
@@ -121,8 +171,11 @@ def main() -> None:
     for seed, split, caption, res in rows:
         for v in VARIANTS:
             m = res[v]
-            lines.append(f"| {seed} | {split} | {caption} | {v} | " + " | ".join(fmt(m.get(k), k) for k in KEYS)
-                         + f" | {m.get('seconds', '-')} |")
+            lines.append(
+                f"| {seed} | {split} | {caption} | {v} | "
+                + " | ".join(fmt(m.get(k), k) for k in KEYS)
+                + f" | {m.get('seconds', '-')} |"
+            )
     for split in dict.fromkeys(r[1] for r in rows):  # one mean per split: validation and test never mix
         group = [r for r in rows if r[1] == split]
         for v in VARIANTS:

@@ -43,7 +43,9 @@ def torus_mesh(n_faces: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]
     v01 = i * cols + (j + 1) % cols
     v10 = ((i + 1) % rows) * cols + j
     v11 = ((i + 1) % rows) * cols + (j + 1) % cols
-    faces = torch.cat([torch.stack([v00, v10, v11], -1).reshape(-1, 3), torch.stack([v00, v11, v01], -1).reshape(-1, 3)])
+    faces = torch.cat(
+        [torch.stack([v00, v10, v11], -1).reshape(-1, 3), torch.stack([v00, v11, v01], -1).reshape(-1, 3)]
+    )
     return verts, faces
 
 
@@ -99,7 +101,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     has_cuda = torch.cuda.is_available()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads" + (f", {torch.cuda.get_device_name()}" if has_cuda else ""))
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+        + (f", {torch.cuda.get_device_name()}" if has_cuda else "")
+    )
     rows = []
     for spec in args.scenes:
         n, res = (int(x) for x in spec.split("x"))
@@ -119,11 +124,21 @@ def main() -> None:
                 (render_step(verts_clip, faces, colors, res, "studio", "cuda"), args.repeats),
             )
             rows.append((label, "torch", "cuda", f_tc, b_tc, "", parity(o_tc, g_tc, o_s, g_s) + " vs studio-cpu"))
-            rows.append((label, "studio", "cuda", f_c, b_c, f"{(f_tc + b_tc) / (f_c + b_c):.1f}x vs torch-cuda",
-                         parity(o_c, g_c, o_s, g_s) + " vs studio-cpu"))
+            rows.append(
+                (
+                    label,
+                    "studio",
+                    "cuda",
+                    f_c,
+                    b_c,
+                    f"{(f_tc + b_tc) / (f_c + b_c):.1f}x vs torch-cuda",
+                    parity(o_c, g_c, o_s, g_s) + " vs studio-cpu",
+                )
+            )
     header = ("scene", "backend", "device", "forward ms", "backward ms", "total ms", "speed-up", "parity")
     table = [header] + [
-        (s, b, d, f"{1e3 * f:.1f}", f"{1e3 * bw:.1f}", f"{1e3 * (f + bw):.1f}", ratio, par) for s, b, d, f, bw, ratio, par in rows
+        (s, b, d, f"{1e3 * f:.1f}", f"{1e3 * bw:.1f}", f"{1e3 * (f + bw):.1f}", ratio, par)
+        for s, b, d, f, bw, ratio, par in rows
     ]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for r in table:

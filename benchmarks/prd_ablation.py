@@ -55,14 +55,26 @@ def main() -> None:
     print("|" + "---|" * len(header))
     for (scene, ablation, m), split in zip(rows, splits):
         relit = m.get("relight_psnr") or {}
-        cells = [scene, split, ablation, fmt(m["nvs_psnr"]), fmt(m["nvs_ssim"], 3), fmt(m["albedo_psnr"]),
-                 fmt(m["roughness_mse"], 4), fmt(m["normal_mae_deg"], 1)] + [fmt(relit.get(e)) for e in envs]
+        cells = [
+            scene,
+            split,
+            ablation,
+            fmt(m["nvs_psnr"]),
+            fmt(m["nvs_ssim"], 3),
+            fmt(m["albedo_psnr"]),
+            fmt(m["roughness_mse"], 4),
+            fmt(m["normal_mae_deg"], 1),
+        ] + [fmt(relit.get(e)) for e in envs]
         print("| " + " | ".join(cells) + " |")
     if args.output is not None:
         from studio.io.atomic import atomic_write_text
 
-        atomic_write_text(args.output, json.dumps([{"scene": s, "split": sp, "ablation": a, **m}
-                                                     for (s, a, m), sp in zip(rows, splits)], indent=1))
+        atomic_write_text(
+            args.output,
+            json.dumps(
+                [{"scene": s, "split": sp, "ablation": a, **m} for (s, a, m), sp in zip(rows, splits)], indent=1
+            ),
+        )
 
 
 if __name__ == "__main__":

@@ -38,10 +38,10 @@ def error_split(config: Path, width: int) -> dict:
     import numpy as np
     import torch
 
-    from studio.models.runs import load_run
     from studio.data.dataparser import StudioDataParserConfig
     from studio.eval.inverse import over_white, read_image
-    from studio.eval.metrics import psnr
+    from studio.metrics import psnr
+    from studio.models.runs import load_run
     from studio.render.masks import silhouette_band
 
     pipeline = load_run(config, with_data=True).pipeline
@@ -58,7 +58,11 @@ def error_split(config: Path, width: int) -> dict:
             out = model.render_gbuffers(outs.cameras[k : k + 1], background=white.to(model.device))
         out = {key: value.cpu() for key, value in out.items()}
         acc = out["accumulation"]
-        images = {"composite": out["rgb"], "pbr": out["pbr"] * acc + 1 - acc, "radiance": out["radiance"] * acc + 1 - acc}
+        images = {
+            "composite": out["rgb"],
+            "pbr": out["pbr"] * acc + 1 - acc,
+            "radiance": out["radiance"] * acc + 1 - acc,
+        }
         interior, band = silhouette_band(alpha, width)
         n = alpha.numel()
         row = {}
@@ -82,15 +86,37 @@ def main() -> None:
     parser.add_argument("--run", action="append", required=True, help="NAME:path/to/config.yml of a prd run")
     parser.add_argument("--band", type=int, default=2, help="band half-width in pixels")
     args = parser.parse_args()
-    header = ["run", "split", "PSNR (view mean)", "composite interior", "composite band", "PBR interior", "PBR band",
-              "radiance interior", "radiance band", "alpha band", "alpha in / out", "p interior / band"]
+    header = [
+        "run",
+        "split",
+        "PSNR (view mean)",
+        "composite interior",
+        "composite band",
+        "PBR interior",
+        "PBR band",
+        "radiance interior",
+        "radiance band",
+        "alpha band",
+        "alpha in / out",
+        "p interior / band",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for spec in args.run:
         name, config = spec.split(":", 1)
         r = error_split(Path(config), args.band)
-        cells = [name, scene_split(Path(config)), f"{r['psnr']:.2f}"] + [f"{r[k]:.2e}" for k in (
-            "composite_interior", "composite_band", "pbr_interior", "pbr_band", "radiance_interior", "radiance_band", "alpha_band")]
+        cells = [name, scene_split(Path(config)), f"{r['psnr']:.2f}"] + [
+            f"{r[k]:.2e}"
+            for k in (
+                "composite_interior",
+                "composite_band",
+                "pbr_interior",
+                "pbr_band",
+                "radiance_interior",
+                "radiance_band",
+                "alpha_band",
+            )
+        ]
         cells.append(f"{r['alpha_in']:+.3f} / {r['alpha_out']:+.3f}")
         cells.append(f"{r['p_interior']:.2f} / {r['p_band']:.2f}")
         print("| " + " | ".join(cells) + " |", flush=True)

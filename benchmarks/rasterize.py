@@ -78,7 +78,10 @@ def main() -> None:
     parser.add_argument("--scenes", nargs="+", default=["20000x128", "100000x256"], help="NxRESOLUTION")
     args = parser.parse_args()
     has_cuda = torch.cuda.is_available()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads" + (f", {torch.cuda.get_device_name()}" if has_cuda else ""))
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+        + (f", {torch.cuda.get_device_name()}" if has_cuda else "")
+    )
 
     rows = []
     for spec in args.scenes:
@@ -90,15 +93,36 @@ def main() -> None:
             (render_step(params, viewmats, Ks, resolution, "studio", "cpu"), args.repeats),
         )
         rows.append((label, "torch", "cpu", f_t, b_t, "", ""))
-        rows.append((label, "studio", "cpu", f_s, b_s, f"{(f_t + b_t) / (f_s + b_s):.1f}x", parity(img_s, grad_s, img_t, grad_t)))
+        rows.append(
+            (
+                label,
+                "studio",
+                "cpu",
+                f_s,
+                b_s,
+                f"{(f_t + b_t) / (f_s + b_s):.1f}x",
+                parity(img_s, grad_s, img_t, grad_t),
+            )
+        )
         if has_cuda:
             (f_g, b_g, img_g, grad_g), (f_c, b_c, img_c, grad_c) = best_of(
                 (render_step(params, viewmats, Ks, resolution, "gsplat", "cuda"), args.repeats),
                 (render_step(params, viewmats, Ks, resolution, "studio", "cuda"), args.repeats),
             )
-            rows.append((label, "gsplat", "cuda", f_g, b_g, "", parity(img_g, grad_g, img_s, grad_s) + " vs studio-cpu"))
-            rows.append((label, "studio", "cuda", f_c, b_c, f"{(f_g + b_g) / (f_c + b_c):.2f}x vs gsplat",
-                         parity(img_c, grad_c, img_s, grad_s) + " vs studio-cpu"))
+            rows.append(
+                (label, "gsplat", "cuda", f_g, b_g, "", parity(img_g, grad_g, img_s, grad_s) + " vs studio-cpu")
+            )
+            rows.append(
+                (
+                    label,
+                    "studio",
+                    "cuda",
+                    f_c,
+                    b_c,
+                    f"{(f_g + b_g) / (f_c + b_c):.2f}x vs gsplat",
+                    parity(img_c, grad_c, img_s, grad_s) + " vs studio-cpu",
+                )
+            )
 
     header = ("scene", "backend", "device", "forward ms", "backward ms", "total ms", "speed-up", "parity")
     table = [header] + [

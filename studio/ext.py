@@ -135,7 +135,9 @@ def load_extension(name: str = "gauss", with_cuda: Optional[bool] = None, verbos
         out_dir = build_dir(name, with_cuda)
         out_dir.mkdir(parents=True, exist_ok=True)
         if _needs_build(module_name, folder, sources.files(with_cuda), out_dir):
-            print(f"building the studio '{name}' extension (first use, about 1-2 minutes)...", file=sys.stderr, flush=True)
+            print(
+                f"building the studio '{name}' extension (first use, about 1-2 minutes)...", file=sys.stderr, flush=True
+            )
         openmp = ["-fopenmp"] if torch.backends.openmp.is_available() else []
         defines = ["-DSTUDIO_WITH_CUDA"] if with_cuda else []
         module = cpp_extension.load(

@@ -104,8 +104,18 @@ def write_nerfstudio(root: Path, n: int = 10, size: int = 16) -> Path:
     for i, frame in enumerate(meta["frames"]):
         rgb = Image.open(scene / (frame["file_path"][2:] + ".png")).convert("RGB")
         rgb.save(root / "images" / f"frame_{i:03d}.png")
-        frames.append({"file_path": f"images/frame_{i:03d}.png", "transform_matrix": frame["transform_matrix"],
-                       "fl_x": focal, "fl_y": focal, "cx": size / 2, "cy": size / 2, "w": size, "h": size})
+        frames.append(
+            {
+                "file_path": f"images/frame_{i:03d}.png",
+                "transform_matrix": frame["transform_matrix"],
+                "fl_x": focal,
+                "fl_y": focal,
+                "cx": size / 2,
+                "cy": size / 2,
+                "w": size,
+                "h": size,
+            }
+        )
     (root / "transforms.json").write_text(json.dumps({"camera_model": "OPENCV", "frames": frames}))
     return root
 

@@ -8,15 +8,14 @@ run compiles for about 2-3 minutes, later runs only import.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
+from conftest import cuda_extension  # tests/ is on sys.path
 
 from studio.cameras import intrinsics_from_fov, orbit_viewmats
 from studio.render import rasterize
 from studio.render._torch_impl import rasterize_to_pixels_torch
 from studio.render.tiles import isect_tiles
-from conftest import cuda_extension  # tests/ is on sys.path
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,9 @@ def test_cuda_extension_builds_and_runs_on_cpu(cuda_ext):
     conics = torch.tensor([0.2, 0.05, 0.3]).expand(1, n, 3).contiguous()
     values = torch.rand(1, n, 4, generator=gen)
     opacities = torch.rand(1, n, generator=gen)
-    isect = isect_tiles(means2d, torch.full((1, n), 8, dtype=torch.int32), torch.rand(1, n, generator=gen), width, height)
+    isect = isect_tiles(
+        means2d, torch.full((1, n), 8, dtype=torch.int32), torch.rand(1, n, generator=gen), width, height
+    )
     colors, alphas, final_T, last_ids = cuda_ext.rasterize_fwd(
         means2d, conics, values, opacities, width, height, isect.isect_offsets, isect.flatten_ids
     )

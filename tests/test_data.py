@@ -37,7 +37,12 @@ def _edit_frames(root: Path, edit) -> None:
         (lambda root: (root / "train" / "r_1.png").write_bytes(b"not a png"), "corrupt"),
         (lambda root: _edit_frames(root, lambda m: m.update(frames=[])), "no frames"),
         (lambda root: Image.new("RGBA", (20, 16)).save(root / "train" / "r_2.png"), "mismatched"),
-        (lambda root: _edit_frames(root, lambda m: m["frames"][0]["transform_matrix"][0].__setitem__(3, float("nan"))), "NaN"),
+        (
+            lambda root: _edit_frames(
+                root, lambda m: m["frames"][0]["transform_matrix"][0].__setitem__(3, float("nan"))
+            ),
+            "NaN",
+        ),
         (lambda root: (root / "transforms_train.json").write_text("{broken"), "not valid JSON"),
     ],
 )
@@ -60,8 +65,18 @@ def test_nerfstudio_format_checks_per_frame_sizes(tmp_path: Path):
     frames = []
     for i, size in enumerate([(16, 12), (8, 6)]):
         Image.fromarray(np.zeros(size[::-1] + (3,), np.uint8)).save(tmp_path / "images" / f"{i}.png")
-        frames.append({"file_path": f"images/{i}.png", "w": size[0], "h": size[1], "fl_x": 10.0, "fl_y": 10.0,
-                       "cx": size[0] / 2, "cy": size[1] / 2, "transform_matrix": np.eye(4).tolist()})
+        frames.append(
+            {
+                "file_path": f"images/{i}.png",
+                "w": size[0],
+                "h": size[1],
+                "fl_x": 10.0,
+                "fl_y": 10.0,
+                "cx": size[0] / 2,
+                "cy": size[1] / 2,
+                "transform_matrix": np.eye(4).tolist(),
+            }
+        )
     (tmp_path / "transforms.json").write_text(json.dumps({"frames": frames}))
     assert validate_dataset(tmp_path) is DatasetFormat.NERFSTUDIO
     frames[1]["w"] = 9

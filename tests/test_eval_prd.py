@@ -6,6 +6,7 @@ import copy
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -69,27 +70,156 @@ def test_masked_mse_and_psnr_use_only_masked_pixels():
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def test_eval_prd_writes_every_metric(prd_run, tmp_path, capsys):
+SCENE = Path(__file__).resolve().parents[1] / "scenes" / "toyworld_mushroom"
+SHIFT = 0.1  # NVS / relit corruption: every value moves by exactly 0.1 (PSNR 20 dB)
+TILT_DEG = 30.0
+ROUGHNESS_OFFSET = 0.2
+ALBEDO_SCALE = (0.5, 0.7, 0.9)
+
+
+def _png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im).astype(np.float32) / 255.0
+
+
+def _over_white(path: Path) -> np.ndarray:
+    rgba = _png(path)
+    a = rgba[..., 3:]
+    return rgba[..., :3] * a + 1.0 - a
+
+
+def _srgb_decode(c: np.ndarray) -> np.ndarray:
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def _shift(img: np.ndarray) -> np.ndarray:
+    """Every value moved by exactly SHIFT, staying inside [0, 1]."""
+    return np.where(img < 0.5, img + SHIFT, img - SHIFT).astype(np.float32)
+
+
+def _tilt(n: np.ndarray, deg: float) -> np.ndarray:
+    """Each unit normal turned by ``deg`` towards a direction perpendicular to it."""
+    axis = np.where(np.abs(n[..., 2:3]) < 0.9, np.array([0.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0]))
+    t = np.cross(n, axis)
+    t /= np.maximum(np.linalg.norm(t, axis=-1, keepdims=True), 1e-12)
+    r = math.radians(deg)
+    return (math.cos(r) * n + math.sin(r) * t).astype(np.float32)
+
+
+class _TruthModel:
+    """Stands in for a trained prd model: its G-buffers are the mushroom's test files, read here
+    without ``studio.eval.inverse`` (``exact``), with the albedo scaled per channel (``scaled``),
+    or with known errors (``corrupt``: rgb and relit images off by SHIFT, albedo colour-shifted,
+    roughness + ROUGHNESS_OFFSET, normals tilted by TILT_DEG)."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, cameras, mode: str):
+        self.c2w, self.mode = cameras.camera_to_worlds, mode
+        self.relit_scales: list = []
+
+    def _index(self, camera) -> int:
+        dist = (self.c2w - camera.camera_to_worlds[0]).abs().flatten(1).amax(1)
+        assert float(dist.min()) < 1e-5, "a camera that is not a test camera"
+        return int(dist.argmin())
+
+    def render_gbuffers(self, camera, background=None):
+        from studio.pbr.envmap import read_envmap
+
+        assert background is not None and torch.equal(background.cpu(), torch.ones(3))  # scored over white
+        i, test = self._index(camera), SCENE / "test"
+        rgb = _over_white(test / f"r_{i:03d}.png")
+        albedo = _srgb_decode(_png(test / f"albedo_{i:04d}.png")[..., :3])
+        roughness = _png(test / f"roughness_{i:04d}.png")[..., None]
+        normal = np.asarray(read_envmap(test / f"normal_{i:04d}.exr"), np.float32)
+        if self.mode == "scaled":
+            albedo = albedo * np.array(ALBEDO_SCALE, np.float32)
+        if self.mode == "corrupt":
+            rgb, roughness = _shift(rgb), roughness + ROUGHNESS_OFFSET
+            albedo = _srgb_decode(np.clip(_png(test / f"albedo_{i:04d}.png")[..., :3] + [0.15, -0.1, 0.1], 0, 1))
+            normal = _tilt(normal, TILT_DEG)
+        out = {"rgb": rgb, "albedo": albedo, "roughness": roughness, "normal": normal}
+        return {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in out.items()}
+
+    def render_relit(self, camera, light, albedo_scale=None):
+        self.relit_scales.append(albedo_scale)
+        relit = _over_white(SCENE / "test_studio" / f"r_{self._index(camera):03d}.png")
+        return torch.from_numpy(_shift(relit) if self.mode == "corrupt" else relit)
+
+
+@pytest.fixture(scope="module")
+def prd_config(tmp_path_factory) -> Path:
+    """config.yml of a prd run on the mushroom (no checkpoint: these tests replace ``load_run``)."""
+    import yaml
+
+    from studio.methods.prd.config import prd
+
+    config = copy.deepcopy(prd.config)
+    config.data = config.pipeline.datamanager.data = config.pipeline.datamanager.dataparser.data = SCENE
+    path = tmp_path_factory.mktemp("prd_config") / "config.yml"
+    path.write_text(yaml.dump(config), encoding="utf-8")
+    return path
+
+
+def _eval_with(prd_config, tmp_path, monkeypatch, mode: str):
+    """``studio eval prd`` on the mushroom's test split with a _TruthModel in place of the run's model."""
+    import studio.models.runs
+    from studio.cli.main import entrypoint
+    from studio.data.dataparser import StudioDataParserConfig
+
+    cameras = StudioDataParserConfig(data=SCENE).setup().get_dataparser_outputs("test").cameras
+    model = _TruthModel(cameras, mode)
+    loads = []
+
+    def fake_load_run(config, **kwargs):
+        loads.append(kwargs)
+        return SimpleNamespace(pipeline=SimpleNamespace(model=model))
+
+    monkeypatch.setattr(studio.models.runs, "load_run", fake_load_run)
+    out = tmp_path / f"{mode}.json"
+    entrypoint(["eval", "prd", "--load-config", str(prd_config), "--data", str(SCENE), "--output", str(out),
+                "--light-resolution", "4"])
+    assert loads and Path(loads[0]["data"]) == SCENE  # --data replaces the run's dataset
+    return json.loads(out.read_text()), model
+
+
+def test_eval_prd_of_the_ground_truth_is_perfect(prd_config, tmp_path, monkeypatch, capsys):
+    """G-buffers equal to the ground truth score (near) the clamp of every metric; a per-channel
+    scale of the albedo is removed by the alignment and handed on to the relit render."""
+    metrics, model = _eval_with(prd_config, tmp_path, monkeypatch, "exact")
+    assert tuple(metrics) == METRIC_KEYS and set(metrics["relight_psnr"]) == {"studio"}
+    assert metrics["nvs_psnr"] > 60.0 and metrics["nvs_ssim"] > 0.9999
+    assert metrics["albedo_psnr"] > 60.0
+    assert metrics["roughness_mse"] < 1e-10
+    assert metrics["normal_mae_deg"] < 0.1
+    assert metrics["relight_psnr"]["studio"] > 60.0
+    assert len(model.relit_scales) == 8
+    for s in model.relit_scales:
+        torch.testing.assert_close(s, torch.ones(3), atol=1e-5, rtol=0)
+    assert "albedo_psnr" in capsys.readouterr().out
+
+    scaled, model = _eval_with(prd_config, tmp_path, monkeypatch, "scaled")
+    assert scaled["albedo_psnr"] > 60.0
+    for s in model.relit_scales:
+        torch.testing.assert_close(s, 1.0 / torch.tensor(ALBEDO_SCALE), atol=1e-3, rtol=0)
+
+
+def test_eval_prd_of_known_errors(prd_config, tmp_path, monkeypatch):
+    """Each corruption shows in its own metric by its known amount."""
+    metrics, _ = _eval_with(prd_config, tmp_path, monkeypatch, "corrupt")
+    assert abs(metrics["nvs_psnr"] - 20.0) < 0.01 and metrics["nvs_ssim"] < 0.99
+    assert abs(metrics["relight_psnr"]["studio"] - 20.0) < 0.01
+    assert abs(metrics["roughness_mse"] - ROUGHNESS_OFFSET**2) < 1e-5
+    assert abs(metrics["normal_mae_deg"] - TILT_DEG) < 0.5
+    assert metrics["albedo_psnr"] < 30.0
+
+
+def test_eval_prd_bad_env_is_one_line_and_no_output(prd_config, tmp_path, capsys):
     from studio.cli.main import entrypoint
 
-    data, config = prd_run
-    out = tmp_path / "metrics.json"
-    entrypoint(["eval", "prd", "--load-config", str(config), "--output", str(out), "--light-resolution", "4"])
-    metrics = json.loads(out.read_text())
-    assert tuple(metrics) == METRIC_KEYS
-    for key in ("nvs_psnr", "nvs_ssim", "albedo_psnr", "roughness_mse", "normal_mae_deg"):
-        assert isinstance(metrics[key], float), key
-    assert set(metrics["relight_psnr"]) == {"sun"} and isinstance(metrics["relight_psnr"]["sun"], float)
-    assert "nvs_psnr" in capsys.readouterr().out
-
-
-def test_eval_prd_bad_env_is_one_line_and_no_output(prd_run, tmp_path, capsys):
-    from studio.cli.main import entrypoint
-
-    _, config = prd_run
     out = tmp_path / "metrics.json"
     with pytest.raises(SystemExit) as exc:
-        entrypoint(["eval", "prd", "--load-config", str(config), "--output", str(out), "--env", "sun"])
+        entrypoint(["eval", "prd", "--load-config", str(prd_config), "--output", str(out), "--env", "sun"])
     assert exc.value.code == 2
     assert "NAME=PATH" in capsys.readouterr().err
     assert not out.exists()

@@ -69,8 +69,13 @@ def test_density_level_set_recovers_a_fuzzy_sphere(level):
 def test_opacity_field_of_one_gaussian():
     from studio.export.density import opacity_field
 
-    g = Gaussians(means=torch.zeros(1, 3), quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
-                  scales=torch.tensor([[0.1, 0.2, 0.3]]), opacities=torch.tensor([0.8]), sh=torch.zeros(1, 1, 3))
+    g = Gaussians(
+        means=torch.zeros(1, 3),
+        quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
+        scales=torch.tensor([[0.1, 0.2, 0.3]]),
+        opacities=torch.tensor([0.8]),
+        sh=torch.zeros(1, 1, 3),
+    )
     lo, voxel = torch.full((3,), -1.0), 0.05
     field = opacity_field(g, lo, voxel, (41, 41, 41))
     assert float(field[20, 20, 20]) == pytest.approx(0.8, rel=1e-5)  # the centre voxel
@@ -137,8 +142,26 @@ def test_cli_export_mesh_from_gaussian_ply(tmp_path, capsys):
     scene = tmp_path / "scene.ply"
     save_gaussians_ply(scene, sphere_shell(n=800))
     out = tmp_path / "mesh.obj"
-    entrypoint(["export", "mesh", "--input", str(scene), "--output", str(out), "--resolution", "32",
-                "--n-views", "8", "--image-size", "48", "--backend", "torch", "--device", "cpu"])
+    entrypoint(
+        [
+            "export",
+            "mesh",
+            "--input",
+            str(scene),
+            "--output",
+            str(out),
+            "--resolution",
+            "32",
+            "--n-views",
+            "8",
+            "--image-size",
+            "48",
+            "--backend",
+            "torch",
+            "--device",
+            "cpu",
+        ]
+    )
     mesh = trimesh.load(str(out), force="mesh")
     assert len(mesh.faces) > 100
     assert np.abs(np.linalg.norm(mesh.vertices, axis=1) - 0.5).mean() < 0.05

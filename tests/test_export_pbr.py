@@ -1,4 +1,4 @@
-"""PBR asset export (studio.export.pbr): texture baking on a synthetic sphere, glTF and EXR round trips."""
+"""PBR asset export (studio.export.pbr, .bake): texture baking on a synthetic sphere, glTF and EXR round trips."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pytest
 import torch
 import trimesh
 
-from studio.export.pbr import bake_pbr_textures, default_env_path, dilate, environment_equirect, save_glb
+from studio.export.bake import bake_pbr_textures
+from studio.export.pbr import default_env_path, environment_equirect
+from studio.mesh.textured import save_glb
+from studio.mesh.uv import dilate
 
 T = 128
 RED, BLUE = (0.8, 0.1, 0.05), (0.05, 0.2, 0.7)
@@ -39,12 +42,12 @@ def _sphere_scene(n: int = 4000):
     return mesh, means, quats, scales, opacities, albedo, roughness, metallic
 
 
-def _sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Nearest texel of an image (row 0 = v = 1) at uv [P,2] (v up)."""
-    h, w = image.shape[:2]
+def _sample(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Nearest texel of a texture array (row 0 = v = 0; ``np.flipud`` of an image file) at uv [P,2] (v up)."""
+    h, w = texture.shape[:2]
     col = np.clip((uv[:, 0] * w).astype(int), 0, w - 1)
-    row = np.clip(((1 - uv[:, 1]) * h).astype(int), 0, h - 1)
-    return image[row, col]
+    row = np.clip((uv[:, 1] * h).astype(int), 0, h - 1)
+    return texture[row, col]
 
 
 def _face_centroid_uv(uv: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -55,8 +58,17 @@ def _face_centroid_uv(uv: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def baked():
     mesh, means, quats, scales, opacities, albedo, roughness, metallic = _sphere_scene()
     out = bake_pbr_textures(
-        np.asarray(mesh.vertices), np.asarray(mesh.faces), means, quats, scales, opacities,
-        albedo, roughness, metallic, texture_size=T, k=8,
+        np.asarray(mesh.vertices),
+        np.asarray(mesh.faces),
+        means,
+        quats,
+        scales,
+        opacities,
+        albedo,
+        roughness,
+        metallic,
+        texture_size=T,
+        k=8,
     )
     return out
 
@@ -109,8 +121,8 @@ def test_glb_round_trip(baked, tmp_path):
     centroids = np.asarray(loaded.vertices)[faces].mean(axis=1)
     albedo, rough, metal, safe = _expected(centroids)
     uvc = _face_centroid_uv(uv, faces)
-    base = np.asarray(mat.baseColorTexture.convert("RGB"))
-    mr = np.asarray(mat.metallicRoughnessTexture.convert("RGB")).astype(float) / 255.0
+    base = np.flipud(np.asarray(mat.baseColorTexture.convert("RGB")))  # image files: row 0 = v = 1
+    mr = np.flipud(np.asarray(mat.metallicRoughnessTexture.convert("RGB"))).astype(float) / 255.0
     assert np.abs(_srgb_to_linear(_sample(base, uvc)) - albedo)[safe].max() < 0.03
     assert np.abs(_sample(mr, uvc)[:, 1] - rough)[safe].max() < 0.03
     assert np.abs(_sample(mr, uvc)[:, 2] - metal)[safe].max() < 0.03
@@ -153,7 +165,9 @@ def test_environment_rotation():
 
     with torch.no_grad():
         dirs = cube_directions(16)
-        light.log_radiance.copy_(torch.log(1.0 + dirs[..., 0:1].clamp(min=0).expand(*dirs.shape[:-1], 3)))  # bright towards +x
+        light.log_radiance.copy_(
+            torch.log(1.0 + dirs[..., 0:1].clamp(min=0).expand(*dirs.shape[:-1], 3))
+        )  # bright towards +x
     rot = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # training dir = rot @ world dir
     env = environment_equirect(light, 32, rotation=rot)
     world = equirect_directions(32, 64)

@@ -79,7 +79,9 @@ def test_layout_matches_the_3dgs_convention(tmp_path):
             expected = g.sh[:, k + 1, c].double() if k < 8 else torch.zeros(7, dtype=torch.float64)
             torch.testing.assert_close(data[f"f_rest_{15 * c + k}"], expected)
     torch.testing.assert_close(torch.sigmoid(data["opacity"]), g.opacities.double(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(torch.stack([data[f"scale_{i}"] for i in range(3)], 1).exp(), g.scales.double(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        torch.stack([data[f"scale_{i}"] for i in range(3)], 1).exp(), g.scales.double(), rtol=1e-5, atol=0
+    )
     rot = torch.stack([data[f"rot_{i}"] for i in range(4)], 1)
     torch.testing.assert_close(rot, torch.nn.functional.normalize(g.quats.double(), dim=1), rtol=1e-6, atol=1e-6)
 
@@ -129,7 +131,9 @@ def test_reads_other_tools_files(tmp_path, degree, text):
     for c in range(3):
         torch.testing.assert_close(g.sh[:, 0, c], torch.tensor(cols[f"f_dc_{c}"], dtype=torch.float32))
         for j in range(k):
-            torch.testing.assert_close(g.sh[:, j + 1, c], torch.tensor(cols[f"f_rest_{k * c + j}"], dtype=torch.float32))
+            torch.testing.assert_close(
+                g.sh[:, j + 1, c], torch.tensor(cols[f"f_rest_{k * c + j}"], dtype=torch.float32)
+            )
     torch.testing.assert_close(g.opacities, torch.sigmoid(torch.tensor(cols["opacity"])).float())
     torch.testing.assert_close(g.scales[:, 2], torch.exp(torch.tensor(cols["scale_2"])).float())
     assert is_gaussian_ply(path)

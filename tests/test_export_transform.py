@@ -7,8 +7,7 @@ import torch
 
 from studio.cameras import intrinsics_from_fov, look_at
 from studio.export import dataparser_to_world, transform_gaussians
-from studio.export.transform import dataparser_points_to_world
-from studio.export.transform import rotate_sh, sh_rotation_matrices
+from studio.export.transform import dataparser_points_to_world, rotate_sh, sh_rotation_matrices
 from studio.gaussians import Gaussians, eval_sh
 from studio.render import rasterize
 
@@ -22,11 +21,20 @@ def random_rotation(seed: int) -> torch.Tensor:
 
 def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
     w, x, y, z = torch.nn.functional.normalize(q, dim=-1).unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1).reshape(q.shape[:-1] + (3, 3))
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        -1,
+    ).reshape(q.shape[:-1] + (3, 3))
 
 
 def random_gaussians(n: int = 64, degree: int = 3, seed: int = 0, dtype=torch.float64) -> Gaussians:
@@ -127,8 +135,9 @@ def test_renders_agree_after_moving_scene_and_camera_together():
     K = intrinsics_from_fov(60.0, 32, 32)[None]
 
     def render(x: Gaussians, viewmat: torch.Tensor):
-        return rasterize(x.means, x.quats, x.scales, x.opacities, x.sh, viewmat[None], K, 32, 32,
-                         backend="torch", sh_degree=3)
+        return rasterize(
+            x.means, x.quats, x.scales, x.opacities, x.sh, viewmat[None], K, 32, 32, backend="torch", sh_degree=3
+        )
 
     a, b = render(g, view), render(h, moved)
     assert a.alpha.mean() > 0.2

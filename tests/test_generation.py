@@ -16,8 +16,8 @@ import trimesh
 
 from studio.cameras.sampling import OrbitSampler, OrbitViews, orbit_c2w, relative_pose
 from studio.data.single_image import load_reference
-from studio.models.reference_losses import pearson, reference_losses
 from studio.io.errors import StudioInputError
+from studio.models.reference_losses import pearson, reference_losses
 from studio.priors.diffusers import zero123_pose
 
 NS_TRAIN = str(Path(sys.executable).with_name("ns-train"))
@@ -39,7 +39,9 @@ def test_orbit_cameras_match_toyworld_convention():
 
 def test_relative_pose_is_zero123_convention():
     ref = OrbitViews(torch.tensor([10.0]), torch.tensor([30.0]), torch.tensor([1.8]), torch.tensor([40.0]))
-    tgt = OrbitViews(torch.tensor([40.0, -5.0]), torch.tensor([120.0, 0.0]), torch.tensor([1.8, 2.0]), torch.tensor([40.0, 40.0]))
+    tgt = OrbitViews(
+        torch.tensor([40.0, -5.0]), torch.tensor([120.0, 0.0]), torch.tensor([1.8, 2.0]), torch.tensor([40.0, 40.0])
+    )
     ours = relative_pose(ref, tgt)
     theirs = zero123_pose(tgt.elevation, tgt.azimuth, tgt.distance, ref.elevation, ref.azimuth, ref.distance)
     assert torch.allclose(ours, theirs, atol=1e-6)
@@ -90,15 +92,29 @@ def _tiny_priors(tmp_path: Path) -> tuple[Path, Path]:
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([NS_TRAIN, *args, "--vis", "tensorboard"], capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(
+        [NS_TRAIN, *args, "--vis", "tensorboard"], capture_output=True, text=True, env=env, timeout=900
+    )
 
 
 @pytest.mark.parametrize("guidance,representation", [("sds", "gaussians"), ("vsd", "gaussians"), ("sds", "nerf")])
 def test_sds_trains_and_keeps_frozen_priors_out_of_checkpoints(tmp_path: Path, guidance: str, representation: str):
     t2i, _ = _tiny_priors(tmp_path)
-    result = _run("sds", "--prompt", "a matte red cone", "--pipeline.model.prior", str(t2i),
-                  "--pipeline.model.guidance", guidance, "--pipeline.model.representation", representation,
-                  "--max-num-iterations", "6", "--output-dir", str(tmp_path / "runs"))
+    result = _run(
+        "sds",
+        "--prompt",
+        "a matte red cone",
+        "--pipeline.model.prior",
+        str(t2i),
+        "--pipeline.model.guidance",
+        guidance,
+        "--pipeline.model.representation",
+        representation,
+        "--max-num-iterations",
+        "6",
+        "--output-dir",
+        str(tmp_path / "runs"),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ckpt = next((tmp_path / "runs").glob("unnamed/sds/*/nerfstudio_models/*.ckpt"))
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["pipeline"]
@@ -109,12 +125,30 @@ def test_sds_trains_and_keeps_frozen_priors_out_of_checkpoints(tmp_path: Path, g
         assert set(optimizers) == {"nerf"} and optimizers["nerf"]["state"]
         config = ckpt.parent.parent / "config.yml"
         studio = str(Path(NS_TRAIN).with_name("studio"))
-        out = subprocess.run([studio, "export", "gaussians", "--load-config", str(config), "--output", str(tmp_path / "g.ply")],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [studio, "export", "gaussians", "--load-config", str(config), "--output", str(tmp_path / "g.ply")],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode != 0 and "is a NeRF" in out.stderr + out.stdout and not (tmp_path / "g.ply").exists()
         # after 6 steps the field is still about its blob 10 (1 - |x| / 0.5): density 5 at |x| ~ 0.25
-        out = subprocess.run([studio, "export", "mesh", "--load-config", str(config), "--output", str(tmp_path / "m.ply"),
-                              "--resolution", "48", "--density-level", "5"], capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                studio,
+                "export",
+                "mesh",
+                "--load-config",
+                str(config),
+                "--output",
+                str(tmp_path / "m.ply"),
+                "--resolution",
+                "48",
+                "--density-level",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         mesh = trimesh.load(tmp_path / "m.ply")
         radius = np.linalg.norm(mesh.vertices, axis=1)
@@ -136,9 +170,21 @@ def test_dreamcraft3d_coarse_fits_the_reference(tmp_path: Path):
     from studio.render import rasterize
 
     _, nvs = _tiny_priors(tmp_path)
-    result = _run("dreamcraft3d", "--data", str(MUSHROOM / "test" / "r_000.png"), "--pipeline.model.nvs-prior", str(nvs),
-                  "--pipeline.model.lambda-3d-sd", "0", "--pipeline.model.stage-iters", "150", "0", "0",
-                  "--output-dir", str(tmp_path / "runs"))
+    result = _run(
+        "dreamcraft3d",
+        "--data",
+        str(MUSHROOM / "test" / "r_000.png"),
+        "--pipeline.model.nvs-prior",
+        str(nvs),
+        "--pipeline.model.nvs-sds-weight",
+        "0",
+        "--pipeline.model.stage-iters",
+        "150",
+        "0",
+        "0",
+        "--output-dir",
+        str(tmp_path / "runs"),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     config = next((tmp_path / "runs").glob("*/dreamcraft3d/*/config.yml"))
     g = load_gaussians_from_config(config)
@@ -162,11 +208,32 @@ def test_dreamcraft3d_all_stages_export_and_resume(tmp_path: Path):
     from studio.export.ply import load_gaussians_ply
 
     _, nvs = _tiny_priors(tmp_path)
-    common = ["--data", str(MUSHROOM / "test" / "r_000.png"), "--pipeline.model.nvs-prior", str(nvs),
-              "--pipeline.model.stage-iters", "120", "8", "8", "--pipeline.model.mesh-resolution", "32",
-              "--pipeline.model.texture-size", "64"]
-    result = _run("dreamcraft3d", *common, "--pipeline.model.bootstrap-every", "4", "--pipeline.model.finetune-steps", "2",
-                  "--pipeline.model.bootstrap-views", "4", "--output-dir", str(tmp_path / "runs"))
+    common = [
+        "--data",
+        str(MUSHROOM / "test" / "r_000.png"),
+        "--pipeline.model.nvs-prior",
+        str(nvs),
+        "--pipeline.model.stage-iters",
+        "120",
+        "8",
+        "8",
+        "--pipeline.model.mesh-resolution",
+        "32",
+        "--pipeline.model.texture-size",
+        "64",
+    ]
+    result = _run(
+        "dreamcraft3d",
+        *common,
+        "--pipeline.model.bootstrap-every",
+        "4",
+        "--pipeline.model.finetune-steps",
+        "2",
+        "--pipeline.model.bootstrap-views",
+        "4",
+        "--output-dir",
+        str(tmp_path / "runs"),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run = next((tmp_path / "runs").glob("*/dreamcraft3d/*"))
     assert f"Wrote {run / 'export' / 'mesh.glb'}" in result.stdout.replace("\n", "")
@@ -174,8 +241,16 @@ def test_dreamcraft3d_all_stages_export_and_resume(tmp_path: Path):
     mesh = next(iter(scene.geometry.values()))
     assert len(mesh.faces) > 100 and mesh.visual.material.baseColorTexture is not None
     assert len(load_gaussians_ply(run / "export" / "gaussians.ply")) > 0
-    resumed = _run("dreamcraft3d", *common, "--pipeline.model.texture-guidance", "sds", "--load-stage", str(run / "geometry.safetensors"),
-                   "--output-dir", str(tmp_path / "resumed"))
+    resumed = _run(
+        "dreamcraft3d",
+        *common,
+        "--pipeline.model.texture-guidance",
+        "sds",
+        "--load-stage",
+        str(run / "geometry.safetensors"),
+        "--output-dir",
+        str(tmp_path / "resumed"),
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert next((tmp_path / "resumed").glob("*/dreamcraft3d/*/export/mesh.glb")).stat().st_size > 0
 

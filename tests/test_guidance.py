@@ -31,7 +31,9 @@ SIGMA = 0.08
 
 def make_prior(prediction_type="eps") -> GaussianMixturePrior:
     """Four modes at (+-0.6, +-0.6); class "a" = the two with x > 0, class "b" = the others."""
-    return GaussianMixturePrior(MEANS, std=SIGMA, labels=[0, 0, 1, 1], class_names=["a", "b"], prediction_type=prediction_type)
+    return GaussianMixturePrior(
+        MEANS, std=SIGMA, labels=[0, 0, 1, 1], class_names=["a", "b"], prediction_type=prediction_type
+    )
 
 
 def assert_close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-5):
@@ -128,9 +130,19 @@ def test_view_dependent_prompts():
     el = torch.tensor([0.0, 10.0, 0.0, 0.0, 0.0, 0.0, 0.0, 70.0])
     got = view_dependent_prompts("a frog", az, el)
     views = [p.split(", ")[1] for p in got]
-    assert views == ["front view", "front view", "side view", "side view", "back view", "back view",
-                     "front view", "overhead view"]
-    assert ViewPrompting(front_threshold=20.0).prompts("x", torch.tensor([30.0]), torch.tensor([0.0])) == ["x, side view"]
+    assert views == [
+        "front view",
+        "front view",
+        "side view",
+        "side view",
+        "back view",
+        "back view",
+        "front view",
+        "overhead view",
+    ]
+    assert ViewPrompting(front_threshold=20.0).prompts("x", torch.tensor([30.0]), torch.tensor([0.0])) == [
+        "x, side view"
+    ]
 
 
 # ---- SDS ------------------------------------------------------------------------------------
@@ -158,7 +170,11 @@ def _run_particles(guidance, prior, cond, uncond, steps, lr=0.3, fake_lr=0.05, f
     fake_params = guidance.trainable_parameters() if hasattr(guidance, "trainable_parameters") else []
     opt_fake = torch.optim.Adam(fake_params, lr=fake_lr) if fake_params else None
     for step in range(steps):
-        kwargs = {} if fake_cond is None else ({"fake_cond": fake_cond} if isinstance(guidance, VSD) else {"lora_cond": fake_cond})
+        kwargs = (
+            {}
+            if fake_cond is None
+            else ({"fake_cond": fake_cond} if isinstance(guidance, VSD) else {"lora_cond": fake_cond})
+        )
         out = guidance(x, cond, uncond, step, **kwargs)
         loss = sum(v for k, v in out.items() if k.startswith("loss_"))
         opt.zero_grad()
@@ -182,7 +198,9 @@ def test_sds_moves_particles_onto_the_modes_and_cfg_selects_the_class():
     assert d1 < d0 / 10, (d0, d1)
     assert torch.bincount(nearest_mode(end)[1], minlength=4).min() > 15  # every mode keeps particles
     torch.manual_seed(0)
-    _, end = _run_particles(SDS(prior, guidance_scale=7.5, schedule=schedule), prior, prior.condition("a"), u, steps, n=128)
+    _, end = _run_particles(
+        SDS(prior, guidance_scale=7.5, schedule=schedule), prior, prior.condition("a"), u, steps, n=128
+    )
     d, k = nearest_mode(end)
     assert (k <= 1).all() and d.mean() < 0.1, (torch.bincount(k, minlength=4), d.mean())
 
@@ -246,7 +264,9 @@ def test_ddim_sample_of_the_exact_prior_lands_on_the_class_modes(prediction_type
     """With the exact score, DDIM (deterministic or ancestral) draws class "a" samples: every one on
     a mode with x > 0, both such modes populated, spread close to the mixture's sigma."""
     prior = make_prior(prediction_type)
-    x = sample(prior, 256, prior.condition("a"), None, 1.0, num_steps=50, generator=torch.Generator().manual_seed(0), eta=eta)
+    x = sample(
+        prior, 256, prior.condition("a"), None, 1.0, num_steps=50, generator=torch.Generator().manual_seed(0), eta=eta
+    )
     _, mode = nearest_mode(x)
     assert set(mode.tolist()) == {0, 1}
     assert 0.25 < float((mode == 0).float().mean()) < 0.75
@@ -279,8 +299,17 @@ def test_bsd_finetune_learns_new_data_and_prior_preservation_prevents_forgetting
     for lam in (0.0, 1.0):
         torch.manual_seed(1)
         boot = prior.clone_trainable()
-        finetune(boot, new, u, steps=300, lr=0.03, prior_preservation_weight=lam, class_images=class_latents,
-                 batch_size=16, as_latents=True)
+        finetune(
+            boot,
+            new,
+            u,
+            steps=300,
+            lr=0.03,
+            prior_preservation_weight=lam,
+            class_images=class_latents,
+            batch_size=16,
+            as_latents=True,
+        )
         errors[lam] = (_x0_error(boot, new_t, t, u), _x0_error(boot, old, t, u))
     base = (_x0_error(prior, new_t, t, u), _x0_error(prior, old, t, u))
     assert errors[1.0][0] < base[0] / 3 and errors[0.0][0] < base[0] / 3, (base, errors)  # learned the new region
@@ -293,7 +322,9 @@ def test_augment_views_pulls_renders_toward_the_prior():
     renders = (MEANS[[0, 1, 2, 3]] * 1.4).reshape(4, 2, 1, 1)  # off-mode "renders"
     moved = {}
     for f in (0.0, 0.3):
-        out = augment_views(prior, renders, prior.condition(""), (f, f), num_steps=10, guidance_scale=1.0, as_latents=True)
+        out = augment_views(
+            prior, renders, prior.condition(""), (f, f), num_steps=10, guidance_scale=1.0, as_latents=True
+        )
         moved[f] = (out - renders).norm(dim=1).mean()
     assert moved[0.0] < 0.1 < moved[0.3]  # t' = 0 keeps the render (up to one denoising step)
     assert nearest_mode(out)[0].mean() < nearest_mode(renders)[0].mean() / 2
@@ -308,9 +339,19 @@ def test_bsd_distillation_moves_particles_toward_the_bootstrapped_data():
     prior = make_prior()
     u = prior.condition("")
     steps = 300
-    bsd = BSD(prior, guidance_scale=1.0, schedule=UniformTimesteps(0.02, [0, 0.98, 0.06, steps // 2]),
-              bootstrap_every=10**9, augment_t_range=(0.02, 0.05), augment_steps=4, finetune_steps=200,
-              finetune_lr=0.03, finetune_batch=16, prior_preservation_weight=0.1, num_class_images=32)
+    bsd = BSD(
+        prior,
+        guidance_scale=1.0,
+        schedule=UniformTimesteps(0.02, [0, 0.98, 0.06, steps // 2]),
+        bootstrap_every=10**9,
+        augment_t_range=(0.02, 0.05),
+        augment_steps=4,
+        finetune_steps=200,
+        finetune_lr=0.03,
+        finetune_batch=16,
+        prior_preservation_weight=0.1,
+        num_class_images=32,
+    )
     assert bsd.should_bootstrap(0) and not bsd.should_bootstrap(1)
     renders = (MEANS[0] + SIGMA * torch.randn(32, 2)).reshape(32, 2, 1, 1)
     stats = bsd.bootstrap(lambda cams: renders[cams], torch.arange(32), u)
@@ -342,16 +383,29 @@ def test_bsd_render_score_finetuning_isolates_the_augmentation():
     the augmented views, and away from them without the render-score fine-tuning."""
     prior = make_prior()
     u = prior.condition("")
-    renders = (MEANS[0] * 1.5 + 0.03 * torch.randn(32, 2, generator=torch.Generator().manual_seed(0))).reshape(32, 2, 1, 1)
+    renders = (MEANS[0] * 1.5 + 0.03 * torch.randn(32, 2, generator=torch.Generator().manual_seed(0))).reshape(
+        32, 2, 1, 1
+    )
     away = (renders - MEANS[0].reshape(1, 2, 1, 1)).flatten()
     results = {}
     for t_aug in (0.0, 0.3):
         for symmetric in (False, True):
             torch.manual_seed(1)
-            bsd = BSD(prior, guidance_scale=1.0, schedule=UniformTimesteps(0.02, 0.3), bootstrap_every=10**9,
-                      augment_t_range=(t_aug, t_aug), augment_steps=6, augment_guidance_scale=1.0, finetune_steps=200,
-                      finetune_lr=0.03, finetune_batch=16, prior_preservation_weight=0.1, num_class_images=32,
-                      finetune_render_score=symmetric)
+            bsd = BSD(
+                prior,
+                guidance_scale=1.0,
+                schedule=UniformTimesteps(0.02, 0.3),
+                bootstrap_every=10**9,
+                augment_t_range=(t_aug, t_aug),
+                augment_steps=6,
+                augment_guidance_scale=1.0,
+                finetune_steps=200,
+                finetune_lr=0.03,
+                finetune_batch=16,
+                prior_preservation_weight=0.1,
+                num_class_images=32,
+                finetune_render_score=symmetric,
+            )
             stats = bsd.bootstrap(lambda cams: renders[cams], torch.arange(32), u)
             assert ("render_score_loss_instance" in stats) == symmetric
             results[t_aug, symmetric] = (_mean_bsd_descent(bsd, renders, u), stats["augmented"])

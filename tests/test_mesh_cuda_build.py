@@ -9,14 +9,13 @@ compiles for a few minutes, later runs only import.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
+from conftest import cuda_extension  # tests/ is on sys.path (rootdir-relative imports)
+from test_mesh_rasterize import random_scene
 
 from studio.mesh import interpolate, rasterize
 from studio.mesh._torch_impl import rasterize_torch
-from conftest import cuda_extension  # tests/ is on sys.path (rootdir-relative imports)
-from test_mesh_rasterize import random_scene
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,6 @@ def test_ties_culling_and_depth_range(backend):
     assert torch.allclose(depth[covered], torch.tensor(0.2)) and (depth[~covered] == 0).all()
 
 
-
 @pytest.mark.parametrize("backend", ["torch", "studio"])
 def test_non_finite_vertices_cull_their_triangles(backend):
     tri = torch.tensor([[-0.9, -0.9, 0.2, 1.0], [0.9, -0.9, 0.2, 1.0], [0.0, 0.9, 0.2, 1.0]])
@@ -114,6 +113,7 @@ def test_studio_rejects_out_of_range_faces():
     for bad in (3, -1):
         with pytest.raises(RuntimeError, match="out of range"):
             rasterize(tri, torch.tensor([[0, 1, bad]]), 8, 8, backend="studio")
+
 
 def _camera(width=48, height=36):
     viewmat = look_at(torch.tensor([0.3, -2.5, 0.8]), torch.tensor([0.0, 0.1, 0.0]), torch.tensor([0.0, 0.0, 1.0]))
@@ -187,7 +187,9 @@ def test_closed_mesh_is_watertight():
     width = height = 96
     viewmat = look_at(torch.tensor([0.0, -3.0, 0.0]), torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))
     K = intrinsics_from_fov(50.0, width, height)
-    vc = (torch.cat([verts, torch.ones(len(verts), 1)], -1) @ clip_from_opencv(viewmat, K, width, height, 0.1, 10.0).T)[None]
+    vc = (torch.cat([verts, torch.ones(len(verts), 1)], -1) @ clip_from_opencv(viewmat, K, width, height, 0.1, 10.0).T)[
+        None
+    ]
     _, tri_id, _ = rasterize(vc, faces, width, height)
     jj, ii = torch.meshgrid(torch.arange(width) + 0.5, torch.arange(height) + 0.5, indexing="xy")
     r = torch.hypot(jj - K[0, 2], ii - K[1, 2])
@@ -201,7 +203,9 @@ def test_antialias_blends_silhouettes_and_gives_position_gradients(d):
     [8, 9]) gets the coverage d, whichever side of its centre the edge is."""
     width, height = 16, 8
     x_edge = 2 * (8 + d) / width - 1
-    verts = torch.tensor([[-3.0, -3.0, 0.0, 1.0], [x_edge, -3.0, 0.0, 1.0], [x_edge, 3.0, 0.0, 1.0], [-3.0, 3.0, 0.0, 1.0]])
+    verts = torch.tensor(
+        [[-3.0, -3.0, 0.0, 1.0], [x_edge, -3.0, 0.0, 1.0], [x_edge, 3.0, 0.0, 1.0], [-3.0, 3.0, 0.0, 1.0]]
+    )
     verts = verts[None].requires_grad_(True)
     faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
     bary, tri_id, depth = rasterize(verts, faces, width, height)

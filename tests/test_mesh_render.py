@@ -38,7 +38,11 @@ def cameras(eyes, size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     views = []
     for eye in eyes:
         eye = torch.tensor(eye, dtype=torch.float32)
-        up = torch.tensor([0.0, 1.0, 0.0]) if abs(float(eye[1])) < 0.9 * float(eye.norm()) else torch.tensor([0.0, 0.0, 1.0])
+        up = (
+            torch.tensor([0.0, 1.0, 0.0])
+            if abs(float(eye[1])) < 0.9 * float(eye.norm())
+            else torch.tensor([0.0, 0.0, 1.0])
+        )
         views.append(look_at(eye, torch.zeros(3), up))
     K = intrinsics_from_fov(FOV, size, size)
     return torch.stack(views), K.expand(len(views), 3, 3).contiguous()
@@ -147,7 +151,9 @@ def test_baked_texture_matches_vertex_colours():
 def test_texture_sampling_convention():
     """Row 0 of the texture is v = 0: a quad with uv = its (x, y) shows the bottom texture row
     at its bottom (world y = 0, image bottom for a camera with world y up)."""
-    verts = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]) - torch.tensor([0.5, 0.5, 0.0])
+    verts = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]) - torch.tensor(
+        [0.5, 0.5, 0.0]
+    )
     faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
     uv = verts[:, :2] + 0.5
     texture = torch.zeros(2, 2, 3)
@@ -162,7 +168,14 @@ def test_texture_sampling_convention():
 def test_normal_consistency():
     box_mesh = trimesh.creation.box()  # closed cube: folds at the 12 edges
     plane_v = torch.tensor([[x, y, 0.0] for y in range(4) for x in range(4)])
-    plane_f = torch.tensor([f for y in range(3) for x in range(3) for f in ([4 * y + x, 4 * y + x + 1, 4 * y + x + 5], [4 * y + x, 4 * y + x + 5, 4 * y + x + 4])])
+    plane_f = torch.tensor(
+        [
+            f
+            for y in range(3)
+            for x in range(3)
+            for f in ([4 * y + x, 4 * y + x + 1, 4 * y + x + 5], [4 * y + x, 4 * y + x + 5, 4 * y + x + 4])
+        ]
+    )
     assert float(normal_consistency(plane_v, plane_f)) < 1e-6
     box = normal_consistency(torch.tensor(box_mesh.vertices, dtype=torch.float32), torch.tensor(box_mesh.faces))
     assert float(box) > 0.3

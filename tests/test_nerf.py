@@ -50,8 +50,9 @@ def test_field_starts_as_a_blob_and_is_differentiable():
     field = HashGridField(HashGridFieldConfig())
     centre, edge = field(torch.zeros(1, 3))[0], field(torch.tensor([[0.0, 0.0, 0.95]]))[0]
     assert centre.item() > 5.0 and edge.item() < 0.1  # opaque at the centre, empty near the bounds
-    rgb, alpha, _ = render_rays(field, torch.tensor([[0.0, 0.0, -2.0]]), torch.tensor([[0.0, 0.0, 1.0]]), 1.0, 32,
-                                torch.ones(3), perturb=True)
+    rgb, alpha, _ = render_rays(
+        field, torch.tensor([[0.0, 0.0, -2.0]]), torch.tensor([[0.0, 0.0, 1.0]]), 1.0, 32, torch.ones(3), perturb=True
+    )
     assert alpha.item() > 0.99
     rgb.sum().backward()
     grads = [p.grad for p in field.parameters()]
@@ -71,7 +72,9 @@ def test_mesh_export_level_matches_the_rendered_silhouette():
     y = torch.linspace(0.0, 0.6, 121)
     origins = torch.stack([torch.zeros_like(y), y, torch.full_like(y, -2.0)], -1)
     with torch.no_grad():
-        alpha = render_rays(field, origins, torch.tensor([[0.0, 0.0, 1.0]]).expand_as(origins), 0.6, 32, torch.ones(3))[1][:, 0]
+        alpha = render_rays(field, origins, torch.tensor([[0.0, 0.0, 1.0]]).expand_as(origins), 0.6, 32, torch.ones(3))[
+            1
+        ][:, 0]
     y50 = float(y[(alpha >= 0.5).nonzero().max()])
     assert abs(float(radius.mean()) - y50) < 0.06 and float(radius.std()) < 0.03
     assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)

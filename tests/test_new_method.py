@@ -15,7 +15,7 @@ import yaml
 import studio.methods
 from studio.models import presets, registry
 
-CONFIG_PY = '''
+CONFIG_PY = """
 from dataclasses import dataclass, field
 from typing import Type
 
@@ -42,7 +42,7 @@ toy_method = method_specification(
     "toy-method", VanillaPipelineConfig(datamanager=ReferenceDataManagerConfig(), model=ToyModelConfig()),
     with_groups(SPLAT_OPTIMIZERS), "A throwaway method.", max_num_iterations=100,
 )
-'''
+"""
 
 
 @pytest.fixture()
@@ -53,7 +53,9 @@ def toy_method(tmp_path: Path, monkeypatch):
     (folder / "config.py").write_text(CONFIG_PY)
     configs = tmp_path / "configs"
     configs.mkdir()
-    (configs / "toy-method.yaml").write_text("tiny:\n  trainer:\n    max_num_iterations: 7\n  model:\n    toy_weight: 0.5\nfull: {}\n")
+    (configs / "toy-method.yaml").write_text(
+        "tiny:\n  trainer:\n    max_num_iterations: 7\n  model:\n    toy_weight: 0.5\nfull: {}\n"
+    )
     dist = tmp_path / "site" / "toy_method-0.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-method\nVersion: 0.0\n")

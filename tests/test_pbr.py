@@ -45,14 +45,14 @@ def _mc_uniform_hemisphere(n_dot_v: float, roughness: float, n: int = 512, seed:
     z = (zi + torch.rand(n, n, generator=g, dtype=dt)) / n
     phi = 2 * math.pi * (pi_ + torch.rand(n, n, generator=g, dtype=dt)) / n
     s = torch.sqrt(1 - z * z)
-    l = torch.stack([s * torch.cos(phi), s * torch.sin(phi), z], -1).reshape(-1, 3)
+    wi = torch.stack([s * torch.cos(phi), s * torch.sin(phi), z], -1).reshape(-1, 3)
     nrm = torch.tensor([0.0, 0.0, 1.0], dtype=dt)
     v = torch.tensor([math.sqrt(1 - n_dot_v**2), 0.0, n_dot_v], dtype=dt)
     r = torch.tensor([roughness], dtype=dt)
     m = torch.ones(1, dtype=dt)
-    weight = 2 * math.pi * l[:, 2]  # cos / pdf, pdf = 1 / (2 pi)
-    ab = (brdf.eval_brdf(nrm, v, l, torch.ones(3, dtype=dt), r, m)[:, 0] * weight).mean().item()
-    b = (brdf.eval_brdf(nrm, v, l, torch.zeros(3, dtype=dt), r, m)[:, 0] * weight).mean().item()
+    weight = 2 * math.pi * wi[:, 2]  # cos / pdf, pdf = 1 / (2 pi)
+    ab = (brdf.eval_brdf(nrm, v, wi, torch.ones(3, dtype=dt), r, m)[:, 0] * weight).mean().item()
+    b = (brdf.eval_brdf(nrm, v, wi, torch.zeros(3, dtype=dt), r, m)[:, 0] * weight).mean().item()
     return ab - b, b
 
 
@@ -86,30 +86,30 @@ def test_sample_ggx_pdf_and_split_sum_consistency(brdf_lut):
         u = torch.rand(S, 2, dtype=torch.float64)
         nd, vd = nrm.double(), v.double()
         rr = torch.full((S, 1), r, dtype=torch.float64)
-        l, h, pdf = brdf.sample_ggx(nd, vd, rr, u)
-        assert torch.allclose(l.norm(dim=-1), torch.ones(S, dtype=torch.float64), atol=1e-9)
-        assert torch.allclose(pdf, brdf.pdf_ggx(nd, vd, l, rr), rtol=1e-4)
+        wi, h, pdf = brdf.sample_ggx(nd, vd, rr, u)
+        assert torch.allclose(wi.norm(dim=-1), torch.ones(S, dtype=torch.float64), atol=1e-9)
+        assert torch.allclose(pdf, brdf.pdf_ggx(nd, vd, wi, rr), rtol=1e-4)
         albedo = torch.tensor([0.9, 0.5, 0.2], dtype=torch.float64)
         for metallic in (0.0, 1.0):
             m = torch.full((S, 1), metallic, dtype=torch.float64)
             f0 = brdf.base_f0(albedo, m[:1])
-            spec = brdf.eval_specular(nd, vd, l, f0, rr) * (l @ nd).clamp(min=0)[:, None] / pdf
+            spec = brdf.eval_specular(nd, vd, wi, f0, rr) * (wi @ nd).clamp(min=0)[:, None] / pdf
             ab = lut.lut_lookup(brdf_lut, torch.tensor([nv]), torch.tensor([r]))
             expect = f0[0].float() * ab[0] + ab[1]
             assert torch.allclose(spec.mean(0).float(), expect, atol=1e-2)
     # reciprocity of the full BRDF
     v = torch.nn.functional.normalize(torch.randn(100, 3) + torch.tensor([0, 0, 2.0]), dim=-1)
-    l = torch.nn.functional.normalize(torch.randn(100, 3) + torch.tensor([0, 0, 2.0]), dim=-1)
+    wi = torch.nn.functional.normalize(torch.randn(100, 3) + torch.tensor([0, 0, 2.0]), dim=-1)
     n = torch.tensor([0.0, 0.0, 1.0])
     args = (torch.rand(100, 3), torch.rand(100, 1), torch.rand(100, 1))
-    assert torch.allclose(brdf.eval_brdf(n, v, l, *args), brdf.eval_brdf(n, l, v, *args), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(brdf.eval_brdf(n, v, wi, *args), brdf.eval_brdf(n, wi, v, *args), rtol=1e-4, atol=1e-6)
 
 
 def test_cosine_sampling():
     torch.manual_seed(1)
     n = torch.nn.functional.normalize(torch.tensor([-0.5, 0.2, 0.4]), dim=0)
-    l, pdf = brdf.sample_cosine_hemisphere(n, torch.rand(50_000, 2))
-    cos = l @ n
+    wi, pdf = brdf.sample_cosine_hemisphere(n, torch.rand(50_000, 2))
+    cos = wi @ n
     assert (cos >= -1e-6).all() and torch.allclose(pdf[:, 0], cos / math.pi, atol=1e-6)
     assert (cos).mean().item() == pytest.approx(2 / 3, abs=1e-2)  # E[cos] under cos/pi
 
@@ -134,8 +134,10 @@ def test_white_furnace(brdf_lut):
     # rough white dielectric: 1 (Lambert, not reduced by Fresnel) + specular albedo 0.04 A + B
     out = shading.shade(torch.ones(P, 3), ones, 0 * ones, normal, view, light, lut=brdf_lut)
     rgb = out.rgb
-    print(f"white furnace (rough white dielectric): mean {rgb.mean():.4f} std {rgb.std():.4f} "
-          f"min {rgb.min():.4f} max {rgb.max():.4f}; Lambert part min {out.diffuse.min():.6f} max {out.diffuse.max():.6f}")
+    print(
+        f"white furnace (rough white dielectric): mean {rgb.mean():.4f} std {rgb.std():.4f} "
+        f"min {rgb.min():.4f} max {rgb.max():.4f}; Lambert part min {out.diffuse.min():.6f} max {out.diffuse.max():.6f}"
+    )
     assert rgb.std().item() < 0.02
     assert rgb.min().item() >= 1.0 and rgb.max().item() <= 1.1  # documented band [1, 1.1]
     # pure Lambert (albedo 1, metallic 0, specular term left out): exactly 1
@@ -159,7 +161,9 @@ def test_envmap_convention_known_directions():
     # pixel layout: row 0 is the top (v = 1, +Z), centre column of the middle row is +X
     dirs = envmap.equirect_directions(8, 16)
     assert dirs[0, :, 2].min() > 0.9 and dirs[-1, :, 2].max() < -0.9
-    assert torch.allclose(dirs[3:5, 7:9].mean((0, 1)) / dirs[3:5, 7:9].mean((0, 1)).norm(), torch.tensor([1.0, 0, 0]), atol=1e-6)
+    assert torch.allclose(
+        dirs[3:5, 7:9].mean((0, 1)) / dirs[3:5, 7:9].mean((0, 1)).norm(), torch.tensor([1.0, 0, 0]), atol=1e-6
+    )
     assert envmap.equirect_solid_angles(8, 16).sum().item() == pytest.approx(4 * math.pi, rel=1e-6)
 
 
@@ -302,7 +306,14 @@ def test_cubemap_gradient_flows_to_light_and_gbuffers(brdf_lut):
     losses = []
     for _ in range(20):
         opt.zero_grad()
-        loss = (shading.shade(albedo.detach(), rough.detach(), metal.detach(), normal, view, light, lut=brdf_lut).rgb - target).abs().mean()
+        loss = (
+            (
+                shading.shade(albedo.detach(), rough.detach(), metal.detach(), normal, view, light, lut=brdf_lut).rgb
+                - target
+            )
+            .abs()
+            .mean()
+        )
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -316,11 +327,40 @@ def test_aces_and_srgb():
     assert (y[1:] - y[:-1] >= 0).all() and y[0] == 0 and y[-1] == 1.0
     assert (y >= 0).all() and (y <= 1).all()
     assert tonemap.aces_filmic(torch.tensor(0.18)).item() == pytest.approx(0.2669, abs=1e-3)  # Narkowicz fit
-    s = torch.linspace(0, 1, 1001, dtype=torch.float64)
+    s = torch.linspace(0, 1, 1002, dtype=torch.float64).reshape(-1, 3)  # colours [..., 3]
     enc = tonemap.linear_to_srgb(s)
-    assert (enc[1:] > enc[:-1]).all()
+    assert (enc.flatten()[1:] > enc.flatten()[:-1]).all()
     assert torch.allclose(tonemap.srgb_to_linear(enc), s, atol=1e-9)
     assert torch.allclose(tonemap.linear_to_srgb(tonemap.srgb_to_linear(s)), s, atol=1e-9)
-    assert tonemap.linear_to_srgb(torch.tensor(0.5)).item() == pytest.approx(0.7354, abs=1e-4)
-    t = tonemap.tonemap(x)
+    assert tonemap.linear_to_srgb(torch.full((3,), 0.5))[0].item() == pytest.approx(0.7354, abs=1e-4)
+    t = tonemap.tonemap(x[:, None].expand(-1, 3))[:, 0]
     assert (t[1:] - t[:-1] >= 0).all() and t.max() <= 1
+
+
+def _reference_linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
+    """The piecewise formula studio used before kornia."""
+    x = x.clamp(0.0, 1.0)
+    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp(min=0.0031308) ** (1.0 / 2.4) - 0.055)
+
+
+def _reference_srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp(0.0, 1.0)
+    return torch.where(x <= 0.04045, x / 12.92, ((x.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_srgb_matches_previous_formula_with_gradients(dtype):
+    """kornia's transfer functions on clamped input equal the previous formula bit for bit, values and
+    gradients: around 0, at both thresholds, and outside [0, 1] (clamped: zero gradient)."""
+    edges = [-0.1, 0.0, 1e-6, 0.0031308, 0.04045, 1.0, 1.2]
+    x = torch.cat([torch.linspace(-0.2, 1.2, 3000, dtype=dtype), torch.tensor(edges + [0.5, 0.9], dtype=dtype)])
+    x = x.reshape(-1, 3)
+    pairs = ((tonemap.linear_to_srgb, _reference_linear_to_srgb), (tonemap.srgb_to_linear, _reference_srgb_to_linear))
+    for ours, ref in pairs:
+        a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        ya, yb = ours(a), ref(b)
+        assert torch.equal(ya, yb)
+        ya.sum().backward()
+        yb.sum().backward()
+        assert torch.equal(a.grad, b.grad)
+    assert float(tonemap.linear_to_srgb(torch.full((2, 3), -1.0)).abs().max()) == 0.0

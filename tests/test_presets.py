@@ -27,8 +27,12 @@ def test_every_preset_value_reaches_its_config(method: str, preset: str):
     config = copy.deepcopy(default)
     values = load_preset(method, preset)
     for section in ("trainer", "model", "datamanager"):
-        target = {"trainer": config, "model": config.pipeline.model, "datamanager": config.pipeline.datamanager}[section]
-        reference = {"trainer": default, "model": default.pipeline.model, "datamanager": default.pipeline.datamanager}[section]
+        target = {"trainer": config, "model": config.pipeline.model, "datamanager": config.pipeline.datamanager}[
+            section
+        ]
+        reference = {"trainer": default, "model": default.pipeline.model, "datamanager": default.pipeline.datamanager}[
+            section
+        ]
         apply_overrides(target, reference, values[section])
         for name, value in check_overrides(target, values[section], "test").items():
             assert getattr(target, name) == value, (method, preset, name)
@@ -54,8 +58,13 @@ def test_overrides_apply_only_to_fields_left_alone():
 
 @pytest.mark.parametrize(
     "values, message",
-    [({"nope": 1}, "no field 'nope'"), ({"steps": "ten"}, "does not match"), ({"steps": 1.5}, "does not match"),
-     ({"iters": [1, 2, 3]}, "does not match"), ({"scale": True}, "does not match")],
+    [
+        ({"nope": 1}, "no field 'nope'"),
+        ({"steps": "ten"}, "does not match"),
+        ({"steps": 1.5}, "does not match"),
+        ({"iters": [1, 2, 3]}, "does not match"),
+        ({"scale": True}, "does not match"),
+    ],
 )
 def test_unknown_or_mistyped_preset_values_are_one_error(values: dict, message: str):
     with pytest.raises(StudioInputError, match=message):
@@ -63,8 +72,18 @@ def test_unknown_or_mistyped_preset_values_are_one_error(values: dict, message: 
 
 
 def test_command_line_fields_per_section():
-    argv = ["prd", "--data", "d", "--max-num-iterations", "5", "--pipeline.model.light-resolution=64",
-            "--pipeline.datamanager.views-per-batch", "2", "--pipeline.model.nerf.radius", "1"]
+    argv = [
+        "prd",
+        "--data",
+        "d",
+        "--max-num-iterations",
+        "5",
+        "--pipeline.model.light-resolution=64",
+        "--pipeline.datamanager.views-per-batch",
+        "2",
+        "--pipeline.model.nerf.radius",
+        "1",
+    ]
     fields = command_line_fields(argv)
     assert {"data", "max_num_iterations"} <= fields["trainer"]
     assert {"light_resolution", "nerf.radius"} == fields["model"] and fields["datamanager"] == {"views_per_batch"}

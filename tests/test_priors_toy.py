@@ -10,8 +10,8 @@ import torch
 
 from studio.io import StudioInputError
 from studio.priors import Condition, load_prior
-from studio.priors.text import WordTokenizer
 from studio.priors.sampling import sample
+from studio.priors.text import WordTokenizer
 from studio.priors.toy import ToyNVSPrior, build_toy_prior, load_toy_prior, save_toy_prior
 from studio.priors.toydata import DataConfig, make_data
 from studio.priors.train import Batcher, TrainConfig, denoising_loss, embed, train_prior
@@ -158,7 +158,9 @@ def test_time_budget_cuts_steps_and_keeps_schedule(tiny_data, monkeypatch):
 
     clock = iter([0.0, 3.0, 10.0])  # start, after the 30 calibration steps (0.1 s/step), end
     monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(time=lambda: next(clock)))
-    cfg = TrainConfig(name="toy-t2i", steps=1000, batch=2, warmup=5, arch=SMALL["arch"], data=TINY_DATA, time_budget=10.0)
+    cfg = TrainConfig(
+        name="toy-t2i", steps=1000, batch=2, warmup=5, arch=SMALL["arch"], data=TINY_DATA, time_budget=10.0
+    )
     _, stats = train_prior(cfg, tiny_data, "cpu")
     assert cfg.steps == 100 and stats["steps"] == 100
     assert train_mod.lr_at(cfg.steps - 1, cfg) == pytest.approx(0.1 * cfg.lr, rel=5e-3)  # cosine still ends at 10%
@@ -195,8 +197,19 @@ def test_cli_train_and_sample(tmp_path):
     from studio.cli.prior import Sample, Train
 
     out = tmp_path / "w" / "toy-nvs.safetensors"
-    Train(name="toy-nvs", steps=2, batch=2, data_seeds=2, data_views=2, data_spp=1, data_aa=1, workers=1,
-          cache_dir=tmp_path / "cache", output=out, device="cpu").main()
+    Train(
+        name="toy-nvs",
+        steps=2,
+        batch=2,
+        data_seeds=2,
+        data_views=2,
+        data_spp=1,
+        data_aa=1,
+        workers=1,
+        cache_dir=tmp_path / "cache",
+        output=out,
+        device="cpu",
+    ).main()
     assert out.is_file() and len(list((tmp_path / "cache").glob("*.npz"))) == 1
     grid = tmp_path / "grid.png"
     Sample(name=str(out), output=grid, n=2, steps=2, elevation_delta=(0.0,), scene_seed=3, scale=1).main()

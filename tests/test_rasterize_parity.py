@@ -69,8 +69,18 @@ def _render_both(params, viewmats, Ks, width, height, background=None, sh_degree
     for backend in ("torch", "studio"):
         leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
         out = rasterize(
-            leaves["means"], leaves["quats"], leaves["scales"], leaves["opacities"], leaves["colors"],
-            viewmats, Ks, width, height, background=background, backend=backend, sh_degree=sh_degree,
+            leaves["means"],
+            leaves["quats"],
+            leaves["scales"],
+            leaves["opacities"],
+            leaves["colors"],
+            viewmats,
+            Ks,
+            width,
+            height,
+            background=background,
+            backend=backend,
+            sh_degree=sh_degree,
         )
         gen = torch.Generator().manual_seed(7)
         loss = sum((img * torch.rand(img.shape, generator=gen)).sum() for img in (out.color, out.alpha, out.depth))
@@ -157,7 +167,9 @@ def test_composite_direct_degenerate_conics():
         leaves = [t.clone().requires_grad_(True) for t in (means2d, conics, values, opacities)]
         img, alpha = fn(*leaves, width, height, isect)
         g2 = torch.Generator().manual_seed(5)
-        ((img * torch.rand(img.shape, generator=g2)).sum() + (alpha * torch.rand(alpha.shape, generator=g2)).sum()).backward()
+        (
+            (img * torch.rand(img.shape, generator=g2)).sum() + (alpha * torch.rand(alpha.shape, generator=g2)).sum()
+        ).backward()
         results[name] = (img, alpha, [t.grad for t in leaves])
     img_s, alpha_s, grads_s = results["studio"]
     img_t, alpha_t, grads_t = results["torch"]
@@ -232,8 +244,13 @@ def test_torch_reference_matches_brute_force():
     params["scales"] = 0.1 + 0.25 * torch.rand(n, 3, generator=gen)
     viewmats, Ks = _cameras(2, width, height, gen)
     proj = project_gaussians(
-        params["means"].double(), params["quats"].double(), params["scales"].double(),
-        viewmats.double(), Ks.double(), width, height,
+        params["means"].double(),
+        params["quats"].double(),
+        params["scales"].double(),
+        viewmats.double(),
+        Ks.double(),
+        width,
+        height,
     )
     isect = isect_tiles(proj.means2d, proj.radii, proj.depths, width, height)
     values = torch.rand(2, n, 3, generator=gen, dtype=torch.float64)

@@ -27,12 +27,19 @@ def gaussians() -> Gaussians:
     """A red blob above a green one (world +Z up), 120 Gaussians."""
     gen = torch.Generator().manual_seed(0)
     n = 60
-    means = torch.cat([torch.randn(n, 3, generator=gen) * 0.2 + torch.tensor([0.0, 0.0, 0.5]),
-                       torch.randn(n, 3, generator=gen) * 0.2 - torch.tensor([0.0, 0.0, 0.5])])
+    means = torch.cat(
+        [
+            torch.randn(n, 3, generator=gen) * 0.2 + torch.tensor([0.0, 0.0, 0.5]),
+            torch.randn(n, 3, generator=gen) * 0.2 - torch.tensor([0.0, 0.0, 0.5]),
+        ]
+    )
     rgb = torch.cat([torch.tensor([[0.9, 0.1, 0.1]]).expand(n, 3), torch.tensor([[0.1, 0.8, 0.1]]).expand(n, 3)])
     return Gaussians(
-        means, torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(2 * n, 1), torch.full((2 * n, 3), 0.08),
-        torch.full((2 * n,), 0.9), rgb_to_sh(rgb)[:, None, :],
+        means,
+        torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(2 * n, 1),
+        torch.full((2 * n, 3), 0.08),
+        torch.full((2 * n,), 0.9),
+        rgb_to_sh(rgb)[:, None, :],
     )
 
 
@@ -54,8 +61,21 @@ def mesh_path(request, tmp_path_factory) -> Path:
 
 
 def _render(path: Path, output: Path, *extra: str) -> None:
-    entrypoint(["render", str(path), "--output", str(output), "--frames", str(FRAMES), "--size", str(SIZE),
-                "--backend", BACKEND, *extra])
+    entrypoint(
+        [
+            "render",
+            str(path),
+            "--output",
+            str(output),
+            "--frames",
+            str(FRAMES),
+            "--size",
+            str(SIZE),
+            "--backend",
+            BACKEND,
+            *extra,
+        ]
+    )
 
 
 def _fraction(image: np.ndarray, channel: int) -> float:
@@ -120,3 +140,19 @@ def test_turntable_library(gaussians):
     sheet = make_sheet(frames, cols=2)
     assert sheet.shape == (48, 48, 3)
     assert (sheet[24:, 24:] == 255).all()  # the empty cell
+
+
+@pytest.mark.parametrize("up", [(0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.3, -0.2, 0.9)])
+def test_orbit_cameras_about_any_up_axis(up):
+    """``orbit_cameras`` (what the turntable renders from) about ``up`` equals ``orbit_viewmats``'s orbit:
+    same eyes, axes and azimuth start."""
+    from studio.cameras import orbit_viewmats
+    from studio.cameras.nerfstudio import cameras_to_viewmats
+    from studio.cameras.sampling import OrbitSampler, orbit_cameras
+
+    center = (0.1, -0.2, 0.3)
+    views = OrbitSampler((20.0, 20.0), (0.0, 360.0), (2.0, 2.0), (40.0, 40.0)).ring(6)
+    viewmats, Ks, width, height = cameras_to_viewmats(orbit_cameras(views, 32, center, up))
+    assert (width, height) == (32, 32)
+    assert torch.allclose(viewmats, orbit_viewmats(6, 2.0, 20.0, center, up), atol=1e-5)
+    assert torch.allclose(Ks[0, 0, 0], torch.tensor(16.0 / np.tan(np.radians(20.0))).float())

@@ -16,10 +16,10 @@ import trimesh
 from PIL import Image
 
 from studio.data import read_nerf_synthetic, validate_dataset
+from studio.io.exr import encode_exr
 from studio.pbr.envmap import read_envmap
 from studio.scenes.toyworld import cameras, environments, render, shapes, splits
 from studio.scenes.toyworld.dataset import MakeConfig, make_dataset
-from studio.io.exr import encode_exr
 from studio.scenes.toyworld.scene import build_geometry, make_scene
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +27,11 @@ TINY = dict(n_train=3, n_test=2, res=40, spp=4, relight=("studio",), sheet_views
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +54,16 @@ def test_layout_and_reader(tiny):
     assert validate_dataset(tiny).name == "NERF_SYNTHETIC"
     for split, n in (("train", 3), ("test", 2)):
         for i in range(n):
-            for name in (f"r_{i:03d}.png", f"albedo_{i:04d}.png", f"roughness_{i:04d}.png", f"metallic_{i:04d}.png",
-                         f"normal_{i:04d}.exr", f"depth_{i:04d}.exr", f"id_{i:04d}.png", f"normalmap_{i:04d}.png"):
+            for name in (
+                f"r_{i:03d}.png",
+                f"albedo_{i:04d}.png",
+                f"roughness_{i:04d}.png",
+                f"metallic_{i:04d}.png",
+                f"normal_{i:04d}.exr",
+                f"depth_{i:04d}.exr",
+                f"id_{i:04d}.png",
+                f"normalmap_{i:04d}.png",
+            ):
                 assert (tiny / split / name).is_file(), f"{split}/{name} missing"
     meta = json.loads((tiny / "meta.json").read_text())
     assert [r["split"] for r in meta["relight"]] == ["test_studio"]
@@ -104,10 +116,27 @@ def test_alpha_is_pixel_coverage():
     """A box seen obliquely: on its silhouette, alpha is the covered fraction of each pixel
     (stratified primary rays; reference: 4x4 sub-pixel centres), not a 0/1 centre test."""
     desc = make_scene(0, "object")
-    desc["objects"] = [{"category": "box", "shape_params": {}, "size": 1.0, "transform": np.eye(4).tolist(),
-                        "parts": [{"name": "box", "index": 0, "id": 256,
-                                   "material": {"color": [0.5, 0.5, 0.5], "texture": {"type": "none"}, "roughness": 1.0,
-                                                "metallic": 0.0}}]}]
+    desc["objects"] = [
+        {
+            "category": "box",
+            "shape_params": {},
+            "size": 1.0,
+            "transform": np.eye(4).tolist(),
+            "parts": [
+                {
+                    "name": "box",
+                    "index": 0,
+                    "id": 256,
+                    "material": {
+                        "color": [0.5, 0.5, 0.5],
+                        "texture": {"type": "none"},
+                        "roughness": 1.0,
+                        "metallic": 0.0,
+                    },
+                }
+            ],
+        }
+    ]
     geom = build_geometry(desc)
     env = environments.EnvSampler(np.ones((32, 64, 3), np.float32))
     c2w = cameras.look_at([3.5, 1.5, 1.0], geom.center)  # edges oblique to the pixel grid
@@ -137,7 +166,7 @@ def _check_projection(root: Path, split: str) -> None:
         dil = np.zeros_like(alpha)
         for dy in (0, 1, 2):
             for dx in (0, 1, 2):
-                dil |= pad[dy:dy + H, dx:dx + W]
+                dil |= pad[dy : dy + H, dx : dx + W]
         w2c = np.linalg.inv(c2w.astype(np.float64))
         p = gt.vertices @ w2c[:3, :3].T + w2c[:3, 3]
         assert np.all(p[:, 2] < 0), "mesh behind the camera (OpenGL cameras look along -z)"
@@ -236,10 +265,27 @@ def test_environment_convention():
 def test_furnace_diffuse_sphere():
     """Uniform env of radiance 1, grey rough dielectric sphere: radiance ~ albedo + specular albedo."""
     desc = make_scene(0, "object")
-    desc["objects"] = [{"category": "sphere", "shape_params": {}, "size": 1.0, "transform": np.eye(4).tolist(),
-                        "parts": [{"name": "sphere", "index": 0, "id": 256,
-                                   "material": {"color": [0.5, 0.5, 0.5], "texture": {"type": "none"}, "roughness": 1.0,
-                                                "metallic": 0.0}}]}]
+    desc["objects"] = [
+        {
+            "category": "sphere",
+            "shape_params": {},
+            "size": 1.0,
+            "transform": np.eye(4).tolist(),
+            "parts": [
+                {
+                    "name": "sphere",
+                    "index": 0,
+                    "id": 256,
+                    "material": {
+                        "color": [0.5, 0.5, 0.5],
+                        "texture": {"type": "none"},
+                        "roughness": 1.0,
+                        "metallic": 0.0,
+                    },
+                }
+            ],
+        }
+    ]
     geom = build_geometry(desc)
     env = environments.EnvSampler(np.ones((32, 64, 3), np.float32))
     c2w = cameras.look_at([3.0, 0.0, 0.5], geom.center)
@@ -262,10 +308,36 @@ def test_cli_make(tmp_path):
     out = tmp_path / "cli"
     t0 = time.time()
     res = subprocess.run(
-        [sys.executable, "-m", "studio.cli.main", "scenes", "make", "--output", str(out), "--seed", "1234",
-         "--n-train", "3", "--n-val", "1", "--n-test", "2", "--res", "32", "--spp", "4", "--relight", "night", "--path", "forward",
-         "--sheet", str(tmp_path / "sheet.png")],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "studio.cli.main",
+            "scenes",
+            "make",
+            "--output",
+            str(out),
+            "--seed",
+            "1234",
+            "--n-train",
+            "3",
+            "--n-val",
+            "1",
+            "--n-test",
+            "2",
+            "--res",
+            "32",
+            "--spp",
+            "4",
+            "--relight",
+            "night",
+            "--path",
+            "forward",
+            "--sheet",
+            str(tmp_path / "sheet.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert res.returncode == 0, res.stderr
     assert time.time() - t0 < 30
@@ -278,11 +350,29 @@ def test_cli_make(tmp_path):
     assert len(val.image_paths) == 1 and (out / "val" / "depth_0000.exr").is_file()
     assert min(np.abs(val.camera_to_worlds[0] - t).max() for t in test.camera_to_worlds) > 1e-3
     assert (tmp_path / "sheet.png").read_bytes() == (out / "sheet.png").read_bytes()
-    again = subprocess.run([sys.executable, "-m", "studio.cli.main", "scenes", "make", "--output", str(out)],
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [sys.executable, "-m", "studio.cli.main", "scenes", "make", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 2 and "not empty" in again.stderr
-    bad = subprocess.run([sys.executable, "-m", "studio.cli.main", "scenes", "make", "--output", str(tmp_path / "x"),
-                          "--env", "nowhere"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "studio.cli.main",
+            "scenes",
+            "make",
+            "--output",
+            str(tmp_path / "x"),
+            "--env",
+            "nowhere",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "unknown environment" in bad.stderr
     assert not (tmp_path / "x").exists()
 

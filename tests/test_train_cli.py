@@ -9,16 +9,29 @@ from pathlib import Path
 
 import torch
 
-from studio.io.config_loader import load_trainer_config
 from studio.export.runs import load_gaussians_from_config
+from studio.io.config_loader import load_trainer_config
 from studio.io.runs import latest_checkpoint
 
 NS_TRAIN = str(Path(sys.executable).with_name("ns-train"))
 
 
 def _train(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [NS_TRAIN, "studio-splat", "--data", str(data), "--output-dir", str(out), "--vis", "tensorboard",
-           "--max-num-iterations", "12", "--pipeline.model.num-random", "300", *extra]
+    cmd = [
+        NS_TRAIN,
+        "studio-splat",
+        "--data",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--vis",
+        "tensorboard",
+        "--max-num-iterations",
+        "12",
+        "--pipeline.model.num-random",
+        "300",
+        *extra,
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
@@ -53,12 +66,12 @@ def test_exported_ply_matches_the_trained_model_in_world_coordinates(tmp_path: P
     """Nerfstudio data is re-oriented and re-scaled by the dataparser; the export undoes that."""
     import json
 
+    from conftest import write_nerfstudio
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from conftest import write_nerfstudio
     from studio.cameras import opengl_c2w_to_viewmat
-    from studio.eval.metrics import psnr
     from studio.export import load_gaussians_ply
+    from studio.metrics import psnr
     from studio.render import rasterize
 
     data = write_nerfstudio(tmp_path / "ns_scene")
@@ -66,8 +79,19 @@ def test_exported_ply_matches_the_trained_model_in_world_coordinates(tmp_path: P
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (config_path,) = (tmp_path / "runs").glob("*/studio-splat/*/config.yml")
     ply = tmp_path / "scene.ply"
-    export = subprocess.run([str(Path(sys.executable).with_name("studio")), "export", "gaussians",
-                             "--load-config", str(config_path), "--output", str(ply)], capture_output=True, text=True)
+    export = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("studio")),
+            "export",
+            "gaussians",
+            "--load-config",
+            str(config_path),
+            "--output",
+            str(ply),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert export.returncode == 0, export.stderr
 
     _, pipeline, _, _ = eval_setup(config_path, test_mode="inference")
@@ -77,10 +101,23 @@ def test_exported_ply_matches_the_trained_model_in_world_coordinates(tmp_path: P
     model_rgb = pipeline.model.get_outputs_for_camera(camera)["rgb"]
 
     name = pipeline.datamanager.train_dataparser_outputs.image_filenames[0].name
-    frame = next(f for f in json.loads((data / "transforms.json").read_text())["frames"] if f["file_path"].endswith(name))
+    frame = next(
+        f for f in json.loads((data / "transforms.json").read_text())["frames"] if f["file_path"].endswith(name)
+    )
     viewmat = opengl_c2w_to_viewmat(torch.tensor(frame["transform_matrix"], dtype=torch.float32))[None]
     K = torch.tensor([[frame["fl_x"], 0, frame["cx"]], [0, frame["fl_y"], frame["cy"]], [0, 0, 1.0]])[None]
     g = load_gaussians_ply(ply)
-    out = rasterize(g.means, g.quats, g.scales, g.opacities, g.sh, viewmat, K, frame["w"], frame["h"],
-                    background=torch.ones(3), sh_degree=pipeline.model.active_sh_degree())
+    out = rasterize(
+        g.means,
+        g.quats,
+        g.scales,
+        g.opacities,
+        g.sh,
+        viewmat,
+        K,
+        frame["w"],
+        frame["h"],
+        background=torch.ones(3),
+        sh_degree=pipeline.model.active_sh_degree(),
+    )
     assert float(psnr(out.color[0].clamp(0, 1), model_rgb)) > 45.0

@@ -48,8 +48,11 @@ def gaussian_ply(tmp_path_factory) -> Path:
     means = torch.randn(n, 3, generator=gen) * 0.4
     rgb = torch.tensor(MAGENTA).expand(n, 3)
     gaussians = Gaussians(
-        means, torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1), torch.full((n, 3), 0.15),
-        torch.full((n,), 0.9), rgb_to_sh(rgb)[:, None, :],
+        means,
+        torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1),
+        torch.full((n, 3), 0.15),
+        torch.full((n,), 0.9),
+        rgb_to_sh(rgb)[:, None, :],
     )
     path = tmp_path_factory.mktemp("view") / "scene.ply"
     save_gaussians_ply(path, gaussians)
@@ -74,7 +77,9 @@ def _viewer(path: Path, port: int, *extra: str):
     """Run ``studio view`` in a subprocess; yields (process, stdout lines so far); stops it with Ctrl-C."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "studio.cli.main", "view", str(path), "--port", str(port), "--backend", BACKEND, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: list[str] = []
 
@@ -133,8 +138,7 @@ def test_view_serves_page_on_loopback_only(scene, request):
         assert _wait_http(f"http://127.0.0.1:{port}/", proc, timeout=10.0) == 200
         assert time.monotonic() - start < 10.0
         listening = [
-            c.laddr for c in psutil.Process(proc.pid).net_connections(kind="inet")
-            if c.status == psutil.CONN_LISTEN
+            c.laddr for c in psutil.Process(proc.pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
         ]
         assert listening and all(addr.ip == "127.0.0.1" and addr.port == port for addr in listening)
         other = _non_loopback_ipv4()
@@ -149,7 +153,9 @@ def test_view_serves_page_on_loopback_only(scene, request):
 def test_view_missing_file_is_input_error(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "studio.cli.main", "view", str(tmp_path / "nope.ply")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "does not exist" in result.stderr
@@ -259,10 +265,18 @@ def _chromium(width: int = 800, height: int = 600):
     # Chromium's helper processes can still be writing to the profile as it is removed
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         flags = [
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
             "--enable-unsafe-swiftshader",  # software WebGL, which viser's canvas needs
-            f"--user-data-dir={profile}", "--remote-debugging-port=0", f"--window-size={width},{height}",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            f"--window-size={width},{height}",
             "about:blank",
         ]
         proc = subprocess.Popen(

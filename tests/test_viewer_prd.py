@@ -55,8 +55,10 @@ def test_list_envmaps_reads_meta_json(tmp_path):
     (tmp_path / "envs").mkdir()
     for name in ("sky", "studio"):
         write_hdr(tmp_path / "envs" / f"{name}.hdr", np.ones((4, 8, 3), np.float32))
-    meta = {"env": {"name": "sky", "file": "envs/sky.hdr"},
-            "relight": [{"name": "studio", "file": "envs/studio.hdr"}, {"name": "gone", "file": "envs/gone.exr"}]}
+    meta = {
+        "env": {"name": "sky", "file": "envs/sky.hdr"},
+        "relight": [{"name": "studio", "file": "envs/studio.hdr"}, {"name": "gone", "file": "envs/gone.exr"}],
+    }
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     found = list_envmaps(tmp_path, studiolights=tmp_path / "no-such-dir")
     assert list(found) == ["dataset: sky", "dataset: studio"]

@@ -104,11 +104,23 @@ def _serve_prd(server: "viser.ViserServer", path: Path, max_resolution: int, bac
     renderer = PRDRenderer.from_config(path, backend=backend)
     stop_all, refresh_all = _serve_renderer(server, renderer, PRD_CHANNELS, max_resolution, mode_label="Channel")
     choices = {LEARNED_ENV: LEARNED_ENV, **{label: str(file) for label, file in renderer.envmaps.items()}}
-    env = server.gui.add_dropdown("Environment", tuple(choices), initial_value=LEARNED_ENV,
-                                  hint="Light of the PBR shading: the learned one or an environment map.")
-    env_path = server.gui.add_text("Env map path", initial_value="", hint="An .exr/.hdr file (Enter to apply); empty: the dropdown's.")
-    rotation = server.gui.add_slider("Env rotation (deg)", min=-180.0, max=180.0, step=1.0, initial_value=0.0,
-                                     hint="Rotates the environment about the world up axis (+Z), counter-clockwise seen from +Z.")
+    env = server.gui.add_dropdown(
+        "Environment",
+        tuple(choices),
+        initial_value=LEARNED_ENV,
+        hint="Light of the PBR shading: the learned one or an environment map.",
+    )
+    env_path = server.gui.add_text(
+        "Env map path", initial_value="", hint="An .exr/.hdr file (Enter to apply); empty: the dropdown's."
+    )
+    rotation = server.gui.add_slider(
+        "Env rotation (deg)",
+        min=-180.0,
+        max=180.0,
+        step=1.0,
+        initial_value=0.0,
+        hint="Rotates the environment about the world up axis (+Z), counter-clockwise seen from +Z.",
+    )
     env_status = server.gui.add_text("Env", initial_value=LEARNED_ENV, disabled=True)
 
     def apply(env_name: str | None = None) -> None:
@@ -118,7 +130,9 @@ def _serve_prd(server: "viser.ViserServer", path: Path, max_resolution: int, bac
         except Exception as err:  # noqa: BLE001 - unreadable file: keep the previous light, say why
             env_status.value = f"cannot use {target}: {err}"
             return
-        env_status.value = f"{'learned' if renderer.env == LEARNED_ENV else Path(renderer.env).name}, {renderer.rotation_deg:+.0f} deg"
+        env_status.value = (
+            f"{'learned' if renderer.env == LEARNED_ENV else Path(renderer.env).name}, {renderer.rotation_deg:+.0f} deg"
+        )
         refresh_all()
 
     @env.on_update
@@ -149,7 +163,11 @@ def _serve_renderer(server: "viser.ViserServer", renderer, modes, max_resolution
 
     mode = server.gui.add_dropdown(mode_label, tuple(modes), initial_value=settings.mode)
     resolution = server.gui.add_slider(
-        "Max resolution", min=RESOLUTION_RANGE[0], max=RESOLUTION_RANGE[1], step=32, initial_value=max_resolution,
+        "Max resolution",
+        min=RESOLUTION_RANGE[0],
+        max=RESOLUTION_RANGE[1],
+        step=32,
+        initial_value=max_resolution,
         hint="Longest image side when the camera is still; moving views render smaller.",
     )
     readout = server.gui.add_text("Render", initial_value="waiting for a client", disabled=True)
@@ -170,7 +188,9 @@ def _serve_renderer(server: "viser.ViserServer", renderer, modes, max_resolution
 
     def show_stats(stats: RenderStats) -> None:
         kind = "full" if stats.full else "preview"
-        readout.value = f"{stats.seconds * 1e3:.0f} ms ({1.0 / stats.seconds:.1f} fps), {stats.width}x{stats.height} {kind}"
+        readout.value = (
+            f"{stats.seconds * 1e3:.0f} ms ({1.0 / stats.seconds:.1f} fps), {stats.width}x{stats.height} {kind}"
+        )
 
     @server.on_client_connect
     def _(client: "viser.ClientHandle") -> None:

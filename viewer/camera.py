@@ -50,9 +50,7 @@ def viser_to_opencv(
     return viewmat, K
 
 
-def initial_eye(
-    center: np.ndarray, distance: float, up: Sequence[float], elevation_deg: float = 20.0
-) -> np.ndarray:
+def initial_eye(center: np.ndarray, distance: float, up: Sequence[float], elevation_deg: float = 20.0) -> np.ndarray:
     """A camera position ``distance`` from ``center``, raised ``elevation_deg`` above the plane orthogonal to ``up``.
 
     The horizontal direction is the first world axis (or the second when ``up`` is close to it),

@@ -34,8 +34,14 @@ _COST_SMOOTHING = 0.3
 # Anchor colours of the "turbo" colour map (near = dark blue ... far = dark red).
 _TURBO = np.array(
     [
-        [0.19, 0.07, 0.23], [0.27, 0.38, 0.82], [0.16, 0.68, 0.93], [0.10, 0.90, 0.63],
-        [0.55, 0.99, 0.24], [0.90, 0.87, 0.20], [0.99, 0.57, 0.16], [0.86, 0.24, 0.04],
+        [0.19, 0.07, 0.23],
+        [0.27, 0.38, 0.82],
+        [0.16, 0.68, 0.93],
+        [0.10, 0.90, 0.63],
+        [0.55, 0.99, 0.24],
+        [0.90, 0.87, 0.20],
+        [0.99, 0.57, 0.16],
+        [0.86, 0.24, 0.04],
         [0.48, 0.02, 0.01],
     ]
 )
@@ -98,8 +104,18 @@ class GaussianRenderer:
         Ks = torch.as_tensor(K, dtype=torch.float32, device=g.means.device)[None]
         with self._lock, torch.no_grad():
             out = rasterize(
-                g.means, g.quats, g.scales, g.opacities, g.sh, vm, Ks, width, height,
-                background=self.background, backend=self.backend, sh_degree=g.sh_degree,
+                g.means,
+                g.quats,
+                g.scales,
+                g.opacities,
+                g.sh,
+                vm,
+                Ks,
+                width,
+                height,
+                background=self.background,
+                backend=self.backend,
+                sh_degree=g.sh_degree,
             )
         alpha = out.alpha[0, ..., 0].cpu().numpy()
         if mode == "rgb":
@@ -139,7 +155,9 @@ class ClientRenderLoop:
 
     def camera_moved(self, camera) -> None:
         """Record the newest camera of a viser ``CameraHandle``; renders follow asynchronously."""
-        snapshot = CameraSnapshot(np.array(camera.wxyz), np.array(camera.position), float(camera.fov), float(camera.aspect))
+        snapshot = CameraSnapshot(
+            np.array(camera.wxyz), np.array(camera.position), float(camera.fov), float(camera.aspect)
+        )
         with self._cond:
             self._camera = snapshot
             self._last_move = time.monotonic()
@@ -191,8 +209,10 @@ class ClientRenderLoop:
         image = self._renderer.render(viewmat, K, width, height, self._settings.mode)
         seconds = time.perf_counter() - start
         cost = seconds / (width * height)
-        self._sec_per_pixel = cost if self._sec_per_pixel is None else (
-            (1.0 - _COST_SMOOTHING) * self._sec_per_pixel + _COST_SMOOTHING * cost
+        self._sec_per_pixel = (
+            cost
+            if self._sec_per_pixel is None
+            else ((1.0 - _COST_SMOOTHING) * self._sec_per_pixel + _COST_SMOOTHING * cost)
         )
         self._client.scene.set_background_image(image, format="jpeg", jpeg_quality=90 if full else 70)
         self._on_render(RenderStats(seconds, width, height, full))

@@ -142,7 +142,11 @@ def _resample_cube(lookup, resolution: int, to_source: torch.Tensor, supersample
 def _light_from_cube(cube: torch.Tensor, like) -> "CubemapLight":  # noqa: F821
     from studio.pbr.cubemap import CubemapLight
 
-    light = CubemapLight(cube.shape[1], roughness_levels=like.roughness_levels if like is not None else (0.0, 0.125, 0.25, 0.5, 0.75, 1.0), learnable=False)
+    light = CubemapLight(
+        cube.shape[1],
+        roughness_levels=like.roughness_levels if like is not None else (0.0, 0.125, 0.25, 0.5, 0.75, 1.0),
+        learnable=False,
+    )
     with torch.no_grad():
         light.log_radiance.copy_(cube.clamp(min=1e-4).log())
     return light
@@ -153,9 +157,13 @@ class PRDRenderer:
 
     modes = PRD_CHANNELS
 
-    def __init__(self, model, transform: torch.Tensor, scale: float, envmaps: Optional["OrderedDict[str, Path]"] = None):
+    def __init__(
+        self, model, transform: torch.Tensor, scale: float, envmaps: Optional["OrderedDict[str, Path]"] = None
+    ):
         self.model = model
-        self.device = next(iter(model.parameters())).device if any(True for _ in model.parameters()) else torch.device("cpu")
+        self.device = (
+            next(iter(model.parameters())).device if any(True for _ in model.parameters()) else torch.device("cpu")
+        )
         mat = torch.as_tensor(transform, dtype=torch.float64)
         self.rotation = mat[:3, :3]  # A: world -> dataparser rotation
         self.translation = mat[:3, 3]
@@ -182,7 +190,9 @@ class PRDRenderer:
 
         Raises ``FileNotFoundError``/``OSError`` (and keeps the previous light) when a file cannot be read.
         """
-        new_env = self.env if env is None else (LEARNED_ENV if env in ("", LEARNED_ENV) else str(Path(env).expanduser()))
+        new_env = (
+            self.env if env is None else (LEARNED_ENV if env in ("", LEARNED_ENV) else str(Path(env).expanduser()))
+        )
         new_rot = self.rotation_deg if rotation_deg is None else float(rotation_deg)
         self.light(new_env, new_rot)  # validate (and cache) before switching
         self.env, self.rotation_deg = new_env, new_rot
@@ -244,8 +254,14 @@ class PRDRenderer:
         c2w_gl = torch.tensor(np.concatenate([rot, center[:, None]], axis=1), dtype=torch.float32)[None]
         K = np.asarray(K, dtype=np.float64)
         return Cameras(
-            camera_to_worlds=c2w_gl, fx=float(K[0, 0]), fy=float(K[1, 1]), cx=float(K[0, 2]), cy=float(K[1, 2]),
-            width=int(width), height=int(height), camera_type=CameraType.PERSPECTIVE,
+            camera_to_worlds=c2w_gl,
+            fx=float(K[0, 0]),
+            fy=float(K[1, 1]),
+            cx=float(K[0, 2]),
+            cy=float(K[1, 2]),
+            width=int(width),
+            height=int(height),
+            camera_type=CameraType.PERSPECTIVE,
         )
 
     def render_channels(self, viewmat: np.ndarray, K: np.ndarray, width: int, height: int) -> dict[str, np.ndarray]:

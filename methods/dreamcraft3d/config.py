@@ -20,8 +20,13 @@ from studio.models.trainer import StagedTrainerConfig, method_specification
 dreamcraft3d = method_specification(
     "dreamcraft3d",
     VanillaPipelineConfig(datamanager=ReferenceDataManagerConfig(), model=DreamCraft3DModelConfig()),
-    with_groups(GENERATION_OPTIMIZERS, mesh_verts=adam(5e-3 * 0.1), mesh_colors=adam(1e-2), texture=adam(3e-3),
-                guidance=adam(1e-3)),
+    with_groups(
+        GENERATION_OPTIMIZERS,
+        mesh_verts=adam(5e-3 * 0.1),
+        mesh_colors=adam(1e-2),
+        texture=adam(3e-3),
+        guidance=adam(1e-3),
+    ),
     "Image-to-3D (DreamCraft3D): reference-view losses + hybrid novel-view/text score distillation.",
     trainer=StagedTrainerConfig,
     steps_per_eval_image=500,

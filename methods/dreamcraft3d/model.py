@@ -138,7 +138,9 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
 
         cfg = self.config
         n = cfg.t_anneal_steps
-        self.coarse_schedule = UniformTimesteps([0, cfg.t_start[0], cfg.t_end[0], n], [0, cfg.t_start[1], cfg.t_end[1], n])
+        self.coarse_schedule = UniformTimesteps(
+            [0, cfg.t_start[0], cfg.t_end[0], n], [0, cfg.t_start[1], cfg.t_end[1], n]
+        )
         self.geometry_schedule = UniformTimesteps(*cfg.geometry_t_range)
         # priors load on the CPU; the pipeline moves the model (and them) to its device
         nvs_prior = load_prior(cfg.nvs_prior, device="cpu")
@@ -150,10 +152,17 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         texture_schedule = DreamCraft3DSchedule("texture", anneal_steps=cfg.stage_iters[2])
         if cfg.texture_guidance == "bsd":
             self.texture_guidance = BSD(
-                nvs_prior, cfg.texture_guidance_scale, schedule=texture_schedule, bootstrap_every=cfg.bootstrap_every,
-                finetune_steps=cfg.finetune_steps, finetune_lr=cfg.finetune_lr, prior_preservation_weight=1.0,
-                num_class_images=8, augment_t_range=tuple(cfg.augment_t_range),
-                augment_guidance_scale=cfg.augment_guidance_scale, finetune_render_score=cfg.finetune_render_score,
+                nvs_prior,
+                cfg.texture_guidance_scale,
+                schedule=texture_schedule,
+                bootstrap_every=cfg.bootstrap_every,
+                finetune_steps=cfg.finetune_steps,
+                finetune_lr=cfg.finetune_lr,
+                prior_preservation_weight=1.0,
+                num_class_images=8,
+                augment_t_range=tuple(cfg.augment_t_range),
+                augment_guidance_scale=cfg.augment_guidance_scale,
+                finetune_render_score=cfg.finetune_render_score,
             )
         else:
             self.texture_guidance = SDS(nvs_prior, cfg.nvs_guidance_scale, "sds", texture_schedule)
@@ -181,7 +190,10 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
             if name in state_dict:
                 setattr(self, name, torch.zeros_like(state_dict[name]))
         if "stage_index" not in state_dict:  # checkpoints of earlier versions: the stage its tensors show
-            has_texture, has_mesh = state_dict.get("mesh.texture", torch.zeros(0)).shape[0], state_dict.get("mesh_faces", torch.zeros(0)).shape[0]
+            has_texture, has_mesh = (
+                state_dict.get("mesh.texture", torch.zeros(0)).shape[0],
+                state_dict.get("mesh_faces", torch.zeros(0)).shape[0],
+            )
             state_dict["stage_index"] = torch.tensor(2 if has_texture else (1 if has_mesh else 0))
         return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
@@ -204,8 +216,23 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         reference image and each view's camera relative to the reference camera."""
         prior = self.nvs_guidance.prior
         ref_views = OrbitViews(batch["ref_elevation"], batch["ref_azimuth"], batch["ref_distance"], batch["ref_fov"])
+        variant = getattr(prior, "pose_variant", "zero123")
+        if variant == "zero123":
+            pose = relative_pose(ref_views, views)
+        else:  # Stable Zero123 takes the reference polar angle as its fourth entry
+            from studio.priors.diffusers import zero123_pose
+
+            pose = zero123_pose(
+                views.elevation,
+                views.azimuth,
+                views.distance,
+                ref_views.elevation,
+                ref_views.azimuth,
+                ref_views.distance,
+                variant=variant,
+            )
         with torch.no_grad():
-            cond = prior.condition(image=batch["ref_rgb"].permute(2, 0, 1)[None], pose=relative_pose(ref_views, views).to(self.device))
+            cond = prior.condition(image=batch["ref_rgb"].permute(2, 0, 1)[None], pose=pose.to(self.device))
         return cond, prior.unconditional(cond)
 
     def text_conditions(self) -> Tuple[Condition, Condition]:
@@ -224,7 +251,9 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         the reference [N] (degrees)."""
         n = self.config.bootstrap_views
         offsets = torch.arange(n) * 360.0 / n
-        elevation, azimuth, distance, fov = (batch[f"ref_{k}"].cpu() for k in ("elevation", "azimuth", "distance", "fov"))
+        elevation, azimuth, distance, fov = (
+            batch[f"ref_{k}"].cpu() for k in ("elevation", "azimuth", "distance", "fov")
+        )
         return OrbitViews(elevation.expand(n), azimuth + offsets, distance.expand(n), fov.expand(n)), offsets
 
     # ---- export ------------------------------------------------------------------------------
@@ -246,7 +275,11 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         save_gaussians_ply(out / "gaussians.ply", self.gaussians.activated().detach().to("cpu"))
         CONSOLE.print(f"Wrote {out / 'gaussians.ply'}")
         if self.stage.name == "texture":
-            tm = TexturedMesh(self.mesh["mesh_verts"].detach().cpu(), self.mesh_faces.cpu(), self.mesh_uv.cpu(),
-                              self.mesh["texture"].detach().clamp(0, 1).cpu())
+            tm = TexturedMesh(
+                self.mesh["mesh_verts"].detach().cpu(),
+                self.mesh_faces.cpu(),
+                self.mesh_uv.cpu(),
+                self.mesh["texture"].detach().clamp(0, 1).cpu(),
+            )
             save_textured_glb(out / "mesh.glb", tm)
             CONSOLE.print(f"Wrote {out / 'mesh.glb'}")

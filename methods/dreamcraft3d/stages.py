@@ -38,11 +38,7 @@ class CoarseStage(Stage):
         return self.model.step
 
     def after_step(self, step: int) -> None:
-        model = self.model
-        model.strategy.step_post_backward(
-            params=model.gaussians.params, optimizers=model.optimizers, state=model.strategy_state,
-            step=step, info=model.info, packed=False,
-        )
+        self.model.densify(step)
 
     def saved_tensors(self) -> Dict[str, Tensor]:
         return {f"gaussians.{k}": v for k, v in self.model.gaussians.params.items()}
@@ -82,9 +78,16 @@ class GeometryStage(CoarseStage):
         from studio.export.mesh import extract_mesh
 
         model, cfg = self.model, self.model.config
-        mesh = extract_mesh(model.gaussians.activated().detach(), resolution=cfg.mesh_resolution, n_views=24,
-                            method=cfg.mesh_extraction, density_level=cfg.mesh_density_level,
-                            image_size=128, views_per_batch=4, backend=cfg.backend)
+        mesh = extract_mesh(
+            model.gaussians.activated().detach(),
+            resolution=cfg.mesh_resolution,
+            n_views=24,
+            method=cfg.mesh_extraction,
+            density_level=cfg.mesh_density_level,
+            image_size=128,
+            views_per_batch=4,
+            backend=cfg.backend,
+        )
         model.mesh_faces = torch.as_tensor(mesh.faces, dtype=torch.long, device=model.device)
         colors = torch.as_tensor(mesh.visual.vertex_colors[:, :3], dtype=torch.float32) / 255.0
         model.replace_param("mesh_colors", model.mesh, "mesh_colors", colors)
@@ -104,8 +107,12 @@ class GeometryStage(CoarseStage):
 
     def saved_tensors(self) -> Dict[str, Tensor]:
         mesh = self.model.mesh
-        return {**super().saved_tensors(), "mesh_verts": mesh["mesh_verts"], "mesh_colors": mesh["mesh_colors"],
-                "mesh_faces": self.model.mesh_faces}
+        return {
+            **super().saved_tensors(),
+            "mesh_verts": mesh["mesh_verts"],
+            "mesh_colors": mesh["mesh_colors"],
+            "mesh_faces": self.model.mesh_faces,
+        }
 
     def load_tensors(self, tensors: Dict[str, Tensor]) -> None:
         super().load_tensors(tensors)
@@ -137,8 +144,12 @@ class TextureStage(Stage):
 
         model, cfg = self.model, self.model.config
         mesh = model.mesh
-        tm = unwrap_with_colors(mesh["mesh_verts"].detach().cpu(), model.mesh_faces.cpu(),
-                                mesh["mesh_colors"].detach().clamp(0, 1).cpu(), cfg.texture_size)
+        tm = unwrap_with_colors(
+            mesh["mesh_verts"].detach().cpu(),
+            model.mesh_faces.cpu(),
+            mesh["mesh_colors"].detach().clamp(0, 1).cpu(),
+            cfg.texture_size,
+        )
         model.mesh_faces = torch.as_tensor(tm.faces, dtype=torch.long, device=model.device)
         model.mesh_uv = torch.as_tensor(tm.uv, dtype=torch.float32, device=model.device)
         model.replace_param("mesh_verts", mesh, "mesh_verts", torch.as_tensor(tm.verts, dtype=torch.float32))
@@ -176,8 +187,13 @@ class TextureStage(Stage):
         cond, uncond = model.nvs_conditions(batch, OrbitViews(*(v.to(model.device) for v in views)))
         size = model.nvs_guidance.prior.image_size
         # BSD renders under no_grad itself; its fine-tuning needs gradients
-        model.texture_guidance.bootstrap(lambda cams: model.render_any(cams)[0].permute(0, 3, 1, 2),
-                                         orbit_cameras(views, size), cond, uncond, azimuth_deg=offsets)
+        model.texture_guidance.bootstrap(
+            lambda cams: model.render_any(cams)[0].permute(0, 3, 1, 2),
+            orbit_cameras(views, size),
+            cond,
+            uncond,
+            azimuth_deg=offsets,
+        )
 
 
 def render_mesh_stage(model, cameras, textured: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -189,9 +205,15 @@ def render_mesh_stage(model, cameras, textured: bool) -> Tuple[Tensor, Tensor, T
     bg = model.background()
     mesh = model.mesh
     out = render_mesh(
-        mesh["mesh_verts"], model.mesh_faces, viewmats, Ks, width, height,
+        mesh["mesh_verts"],
+        model.mesh_faces,
+        viewmats,
+        Ks,
+        width,
+        height,
         vertex_attrs={} if textured else {"color": mesh["mesh_colors"].clamp(0, 1)},
-        uv=model.mesh_uv if textured else None, texture=mesh["texture"].clamp(0, 1) if textured else None,
+        uv=model.mesh_uv if textured else None,
+        texture=mesh["texture"].clamp(0, 1) if textured else None,
         background=bg,
     )
     return out["rgb"], out["alpha"], out["depth"], bg

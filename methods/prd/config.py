@@ -22,7 +22,9 @@ prd = method_specification(
         datamanager=FullImageDatamanagerConfig(dataparser=StudioDataParserConfig(), cache_images_type="uint8"),
         model=PRDModelConfig(),
     ),
-    with_groups(SPLAT_OPTIMIZERS, **{name: adam(0.01) for name in ("albedo", "roughness", "metallic", "progress", "light")}),
+    with_groups(
+        SPLAT_OPTIMIZERS, **{name: adam(0.01) for name in ("albedo", "roughness", "metallic", "progress", "light")}
+    ),
     "Progressive Radiance Distillation: PBR inverse rendering with Gaussian splatting (Ye et al. 2024).",
     trainer=StagedTrainerConfig,
     steps_per_eval_image=500,

@@ -215,11 +215,17 @@ class PRDModel(StagedModel, SplatModel):
         if albedo_scale is not None:
             attrs["albedo"] = (attrs["albedo"] * albedo_scale.to(attrs["albedo"])).clamp(0.0, 1.0)
         normals = shortest_axis_normals(g.means, g.quats, g.scales, center)
-        feats = torch.cat([radiance, attrs["albedo"], attrs["roughness"], attrs["metallic"], normals, attrs["progress"]], -1)
+        feats = torch.cat(
+            [radiance, attrs["albedo"], attrs["roughness"], attrs["metallic"], normals, attrs["progress"]], -1
+        )
         bg = self.background() if background is None else background
-        out = rasterize(g.means, g.quats, g.scales, g.opacities, feats, viewmats, Ks, width, height, backend=self.config.backend)
+        out = rasterize(
+            g.means, g.quats, g.scales, g.opacities, feats, viewmats, Ks, width, height, backend=self.config.backend
+        )
         if self.training:
-            self.strategy.step_pre_backward(self.gaussians.params, self.optimizers, self.strategy_state, self.step, out.meta)
+            self.strategy.step_pre_backward(
+                self.gaussians.params, self.optimizers, self.strategy_state, self.step, out.meta
+            )
             self.info = out.meta
         acc = out.alpha[0]
         buf = dict(zip([n for n, _ in GBUFFER_LAYOUT], out.color[0].split([c for _, c in GBUFFER_LAYOUT], dim=-1)))
@@ -233,12 +239,16 @@ class PRDModel(StagedModel, SplatModel):
         points = center + d_world * out.depth[0]
         view = -torch.nn.functional.normalize(d_world, dim=-1)
         sh_light = self.light if light is None else light
-        shaded = shade(straight["albedo"].clamp(0, 1), straight["roughness"].clamp(0, 1), metallic, normal, view, sh_light)
+        shaded = shade(
+            straight["albedo"].clamp(0, 1), straight["roughness"].clamp(0, 1), metallic, normal, view, sh_light
+        )
         diffuse, specular = shaded.diffuse, shaded.specular
         if self.visibility is not None:
             diffuse = diffuse * self.visibility.ambient_occlusion(points, normal)
             reflect = 2.0 * (normal * view).sum(-1, keepdim=True) * normal - view
-            specular = specular * self.visibility.visibility(points, torch.nn.functional.normalize(reflect, dim=-1), normal)
+            specular = specular * self.visibility.visibility(
+                points, torch.nn.functional.normalize(reflect, dim=-1), normal
+            )
         pbr = linear_to_srgb((diffuse + specular).clamp(0.0, 1.0))
         if self.config.ablation == "3dgs":
             p = torch.zeros_like(acc)
@@ -252,9 +262,18 @@ class PRDModel(StagedModel, SplatModel):
             rgb = p * pbr + (1.0 - p) * (buf["radiance"] + (1.0 - acc) * bg)  # Eq. 5
         depth_normal = out.normal[0] @ viewmats[0, :3, :3]  # camera -> world (rotation transpose)
         return {
-            "rgb": rgb.clamp(0.0, 1.0), "radiance": straight["radiance"], "pbr": pbr, "albedo": straight["albedo"],
-            "roughness": straight["roughness"], "metallic": metallic, "normal": normal, "progress": p,
-            "accumulation": acc, "depth": out.depth[0], "depth_normal": depth_normal, "background": bg,
+            "rgb": rgb.clamp(0.0, 1.0),
+            "radiance": straight["radiance"],
+            "pbr": pbr,
+            "albedo": straight["albedo"],
+            "roughness": straight["roughness"],
+            "metallic": metallic,
+            "normal": normal,
+            "progress": p,
+            "accumulation": acc,
+            "depth": out.depth[0],
+            "depth_normal": depth_normal,
+            "background": bg,
         }
 
     def render_outputs(self, camera: Cameras) -> Dict[str, Tensor]:
@@ -270,7 +289,9 @@ class PRDModel(StagedModel, SplatModel):
     def render_relit(self, camera: Cameras, light: CubemapLight, albedo_scale: Optional[Tensor] = None) -> Tensor:
         """PBR-only image [H,W,3] (sRGB, over white) under ``light``; the residual radiance of
         PRD cannot be relit. ``albedo_scale`` [3] rescales the albedo (scale-aligned evaluation)."""
-        out = self.render_gbuffers(camera, light=light, background=torch.ones(3, device=self.device), albedo_scale=albedo_scale)
+        out = self.render_gbuffers(
+            camera, light=light, background=torch.ones(3, device=self.device), albedo_scale=albedo_scale
+        )
         acc = out["accumulation"]
         return (out["pbr"] * acc + (1.0 - acc)).clamp(0.0, 1.0)
 

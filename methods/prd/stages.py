@@ -27,11 +27,7 @@ class PretrainStage(Stage):
         return SplatModel.get_outputs(self.model, camera)
 
     def after_step(self, step: int) -> None:
-        model = self.model
-        model.strategy.step_post_backward(
-            params=model.gaussians.params, optimizers=model.optimizers, state=model.strategy_state,
-            step=step, info=model.info, packed=False,
-        )
+        self.model.densify(step)
 
     def saved_tensors(self) -> Dict[str, Tensor]:
         return dict(self.model.gaussians.params.items())

@@ -76,12 +76,8 @@ class DistillStage(Stage):
     name = "distill"
 
     def after_step(self, step: int) -> None:
-        model = self.model
-        if model.field is None:
-            model.strategy.step_post_backward(
-                params=model.gaussians.params, optimizers=model.optimizers, state=model.strategy_state,
-                step=step, info=model.info, packed=False,
-            )
+        if self.model.field is None:  # a NeRF has no densification
+            self.model.densify(step)
 
 
 class SDSModel(StagedModel, GenerationModel):
@@ -137,8 +133,9 @@ class SDSModel(StagedModel, GenerationModel):
             return super().render_any(cameras)
         bg = self.background()
         cfg = self.config.nerf
-        rgb, alpha, depth = render_cameras(self.field, cameras.to(self.device), cfg.radius, cfg.samples_per_ray, bg,
-                                           perturb=self.training)
+        rgb, alpha, depth = render_cameras(
+            self.field, cameras.to(self.device), cfg.radius, cfg.samples_per_ray, bg, perturb=self.training
+        )
         return rgb.clamp(0.0, 1.0), alpha, depth, bg
 
     def render_outputs(self, camera: Cameras) -> Dict[str, Tensor]:

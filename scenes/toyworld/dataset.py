@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from studio.scenes.toyworld import cameras, environments, render, splits
 from studio.io.exr import FLOAT, encode_exr
+from studio.scenes.toyworld import cameras, environments, render, splits
 from studio.scenes.toyworld.materials import linear_to_srgb
 from studio.scenes.toyworld.scene import build_geometry, make_scene
 
@@ -135,8 +135,11 @@ def make_dataset(output: Path, cfg: MakeConfig, overwrite: bool = False) -> dict
     fov = math.radians(cfg.fov_deg)
     radius = cameras.radius_for(geom.radius, fov)
     target = geom.center
-    poses = {s: cameras.camera_path(cfg.path, n, s, target, radius, seed=cfg.seed)
-             for s, n in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test)) if n > 0}
+    poses = {
+        s: cameras.camera_path(cfg.path, n, s, target, radius, seed=cfg.seed)
+        for s, n in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test))
+        if n > 0
+    }
     env_names = list(dict.fromkeys([cfg.env, *cfg.relight]))
     env_imgs = {e: environments.make_environment(e, cfg.env_size) for e in env_names}
     samplers = {e: environments.EnvSampler(img) for e, img in env_imgs.items()}
@@ -154,14 +157,26 @@ def make_dataset(output: Path, cfg: MakeConfig, overwrite: bool = False) -> dict
         (tmp / "envs").mkdir()
         for e, img in env_imgs.items():
             (tmp / "envs" / f"{e}.exr").write_bytes(encode_exr(img, FLOAT))
-        jobs = [(s, s, cfg.env, s in cfg.aov_splits) for s in poses] + [("test", f"test_{e}", e, False) for e in cfg.relight]
+        jobs = [(s, s, cfg.env, s in cfg.aov_splits) for s in poses] + [
+            ("test", f"test_{e}", e, False) for e in cfg.relight
+        ]
         for split, folder, env_name, aovs in jobs:
             (tmp / folder).mkdir()
             t1 = time.time()
             for i, c2w in enumerate(poses[split]):
                 rng = np.random.default_rng([cfg.seed, zlib.crc32(folder.encode()), i])
-                out = render.render_view(geom, samplers[env_name], c2w, fov, cfg.res, cfg.res, cfg.spp, rng,
-                                         aa=cfg.aa, aovs=aovs or (split == "test" and folder == "test" and i < cfg.sheet_views))
+                out = render.render_view(
+                    geom,
+                    samplers[env_name],
+                    c2w,
+                    fov,
+                    cfg.res,
+                    cfg.res,
+                    cfg.spp,
+                    rng,
+                    aa=cfg.aa,
+                    aovs=aovs or (split == "test" and folder == "test" and i < cfg.sheet_views),
+                )
                 _write_view(tmp / folder, i, out, c2w, aovs)
                 if split == "test" and i < cfg.sheet_views and cfg.sheet:
                     if folder == "test":
@@ -185,10 +200,20 @@ def make_dataset(output: Path, cfg: MakeConfig, overwrite: bool = False) -> dict
             "objects": desc["objects"],
             "ids": desc["ids"],
             "env": {"name": cfg.env, "file": f"envs/{cfg.env}.exr", "convention": "blender-equirect-z-up"},
-            "relight": [{"name": e, "file": f"envs/{e}.exr", "split": f"test_{e}", "transforms": f"transforms_test_{e}.json"}
-                        for e in cfg.relight],
-            "camera": {"path": cfg.path, "fov_x_deg": cfg.fov_deg, "radius": radius, "target": target.tolist(),
-                       "n_train": cfg.n_train, "n_val": cfg.n_val, "n_test": cfg.n_test, "val_is_test": cfg.n_val == 0},
+            "relight": [
+                {"name": e, "file": f"envs/{e}.exr", "split": f"test_{e}", "transforms": f"transforms_test_{e}.json"}
+                for e in cfg.relight
+            ],
+            "camera": {
+                "path": cfg.path,
+                "fov_x_deg": cfg.fov_deg,
+                "radius": radius,
+                "target": target.tolist(),
+                "n_train": cfg.n_train,
+                "n_val": cfg.n_val,
+                "n_test": cfg.n_test,
+                "val_is_test": cfg.n_val == 0,
+            },
             "res": cfg.res,
             "spp": cfg.spp,
             "aa": cfg.aa,
@@ -199,14 +224,14 @@ def make_dataset(output: Path, cfg: MakeConfig, overwrite: bool = False) -> dict
                 "roughness": "linear 8-bit perceptual roughness (GGX alpha = roughness^2), mean over covered rays",
                 "metallic": "linear 8-bit, mean over covered rays",
                 "normal": "EXR float32 (12 mantissa bits) world-space unit shading normal (normalised mean over covered "
-                          "rays), 0 off-object",
+                "rays), 0 off-object",
                 "depth": "EXR float32 (16 mantissa bits) view-space z (distance along the optical axis) of the pixel-centre "
-                         "ray, R=G=B, 0 off-object",
+                "ray, R=G=B, 0 off-object",
                 "id": "16-bit PNG, 256*(instance+1)+part of the pixel-centre ray, 0 = background (see ids)",
                 "normalmap": "RGBA 8-bit camera-space normal (OpenGL axes) as n/2+1/2",
             },
             "renderer": "Monte-Carlo direct environment lighting with shadow-ray visibility, one-sample MIS "
-                        "(env 50% / GGX / cosine), GGX Cook-Torrance (studio.pbr.brdf); no interreflections",
+            "(env 50% / GGX / cosine), GGX Cook-Torrance (studio.pbr.brdf); no interreflections",
             "bounds": {"center": geom.center.tolist(), "radius": geom.radius},
             **cfg.extra,
         }

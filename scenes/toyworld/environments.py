@@ -67,11 +67,17 @@ def make_environment(name: str, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndar
     if name == "sky":
         zenith, horizon, ground = np.array([0.25, 0.45, 0.9]), np.array([0.85, 0.9, 1.0]), np.array([0.25, 0.22, 0.18])
         t = np.clip(z, 0, 1) ** 0.5
-        img = np.where(z > 0, horizon * (1 - t) + zenith * t, ground + (horizon - ground) * np.exp(8 * np.minimum(z, 0)) * 0.3)
+        img = np.where(
+            z > 0, horizon * (1 - t) + zenith * t, ground + (horizon - ground) * np.exp(8 * np.minimum(z, 0)) * 0.3
+        )
         img = img * 0.9
         img = img + _disc(d, [0.5, 0.6, 0.62], 2.5, 0.6)[..., None] * np.array([60.0, 52.0, 40.0])
     elif name == "sunset":
-        zenith, horizon, ground = np.array([0.08, 0.12, 0.35]), np.array([1.2, 0.55, 0.25]), np.array([0.12, 0.08, 0.07])
+        zenith, horizon, ground = (
+            np.array([0.08, 0.12, 0.35]),
+            np.array([1.2, 0.55, 0.25]),
+            np.array([0.12, 0.08, 0.07]),
+        )
         t = np.clip(z, 0, 1) ** 0.35
         img = np.where(z > 0, horizon * (1 - t) + zenith * t, ground)
         img = img + _disc(d, [0.2, -1.0, 0.12], 3.0, 0.8)[..., None] * np.array([50.0, 26.0, 10.0])

@@ -63,8 +63,9 @@ def make_material(color_name: str, roughness: float, metallic: float, texture: d
     }
 
 
-def random_material(rng: np.random.Generator, allow_metal: bool = True, allow_texture: bool = True,
-                    color_name: str | None = None) -> dict:
+def random_material(
+    rng: np.random.Generator, allow_metal: bool = True, allow_texture: bool = True, color_name: str | None = None
+) -> dict:
     """A random material: 25% metals (gold/silver/copper), dielectrics otherwise, optional texture."""
     if allow_metal and color_name is None and rng.random() < 0.25:
         name = str(rng.choice(list(METAL_SRGB)))
@@ -77,14 +78,27 @@ def random_material(rng: np.random.Generator, allow_metal: bool = True, allow_te
         other = [c for c in PALETTE_SRGB if c != name]
         c2name = "white" if name != "white" else str(rng.choice(other))
         if kind == "checker":
-            texture = {"type": "checker", "scale": float(rng.uniform(3.0, 6.0)), "color2_name": c2name,
-                       "color2": [round(float(x), 5) for x in srgb_to_linear(PALETTE_SRGB[c2name])]}
+            texture = {
+                "type": "checker",
+                "scale": float(rng.uniform(3.0, 6.0)),
+                "color2_name": c2name,
+                "color2": [round(float(x), 5) for x in srgb_to_linear(PALETTE_SRGB[c2name])],
+            }
         elif kind == "stripes":
-            texture = {"type": "stripes", "scale": float(rng.uniform(4.0, 8.0)), "axis": int(rng.integers(0, 3)),
-                       "color2_name": c2name, "color2": [round(float(x), 5) for x in srgb_to_linear(PALETTE_SRGB[c2name])]}
+            texture = {
+                "type": "stripes",
+                "scale": float(rng.uniform(4.0, 8.0)),
+                "axis": int(rng.integers(0, 3)),
+                "color2_name": c2name,
+                "color2": [round(float(x), 5) for x in srgb_to_linear(PALETTE_SRGB[c2name])],
+            }
         else:
-            texture = {"type": "noise", "scale": float(rng.uniform(2.0, 6.0)), "amount": float(rng.uniform(0.3, 0.6)),
-                       "seed": int(rng.integers(0, 1 << 16))}
+            texture = {
+                "type": "noise",
+                "scale": float(rng.uniform(2.0, 6.0)),
+                "amount": float(rng.uniform(0.3, 0.6)),
+                "seed": int(rng.integers(0, 1 << 16)),
+            }
     return make_material(name, rough, 0.0, texture)
 
 

@@ -58,8 +58,9 @@ def intersector(geom: Geometry):
     return geom._rays
 
 
-def camera_rays(c2w: np.ndarray, fov_x: float, width: int, height: int,
-                offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def camera_rays(
+    c2w: np.ndarray, fov_x: float, width: int, height: int, offsets: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Origins, unit world directions ``[H*W, 3]`` and the cosine to the optical axis ``[H*W]``.
 
     Pinhole at the image centre, OpenGL camera axes (looks along -z, +y up). Each ray goes
@@ -124,12 +125,23 @@ def surface(geom: Geometry, origins: np.ndarray, dirs: np.ndarray) -> dict:
         rough[m] = mat["roughness"]
         metal[m] = mat["metallic"]
     dist = np.linalg.norm(loc - origins[ray_idx], axis=1)
-    return {"ray": ray_idx, "pos": loc, "dist": dist, "normal": n, "geo_normal": ng, "id": ids,
-            "albedo": albedo, "roughness": rough, "metallic": metal, "view": v}
+    return {
+        "ray": ray_idx,
+        "pos": loc,
+        "dist": dist,
+        "normal": n,
+        "geo_normal": ng,
+        "id": ids,
+        "albedo": albedo,
+        "roughness": rough,
+        "metallic": metal,
+        "view": v,
+    }
 
 
-def shade(geom: Geometry, hit: dict, env: EnvSampler, spp: int, rng: np.random.Generator,
-          chunk: int = 1 << 18) -> np.ndarray:
+def shade(
+    geom: Geometry, hit: dict, env: EnvSampler, spp: int, rng: np.random.Generator, chunk: int = 1 << 18
+) -> np.ndarray:
     """Monte-Carlo radiance towards the camera at each hit -> ``[n_hits, 3]`` linear RGB."""
     n_hit = len(hit["ray"])
     out = np.zeros((n_hit, 3))
@@ -177,8 +189,18 @@ def shade(geom: Geometry, hit: dict, env: EnvSampler, spp: int, rng: np.random.G
     return out / spp
 
 
-def render_view(geom: Geometry, env: EnvSampler, c2w: np.ndarray, fov_x: float, width: int, height: int,
-                spp: int, rng: np.random.Generator, aovs: bool = True, aa: int = 16) -> dict:
+def render_view(
+    geom: Geometry,
+    env: EnvSampler,
+    c2w: np.ndarray,
+    fov_x: float,
+    width: int,
+    height: int,
+    spp: int,
+    rng: np.random.Generator,
+    aovs: bool = True,
+    aa: int = 16,
+) -> dict:
     """Render one view with ``aa`` primary rays per pixel and about ``spp`` light samples per
     pixel (``ceil(spp / aa)`` per primary ray): ``rgb`` (linear, straight: mean radiance of the
     covered rays, [H,W,3]), ``alpha`` (covered fraction, [H,W]) and, with ``aovs``, ``albedo``,
@@ -188,8 +210,13 @@ def render_view(geom: Geometry, env: EnvSampler, c2w: np.ndarray, fov_x: float, 
     P = width * height
     per_ray = max(1, -(-spp // aa))
     cover = np.zeros(P)
-    sums = {"rgb": np.zeros((P, 3)), "albedo": np.zeros((P, 3)), "roughness": np.zeros(P), "metallic": np.zeros(P),
-            "normal": np.zeros((P, 3))}
+    sums = {
+        "rgb": np.zeros((P, 3)),
+        "albedo": np.zeros((P, 3)),
+        "roughness": np.zeros(P),
+        "metallic": np.zeros(P),
+        "normal": np.zeros((P, 3)),
+    }
     for k in range(aa):
         o, d, _ = camera_rays(c2w, fov_x, width, height, pixel_offsets(k, aa, P, rng))
         hit = surface(geom, o, d)
@@ -219,8 +246,12 @@ def render_view(geom: Geometry, env: EnvSampler, c2w: np.ndarray, fov_x: float, 
             return a.reshape(height, width)
 
         out.update(
-            albedo=img(mean["albedo"], 3), roughness=img(mean["roughness"], 1), metallic=img(mean["metallic"], 1),
-            normal=img(n, 3), depth=centre_img(centre["dist"] * cos_axis[r]), dist=centre_img(centre["dist"]),
+            albedo=img(mean["albedo"], 3),
+            roughness=img(mean["roughness"], 1),
+            metallic=img(mean["metallic"], 1),
+            normal=img(n, 3),
+            depth=centre_img(centre["dist"] * cos_axis[r]),
+            dist=centre_img(centre["dist"]),
             id=centre_img(centre["id"], np.uint16),
         )
     return out

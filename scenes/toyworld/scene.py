@@ -38,8 +38,12 @@ def _object(rng: np.random.Generator, category: str, size: float) -> dict:
     for p, part in enumerate(shapes.make_shape(category, params, size)):
         colors = materials.PART_COLORS.get((category, part.name))
         if colors:
-            mat = materials.random_material(rng, allow_metal=category == "dumbbell", allow_texture=part.name in ("cap", "top"),
-                                            color_name=str(rng.choice(colors)))
+            mat = materials.random_material(
+                rng,
+                allow_metal=category == "dumbbell",
+                allow_texture=part.name in ("cap", "top"),
+                color_name=str(rng.choice(colors)),
+            )
         else:
             mat = materials.random_material(rng)
         parts.append({"name": part.name, "material": mat, "index": p})
@@ -147,5 +151,14 @@ def build_geometry(desc: dict) -> Geometry:
     lo, hi = gt_mesh.bounds
     center = (lo + hi) / 2
     radius = float(np.linalg.norm(gt_mesh.vertices - center, axis=1).max())
-    return Geometry(mesh, np.concatenate(normals), np.concatenate(fid), np.concatenate(finst), np.stack(w2l), mats,
-                    gt_mesh, center, radius)
+    return Geometry(
+        mesh,
+        np.concatenate(normals),
+        np.concatenate(fid),
+        np.concatenate(finst),
+        np.stack(w2l),
+        mats,
+        gt_mesh,
+        center,
+        radius,
+    )

@@ -77,28 +77,37 @@ def composite(kind: str, p: dict | None = None) -> list[Part]:
         w, d, h = p.get("width", 1.2), p.get("depth", 0.8), p.get("height", 0.7)
         top = creation.box(extents=(w, d, 0.08), transform=_T(z=h - 0.04))
         legs = [
-            creation.cylinder(0.05, h - 0.08, sections=24, transform=_T(sx * (w / 2 - 0.1), sy * (d / 2 - 0.1), (h - 0.08) / 2))
-            for sx in (-1, 1) for sy in (-1, 1)
+            creation.cylinder(
+                0.05, h - 0.08, sections=24, transform=_T(sx * (w / 2 - 0.1), sy * (d / 2 - 0.1), (h - 0.08) / 2)
+            )
+            for sx in (-1, 1)
+            for sy in (-1, 1)
         ]
         return [Part("top", top, smooth_angle=0.1), Part("legs", trimesh.util.concatenate(legs))]
     if kind == "snowman":
         r0, r1, r2 = 0.42, 0.3, 0.21
         z0, z1 = r0, 2 * r0 + r1 * 0.8
         z2 = z1 + r1 + r2 * 0.8
-        body = trimesh.util.concatenate([
-            creation.icosphere(3, r0, transform=_T(z=z0)),
-            creation.icosphere(3, r1, transform=_T(z=z1)),
-            creation.icosphere(3, r2, transform=_T(z=z2)),
-        ])
+        body = trimesh.util.concatenate(
+            [
+                creation.icosphere(3, r0, transform=_T(z=z0)),
+                creation.icosphere(3, r1, transform=_T(z=z1)),
+                creation.icosphere(3, r2, transform=_T(z=z2)),
+            ]
+        )
         nose = creation.cone(0.05, 0.22, sections=24)
         nose = _moved(nose, _T(x=r2 * 0.9, z=z2) @ trimesh.transformations.rotation_matrix(np.pi / 2, [0, 1, 0]))
         return [Part("body", body), Part("nose", nose)]
     if kind == "dumbbell":
-        bar = creation.cylinder(0.07, 1.0, sections=32, transform=trimesh.transformations.rotation_matrix(np.pi / 2, [0, 1, 0]))
-        weights = trimesh.util.concatenate([
-            creation.icosphere(3, 0.26, transform=_T(x=-0.55)),
-            creation.icosphere(3, 0.26, transform=_T(x=0.55)),
-        ])
+        bar = creation.cylinder(
+            0.07, 1.0, sections=32, transform=trimesh.transformations.rotation_matrix(np.pi / 2, [0, 1, 0])
+        )
+        weights = trimesh.util.concatenate(
+            [
+                creation.icosphere(3, 0.26, transform=_T(x=-0.55)),
+                creation.icosphere(3, 0.26, transform=_T(x=0.55)),
+            ]
+        )
         return [Part("bar", bar), Part("weights", weights)]
     raise ValueError(f"unknown composite {kind!r}; one of {COMPOSITES}")
 

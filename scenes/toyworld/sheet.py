@@ -51,7 +51,11 @@ def render_sheet(rows: list[dict], envs: dict[str, np.ndarray], meta: dict, tile
     H = head + len(rows) * (tile + pad) + env_h + 2 * pad + 14
     canvas = Image.new("RGB", (W, H), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    draw.text((pad, 2), f"ToyWorld seed {meta['seed']} ({meta['kind']}, {meta['split']}): {meta['caption']}"[:W // 6], fill=(0, 0, 0))
+    draw.text(
+        (pad, 2),
+        f"ToyWorld seed {meta['seed']} ({meta['kind']}, {meta['split']}): {meta['caption']}"[: W // 6],
+        fill=(0, 0, 0),
+    )
     for c, name in enumerate(cols):
         draw.text((pad + c * (tile + pad), head - 12), name, fill=(0, 0, 0))
     for r, row in enumerate(rows):
@@ -59,9 +63,14 @@ def render_sheet(rows: list[dict], envs: dict[str, np.ndarray], meta: dict, tile
         a = o["alpha"]
         ncam = o["normal"] @ row["c2w"][:3, :3]
         tiles = [
-            _over(o["rgb"], a), linear_to_srgb(o["albedo"]), o["roughness"][..., None].repeat(3, -1),
-            o["metallic"][..., None].repeat(3, -1), (o["normal"] * 0.5 + 0.5) * a[..., None], _depth(o["depth"], a),
-            _ids(o["id"]), (ncam * 0.5 + 0.5) * a[..., None],
+            _over(o["rgb"], a),
+            linear_to_srgb(o["albedo"]),
+            o["roughness"][..., None].repeat(3, -1),
+            o["metallic"][..., None].repeat(3, -1),
+            (o["normal"] * 0.5 + 0.5) * a[..., None],
+            _depth(o["depth"], a),
+            _ids(o["id"]),
+            (ncam * 0.5 + 0.5) * a[..., None],
         ] + [_over(row[k]["rgb"], row[k]["alpha"]) for k in relit]
         for c, t in enumerate(tiles):
             img = Image.fromarray((np.clip(t, 0, 1) * 255 + 0.5).astype(np.uint8)).resize((tile, tile), Image.NEAREST)
@@ -70,7 +79,9 @@ def render_sheet(rows: list[dict], envs: dict[str, np.ndarray], meta: dict, tile
     x = pad
     for name, img in envs.items():
         t = img / (1.0 + img)  # Reinhard for display
-        im = Image.fromarray((linear_to_srgb(t * 1.6) * 255 + 0.5).astype(np.uint8)).resize((tile, env_h), Image.BILINEAR)
+        im = Image.fromarray((linear_to_srgb(t * 1.6) * 255 + 0.5).astype(np.uint8)).resize(
+            (tile, env_h), Image.BILINEAR
+        )
         canvas.paste(im, (x, y))
         draw.text((x, y + env_h + 1), f"env {name}", fill=(0, 0, 0))
         x += tile + pad

@@ -92,7 +92,8 @@ def assert_trainable(seed: int, kind: str = "object") -> None:
     split = scene_split(seed, kind)
     if split != "train":
         raise HeldOutSceneError(
-            f"ToyWorld scene seed={seed} kind={kind} is held out by splits.json ({split}); not for training")
+            f"ToyWorld scene seed={seed} kind={kind} is held out by splits.json ({split}); not for training"
+        )
 
 
 def training_seeds(n: int, kind: str = "object", start: int | None = None) -> list[int]:

@@ -37,7 +37,11 @@ def value_noise(p: np.ndarray, seed: int = 0) -> np.ndarray:
     for dx in (0, 1):
         for dy in (0, 1):
             for dz in (0, 1):
-                w = (t[..., 0] if dx else 1 - t[..., 0]) * (t[..., 1] if dy else 1 - t[..., 1]) * (t[..., 2] if dz else 1 - t[..., 2])
+                w = (
+                    (t[..., 0] if dx else 1 - t[..., 0])
+                    * (t[..., 1] if dy else 1 - t[..., 1])
+                    * (t[..., 2] if dz else 1 - t[..., 2])
+                )
                 out = out + w * _hash3(f + np.array([dx, dy, dz]), seed)
     return out
 
@@ -68,5 +72,7 @@ def eval_texture(tex: dict, base: np.ndarray, p: np.ndarray) -> np.ndarray:
     if kind == "noise":
         v = fbm(p * tex.get("scale", 3.0), seed=int(tex.get("seed", 0)))
         a = tex.get("amount", 0.5)
-        return base[None] * (1.0 - a + 2.0 * a * v[:, None]).clip(0.0, None).clip(None, 1.0 / np.maximum(base.max(), 1e-3))
+        return base[None] * (1.0 - a + 2.0 * a * v[:, None]).clip(0.0, None).clip(
+            None, 1.0 / np.maximum(base.max(), 1e-3)
+        )
     raise ValueError(f"unknown texture type {kind!r}; one of {TEXTURES}")

@@ -12,6 +12,12 @@ from studio.cameras.paths import look_at, orbit_viewmats, views_around
 from studio.cameras.rays import camera_rays
 
 __all__ = [
-    "camera_rays", "clip_from_opencv", "intrinsics_from_fov", "look_at", "opengl_c2w_to_viewmat", "orbit_viewmats",
-    "viewmat_to_opengl_c2w", "views_around",
+    "camera_rays",
+    "clip_from_opencv",
+    "intrinsics_from_fov",
+    "look_at",
+    "opengl_c2w_to_viewmat",
+    "orbit_viewmats",
+    "viewmat_to_opengl_c2w",
+    "views_around",
 ]

@@ -6,7 +6,9 @@ import torch
 from torch import Tensor
 
 
-def clip_from_opencv(viewmat: Tensor, K: Tensor, width: int, height: int, near: float = 0.01, far: float = 100.0) -> Tensor:
+def clip_from_opencv(
+    viewmat: Tensor, K: Tensor, width: int, height: int, near: float = 0.01, far: float = 100.0
+) -> Tensor:
     """The [...,4,4] matrix taking homogeneous world points to clip space for ``studio.mesh.rasterize``.
 
     Args:

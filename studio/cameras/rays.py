@@ -12,7 +12,8 @@ def camera_rays(viewmat: Tensor, K: Tensor, width: int, height: int) -> tuple[Te
     Directions are not normalised: each has camera-space z = 1, i.e. it is the world offset per
     unit of view depth."""
     v, u = torch.meshgrid(
-        torch.arange(height, dtype=torch.float32, device=K.device), torch.arange(width, dtype=torch.float32, device=K.device),
+        torch.arange(height, dtype=torch.float32, device=K.device),
+        torch.arange(width, dtype=torch.float32, device=K.device),
         indexing="ij",
     )
     d_cam = torch.stack([(u + 0.5 - K[0, 2]) / K[0, 0], (v + 0.5 - K[1, 2]) / K[1, 1], torch.ones_like(u)], -1)

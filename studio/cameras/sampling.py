@@ -42,7 +42,8 @@ def orbit_c2w(
     """
     e, a = torch.deg2rad(elevation.float()), torch.deg2rad(azimuth.float())
     u = F.normalize(torch.tensor(up, dtype=e.dtype, device=e.device), dim=0)
-    helper = torch.tensor([1.0, 0.0, 0.0] if abs(float(u[0])) < 0.9 else [0.0, 1.0, 0.0], dtype=e.dtype, device=e.device)
+    near_x = abs(float(u[0])) >= 0.9
+    helper = torch.tensor([0.0, 1.0, 0.0] if near_x else [1.0, 0.0, 0.0], dtype=e.dtype, device=e.device)
     e1 = F.normalize(helper - (helper @ u) * u, dim=0)
     e2 = torch.linalg.cross(u, e1)
     back = torch.cos(e)[:, None] * (torch.cos(a)[:, None] * e1 + torch.sin(a)[:, None] * e2) + torch.sin(e)[:, None] * u
@@ -87,7 +88,12 @@ class OrbitSampler:
             lo, hi = lo_hi
             return lo + (hi - lo) * torch.rand(n, generator=generator)
 
-        return OrbitViews(uniform(self.elevation_range), uniform(self.azimuth_range), uniform(self.distance_range), uniform(self.fov_range))
+        return OrbitViews(
+            uniform(self.elevation_range),
+            uniform(self.azimuth_range),
+            uniform(self.distance_range),
+            uniform(self.fov_range),
+        )
 
     def ring(self, n: int, elevation: Optional[float] = None) -> OrbitViews:
         """``n`` evenly spaced azimuths at one elevation (default: the middle of the range) and
@@ -111,8 +117,13 @@ def orbit_cameras(
     focal = 0.5 * resolution / torch.tan(0.5 * torch.deg2rad(views.fov.float()))
     return Cameras(
         camera_to_worlds=orbit_c2w(views.elevation, views.azimuth, views.distance, target, up),
-        fx=focal[:, None], fy=focal[:, None], cx=resolution / 2.0, cy=resolution / 2.0,
-        width=resolution, height=resolution, camera_type=CameraType.PERSPECTIVE,
+        fx=focal[:, None],
+        fy=focal[:, None],
+        cx=resolution / 2.0,
+        cy=resolution / 2.0,
+        width=resolution,
+        height=resolution,
+        camera_type=CameraType.PERSPECTIVE,
     )
 
 

@@ -83,8 +83,10 @@ class Prd:
             envs[name] = Path(path)
         config = load_trainer_config(self.load_config)
         if getattr(config, "method_name", None) not in relighting_methods():
-            raise StudioInputError(f"{self.load_config} is a {config.method_name!r} run, not a run of a relighting method "
-                                   f"({', '.join(relighting_methods())}).")
+            raise StudioInputError(
+                f"{self.load_config} is a {config.method_name!r} run, not a run of a relighting method "
+                f"({', '.join(relighting_methods())})."
+            )
         data = Path(self.data if self.data is not None else config.pipeline.datamanager.dataparser.data)
         if not data.is_dir():
             raise StudioInputError(f"dataset folder {data} does not exist.")
@@ -154,18 +156,34 @@ class ImageTo3D:
         if self.output.suffix.lower() != ".json":
             raise StudioInputError(f"--output {self.output} must end in .json.")
         if self.method not in image_to_3d_methods():
-            raise StudioInputError(f"--method {self.method} is not an image-to-3D method ({', '.join(image_to_3d_methods())}).")
+            raise StudioInputError(
+                f"--method {self.method} is not an image-to-3D method ({', '.join(image_to_3d_methods())})."
+            )
         if not (self.data / "transforms_train.json").is_file():
             raise StudioInputError(f"{self.data} is not a NeRF-synthetic dataset (no transforms_train.json).")
         train, test = read_nerf_synthetic(self.data, "train"), read_nerf_synthetic(self.data, "test")
         if not 0 <= self.view < len(train.image_paths):
-            raise StudioInputError(f"--view {self.view} is not a frame of the training split (0..{len(train.image_paths) - 1}).")
+            raise StudioInputError(
+                f"--view {self.view} is not a frame of the training split (0..{len(train.image_paths) - 1})."
+            )
         elev, az, dist = orbit_of_c2w(train.camera_to_worlds[self.view])
         fov = math.degrees(2.0 * math.atan(0.5 * train.width / train.fx))
         work = self.work_dir or self.output.with_name(self.output.stem + "_run")
-        cmd = [str(Path(sys.executable).with_name("ns-train")), self.method, "--data", str(train.image_paths[self.view]),
-               "--output-dir", str(work), "--vis", "tensorboard", "--pipeline.datamanager.recentre", "False",
-               "--pipeline.datamanager.reference-view", *(f"{v:.6f}" for v in (elev, az, dist, fov)), *shlex.split(self.method_args)]
+        cmd = [
+            str(Path(sys.executable).with_name("ns-train")),
+            self.method,
+            "--data",
+            str(train.image_paths[self.view]),
+            "--output-dir",
+            str(work),
+            "--vis",
+            "tensorboard",
+            "--pipeline.datamanager.recentre",
+            "False",
+            "--pipeline.datamanager.reference-view",
+            *(f"{v:.6f}" for v in (elev, az, dist, fov)),
+            *shlex.split(self.method_args),
+        ]
         print(f"Reference view {self.view}: elevation {elev:.1f}, azimuth {az:.1f}, distance {dist:.3f}, fov {fov:.1f}")
         if subprocess.run(cmd).returncode != 0:
             raise StudioInputError(f"the {self.method} run failed (command: {shlex.join(cmd)}).")
@@ -175,14 +193,23 @@ class ImageTo3D:
         render = model.render_any
 
         def render_fn(c2w: np.ndarray):
-            cam = Cameras(camera_to_worlds=torch.from_numpy(c2w[None, :3]).float(), fx=test.fx, fy=test.fy, cx=test.cx, cy=test.cy,
-                          width=test.width, height=test.height)
+            cam = Cameras(
+                camera_to_worlds=torch.from_numpy(c2w[None, :3]).float(),
+                fx=test.fx,
+                fy=test.fy,
+                cx=test.cx,
+                cy=test.cy,
+                width=test.width,
+                height=test.height,
+            )
             with torch.no_grad():
                 rgb, alpha, _, _ = render(cam)
             return rgb[0].cpu(), alpha[0, ..., 0].cpu()
 
         metrics = score_views(render_fn, test, [read_image(p) for p in test.image_paths])
-        metrics["chamfer"] = mesh_chamfer(config.parent / "export" / "mesh.glb", self.data / "gt_mesh.obj", self.n_points)
+        metrics["chamfer"] = mesh_chamfer(
+            config.parent / "export" / "mesh.glb", self.data / "gt_mesh.obj", self.n_points
+        )
         atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
         print_table(metrics, f"{self.method} from view {self.view} of {self.data.name}")
         print(f"Wrote {self.output}")

@@ -70,13 +70,19 @@ class ExportMesh:
         from studio.export.mesh import MESH_FORMATS
 
         if (self.load_config is None) == (self.input is None):
-            raise StudioInputError("Give exactly one of --load-config (a run's config.yml) or --input (a Gaussian .ply).")
+            raise StudioInputError(
+                "Give exactly one of --load-config (a run's config.yml) or --input (a Gaussian .ply)."
+            )
         if self.output.suffix.lower() not in MESH_FORMATS:
             raise StudioInputError(f"--output {self.output} must end in one of {', '.join(MESH_FORMATS)}.")
         from studio.export.runs import NerfRun, read_run_scene
 
         device = self.device or _default_device()
-        scene = load_gaussians_ply(self.input).to(device) if self.input is not None else read_run_scene(self.load_config, device)
+        scene = (
+            load_gaussians_ply(self.input).to(device)
+            if self.input is not None
+            else read_run_scene(self.load_config, device)
+        )
         if isinstance(scene, NerfRun):
             mesh = self._nerf_mesh(scene)
         else:
@@ -148,9 +154,17 @@ class ExportPBR:
         if self.env_height < 4:
             raise StudioInputError(f"--env-height {self.env_height} must be at least 4.")
         info = export_pbr(
-            self.load_config, self.output, env, texture_size=self.texture_size, env_height=self.env_height,
-            resolution=self.resolution, n_views=self.n_views, image_size=self.image_size,
-            min_component_fraction=self.min_component_fraction, k=self.neighbors, backend=self.backend,
+            self.load_config,
+            self.output,
+            env,
+            texture_size=self.texture_size,
+            env_height=self.env_height,
+            resolution=self.resolution,
+            n_views=self.n_views,
+            image_size=self.image_size,
+            min_component_fraction=self.min_component_fraction,
+            k=self.neighbors,
+            backend=self.backend,
             device=self.device or _default_device(),
         )
         print(

@@ -16,12 +16,28 @@ from studio.io.errors import StudioInputError
 
 VERBS: dict[str, tuple[str, str, str]] = {
     # verb: (module, attribute, one-line help)
-    "export": ("studio.cli.export", "COMMANDS", "export a result: gaussians (3DGS .ply), mesh (.glb/.obj/.ply) or pbr (textured .glb + env .exr)"),
+    "export": (
+        "studio.cli.export",
+        "COMMANDS",
+        "export a result: gaussians (3DGS .ply), mesh (.glb/.obj/.ply) or pbr (textured .glb + env .exr)",
+    ),
     "view": ("studio.cli.view", "View", "open a result (Gaussian .ply, mesh, or config.yml) in the viser viewer"),
     "render": ("studio.cli.render", "Render", "render a turntable video (.mp4) or an image sheet (.png) of a result"),
-    "scenes": ("studio.cli.scenes", "COMMANDS", "make ToyWorld datasets (procedural scenes with AOVs and ground truth)"),
-    "eval": ("studio.cli.eval", "COMMANDS", "evaluate: prd (NVS, albedo, roughness, normals, relighting), image-to-3d (reconstruct from one view, score the others)"),
-    "prior": ("studio.cli.prior", "COMMANDS", "embedded ToyWorld diffusion priors: train (toy-t2i, toy-nvs) or sample a grid"),
+    "scenes": (
+        "studio.cli.scenes",
+        "COMMANDS",
+        "make ToyWorld datasets (procedural scenes with AOVs and ground truth)",
+    ),
+    "eval": (
+        "studio.cli.eval",
+        "COMMANDS",
+        "evaluate: prd (NVS, albedo, roughness, normals, relighting), image-to-3d (reconstruct from one view, score the others)",
+    ),
+    "prior": (
+        "studio.cli.prior",
+        "COMMANDS",
+        "embedded ToyWorld diffusion priors: train (toy-t2i, toy-nvs) or sample a grid",
+    ),
 }
 
 

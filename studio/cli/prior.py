@@ -91,22 +91,47 @@ class Train:
             torch.set_num_threads(self.threads)
         console = Console()
         dcfg = DataConfig(n_seeds=self.data_seeds, views=self.data_views, spp=self.data_spp, aa=self.data_aa)
-        cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        cols = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
         with Progress(*cols, console=console) as bar:
             task = bar.add_task("render data", total=self.data_seeds, info="")
-            data = load_or_make(dcfg, self.cache_dir, workers=self.workers, log=console.log,
-                                progress=lambda done, total: bar.update(task, completed=done))
+            data = load_or_make(
+                dcfg,
+                self.cache_dir,
+                workers=self.workers,
+                log=console.log,
+                progress=lambda done, total: bar.update(task, completed=done),
+            )
             bar.update(task, completed=self.data_seeds)
         device = resolve_device(self.device)
-        cfg = TrainConfig(name=self.name, steps=self.steps, batch=self.batch, lr=self.lr, seed=self.seed, data=dcfg,
-                          time_budget=self.time_budget, arch={"channels": list(self.channels)})
-        console.log(f"Training {self.name} on {data.n_seeds * data.n_views} views ({device}, {torch.get_num_threads()} threads)")
+        cfg = TrainConfig(
+            name=self.name,
+            steps=self.steps,
+            batch=self.batch,
+            lr=self.lr,
+            seed=self.seed,
+            data=dcfg,
+            time_budget=self.time_budget,
+            arch={"channels": list(self.channels)},
+        )
+        console.log(
+            f"Training {self.name} on {data.n_seeds * data.n_views} views ({device}, {torch.get_num_threads()} threads)"
+        )
         t0 = time.time()
         with Progress(*cols, console=console) as bar:
             task = bar.add_task(f"train {self.name}", total=self.steps, info="")
-            prior, stats = train_prior(cfg, data, device,
-                                       progress=lambda step, loss: bar.update(task, completed=step, total=cfg.steps, info=f"loss {loss:.4f}"))
+            prior, stats = train_prior(
+                cfg,
+                data,
+                device,
+                progress=lambda step, loss: bar.update(task, completed=step, total=cfg.steps, info=f"loss {loss:.4f}"),
+            )
         save_toy_prior(prior, output)
         size = output.stat().st_size / 2**20
         console.log(f"Wrote {output} ({size:.1f} MiB, {time.time() - t0:.0f}s, final loss {stats['final_loss']:.4f})")
@@ -122,8 +147,12 @@ class Sample:
     """Prior name (toy-t2i, toy-nvs) or a toy-prior .safetensors path."""
     output: Path
     """PNG grid to write."""
-    prompt: Tuple[str, ...] = ("a matte red sphere", "a glossy blue box", "a polished gold torus",
-                               "a mushroom with a glossy red cap")
+    prompt: Tuple[str, ...] = (
+        "a matte red sphere",
+        "a glossy blue box",
+        "a polished gold torus",
+        "a mushroom with a glossy red cap",
+    )
     """toy-t2i: one row per prompt."""
     n: int = 8
     """Samples per row (toy-nvs: novel views at azimuth steps of 360/n degrees)."""
@@ -169,7 +198,9 @@ class Sample:
         gen = torch.Generator().manual_seed(self.seed)
 
         def draw(cond):  # [n,3,H,W] in [0,1]
-            return prior.decode(sample(prior, self.n, cond, None, self.guidance, self.steps, gen, self.eta, clamp_x0=True))
+            return prior.decode(
+                sample(prior, self.n, cond, None, self.guidance, self.steps, gen, self.eta, clamp_x0=True)
+            )
 
         rows = []
         if isinstance(prior, ToyNVSPrior):
@@ -180,8 +211,10 @@ class Sample:
                 cond = prior.condition(image=ref.to(prior.device), pose=pose)
                 imgs = draw(cond)
                 rows.append(torch.cat([ref.cpu(), imgs.cpu()]))
-            print(f"toy-nvs: reference, then azimuth +0..{360 - 360 / self.n:.0f} deg; rows: elevation delta "
-                  f"{', '.join(f'{d:g}' for d in self.elevation_delta)} deg")
+            print(
+                f"toy-nvs: reference, then azimuth +0..{360 - 360 / self.n:.0f} deg; rows: elevation delta "
+                f"{', '.join(f'{d:g}' for d in self.elevation_delta)} deg"
+            )
         else:
             for p in self.prompt:
                 cond = prior.condition(text=p)
@@ -216,8 +249,15 @@ class Sample:
         from studio.priors.toydata import DataConfig, render_views
 
         cfg = DataConfig(aa=16, spp=64)
-        out = render_views(self.scene_seed, math.radians(self.elevation), 0.0, 1.1, cfg,
-                           np.random.default_rng(self.scene_seed), training=False)
+        out = render_views(
+            self.scene_seed,
+            math.radians(self.elevation),
+            0.0,
+            1.1,
+            cfg,
+            np.random.default_rng(self.scene_seed),
+            training=False,
+        )
         print(f"reference: ToyWorld seed {self.scene_seed} ({out['caption']!r})")
         return torch.from_numpy(out["images"]).permute(0, 3, 1, 2).float() / 255.0
 

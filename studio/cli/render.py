@@ -64,8 +64,14 @@ class Render:
         from studio.render.turntable import make_sheet, turntable
 
         frames = turntable(
-            load_scene(self.path), n_frames=self.frames, size=self.size, elevation_deg=self.elevation,
-            fov_deg=self.fov, up=self.up, background=self.background, backend=self.backend,
+            load_scene(self.path),
+            n_frames=self.frames,
+            size=self.size,
+            elevation_deg=self.elevation,
+            fov_deg=self.fov,
+            up=self.up,
+            background=self.background,
+            backend=self.backend,
         )
         if suffix == ".png":
             cols = self.cols if self.cols > 0 else math.ceil(math.sqrt(self.frames))
@@ -97,6 +103,12 @@ def _write_video(path: Path, frames, fps: int) -> None:
             _, h, w, _ = frames.shape
             frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
             imageio.mimwrite(
-                tmp, list(frames), format="FFMPEG", fps=fps, codec="libx264", quality=8,
-                pixelformat="yuv420p", macro_block_size=2,
+                tmp,
+                list(frames),
+                format="FFMPEG",
+                fps=fps,
+                codec="libx264",
+                quality=8,
+                pixelformat="yuv420p",
+                macro_block_size=2,
             )

@@ -63,9 +63,21 @@ class Make:
 
         relight = tuple(e.strip() for e in self.relight.split(",") if e.strip())
         aov_splits = {"all": ("train", "val", "test"), "test": ("test",), "none": ()}[self.aovs]
-        cfg = MakeConfig(seed=self.seed, kind=self.kind, n_train=self.n_train, n_val=self.n_val, n_test=self.n_test,
-                         res=self.res, spp=self.spp, aa=self.aa, env=self.env, relight=relight, path=self.path, fov_deg=self.fov,
-                         aov_splits=aov_splits)
+        cfg = MakeConfig(
+            seed=self.seed,
+            kind=self.kind,
+            n_train=self.n_train,
+            n_val=self.n_val,
+            n_test=self.n_test,
+            res=self.res,
+            spp=self.spp,
+            aa=self.aa,
+            env=self.env,
+            relight=relight,
+            path=self.path,
+            fov_deg=self.fov,
+            aov_splits=aov_splits,
+        )
         if self.sheet is not None and self.sheet.suffix.lower() != ".png":
             raise StudioInputError(f"--sheet {self.sheet} must end in .png.")
         try:

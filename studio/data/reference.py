@@ -81,8 +81,10 @@ class ReferenceDataManager(OrbitDataManager):
             out = {
                 "ref_rgb": torch.from_numpy(ref.rgb).float(),
                 "ref_mask": torch.from_numpy(ref.mask).float()[..., None],
-                "ref_elevation": self.reference_views.elevation, "ref_azimuth": self.reference_views.azimuth,
-                "ref_distance": self.reference_views.distance, "ref_fov": self.reference_views.fov,
+                "ref_elevation": self.reference_views.elevation,
+                "ref_azimuth": self.reference_views.azimuth,
+                "ref_distance": self.reference_views.distance,
+                "ref_fov": self.reference_views.fov,
             }
             if ref.depth is not None:
                 out["ref_depth"] = torch.from_numpy(ref.depth).float()[..., None]

@@ -86,20 +86,28 @@ def foreground_mask(rgb: np.ndarray, uniform_tol: float = 0.06, threshold: float
         gc = np.zeros((h, w), np.uint8)
         inset = max(1, int(0.05 * min(h, w)))
         rect = (inset, inset, w - 2 * inset, h - 2 * inset)
-        cv2.grabCut(img8, gc, rect, np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64), 5, cv2.GC_INIT_WITH_RECT)
+        cv2.grabCut(
+            img8, gc, rect, np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64), 5, cv2.GC_INIT_WITH_RECT
+        )
         mask = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
     if mask.sum() < 16:
-        raise StudioInputError("no foreground object was found in the input image (give an RGBA image with an alpha mask).")
+        raise StudioInputError(
+            "no foreground object was found in the input image (give an RGBA image with an alpha mask)."
+        )
     return _largest_component(mask)
 
 
-def _recentre(img: np.ndarray, mask: np.ndarray, size: int, border_ratio: Optional[float], fill: float, interp: int) -> np.ndarray:
+def _recentre(
+    img: np.ndarray, mask: np.ndarray, size: int, border_ratio: Optional[float], fill: float, interp: int
+) -> np.ndarray:
     """``img`` cropped to the mask's box and centred with ``border_ratio`` margins in a square of
     ``size``; ``border_ratio=None`` keeps the framing (a plain resize of a square image)."""
     import cv2
 
     if border_ratio is None:
-        return cv2.resize(img, (size, size), interpolation=interp).reshape((size, size) + img.shape[2:]).astype(np.float32)
+        return (
+            cv2.resize(img, (size, size), interpolation=interp).reshape((size, size) + img.shape[2:]).astype(np.float32)
+        )
 
     ys, xs = np.nonzero(mask > 0.5)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
@@ -131,7 +139,9 @@ def load_reference(
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, -1)
     if border_ratio is None and img.shape[0] != img.shape[1]:
-        raise StudioInputError(f"input image {path} is {img.shape[1]}x{img.shape[0]}; without recentring it must be square.")
+        raise StudioInputError(
+            f"input image {path} is {img.shape[1]}x{img.shape[0]}; without recentring it must be square."
+        )
     if img.shape[-1] == 4 and img[..., 3].min() < 0.99:
         rgb, alpha = img[..., :3], img[..., 3]
         mask = alpha > 0.5
@@ -149,9 +159,13 @@ def load_reference(
             continue
         arr = _to_float(_read(Path(extra), what))
         if arr.shape[:2] != img.shape[:2]:
-            raise StudioInputError(f"{what} {extra} is {arr.shape[1]}x{arr.shape[0]}, the image {img.shape[1]}x{img.shape[0]}.")
+            raise StudioInputError(
+                f"{what} {extra} is {arr.shape[1]}x{arr.shape[0]}, the image {img.shape[1]}x{img.shape[0]}."
+            )
         if what == "depth map":
-            out.depth = _recentre(arr if arr.ndim == 2 else arr[..., 0], mask, size, border_ratio, 0.0, cv2.INTER_NEAREST)
+            out.depth = _recentre(
+                arr if arr.ndim == 2 else arr[..., 0], mask, size, border_ratio, 0.0, cv2.INTER_NEAREST
+            )
         else:
             n = _recentre(arr[..., :3] * 2.0 - 1.0, mask, size, border_ratio, 0.0, cv2.INTER_NEAREST)
             out.normal = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-6)

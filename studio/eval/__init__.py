@@ -1,5 +1,2 @@
-"""Evaluation: image metrics (PSNR, SSIM, optional local LPIPS) and evaluation commands."""
-
-from studio.eval.metrics import lpips_if_available, psnr, ssim
-
-__all__ = ["lpips_if_available", "psnr", "ssim"]
+"""Evaluation commands' scoring: inverse rendering (``inverse``) and image-to-3D (``image_to_3d``);
+image metrics are ``studio.metrics``."""

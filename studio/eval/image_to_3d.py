@@ -66,7 +66,7 @@ def score_views(render_fn, frames, images: list) -> Dict[str, float]:
     """Mean PSNR, SSIM and mask IoU of ``render_fn(c2w [4,4], frames) -> (rgb [H,W,3], alpha
     [H,W])`` against RGBA ground truth ``images`` (float [H,W,4] in [0,1])."""
     from studio.eval.inverse import over_white
-    from studio.eval.metrics import psnr, ssim
+    from studio.metrics import psnr, ssim
 
     p, s, iou = [], [], []
     for c2w, gt in zip(frames.camera_to_worlds, images):

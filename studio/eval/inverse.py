@@ -8,7 +8,7 @@ Metrics (``evaluate_inverse``; every image metric is the mean over the test view
 value):
 
 * ``nvs_psnr`` / ``nvs_ssim``: the composite ``rgb`` against the test images composited over
-  white, over the whole image (``studio.eval.metrics``).
+  white, over the whole image (``studio.metrics``).
 * ``albedo_psnr`` (TensoIR protocol, scale-aligned): object pixels are those with ground-truth
   alpha > 0.5. Ground-truth albedo (sRGB 8-bit) is decoded to linear; one per-channel scale
   ``s_c = median(gt_c / pred_c)`` is taken over the object pixels of *all* test views (pixels
@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from studio.eval.metrics import psnr, ssim
 from studio.io.errors import StudioInputError
+from studio.metrics import psnr, ssim
 from studio.pbr.tonemap import linear_to_srgb, srgb_to_linear
 
 METRIC_KEYS = ("nvs_psnr", "nvs_ssim", "albedo_psnr", "roughness_mse", "normal_mae_deg", "relight_psnr")
@@ -90,7 +90,9 @@ def masked_angular_error_deg(pred: Tensor, target: Tensor, mask: Tensor) -> Tens
     return angular_error_deg(pred, target)[_mask(mask)].mean()
 
 
-def aligned_albedo_psnr(preds: Sequence[Tensor], gts: Sequence[Tensor], masks: Sequence[Tensor]) -> tuple[float, Tensor]:
+def aligned_albedo_psnr(
+    preds: Sequence[Tensor], gts: Sequence[Tensor], masks: Sequence[Tensor]
+) -> tuple[float, Tensor]:
     """(mean per-view sRGB PSNR over object pixels after scale alignment, scale [3]); linear inputs."""
     scale = albedo_scale(preds, gts, masks)
     values = [
@@ -200,7 +202,9 @@ def _metal_albedo_fix(albedo_lin: np.ndarray, meta: dict) -> np.ndarray:
     return np.broadcast_to(color, albedo_lin.shape).copy()
 
 
-def load_test_truth(root: Path, image_paths: Sequence[Path], envs: Optional[Dict[str, Optional[Path]]] = None) -> TestTruth:
+def load_test_truth(
+    root: Path, image_paths: Sequence[Path], envs: Optional[Dict[str, Optional[Path]]] = None
+) -> TestTruth:
     """Ground truth of the test views ``image_paths`` (RGBA ``r_*.png`` of ``root/test``).
 
     AOVs are read beside each image when present: ``albedo_XXXX.png`` (sRGB 8-bit),
@@ -268,7 +272,11 @@ def evaluate_inverse(
         for i, view in enumerate(truth.views):
             if progress:
                 progress(f"view {i + 1}/{len(truth.views)}")
-            out = {k: v.detach().float().cpu() for k, v in render_gbuffers(cameras[i : i + 1]).items() if isinstance(v, Tensor)}
+            out = {
+                k: v.detach().float().cpu()
+                for k, v in render_gbuffers(cameras[i : i + 1]).items()
+                if isinstance(v, Tensor)
+            }
             gt = torch.from_numpy(view.rgb)
             mask = torch.from_numpy(view.mask)
             pred = out["rgb"][..., :3].clamp(0, 1)
@@ -281,7 +289,9 @@ def evaluate_inverse(
                 albedo_gts.append(torch.from_numpy(view.albedo))
                 albedo_masks.append(mask)
             if view.roughness is not None and "roughness" in out:
-                rough_err.append(float(masked_mse(out["roughness"].clamp(0, 1), torch.from_numpy(view.roughness), mask)))
+                rough_err.append(
+                    float(masked_mse(out["roughness"].clamp(0, 1), torch.from_numpy(view.roughness), mask))
+                )
             if view.normal is not None and "normal" in out:
                 normal_err.append(float(masked_angular_error_deg(out["normal"], torch.from_numpy(view.normal), mask)))
         metrics: Dict[str, object] = {

@@ -68,7 +68,13 @@ def gaussian_lookup(
     keep = op >= min_opacity
     if not bool(keep.any()):
         keep = torch.ones_like(keep)
-    means, quats, scales, op, attributes = means[keep].float(), quats[keep].float(), scales[keep].float(), op[keep], attributes[keep].float()
+    means, quats, scales, attributes = (
+        means[keep].float(),
+        quats[keep].float(),
+        scales[keep].float(),
+        attributes[keep].float(),
+    )
+    op = op[keep]
     k = max(1, min(int(k), len(means)))
     rot = quat_to_rotmat(F.normalize(quats, dim=-1))  # [N,3,3], columns = local axes
     inv_s = 1.0 / torch.sqrt(scales.square() + float(sigma_min) ** 2).clamp(min=1e-12)  # [N,3]
@@ -163,7 +169,9 @@ def bake_pbr_textures(
     values = torch.zeros(texture_size, texture_size, 5, device=device)
     if bool(covered.any()):
         pos = atlas.texels(torch.as_tensor(vertices, device=device))[covered]
-        values[covered] = gaussian_lookup(pos, means, quats, scales, opacities, attrs, k=k, sigma_min=sigma_min, min_opacity=min_opacity)
+        values[covered] = gaussian_lookup(
+            pos, means, quats, scales, opacities, attrs, k=k, sigma_min=sigma_min, min_opacity=min_opacity
+        )
     values = dilate(values, covered, dilation).clamp(0.0, 1.0)
     mr = torch.stack([torch.ones_like(values[..., 3]), values[..., 3], values[..., 4]], dim=-1)
     return BakedMesh(

@@ -37,7 +37,7 @@ def opacity_field(g: Gaussians, lo: Tensor, voxel: float, dims: tuple[int, int, 
         offsets = torch.stack(torch.meshgrid(span, span, span, indexing="ij"), -1).reshape(-1, 3)  # [K,3]
         chunk = max(1, _MAX_ENTRIES // len(offsets))
         for start in range(0, len(ids), chunk):
-            sel = ids[start:start + chunk]
+            sel = ids[start : start + chunk]
             cells = torch.round(centre[sel]).long()[:, None, :] + offsets[None]  # [n,K,3]
             d = (cells.float() - centre[sel][:, None, :]) * voxel  # world units
             m = torch.einsum("nki,nij,nkj->nk", d, inv_cov[sel], d)

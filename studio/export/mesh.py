@@ -98,10 +98,7 @@ def extract_mesh(
     if method not in ("tsdf", "density"):
         raise ValueError(f"extract_mesh method must be 'tsdf' or 'density', not {method!r}.")
     g = gaussians.detach().to(device if device is not None else gaussians.means.device)
-    if not bool((g.opacities >= _BOUNDS_MIN_OPACITY).any()):
-        raise StudioInputError(f"The scene has no Gaussians with opacity >= {_BOUNDS_MIN_OPACITY}, so there is no surface to mesh.")
-    lo, hi = gaussian_bounds(g.means, g.opacities, g.scales, min_opacity=_BOUNDS_MIN_OPACITY, quantile=0.005, outward=True,
-                             pad=0.05, scale_pad=3.0, margin=1e-6)
+    lo, hi = extraction_bounds(g)
     voxel = float((hi - lo).max()) / (resolution - 1)
     dims = tuple(int(d) for d in torch.ceil((hi - lo) / voxel).long() + 1)
     trunc = truncation_voxels * voxel
@@ -137,6 +134,29 @@ def extract_mesh(
     return mesh
 
 
+def extraction_bounds(g: Gaussians) -> Tensor:
+    """[2,3] box ``(lo, hi)`` of the opaque part of a scene (module docstring, step 1).
+
+    Raises:
+        StudioInputError: no Gaussian has opacity >= 0.2.
+    """
+    if not bool((g.opacities >= _BOUNDS_MIN_OPACITY).any()):
+        raise StudioInputError(
+            f"The scene has no Gaussians with opacity >= {_BOUNDS_MIN_OPACITY}, so there is no surface to mesh."
+        )
+    return gaussian_bounds(
+        g.means,
+        g.opacities,
+        g.scales,
+        min_opacity=_BOUNDS_MIN_OPACITY,
+        quantile=0.005,
+        outward=True,
+        pad=0.05,
+        scale_pad=3.0,
+        margin=1e-6,
+    )
+
+
 def save_mesh(path: str | os.PathLike, mesh: trimesh.Trimesh) -> None:
     """Write ``mesh`` as .glb, .obj or .ply (chosen by the extension, via trimesh), atomically.
 
@@ -150,7 +170,9 @@ def save_mesh(path: str | os.PathLike, mesh: trimesh.Trimesh) -> None:
         mesh.export(str(tmp), file_type=suffix[1:])
 
 
-def _render(g: Gaussians, viewmats: Tensor, K: Tensor, size: int, per_batch: int, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _render(
+    g: Gaussians, viewmats: Tensor, K: Tensor, size: int, per_batch: int, backend: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Render every view: colour [C,H,W,3] (un-premultiplied), expected depth [C,H,W], confidence
     [C,H,W] and silhouette (alpha >= 0.5) [C,H,W] bool.
 
@@ -163,12 +185,22 @@ def _render(g: Gaussians, viewmats: Tensor, K: Tensor, size: int, per_batch: int
     pix = torch.arange(size, device=g.means.device, dtype=torch.float32) + 0.5
     v, u = torch.meshgrid(pix, pix, indexing="ij")
     for start in range(0, len(viewmats), per_batch):
-        vm, ks = viewmats[start:start + per_batch], K[start:start + per_batch]
-        out = rasterize(g.means, g.quats, g.scales, g.opacities, g.sh, vm, ks, size, size, backend=backend, sh_degree=g.sh_degree)
+        vm, ks = viewmats[start : start + per_batch], K[start : start + per_batch]
+        out = rasterize(
+            g.means, g.quats, g.scales, g.opacities, g.sh, vm, ks, size, size, backend=backend, sh_degree=g.sh_degree
+        )
         alpha = out.alpha[..., 0]
-        rays = F.normalize(torch.stack([(u - ks[:, None, None, 0, 2]) / ks[:, None, None, 0, 0],
-                                        (v - ks[:, None, None, 1, 2]) / ks[:, None, None, 1, 1],
-                                        torch.ones_like(alpha)], dim=-1), dim=-1)
+        rays = F.normalize(
+            torch.stack(
+                [
+                    (u - ks[:, None, None, 0, 2]) / ks[:, None, None, 0, 0],
+                    (v - ks[:, None, None, 1, 2]) / ks[:, None, None, 1, 1],
+                    torch.ones_like(alpha),
+                ],
+                dim=-1,
+            ),
+            dim=-1,
+        )
         cos = -(out.normal * rays).sum(dim=-1)
         colors.append(out.color / out.alpha.clamp_min(1e-6))
         depths.append(out.depth[..., 0])
@@ -193,8 +225,16 @@ def _project(points: Tensor, proj: Tensor, size: int) -> tuple[Tensor, Tensor, T
     return z, row * size + col, inside
 
 
-def _surface_band(depth: Tensor, conf: Tensor, viewmats: Tensor, K: Tensor, lo: Tensor, voxel: float,
-                  dims: tuple[int, int, int], radius: int) -> Tensor:
+def _surface_band(
+    depth: Tensor,
+    conf: Tensor,
+    viewmats: Tensor,
+    K: Tensor,
+    lo: Tensor,
+    voxel: float,
+    dims: tuple[int, int, int],
+    radius: int,
+) -> Tensor:
     """[M,3] int64 indices of the voxels within ``radius`` voxels of a back-projected pixel with ``conf > 0``."""
     size = depth.shape[-1]
     pix = torch.arange(size, device=depth.device, dtype=depth.dtype) + 0.5
@@ -204,7 +244,9 @@ def _surface_band(depth: Tensor, conf: Tensor, viewmats: Tensor, K: Tensor, lo: 
     for view in range(len(viewmats)):
         keep = conf[view] > 0
         z = depth[view][keep]
-        cam = torch.stack([(u[keep] - K[view, 0, 2]) / K[view, 0, 0] * z, (v[keep] - K[view, 1, 2]) / K[view, 1, 1] * z, z], -1)
+        cam = torch.stack(
+            [(u[keep] - K[view, 0, 2]) / K[view, 0, 0] * z, (v[keep] - K[view, 1, 2]) / K[view, 1, 1] * z, z], -1
+        )
         world = (cam - viewmats[view, :3, 3]) @ viewmats[view, :3, :3]  # R^T (x_cam - t), row-wise
         idx = torch.round((world - lo) / voxel).long()
         idx = idx[((idx >= 0) & (idx <= upper)).all(dim=1)]
@@ -216,7 +258,9 @@ def _surface_band(depth: Tensor, conf: Tensor, viewmats: Tensor, K: Tensor, lo: 
     return torch.nonzero(grid[0, 0] > 0)
 
 
-def _fuse(points: Tensor, depth: Tensor, conf: Tensor, viewmats: Tensor, K: Tensor, trunc: float) -> tuple[Tensor, Tensor]:
+def _fuse(
+    points: Tensor, depth: Tensor, conf: Tensor, viewmats: Tensor, K: Tensor, trunc: float
+) -> tuple[Tensor, Tensor]:
     """Confidence-weighted mean truncated SDF (in [-1, 1], positive outside) [M] and total weight [M]."""
     size = depth.shape[-1]
     proj = K @ viewmats[:, :3]  # [C,3,4]
@@ -243,8 +287,9 @@ def _drop_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimes
     return mesh
 
 
-def _vertex_colors(verts: Tensor, color: Tensor, depth: Tensor, conf: Tensor, viewmats: Tensor, K: Tensor,
-                   tol: float) -> Tensor:
+def _vertex_colors(
+    verts: Tensor, color: Tensor, depth: Tensor, conf: Tensor, viewmats: Tensor, K: Tensor, tol: float
+) -> Tensor:
     """[V,3] confidence-weighted mean rendered colour per vertex; NaN where no view sees the vertex.
 
     A view sees a vertex when it projects inside the image onto a pixel with ``conf > 0`` whose
@@ -261,7 +306,9 @@ def _vertex_colors(verts: Tensor, color: Tensor, depth: Tensor, conf: Tensor, vi
         w = sample[:, 1] * (inside & ((sample[:, 0] - z).abs() < tol))
         total += w[:, None] * sample[:, 2:]
         weight += w
-    return torch.where(weight[:, None] > 0, total / weight.clamp_min(1e-12)[:, None], torch.full_like(total, float("nan")))
+    return torch.where(
+        weight[:, None] > 0, total / weight.clamp_min(1e-12)[:, None], torch.full_like(total, float("nan"))
+    )
 
 
 def _fill_unseen(rgb: Tensor, edges: Tensor) -> Tensor:
@@ -278,7 +325,9 @@ def _fill_unseen(rgb: Tensor, edges: Tensor) -> Tensor:
         if not bool(use.any()):
             break
         acc = torch.zeros_like(rgb).index_add_(0, dst[use], rgb[src[use]])
-        cnt = torch.zeros(len(rgb), device=rgb.device).index_add_(0, dst[use], torch.ones_like(dst[use], dtype=rgb.dtype))
+        cnt = torch.zeros(len(rgb), device=rgb.device).index_add_(
+            0, dst[use], torch.ones_like(dst[use], dtype=rgb.dtype)
+        )
         new = cnt > 0
         rgb[new] = acc[new] / cnt[new, None]
         known = known | new

@@ -55,10 +55,10 @@ def load_pbr_run(config_path: str | os.PathLike, device: str = "cpu") -> PBRRun:
     Raises:
         StudioInputError: missing files, or the run holds no PBR materials / light (not ``prd``).
     """
+    from studio.export.runs import world_gaussians
     from studio.gaussians.pbr import PBR_PARAM_NAMES, activate_pbr
     from studio.gaussians.trainable import PARAM_NAMES
     from studio.io.config_loader import load_trainer_config
-    from studio.export.runs import world_gaussians
     from studio.io.runs import checkpoint_gaussian_params, dataparser_transform, latest_checkpoint, load_checkpoint
     from studio.pbr.cubemap import CubemapLight
 
@@ -94,7 +94,9 @@ def load_pbr_run(config_path: str | os.PathLike, device: str = "cpu") -> PBRRun:
 
 # ---- environment light -------------------------------------------------------------------------
 @torch.no_grad()
-def environment_equirect(light, height: int = 256, width: Optional[int] = None, rotation: Optional[Tensor] = None) -> np.ndarray:
+def environment_equirect(
+    light, height: int = 256, width: Optional[int] = None, rotation: Optional[Tensor] = None
+) -> np.ndarray:
     """The light as a world-frame equirect image.
 
     Args:
@@ -152,12 +154,26 @@ def export_pbr(
     run = load_pbr_run(config_path, device=device)
     g = run.gaussians
     mesh = extract_mesh(
-        g, resolution=resolution, n_views=n_views, image_size=image_size,
-        min_component_fraction=min_component_fraction, backend=backend, device=device,
+        g,
+        resolution=resolution,
+        n_views=n_views,
+        image_size=image_size,
+        min_component_fraction=min_component_fraction,
+        backend=backend,
+        device=device,
     )
     baked = bake_pbr_textures(
-        np.asarray(mesh.vertices), np.asarray(mesh.faces), g.means, g.quats, g.scales, g.opacities,
-        run.albedo, run.roughness, run.metallic, texture_size=texture_size, k=k,
+        np.asarray(mesh.vertices),
+        np.asarray(mesh.faces),
+        g.means,
+        g.quats,
+        g.scales,
+        g.opacities,
+        run.albedo,
+        run.roughness,
+        run.metallic,
+        texture_size=texture_size,
+        k=k,
     )
     glb_bytes = save_glb(output, baked.to_trimesh())
     env = environment_equirect(run.light, env_height, 2 * env_height, run.rotation)

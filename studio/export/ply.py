@@ -32,8 +32,22 @@ _REST_COUNTS = tuple(3 * ((d + 1) ** 2 - 1) for d in range(MAX_SH_DEGREE + 1))  
 _OPACITY_EPS = 1e-6  # opacities are clamped to [eps, 1 - eps] before the logit (|logit| <= 13.8)
 _SCALE_MIN = 1e-30  # scales are clamped to this before the log
 
-_REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-             "rot_0", "rot_1", "rot_2", "rot_3")
+_REQUIRED = (
+    "x",
+    "y",
+    "z",
+    "f_dc_0",
+    "f_dc_1",
+    "f_dc_2",
+    "opacity",
+    "scale_0",
+    "scale_1",
+    "scale_2",
+    "rot_0",
+    "rot_1",
+    "rot_2",
+    "rot_3",
+)
 _SIGNATURE = ("f_dc_0", "opacity", "scale_0", "rot_0")  # what tells a Gaussian PLY from a mesh PLY
 _HEADER_LIMIT = 1 << 16  # bytes read when looking for ``end_header``
 PROPERTY_NAMES = (  # the 62 vertex properties written by ``save_gaussians_ply``, in file order
@@ -78,11 +92,22 @@ def save_gaussians_ply(path: str | os.PathLike, gaussians: Gaussians) -> None:
     rest = torch.zeros(n, 3, N_REST_PER_CHANNEL, dtype=torch.float64)
     rest[:, :, : g.sh.shape[1] - 1] = g.sh[:, 1:, :].double().transpose(1, 2)  # channel-major
 
-    columns = torch.cat(
-        [means, torch.zeros(n, 3, dtype=torch.float64), g.sh[:, 0, :].double(), rest.reshape(n, -1),
-         logit[:, None], log_scales, quats],
-        dim=1,
-    ).to(torch.float32).numpy()
+    columns = (
+        torch.cat(
+            [
+                means,
+                torch.zeros(n, 3, dtype=torch.float64),
+                g.sh[:, 0, :].double(),
+                rest.reshape(n, -1),
+                logit[:, None],
+                log_scales,
+                quats,
+            ],
+            dim=1,
+        )
+        .to(torch.float32)
+        .numpy()
+    )
     vertex = np.empty(n, dtype=[(name, "<f4") for name in PROPERTY_NAMES])
     for i, name in enumerate(PROPERTY_NAMES):
         vertex[name] = columns[:, i]
@@ -121,11 +146,15 @@ def load_gaussians_ply(path: str | os.PathLike) -> Gaussians:
     missing = [name for name in _REQUIRED if name not in names]
     if missing:
         if any(e.name == "face" for e in ply.elements) and not any(name in names for name in _SIGNATURE):
-            raise StudioInputError(f"{path} is a mesh PLY (it has faces and no Gaussian properties), not a Gaussian PLY.")
+            raise StudioInputError(
+                f"{path} is a mesh PLY (it has faces and no Gaussian properties), not a Gaussian PLY."
+            )
         raise StudioInputError(f"{path} is not a Gaussian PLY: its vertices lack the properties {', '.join(missing)}.")
     list_props = [p.name for p in element.properties if isinstance(p, PlyListProperty)]
     if list_props:
-        raise StudioInputError(f"{path} has list-valued vertex properties ({', '.join(list_props)}), not a Gaussian PLY.")
+        raise StudioInputError(
+            f"{path} has list-valued vertex properties ({', '.join(list_props)}), not a Gaussian PLY."
+        )
 
     n_rest = sum(name.startswith("f_rest_") for name in names)
     rest_names = [f"f_rest_{i}" for i in range(n_rest)]
@@ -149,7 +178,14 @@ def load_gaussians_ply(path: str | os.PathLike) -> Gaussians:
     logit = columns(["opacity"])[:, 0]
     log_scales = columns([f"scale_{i}" for i in range(3)])
     quats = columns([f"rot_{i}" for i in range(4)])
-    for label, t in (("x/y/z", means), ("f_dc", dc), ("f_rest", rest), ("opacity", logit), ("scale", log_scales), ("rot", quats)):
+    for label, t in (
+        ("x/y/z", means),
+        ("f_dc", dc),
+        ("f_rest", rest),
+        ("opacity", logit),
+        ("scale", log_scales),
+        ("rot", quats),
+    ):
         bad = int((~torch.isfinite(t)).sum())
         if bad:
             raise StudioInputError(f"{path} holds {bad} non-finite (NaN or inf) values in its {label} properties.")

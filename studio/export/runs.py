@@ -41,7 +41,7 @@ def read_run_scene(config_path: Path, device: str = "cpu"):
         prefix = "_model.field."
         field = HashGridField(model.nerf)
         try:
-            field.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            field.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         except RuntimeError:
             raise StudioInputError(f"run {config_path.parent} holds no NeRF matching its config.") from None
         return NerfRun(field.to(device).eval(), *dataparser_transform(config_path))
@@ -69,6 +69,8 @@ def load_gaussians_from_config(config_path: Path, device: str = "cpu"):
     NeRF run is refused with one sentence."""
     scene = read_run_scene(config_path, device)
     if isinstance(scene, NerfRun):
-        raise StudioInputError(f"run {Path(config_path).parent} is a NeRF, not Gaussians: `studio export mesh --load-config` "
-                               "extracts its surface.")
+        raise StudioInputError(
+            f"run {Path(config_path).parent} is a NeRF, not Gaussians: `studio export mesh --load-config` "
+            "extracts its surface."
+        )
     return scene

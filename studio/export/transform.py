@@ -132,8 +132,9 @@ def _matrix_to_quat(rot: Tensor) -> Tensor:
     m = rot
     trace = m[0, 0] + m[1, 1] + m[2, 2]
     # four candidate |4 q_i| magnitudes; build from the largest to avoid cancellation
-    cands = torch.stack([1 + trace, 1 + m[0, 0] - m[1, 1] - m[2, 2], 1 - m[0, 0] + m[1, 1] - m[2, 2],
-                         1 - m[0, 0] - m[1, 1] + m[2, 2]])
+    cands = torch.stack(
+        [1 + trace, 1 + m[0, 0] - m[1, 1] - m[2, 2], 1 - m[0, 0] + m[1, 1] - m[2, 2], 1 - m[0, 0] - m[1, 1] + m[2, 2]]
+    )
     i = int(torch.argmax(cands))
     s = 2.0 * torch.sqrt(cands[i].clamp_min(1e-300))
     if i == 0:
@@ -151,12 +152,15 @@ def _quat_multiply(a: Tensor, b: Tensor) -> Tensor:
     """Hamilton product ``a * b`` of [...,4] quaternions (w, x, y, z): rotate by b, then by a."""
     aw, ax, ay, az = a.unbind(-1)
     bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], dim=-1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        dim=-1,
+    )
 
 
 def _fibonacci_sphere(n: int, device: torch.device) -> Tensor:

@@ -33,8 +33,8 @@ def gaussian_bounds(
 
     Kept: the Gaussians with opacity >= ``min_opacity`` (all of them when ``opacities`` is None or
     fewer than ``min_count`` pass). The core box spans, per axis, the ``quantile`` and
-    ``1 - quantile`` quantiles of their ``means`` [N,3]: linearly interpolated (``torch.quantile``)
-    or, with ``outward``, the samples at or outside those ranks (``kthvalue``; no size limit).
+    ``1 - quantile`` quantiles of their ``means`` [N,3]: linearly interpolated (``torch.quantile``,
+    N <= 2^24) or, with ``outward``, the samples at or outside those ranks (``kthvalue``, any N).
     Padding (world units) = ``pad * max(longest core side, min_extent) + scale_pad * s + margin``,
     s the median largest standard deviation in ``scales`` [N,3] of the kept Gaussians.
 

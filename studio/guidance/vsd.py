@@ -42,9 +42,7 @@ def with_camera(cond: Condition, batch: int, camera: Tensor | None) -> Condition
     return Condition({**out.tensors, "camera": camera.reshape(batch, -1)})
 
 
-def sample_timesteps(
-    T: int, batch: int, t_range: Sequence[float], generator: torch.Generator | None, device
-) -> Tensor:
+def sample_timesteps(T: int, batch: int, t_range: Sequence[float], generator: torch.Generator | None, device) -> Tensor:
     """t ~ U{int(T lo), ..., int(T hi) - 1} (hi = 1 gives the whole range [0, T-1])."""
     lo, hi = int(T * t_range[0]), max(int(T * t_range[1]), int(T * t_range[0]) + 1)
     return torch.randint(lo, min(hi, T), (batch,), generator=generator).to(device)
@@ -144,7 +142,9 @@ def distill_step(
     t = schedule.sample(step, B, generator, target.num_train_timesteps, x.device)
     eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     fc = fake_cond if fake_cond is not None else cond
-    grad = variational_score(target, fake, x.detach(), t, eps, cond, uncond, with_camera(fc, B, camera), guidance_scale, weighting)
+    grad = variational_score(
+        target, fake, x.detach(), t, eps, cond, uncond, with_camera(fc, B, camera), guidance_scale, weighting
+    )
     grad = clip_gradient(grad, grad_clip, step)
     return surrogate_loss(x, grad), fake_loss(x, fc), t.float().mean(), grad.flatten(1).norm(dim=1).mean()
 
@@ -224,7 +224,20 @@ class VSD(nn.Module):
         Returns {"loss_vsd" (surrogate loss of the renders), "loss_vsd_fake" (the fake score's
         denoising loss; only the fake's parameters get its gradient), "vsd_t", "vsd_grad_norm"}."""
         loss, fake, t, norm = distill_step(
-            self.prior, self.fake, images, cond, uncond, step, self.schedule, self.guidance_scale, self.weighting,
-            self.grad_clip, lambda x, c: self.fake_loss(x, c, camera, generator), camera, fake_cond, generator, as_latents,
+            self.prior,
+            self.fake,
+            images,
+            cond,
+            uncond,
+            step,
+            self.schedule,
+            self.guidance_scale,
+            self.weighting,
+            self.grad_clip,
+            lambda x, c: self.fake_loss(x, c, camera, generator),
+            camera,
+            fake_cond,
+            generator,
+            as_latents,
         )
         return {"loss_vsd": loss, "loss_vsd_fake": fake, "vsd_t": t, "vsd_grad_norm": norm}

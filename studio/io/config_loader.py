@@ -22,7 +22,10 @@ import yaml
 from studio.io.errors import StudioInputError
 
 ALLOWED_PREFIXES = ("nerfstudio.", "studio.", "torch.optim.")
-PATH_TYPES = {f"pathlib.{n}": getattr(pathlib, n) for n in ("Path", "PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath")}
+PATH_TYPES = {
+    f"pathlib.{n}": getattr(pathlib, n)
+    for n in ("Path", "PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath")
+}
 
 
 def _resolve(dotted: str, what: str) -> Any:

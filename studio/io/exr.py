@@ -53,7 +53,8 @@ def encode_exr(image: np.ndarray, pixel_type: int = FLOAT, mantissa_bits: int = 
     chl = b"".join(c.encode() + b"\0" + struct.pack("<iB3xii", pixel_type, 0, 1, 1) for c in "BGR") + b"\0"
     box = struct.pack("<iiii", 0, 0, W - 1, H - 1)
     header = (
-        b"\x76\x2f\x31\x01" + struct.pack("<i", 2)
+        b"\x76\x2f\x31\x01"
+        + struct.pack("<i", 2)
         + _attr("channels", "chlist", chl)
         + _attr("compression", "compression", b"\x03")
         + _attr("dataWindow", "box2i", box)
@@ -67,7 +68,7 @@ def encode_exr(image: np.ndarray, pixel_type: int = FLOAT, mantissa_bits: int = 
     planar = np.ascontiguousarray(img[..., ::-1].transpose(0, 2, 1)).astype(dtype)  # [H, (B, G, R), W]
     blocks = []
     for y in range(0, H, _LINES):
-        raw = planar[y:y + _LINES].tobytes()
+        raw = planar[y : y + _LINES].tobytes()
         data = _zip(raw)
         if len(data) >= len(raw):
             data = raw  # stored uncompressed when zlib does not help (allowed by the format)

@@ -16,7 +16,6 @@ from torch import Tensor
 
 from studio.ext import load_extension
 
-
 _modules: dict[bool, object] = {}
 
 

@@ -30,7 +30,9 @@ def pixel_ndc(n: int, device: torch.device) -> Tensor:
     return (2.0 * torch.arange(n, device=device, dtype=torch.float32) + 1.0) / n - 1.0
 
 
-def triangle_samples(p0: Tensor, p1: Tensor, p2: Tensor, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def triangle_samples(
+    p0: Tensor, p1: Tensor, p2: Tensor, px: Tensor, py: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Barycentrics of triangles [N,4] x 3 at NDC points px, py [N].
 
     Returns (covered [N] bool (coverage and -1 <= depth <= 1), u, v, depth [N]).

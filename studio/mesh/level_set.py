@@ -38,8 +38,17 @@ def level_set_mesh(volume: np.ndarray, observed: Tensor, origin: np.ndarray, vox
     return mesh
 
 
-def best_level(field: Tensor, mask: Tensor, lo: Tensor, voxel: float, solid: Tensor, viewmats: Tensor, K: Tensor,
-               size: int, levels: tuple[float, ...]) -> float:
+def best_level(
+    field: Tensor,
+    mask: Tensor,
+    lo: Tensor,
+    voxel: float,
+    solid: Tensor,
+    viewmats: Tensor,
+    K: Tensor,
+    size: int,
+    levels: tuple[float, ...],
+) -> float:
     """The one of ``levels`` whose level set of ``field`` [X,Y,Z] (``mask``: observed voxels; grid
     origin ``lo`` [3], spacing ``voxel``) has silhouettes with the highest mean IoU with ``solid``
     [C,H,W] (the rendered views' alpha >= 0.5 pixels; cameras ``viewmats`` [C,4,4], ``K`` [C,3,3],

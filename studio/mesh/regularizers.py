@@ -87,7 +87,9 @@ def laplacian_smoothing(verts: Tensor, faces: Tensor, edges: Optional[Tensor] = 
     a, b = edges[:, 0], edges[:, 1]
     total = torch.zeros_like(verts).index_add(0, a, verts[b]).index_add(0, b, verts[a])
     degree = torch.zeros(len(verts), dtype=verts.dtype, device=verts.device)
-    degree = degree.index_add(0, a, torch.ones_like(a, dtype=verts.dtype)).index_add(0, b, torch.ones_like(b, dtype=verts.dtype))
+    degree = degree.index_add(0, a, torch.ones_like(a, dtype=verts.dtype)).index_add(
+        0, b, torch.ones_like(b, dtype=verts.dtype)
+    )
     used = degree > 0
     if not bool(used.any()):
         return verts.sum() * 0.0

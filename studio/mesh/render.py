@@ -113,7 +113,11 @@ def render_mesh(
     # Shared per-vertex attributes, interpolated in one call: normal, uv, the user's attributes.
     shared = [vertex_normals(verts, faces)] + ([uv.to(verts.dtype)] if uv is not None else [])
     shared += [a.to(verts.dtype) for a in vertex_attrs.values()]
-    parts = list(interpolate(torch.cat(shared, -1), bary, tri_id, faces_i, backend=backend).split([a.shape[-1] for a in shared], -1))
+    parts = list(
+        interpolate(torch.cat(shared, -1), bary, tri_id, faces_i, backend=backend).split(
+            [a.shape[-1] for a in shared], -1
+        )
+    )
     normal_img, uv_img = parts.pop(0), (parts.pop(0) if uv is not None else None)
     attr_imgs = dict(zip(vertex_attrs, parts))
     depth = interpolate(verts_clip[..., 3:], bary, tri_id, faces_i, backend=backend)  # [C,H,W,1]

@@ -61,8 +61,11 @@ def unwrap_with_colors(
     return TexturedMesh(verts=verts.detach().float()[atlas.vmapping], faces=atlas.faces, uv=atlas.uv, texture=texture)
 
 
-def textured_trimesh(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, material: trimesh.visual.material.Material) -> trimesh.Trimesh:
-    """A ``trimesh.Trimesh`` (not processed: vertex order kept) with ``TextureVisuals`` of ``uv`` (v up) and ``material``."""
+def textured_trimesh(
+    vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, material: trimesh.visual.material.Material
+) -> trimesh.Trimesh:
+    """A ``trimesh.Trimesh`` (not processed: vertex order kept) with ``TextureVisuals`` of ``uv``
+    [V,2] (v up) and ``material``."""
     import trimesh
 
     visual = trimesh.visual.TextureVisuals(uv=uv, material=material)

@@ -11,6 +11,7 @@ in row 0: ``texture_image`` flips once, on the way to a file.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,8 +20,13 @@ from torch import Tensor
 
 from studio.mesh.rasterize import interpolate, rasterize
 
+if TYPE_CHECKING:
+    from PIL import Image
 
-def uv_unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 1024, padding: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def uv_unwrap(
+    vertices: np.ndarray, faces: np.ndarray, texture_size: int = 1024, padding: int = 2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """xatlas UV atlas of a triangle mesh.
 
     Args:
@@ -83,7 +89,9 @@ class UVAtlas:
         return interpolate(attr, self.bary[None], self.tri_id[None], self.faces.to(torch.int32))[0]
 
 
-def uv_atlas(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int = 2, device: str | torch.device = "cpu") -> UVAtlas:
+def uv_atlas(
+    vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int = 2, device: str | torch.device = "cpu"
+) -> UVAtlas:
     """``uv_unwrap`` + ``rasterize_uv`` of a mesh (vertices [V,3], faces [F,3]), tensors on ``device``."""
     vmap, new_faces, uv = uv_unwrap(vertices, faces, texture_size, padding)
     faces_t = torch.as_tensor(new_faces, device=device)
@@ -126,7 +134,7 @@ def to_uint8(texture: Tensor) -> np.ndarray:
     return (texture.detach() * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
-def texture_image(texture: np.ndarray):
+def texture_image(texture: np.ndarray) -> "Image.Image":
     """A uint8 texture [T,T,3] (row 0 = v = 0) as a PIL RGB image (row 0 = top = v = 1)."""
     from PIL import Image
 

@@ -66,7 +66,9 @@ class GenerationModel(SplatModel):
         n = self.config.num_random
         points = random_ball(n, self.config.init_radius, gen)
         rgb = torch.full((n, 3), 0.5)
-        self.gaussians = TrainableGaussians(initial_params(points, rgb, self.config.sh_degree, opacity=self.config.init_opacity))
+        self.gaussians = TrainableGaussians(
+            initial_params(points, rgb, self.config.sh_degree, opacity=self.config.init_opacity)
+        )
         self.scene_extent = max(self.scene_extent, 2.0 * self.config.init_radius)
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_extent)
 
@@ -94,7 +96,9 @@ class GenerationModel(SplatModel):
             state_dict.setdefault(key, value)
         return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
-    def render_views(self, cameras: Cameras, background: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    def render_views(
+        self, cameras: Cameras, background: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """All cameras of ``cameras`` in one rasterization: rgb [C,H,W,3], alpha and depth
         [C,H,W,1] and the background [3] used. Registers the densification statistics in training."""
         bg = self.background() if background is None else background
@@ -108,8 +112,13 @@ class GenerationModel(SplatModel):
     def get_outputs(self, camera: Cameras) -> Dict[str, Tensor]:  # type: ignore[override]
         rgb, alpha, depth, bg = self.render_any(camera)
         return {
-            "rgb": rgb[0], "depth": depth[0], "accumulation": alpha[0], "background": bg,
-            "rgb_views": rgb, "alpha_views": alpha, "depth_views": depth,
+            "rgb": rgb[0],
+            "depth": depth[0],
+            "accumulation": alpha[0],
+            "background": bg,
+            "rgb_views": rgb,
+            "alpha_views": alpha,
+            "depth_views": depth,
         }
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:

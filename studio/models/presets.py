@@ -61,7 +61,9 @@ def load_preset(method: str, preset: Literal["tiny", "full"]) -> Dict[str, Dict[
     values = presets[preset] or {}
     unknown = set(values) - set(SECTIONS)
     if unknown:
-        raise StudioInputError(f"{path}: preset '{preset}' has unknown section(s) {sorted(unknown)}; use {list(SECTIONS)}.")
+        raise StudioInputError(
+            f"{path}: preset '{preset}' has unknown section(s) {sorted(unknown)}; use {list(SECTIONS)}."
+        )
     return {section: dict(values.get(section) or {}) for section in SECTIONS}
 
 
@@ -149,7 +151,7 @@ def command_line_fields(argv: Sequence[str]) -> Dict[str, set]:
         name = token[2:].split("=", 1)[0].replace("-", "_")
         for prefix, section in prefixes.items():
             if name.startswith(prefix):
-                out[section].add(name[len(prefix):])
+                out[section].add(name[len(prefix) :])
                 break
         else:
             if "." not in name:

@@ -40,5 +40,8 @@ def image_to_3d_methods() -> List[str]:
     """Methods that reconstruct from one reference image: ``studio eval image-to-3d --method``."""
     from studio.data.reference import ReferenceDataManagerConfig
 
-    return sorted(n for n, s in registered_methods().items()
-                  if isinstance(s.config.pipeline.datamanager, ReferenceDataManagerConfig))
+    return sorted(
+        n
+        for n, s in registered_methods().items()
+        if isinstance(s.config.pipeline.datamanager, ReferenceDataManagerConfig)
+    )

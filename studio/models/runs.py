@@ -85,7 +85,7 @@ def _model_without_data(config, state: dict, config_path: Path):
     scene_box = SceneBox(aabb=torch.tensor([[-half] * 3, [half] * 3], dtype=torch.float32))
     model = config.pipeline.model.setup(scene_box=scene_box, num_train_data=1, metadata={})
     prefix = "_model."
-    model_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    model_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     try:
         model.load_state_dict(model_state, strict=False)
     except RuntimeError:

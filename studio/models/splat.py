@@ -21,10 +21,10 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from studio.cameras.nerfstudio import cameras_to_viewmats
-from studio.eval.metrics import lpips_if_available, psnr, ssim
 from studio.gaussians.init import initial_params, random_points
 from studio.gaussians.strategy import CappedStrategy
 from studio.gaussians.trainable import PARAM_NAMES, TrainableGaussians
+from studio.metrics import lpips_if_available, psnr, ssim
 from studio.render import rasterize
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
@@ -108,7 +108,9 @@ class SplatModel(Model):
         """3DGS scales the position learning rate by the scene extent."""
         return self.scene_extent if group == "means" else 1.0
 
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
         optimizers = training_callback_attributes.optimizers
 
         def before(step: int) -> None:
@@ -116,15 +118,23 @@ class SplatModel(Model):
             self.optimizers = optimizers.optimizers
 
         def after(step: int) -> None:
-            self.strategy.step_post_backward(
-                params=self.gaussians.params, optimizers=self.optimizers, state=self.strategy_state,
-                step=step, info=self.info, packed=False,
-            )
+            self.densify(step)
 
         return [
             TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], before),
             TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], after),
         ]
+
+    def densify(self, step: int) -> None:
+        """Adaptive density control after the optimiser step ``step`` (gsplat's 3DGS strategy)."""
+        self.strategy.step_post_backward(
+            params=self.gaussians.params,
+            optimizers=self.optimizers,
+            state=self.strategy_state,
+            step=step,
+            info=self.info,
+            packed=False,
+        )
 
     def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
         self.gaussians.resize_to(state_dict, prefix="gaussians.")
@@ -146,18 +156,35 @@ class SplatModel(Model):
         viewmats, Ks, width, height = cameras_to_viewmats(cameras.to(self.device))
         g = self.gaussians.activated()
         out = rasterize(
-            g.means, g.quats, g.scales, g.opacities, g.sh, viewmats, Ks, width, height,
-            background=background, backend=self.config.backend, sh_degree=self.active_sh_degree(),
+            g.means,
+            g.quats,
+            g.scales,
+            g.opacities,
+            g.sh,
+            viewmats,
+            Ks,
+            width,
+            height,
+            background=background,
+            backend=self.config.backend,
+            sh_degree=self.active_sh_degree(),
         )
         if self.training:
-            self.strategy.step_pre_backward(self.gaussians.params, self.optimizers, self.strategy_state, self.step, out.meta)
+            self.strategy.step_pre_backward(
+                self.gaussians.params, self.optimizers, self.strategy_state, self.step, out.meta
+            )
             self.info = out.meta
         return out
 
     def get_outputs(self, camera: Cameras) -> Dict[str, Tensor]:  # type: ignore[override]
         bg = self.background()
         out = self.rasterize_cameras(camera, bg)
-        return {"rgb": out.color[0].clamp(0.0, 1.0), "depth": out.depth[0], "accumulation": out.alpha[0], "background": bg}
+        return {
+            "rgb": out.color[0].clamp(0.0, 1.0),
+            "depth": out.depth[0],
+            "accumulation": out.alpha[0],
+            "background": bg,
+        }
 
     @torch.no_grad()
     def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:  # type: ignore[override]

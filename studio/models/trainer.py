@@ -81,9 +81,13 @@ class StudioTrainer(Trainer):
         return optimizers
 
     def _load_checkpoint(self) -> None:
-        """Nerfstudio's loading, then the optimizers follow the parameters the checkpoint replaced."""
+        """Nerfstudio's loading, then the optimizers follow the parameters the checkpoint replaced,
+        and a resumed run (``--load-dir``) ends where the interrupted one would have ended
+        (Nerfstudio would train ``max_num_iterations`` more steps after the loaded one)."""
         super()._load_checkpoint()
         rebind_optimizers(self.optimizers, self.pipeline.get_param_groups())
+        if self._start_step > 0:
+            self.config.max_num_iterations = max(int(self.config.max_num_iterations) - self._start_step, 0)
 
     def save_checkpoint(self, step: int) -> None:
         """Nerfstudio's checkpoint layout, written atomically and loadable with ``weights_only=True``."""
@@ -134,11 +138,20 @@ class StudioTrainerConfig(TrainerConfig):
         values = load_preset(method, chosen)
         default = registered_config(method) or type(self)()
         explicit = explicit or {}
-        targets = {"trainer": (self, default), "model": (self.pipeline.model, default.pipeline.model),
-                   "datamanager": (self.pipeline.datamanager, default.pipeline.datamanager)}
+        targets = {
+            "trainer": (self, default),
+            "model": (self.pipeline.model, default.pipeline.model),
+            "datamanager": (self.pipeline.datamanager, default.pipeline.datamanager),
+        }
         for section in SECTIONS:
             target, reference = targets[section]
-            apply_overrides(target, reference, values[section], explicit.get(section, ()), f"configs/{method}.yaml {chosen}.{section}")
+            apply_overrides(
+                target,
+                reference,
+                values[section],
+                explicit.get(section, ()),
+                f"configs/{method}.yaml {chosen}.{section}",
+            )
         self.resolve_run_length()
         for group in self.optimizers.values():
             scheduler = group.get("scheduler")
@@ -209,8 +222,12 @@ evaluation during training (``ns-eval`` and ``studio eval`` do it on the finishe
 
 
 def method_specification(
-    method_name: str, pipeline: Any, optimizers: Dict[str, Any], description: str,
-    trainer: Type[StudioTrainerConfig] = StudioTrainerConfig, **trainer_fields: Any,
+    method_name: str,
+    pipeline: Any,
+    optimizers: Dict[str, Any],
+    description: str,
+    trainer: Type[StudioTrainerConfig] = StudioTrainerConfig,
+    **trainer_fields: Any,
 ):
     """A Nerfstudio ``MethodSpecification`` with the studio conventions: CUDA when available, else
     CPU; viewer bound to 127.0.0.1; training ends by itself; fp32; ``trainer_fields`` the method's

@@ -53,12 +53,17 @@ class HashGridField(nn.Module):
         self.config = config
         # torch implementation: tinycudann is optional and its absence must not change results
         self.encoding = HashEncoding(
-            num_levels=config.num_levels, min_res=config.min_res, max_res=config.max_res,
-            log2_hashmap_size=config.log2_hashmap_size, features_per_level=config.features_per_level,
+            num_levels=config.num_levels,
+            min_res=config.min_res,
+            max_res=config.max_res,
+            log2_hashmap_size=config.log2_hashmap_size,
+            features_per_level=config.features_per_level,
             implementation="torch",
         )
         self.mlp = nn.Sequential(
-            nn.Linear(self.encoding.get_out_dim(), config.hidden_dim), nn.ReLU(inplace=True), nn.Linear(config.hidden_dim, 4)
+            nn.Linear(self.encoding.get_out_dim(), config.hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(config.hidden_dim, 4),
         )
 
     def density_bias(self, points: Tensor) -> Tensor:

@@ -43,7 +43,12 @@ def composite(density: Tensor, rgb: Tensor, t: Tensor, delta: Tensor) -> Tuple[T
 
 
 def render_rays(
-    field: Field, origins: Tensor, directions: Tensor, radius: float, n_samples: int, background: Tensor,
+    field: Field,
+    origins: Tensor,
+    directions: Tensor,
+    radius: float,
+    n_samples: int,
+    background: Tensor,
     perturb: bool = False,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """rgb [R,3] over ``background`` [3], alpha [R,1] and depth [R,1] (0 where nothing is hit)
@@ -60,7 +65,12 @@ def render_rays(
 
 
 def render_cameras(
-    field: Field, cameras: Cameras, radius: float, n_samples: int, background: Tensor, perturb: bool = False,
+    field: Field,
+    cameras: Cameras,
+    radius: float,
+    n_samples: int,
+    background: Tensor,
+    perturb: bool = False,
     chunk: int = 1 << 14,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Every camera of ``cameras`` (equal sizes): rgb [C,H,W,3], alpha and depth [C,H,W,1]."""
@@ -69,7 +79,9 @@ def render_cameras(
         rays = cameras.generate_rays(camera_indices=i)
         H, W = rays.origins.shape[:2]
         o, dirs = rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3)
-        parts = [render_rays(field, o[k:k + chunk], dirs[k:k + chunk], radius, n_samples, background, perturb)
-                 for k in range(0, len(o), chunk)]
+        parts = [
+            render_rays(field, o[k : k + chunk], dirs[k : k + chunk], radius, n_samples, background, perturb)
+            for k in range(0, len(o), chunk)
+        ]
         outs.append([torch.cat(p).reshape(H, W, -1) for p in zip(*parts)])
     return tuple(torch.stack(x) for x in zip(*outs))  # type: ignore[return-value]

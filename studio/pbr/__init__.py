@@ -11,12 +11,12 @@ Modules (one concept each):
 * ``shading``  -- ``shade``: deferred shading of G-buffers with a ``CubemapLight``.
 """
 
+from . import tonemap  # the module (its `tonemap` function is `tonemap.tonemap`)
 from .brdf import eval_brdf, pdf_cosine_hemisphere, pdf_ggx, sample_cosine_hemisphere, sample_ggx
 from .cubemap import CubemapLight, cube_lookup, equirect_to_cube, sh_irradiance, sh_project
 from .envmap import dir_to_uv, read_envmap, sample_equirect, uv_to_dir, write_exr, write_hdr
 from .lut import get_brdf_lut, lut_lookup
 from .shading import ShadeOut, shade
-from . import tonemap  # the module (its `tonemap` function is `tonemap.tonemap`)
 from .tonemap import aces_filmic, linear_to_srgb, srgb_to_linear
 
 __all__ = [

@@ -83,7 +83,9 @@ def direction_to_cube(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     ax, ay, az = x.abs(), y.abs(), z.abs()
     is_x = (ax >= ay) & (ax >= az)
     is_y = ~is_x & (ay >= az)
-    face = torch.where(is_x, torch.where(x >= 0, 0, 1), torch.where(is_y, torch.where(y >= 0, 2, 3), torch.where(z >= 0, 4, 5)))
+    face = torch.where(
+        is_x, torch.where(x >= 0, 0, 1), torch.where(is_y, torch.where(y >= 0, 2, 3), torch.where(z >= 0, 4, 5))
+    )
     ma = torch.where(is_x, ax, torch.where(is_y, ay, az)).clamp(min=1e-12)
     sc = torch.where(is_x, torch.where(x >= 0, -z, z), torch.where(is_y, x, torch.where(z >= 0, x, -x)))
     tc = torch.where(is_x, -y, torch.where(is_y, torch.where(y >= 0, z, -z), -y))
@@ -266,7 +268,6 @@ def level_resolution(resolution: int, roughness: float, min_resolution: int = 8)
     return max(res, 1)
 
 
-
 class CubemapLight(nn.Module):
     """Learnable HDR environment light ``[6, R, R, 3]`` with an ``exp`` activation.
 
@@ -293,12 +294,16 @@ class CubemapLight(nn.Module):
             raise ValueError("roughness_levels must be increasing and start at 0")
         self.resolution = int(resolution)
         self.roughness_levels = tuple(float(r) for r in roughness_levels)
-        self.level_resolutions = tuple(level_resolution(self.resolution, r, min_resolution) for r in self.roughness_levels)
+        self.level_resolutions = tuple(
+            level_resolution(self.resolution, r, min_resolution) for r in self.roughness_levels
+        )
         init = torch.full((6, resolution, resolution, 3), math.log(max(init_radiance, 1e-8)))
         self.log_radiance = nn.Parameter(init, requires_grad=learnable)
 
     @classmethod
-    def from_equirect(cls, image, resolution: int = 64, supersample: int | None = None, min_radiance: float = 1e-4, **kwargs) -> "CubemapLight":
+    def from_equirect(
+        cls, image, resolution: int = 64, supersample: int | None = None, min_radiance: float = 1e-4, **kwargs
+    ) -> "CubemapLight":
         """Initialise from an equirect ``[H, W, 3]`` (tensor or array, e.g. ``read_envmap``)."""
         img = torch.as_tensor(image, dtype=torch.float32)
         light = cls(resolution, **kwargs)
@@ -316,9 +321,14 @@ class CubemapLight(nn.Module):
 
     def prefiltered(self) -> list[torch.Tensor]:
         cube = self.radiance()
-        return [prefilter_cube(downsample_cube(cube, res), r) for r, res in zip(self.roughness_levels, self.level_resolutions)]
+        return [
+            prefilter_cube(downsample_cube(cube, res), r)
+            for r, res in zip(self.roughness_levels, self.level_resolutions)
+        ]
 
-    def specular(self, dirs: torch.Tensor, roughness: torch.Tensor, levels: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def specular(
+        self, dirs: torch.Tensor, roughness: torch.Tensor, levels: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Prefiltered radiance along reflection ``dirs`` ``[..., 3]`` at ``roughness`` ``[..., 1]``."""
         levels = self.prefiltered() if levels is None else levels
         rl = torch.tensor(self.roughness_levels, device=dirs.device, dtype=dirs.dtype)

@@ -15,9 +15,7 @@ form, so this is ours.
 Lookups are offset by one grid cell along the surface normal, as irradiance probes use a
 surface bias (DDGI). A surface point lies within one cell of grid points inside the object,
 which see no environment; trilinear interpolation without the offset mixes them in and darkens
-every surface. Measured on the Blender ``duo`` scene's prd fit: mean AO over the object 0.57
-without the offset (grid over the scene box), 0.94 with it over ``object_bounds`` (the true AO
-of its mostly convex shapes is near 1); retrained, relighting PSNR +2.6 / +3.8 dB.
+every surface (methods/prd/README.md has the measured effect).
 
 Baking (``bake_visibility``): the Gaussians' opacity is splatted into a density grid (each
 Gaussian adds ``4 * opacity * 2 pi s_a s_b / h^3``, its opacity-weighted cross-section over the
@@ -71,7 +69,9 @@ class VisibilityGrid:
     def visibility(self, points: Tensor, dirs: Tensor, normals: Tensor) -> Tensor:
         """``V(x, w)`` [..., 1] in [0, 1] at surface ``points`` with unit ``normals`` towards unit
         ``dirs`` (all [..., 3])."""
-        return (self._lookup(points + self.cell_size() * normals) * sh_basis(dirs)).sum(-1, keepdim=True).clamp(0.0, 1.0)
+        return (
+            (self._lookup(points + self.cell_size() * normals) * sh_basis(dirs)).sum(-1, keepdim=True).clamp(0.0, 1.0)
+        )
 
     def state(self) -> dict[str, Tensor]:
         return {"coeffs": self.coeffs, "aabb": self.aabb}
@@ -81,7 +81,9 @@ def object_bounds(means: Tensor, opacities: Tensor, min_opacity: float = 0.1, pa
     """The grid's box [2,3]: ``gaussian_bounds`` of the Gaussians with opacity >= ``min_opacity``
     (all when fewer than 8 pass), their 0.5th-99.5th percentile per axis (stray floaters do not
     stretch it), padded by ``pad`` times its longest side (at least 1e-3)."""
-    return gaussian_bounds(means, opacities, min_opacity=min_opacity, min_count=8, quantile=0.005, pad=pad, min_extent=1e-3)
+    return gaussian_bounds(
+        means, opacities, min_opacity=min_opacity, min_count=8, quantile=0.005, pad=pad, min_extent=1e-3
+    )
 
 
 def fibonacci_directions(n: int, device=None) -> Tensor:

@@ -7,5 +7,13 @@ Heavy pieces (models, training, data) are imported lazily from their modules.
 from studio.priors.base import Condition, DiffusionPrior, PredictionType, freeze
 from studio.priors.registry import LOADERS, available_priors, load_prior, register_prior
 
-__all__ = ["Condition", "DiffusionPrior", "PredictionType", "freeze", "LOADERS", "available_priors", "load_prior",
-           "register_prior"]
+__all__ = [
+    "Condition",
+    "DiffusionPrior",
+    "PredictionType",
+    "freeze",
+    "LOADERS",
+    "available_priors",
+    "load_prior",
+    "register_prior",
+]

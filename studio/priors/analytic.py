@@ -102,7 +102,11 @@ class GaussianMixturePrior(DiffusionPrior):
         self.log_std = nn.Parameter(std.log(), requires_grad=False)
         self.register_buffer("labels", torch.arange(K) if labels is None else torch.as_tensor(labels, dtype=torch.long))
         self.class_names = list(class_names) if class_names is not None else []
-        abar = flow_alphas_cumprod(num_train_timesteps) if prediction_type == "flow" else scaled_linear_alphas_cumprod(num_train_timesteps)
+        abar = (
+            flow_alphas_cumprod(num_train_timesteps)
+            if prediction_type == "flow"
+            else scaled_linear_alphas_cumprod(num_train_timesteps)
+        )
         self.register_buffer("alphas_cumprod", abar)
 
     # ---- conditions -------------------------------------------------------------------------
@@ -125,7 +129,7 @@ class GaussianMixturePrior(DiffusionPrior):
         """The condition selecting the components of class ``labels`` (int or [B]; -1 = all)."""
         labels = torch.as_tensor(labels, dtype=torch.long, device=self.labels.device).reshape(-1)
         known = set(self.labels.tolist()) | {-1}
-        if any(int(l) not in known for l in labels):
+        if any(int(label) not in known for label in labels):
             raise ValueError(f"labels {labels.tolist()} not among the components' labels {sorted(known)}")
         return Condition({"label": labels})
 

@@ -30,7 +30,9 @@ def _toy_loader(name: str) -> Loader:
     def load(device: str = "cpu"):
         path = WEIGHTS_DIR / f"{name}.safetensors"
         if not path.is_file():
-            raise StudioInputError(f"The embedded prior {name!r} has no weights at {path}; run `studio prior train {name}` to make them.")
+            raise StudioInputError(
+                f"The embedded prior {name!r} has no weights at {path}; run `studio prior train {name}` to make them."
+            )
         from studio.priors.toy import load_toy_prior
 
         return load_toy_prior(path, device)

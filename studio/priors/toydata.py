@@ -81,8 +81,15 @@ class ToyData:
         from studio.io import atomic_path
 
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, images=self.images, captions=self.captions.astype(str), seeds=self.seeds,
-                                elevation=self.elevation, azimuth=self.azimuth, radius=self.radius)
+            np.savez_compressed(
+                f,
+                images=self.images,
+                captions=self.captions.astype(str),
+                seeds=self.seeds,
+                elevation=self.elevation,
+                azimuth=self.azimuth,
+                radius=self.radius,
+            )
         return Path(path)
 
     @classmethod
@@ -106,8 +113,9 @@ def render_seed(seed: int, cfg: DataConfig) -> dict:
     return render_views(seed, elev, azim, scale, cfg, rng, training=True)
 
 
-def render_views(seed: int, elevation, azimuth, radius_scale, cfg: DataConfig, rng: np.random.Generator,
-                 training: bool = True) -> dict:
+def render_views(
+    seed: int, elevation, azimuth, radius_scale, cfg: DataConfig, rng: np.random.Generator, training: bool = True
+) -> dict:
     """Render single-object scene ``seed`` from the given elevations/azimuths (radians) and radius
     scales (x the framing distance) -> dict(seed, caption, images [V,H,W,3] uint8 on white,
     elevation, azimuth, radius). With ``training`` (the default) a held-out scene raises
@@ -139,8 +147,14 @@ def render_views(seed: int, elevation, azimuth, radius_scale, cfg: DataConfig, r
         a = out["alpha"][..., None]
         rgb = linear_to_srgb(out["rgb"]) * a + (1.0 - a)
         imgs[v] = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return {"seed": int(seed), "caption": desc["caption"], "images": imgs, "elevation": elev.astype(np.float32),
-            "azimuth": azim.astype(np.float32), "radius": radius.astype(np.float32)}
+    return {
+        "seed": int(seed),
+        "caption": desc["caption"],
+        "images": imgs,
+        "elevation": elev.astype(np.float32),
+        "azimuth": azim.astype(np.float32),
+        "radius": radius.astype(np.float32),
+    }
 
 
 _ENV_CACHE: dict = {}
@@ -159,8 +173,12 @@ def _render_job(args):
     return render_seed(seed, cfg)
 
 
-def make_data(cfg: DataConfig, seeds: Optional[Sequence[int]] = None, workers: int = 2,
-              progress: Optional[Callable[[int, int], None]] = None) -> ToyData:
+def make_data(
+    cfg: DataConfig,
+    seeds: Optional[Sequence[int]] = None,
+    workers: int = 2,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> ToyData:
     """Render the data set of ``cfg`` (or of the given ``seeds``; each must be trainable) with
     ``workers`` processes; ``progress(done, total)`` is called after each seed."""
     from studio.scenes.toyworld import splits
@@ -200,15 +218,22 @@ def _worker_init() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def load_or_make(cfg: DataConfig, cache_dir: Optional[Path] = None, workers: int = 2, log: Callable[[str], None] = print,
-                 progress: Optional[Callable[[int, int], None]] = None) -> ToyData:
+def load_or_make(
+    cfg: DataConfig,
+    cache_dir: Optional[Path] = None,
+    workers: int = 2,
+    log: Callable[[str], None] = print,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> ToyData:
     """The cached data set of ``cfg`` (rendered and saved on first use)."""
     path = Path(cache_dir or default_cache_dir()) / cfg.filename()
     if path.is_file():
         log(f"Loading ToyWorld prior data {path}")
         return ToyData.load(path)
-    log(f"Rendering ToyWorld prior data: {cfg.n_seeds} training seeds x {cfg.views} views at {cfg.res}x{cfg.res} "
-        f"(aa {cfg.aa}, spp {cfg.spp}, {workers} workers) -> {path}")
+    log(
+        f"Rendering ToyWorld prior data: {cfg.n_seeds} training seeds x {cfg.views} views at {cfg.res}x{cfg.res} "
+        f"(aa {cfg.aa}, spp {cfg.spp}, {workers} workers) -> {path}"
+    )
     t0 = time.time()
     data = make_data(cfg, workers=workers, progress=progress)
     data.save(path)

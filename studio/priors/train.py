@@ -94,8 +94,9 @@ class Batcher:
             return x0, {"ids": ids.to(self.device), "mask": mask.to(self.device)}
         v2 = (v + torch.randint(1, self.V, (B,), generator=g)) % self.V  # a different view of the same seed
         x0, ref = self._img(s, v2), self._img(s, v)
-        pose = ToyNVSPrior.relative_pose(self.elev[s, v], self.azim[s, v], self.radius[s, v],
-                                         self.elev[s, v2], self.azim[s, v2], self.radius[s, v2])
+        pose = ToyNVSPrior.relative_pose(
+            self.elev[s, v], self.azim[s, v], self.radius[s, v], self.elev[s, v2], self.azim[s, v2], self.radius[s, v2]
+        )
         return x0, {"ref": ref, "pose": pose.to(self.device), "uncond": drop.float()[:, None].to(self.device)}
 
 
@@ -106,8 +107,14 @@ def embed(prior: ToyPrior, c: dict) -> Condition:
     return Condition({"ref": c["ref"], "pose": c["pose"], "uncond": c["uncond"]})
 
 
-def denoising_loss(prior: ToyPrior, x0: Tensor, cond: Condition, gen: Optional[torch.Generator] = None,
-                   t: Optional[Tensor] = None, eps: Optional[Tensor] = None) -> Tensor:
+def denoising_loss(
+    prior: ToyPrior,
+    x0: Tensor,
+    cond: Condition,
+    gen: Optional[torch.Generator] = None,
+    t: Optional[Tensor] = None,
+    eps: Optional[Tensor] = None,
+) -> Tensor:
     """MSE between ``predict(x_t, t, cond)`` and ``training_target`` (uniform t unless given)."""
     B = x0.shape[0]
     if t is None:
@@ -125,8 +132,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
 
 
-def train_prior(cfg: TrainConfig, data: ToyData, device: str | torch.device = "cpu",
-                progress: Optional[Callable[[int, float], None]] = None, prior: Optional[ToyPrior] = None) -> tuple[ToyPrior, dict]:
+def train_prior(
+    cfg: TrainConfig,
+    data: ToyData,
+    device: str | torch.device = "cpu",
+    progress: Optional[Callable[[int, float], None]] = None,
+    prior: Optional[ToyPrior] = None,
+) -> tuple[ToyPrior, dict]:
     """Train ``cfg.name`` on ``data``; returns (EMA prior in eval mode, stats).
 
     With ``cfg.time_budget`` set, ``cfg.steps`` is lowered in place to the steps that fit."""
@@ -140,8 +152,11 @@ def train_prior(cfg: TrainConfig, data: ToyData, device: str | torch.device = "c
         p.requires_grad_(False)
     decay_params = [p for n, p in prior.named_parameters() if p.dim() >= 2 and "pos" not in n and "null" not in n]
     other = [p for n, p in prior.named_parameters() if not (p.dim() >= 2 and "pos" not in n and "null" not in n)]
-    opt = torch.optim.AdamW([{"params": decay_params, "weight_decay": cfg.weight_decay},
-                             {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(
+        [{"params": decay_params, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.99),
+    )
     batcher = Batcher(prior, data, cfg, device)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     losses, t0 = [], time.time()
@@ -167,13 +182,26 @@ def train_prior(cfg: TrainConfig, data: ToyData, device: str | torch.device = "c
         if progress:
             progress(step, float(np.mean(losses[-50:])))
     seconds = time.time() - t0
-    stats = {"steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr, "ema_decay": cfg.ema_decay, "cond_drop": cfg.cond_drop,
-             "seed": cfg.seed, "final_loss": float(np.mean(losses[-100:])) if losses else None,
-             "seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(cfg.steps, 1), 3),
-             "device": str(device), "torch": torch.__version__,
-             "data": {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg.data).items()},
-                      "n_images": int(data.n_seeds * data.n_views), "first_seed": int(data.seeds[0]),
-                      "last_seed": int(data.seeds[-1]), "split": "train (splits.json)"}}
+    stats = {
+        "steps": cfg.steps,
+        "batch": cfg.batch,
+        "lr": cfg.lr,
+        "ema_decay": cfg.ema_decay,
+        "cond_drop": cfg.cond_drop,
+        "seed": cfg.seed,
+        "final_loss": float(np.mean(losses[-100:])) if losses else None,
+        "seconds": round(seconds, 1),
+        "seconds_per_step": round(seconds / max(cfg.steps, 1), 3),
+        "device": str(device),
+        "torch": torch.__version__,
+        "data": {
+            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg.data).items()},
+            "n_images": int(data.n_seeds * data.n_views),
+            "first_seed": int(data.seeds[0]),
+            "last_seed": int(data.seeds[-1]),
+            "split": "train (splits.json)",
+        },
+    }
     ema.config.setdefault("training", {}).update(stats)
     return ema, stats
 

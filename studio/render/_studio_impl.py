@@ -57,7 +57,17 @@ class _RasterizeToPixels(torch.autograd.Function):
         means2d, conics, colors, opacities, offsets, ids, final_T, last_ids = ctx.saved_tensors
         width, height = ctx.size
         v_means2d, v_conics, v_colors_in, v_opacities = ext.rasterize_bwd(
-            means2d, conics, colors, opacities, width, height, offsets, ids,
-            final_T, last_ids, v_colors.contiguous(), v_alphas.contiguous(),
+            means2d,
+            conics,
+            colors,
+            opacities,
+            width,
+            height,
+            offsets,
+            ids,
+            final_T,
+            last_ids,
+            v_colors.contiguous(),
+            v_alphas.contiguous(),
         )
         return v_means2d, v_conics, v_colors_in, v_opacities, None, None, None, None

@@ -71,9 +71,16 @@ def rasterize_to_pixels_torch(
                 break
             kmax, stop = k_next, stop + 1
         c, a = _composite_tiles(
-            offsets[start:stop], counts[start:stop], max(kmax, 1), flat_ids,
-            flat_means, flat_conics, flat_colors, flat_opac,
-            tile_origin[torch.arange(start, stop, device=means2d.device) % (th * tw)], local,
+            offsets[start:stop],
+            counts[start:stop],
+            max(kmax, 1),
+            flat_ids,
+            flat_means,
+            flat_conics,
+            flat_colors,
+            flat_opac,
+            tile_origin[torch.arange(start, stop, device=means2d.device) % (th * tw)],
+            local,
         )
         out_colors.append(c)
         out_alphas.append(a)
@@ -86,9 +93,16 @@ def rasterize_to_pixels_torch(
 
 
 def _composite_tiles(
-    starts: Tensor, counts: Tensor, kmax: int, flat_ids: Tensor,
-    flat_means: Tensor, flat_conics: Tensor, flat_colors: Tensor, flat_opac: Tensor,
-    origins: Tensor, local: Tensor,
+    starts: Tensor,
+    counts: Tensor,
+    kmax: int,
+    flat_ids: Tensor,
+    flat_means: Tensor,
+    flat_conics: Tensor,
+    flat_colors: Tensor,
+    flat_opac: Tensor,
+    origins: Tensor,
+    local: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """Composite B tiles. Returns colors [B,256,D] and alphas [B,256,1]."""
     k = torch.arange(kmax, device=starts.device)
@@ -98,7 +112,10 @@ def _composite_tiles(
     pixels = origins[:, None, :] + local[None]  # [B,P,2]
     delta = flat_means[g][:, None, :, :] - pixels[:, :, None, :]  # [B,P,K,2]
     con = flat_conics[g][:, None]  # [B,1,K,3]
-    sigma = 0.5 * (con[..., 0] * delta[..., 0] ** 2 + con[..., 2] * delta[..., 1] ** 2) + con[..., 1] * delta[..., 0] * delta[..., 1]
+    sigma = (
+        0.5 * (con[..., 0] * delta[..., 0] ** 2 + con[..., 2] * delta[..., 1] ** 2)
+        + con[..., 1] * delta[..., 0] * delta[..., 1]
+    )
     alpha = torch.clamp(flat_opac[g][:, None] * torch.exp(-sigma), max=ALPHA_MAX)  # [B,P,K]
     keep = valid[:, None] & (sigma >= 0) & (alpha >= ALPHA_MIN)
     alpha = torch.where(keep, alpha, torch.zeros_like(alpha))

@@ -21,6 +21,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from studio.gaussians.rotation import quat_to_rotmat
+
 
 class Projected(NamedTuple):
     """Per-camera 2D Gaussians.
@@ -33,19 +35,6 @@ class Projected(NamedTuple):
     conics: Tensor
     depths: Tensor
     radii: Tensor
-
-
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """[N,4] (w,x,y,z), any norm -> [N,3,3] rotation matrices."""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(quats.shape[:-1] + (3, 3))
 
 
 def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:

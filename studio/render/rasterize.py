@@ -83,9 +83,13 @@ def rasterize(
     n_cams = viewmats.shape[0]
     feats = _features(means, colors, viewmats, sh_degree, n_cams)
     if backend == "gsplat":
-        color, alpha, depth, meta = _render_gsplat(means, quats, scales, opacities, feats, viewmats, Ks, width, height, near_plane, eps2d)
+        color, alpha, depth, meta = _render_gsplat(
+            means, quats, scales, opacities, feats, viewmats, Ks, width, height, near_plane, eps2d
+        )
     else:
-        color, alpha, depth, meta = _render_tiles(means, quats, scales, opacities, feats, viewmats, Ks, width, height, near_plane, eps2d, backend)
+        color, alpha, depth, meta = _render_tiles(
+            means, quats, scales, opacities, feats, viewmats, Ks, width, height, near_plane, eps2d, backend
+        )
     if background is not None:
         bg = background if background.ndim == 2 else background.expand(n_cams, -1)
         color = color + (1.0 - alpha) * bg[:, None, None, :]
@@ -153,7 +157,19 @@ def _render_gsplat(means, quats, scales, opacities, feats, viewmats, Ks, width, 
     from gsplat import rasterization
 
     img, alpha, info = rasterization(
-        means, quats, scales, opacities, feats, viewmats, Ks, width, height,
-        near_plane=near_plane, eps2d=eps2d, packed=False, rasterize_mode="classic", render_mode="RGB+ED",
+        means,
+        quats,
+        scales,
+        opacities,
+        feats,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane=near_plane,
+        eps2d=eps2d,
+        packed=False,
+        rasterize_mode="classic",
+        render_mode="RGB+ED",
     )
     return img[..., :-1], alpha, img[..., -1:], dict(info)

@@ -3,9 +3,10 @@
 Gaussians render with ``studio.render.rasterize`` (view-dependent SH colour). Meshes render on the
 CPU by ray casting (trimesh, Embree when ``embreex`` is installed): flat Lambert shading from a
 light beside the camera, times the base colour (texture, vertex or face colours, else grey).
-Cameras (``studio.cameras.sampling.orbit_cameras``) orbit the scene centre about the scene's up
-axis (``up``, world +Z by default: the Blender / NeRF-synthetic convention), starting at azimuth 0,
-at a distance where the bounding sphere fills the view.
+Cameras orbit the scene centre about the scene's up axis (``up``, world +Z by default: the
+Blender / NeRF-synthetic convention), from azimuth 0, at a distance where the bounding sphere fills
+the view: ``studio.cameras.sampling.orbit_c2w``, the geometry of ``orbit_cameras`` without its
+Nerfstudio ``Cameras`` (``studio render`` of a file does not import Nerfstudio).
 All frames are ``uint8`` arrays [F, H, W, 3].
 """
 
@@ -18,8 +19,8 @@ import numpy as np
 import torch
 import trimesh
 
-from studio.cameras.nerfstudio import cameras_to_viewmats
-from studio.cameras.sampling import OrbitSampler, orbit_cameras
+from studio.cameras import intrinsics_from_fov, opengl_c2w_to_viewmat
+from studio.cameras.sampling import OrbitSampler, orbit_c2w
 from studio.gaussians import Gaussians, gaussian_bounds
 from studio.render.rasterize import rasterize
 
@@ -40,7 +41,9 @@ def scene_bounds(scene: Scene) -> tuple[np.ndarray, float]:
     if isinstance(scene, trimesh.Trimesh):
         center = scene.bounds.mean(axis=0)
         return center, max(float(np.linalg.norm(scene.vertices - center, axis=1).max()), 1e-6)
-    center, radius = gaussian_bounds(scene.means.float().cpu(), scales=scene.scales.float(), quantile=0.01, scale_pad=3.0, sphere=True)
+    center, radius = gaussian_bounds(
+        scene.means.float().cpu(), scales=scene.scales.float(), quantile=0.01, scale_pad=3.0, sphere=True
+    )
     return center.numpy(), max(radius, 1e-6)
 
 
@@ -69,8 +72,18 @@ def render_gaussian_frames(
             vm = viewmats[start : start + chunk].to(device)
             Ks = K.to(device).expand(vm.shape[0], 3, 3)
             out = rasterize(
-                g.means, g.quats, g.scales, g.opacities, g.sh, vm, Ks, width, height,
-                background=bg, backend=backend, sh_degree=g.sh_degree,
+                g.means,
+                g.quats,
+                g.scales,
+                g.opacities,
+                g.sh,
+                vm,
+                Ks,
+                width,
+                height,
+                background=bg,
+                backend=backend,
+                sh_degree=g.sh_degree,
             )
             frames.append(_to_uint8(out.color.cpu().numpy()))
     return np.concatenate(frames)
@@ -128,10 +141,11 @@ def turntable(
     center, radius = scene_bounds(scene)
     d = fit_distance(radius, fov_deg)
     views = OrbitSampler((elevation_deg, elevation_deg), (0.0, 360.0), (d, d), (fov_deg, fov_deg)).ring(n_frames)
-    viewmats, Ks, _, _ = cameras_to_viewmats(orbit_cameras(views, size, tuple(center.tolist()), tuple(up)))
+    c2w = orbit_c2w(views.elevation, views.azimuth, views.distance, tuple(center.tolist()), tuple(up))
+    viewmats, K = opengl_c2w_to_viewmat(c2w), intrinsics_from_fov(fov_deg, size, size)
     if isinstance(scene, trimesh.Trimesh):
-        return render_mesh_frames(scene, viewmats, Ks[0], size, size, background)
-    return render_gaussian_frames(scene, viewmats, Ks[0], size, size, background, backend)
+        return render_mesh_frames(scene, viewmats, K, size, size, background)
+    return render_gaussian_frames(scene, viewmats, K, size, size, background, backend)
 
 
 def make_sheet(frames: np.ndarray, cols: int, fill: int = 255) -> np.ndarray:

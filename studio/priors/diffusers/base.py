@@ -97,7 +97,9 @@ class DiffusersPrior(DiffusionPrior):
                 cam = torch.zeros(b, self._clone_camera_dim, device=sample.device)
             cam = cam.reshape(cam.shape[0], -1).float()
             if cam.shape[1] != self._clone_camera_dim:
-                raise ValueError(f"camera condition has {cam.shape[1]} values, the clone expects {self._clone_camera_dim}")
+                raise ValueError(
+                    f"camera condition has {cam.shape[1]} values, the clone expects {self._clone_camera_dim}"
+                )
             kwargs["class_labels"] = cam.expand(b, -1) if cam.shape[0] == 1 else cam
         t = torch.as_tensor(t, device=sample.device)
         if t.dim() == 0 or t.numel() == 1:
@@ -172,8 +174,17 @@ class LatentVAEMixin:
     vae: nn.Module
     encode_mode: str = "sample"
 
-    def __init__(self, path=None, dtype=None, device=None, *, encode_mode: str = "sample",
-                 lora_rank: int = 4, camera_dim: int | None = None, flag: str = "--prior-path"):
+    def __init__(
+        self,
+        path=None,
+        dtype=None,
+        device=None,
+        *,
+        encode_mode: str = "sample",
+        lora_rank: int = 4,
+        camera_dim: int | None = None,
+        flag: str = "--prior-path",
+    ):
         if encode_mode not in ("sample", "mean"):
             raise ValueError("encode_mode must be 'sample' or 'mean'")
         self.encode_mode = encode_mode

@@ -26,8 +26,17 @@ class DeepFloydIFPrior(TextCFGMixin, DiffusersPrior):
     default_repo = "DeepFloyd/IF-I-XL-v1.0"
     components = ("unet", "text_encoder", "tokenizer", "scheduler")
 
-    def __init__(self, path=None, dtype=None, device=None, *, load_text_encoder: bool = True,
-                 lora_rank: int = 4, camera_dim: int = 0, flag: str = "--prior-path"):
+    def __init__(
+        self,
+        path=None,
+        dtype=None,
+        device=None,
+        *,
+        load_text_encoder: bool = True,
+        lora_rank: int = 4,
+        camera_dim: int = 0,
+        flag: str = "--prior-path",
+    ):
         self._want_text_encoder = load_text_encoder
         if not load_text_encoder:
             self.components = ("unet", "scheduler")
@@ -58,8 +67,14 @@ class DeepFloydIFPrior(TextCFGMixin, DiffusersPrior):
         def run():
             if self.text_encoder is None or self.tokenizer is None:
                 raise ValueError(f"{self.what}: the text encoder is not loaded; pass text_embeddings= instead")
-            tok = self.tokenizer(texts, padding="max_length", max_length=self._max_length, truncation=True,
-                                 add_special_tokens=True, return_tensors="pt")
+            tok = self.tokenizer(
+                texts,
+                padding="max_length",
+                max_length=self._max_length,
+                truncation=True,
+                add_special_tokens=True,
+                return_tensors="pt",
+            )
             emb = self.text_encoder(tok.input_ids.to(self.device), attention_mask=tok.attention_mask.to(self.device))[0]
             return {"text": emb}
 
@@ -71,7 +86,7 @@ class DeepFloydIFPrior(TextCFGMixin, DiffusersPrior):
         if text_embeddings is not None:
             tensors = {"text": text_embeddings.to(self.device)}
         elif text is None:
-            raise ValueError("DeepFloydIFPrior.condition needs text (\"\" for the unconditional)")
+            raise ValueError('DeepFloydIFPrior.condition needs text ("" for the unconditional)')
         else:
             tensors = {"text": self._embed_text([text] if isinstance(text, str) else list(text))}
         if pose is not None:

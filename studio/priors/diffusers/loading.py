@@ -19,8 +19,14 @@ from studio.io.errors import StudioInputError
 from studio.priors.pretrained import require_components, resolve_pretrained
 from studio.priors.schedule import DIFFUSERS_PREDICTION_TYPES
 
-_DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-           "fp32": torch.float32, "float32": torch.float32}
+_DTYPES = {
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
 
 
 def snapshot_folder(path, default_repo: str | None, components: Sequence[str], what: str, flag: str) -> Path:
@@ -96,7 +102,9 @@ def load_tokenizer(folder: Path, sub: str, what: str):
     try:
         return AutoTokenizer.from_pretrained(str(folder / sub), local_files_only=True)
     except ImportError as e:  # e.g. a sentencepiece-only T5 tokenizer without sentencepiece
-        raise ImportError(f"{what}: loading '{sub}/' needs an extra package ({e}); pip install sentencepiece protobuf") from e
+        raise ImportError(
+            f"{what}: loading '{sub}/' needs an extra package ({e}); pip install sentencepiece protobuf"
+        ) from e
     except (OSError, ValueError, KeyError) as e:
         raise StudioInputError(f"{what}: could not load '{sub}/' from '{folder}' ({_first_line(e)})") from e
 
@@ -123,7 +131,11 @@ def load_scheduler(folder: Path, what: str) -> tuple[Tensor, str, dict]:
 
 def load_state_dict(d: Path) -> dict[str, Tensor]:
     """The tensors of the single weights file in ``d`` (safetensors preferred, else a torch .bin)."""
-    for name in ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.fp16.safetensors"):
+    for name in (
+        "diffusion_pytorch_model.safetensors",
+        "model.safetensors",
+        "diffusion_pytorch_model.fp16.safetensors",
+    ):
         if (d / name).is_file():
             from safetensors.torch import load_file
 
@@ -135,6 +147,11 @@ def load_state_dict(d: Path) -> dict[str, Tensor]:
 
 
 __all__ = [
-    "default_device", "default_dtype", "load_component", "load_scheduler", "load_state_dict", "load_tokenizer",
+    "default_device",
+    "default_dtype",
+    "load_component",
+    "load_scheduler",
+    "load_state_dict",
+    "load_tokenizer",
     "snapshot_folder",
 ]

@@ -74,8 +74,9 @@ def lora_unet(unet: nn.Module, rank: int, camera_dim: int, what: str) -> tuple[n
 
     unet = _share_weights_copy(unet)
     unet.requires_grad_(False)
-    config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, init_lora_weights=True,
-                        target_modules=list(LORA_TARGET_MODULES))
+    config = LoraConfig(
+        r=rank, lora_alpha=rank, lora_dropout=0.0, init_lora_weights=True, target_modules=list(LORA_TARGET_MODULES)
+    )
     inject_adapter_in_model(config, unet)
     params: list[nn.Parameter] = []
     for name, p in unet.named_parameters():

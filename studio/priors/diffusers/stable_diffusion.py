@@ -42,8 +42,13 @@ class StableDiffusionPrior(TextCFGMixin, LatentVAEMixin, DiffusersPrior):
     @torch.no_grad()
     def _embed_text(self, texts: list[str]) -> Tensor:
         def run():
-            tok = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt")
+            tok = self.tokenizer(
+                texts,
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
             mask = None
             if getattr(self.text_encoder.config, "use_attention_mask", False):
                 mask = tok.attention_mask.to(self.device)
@@ -56,7 +61,7 @@ class StableDiffusionPrior(TextCFGMixin, LatentVAEMixin, DiffusersPrior):
         if image is not None:
             raise ValueError("StableDiffusionPrior is text-conditioned: pass text=..., not image=")
         if text is None:
-            raise ValueError("StableDiffusionPrior.condition needs text (\"\" for the unconditional)")
+            raise ValueError('StableDiffusionPrior.condition needs text ("" for the unconditional)')
         texts = [text] if isinstance(text, str) else list(text)
         tensors = {"text": self._embed_text(texts)}
         if pose is not None:

@@ -130,7 +130,11 @@ class Zero123Prior(LatentVAEMixin, DiffusersPrior):
         """(CLIP image embedding [B,1,D], unscaled reference latent mode [B,4,h,w]); the last
         image's result is reused while the same pixels are passed."""
         image = image.to(self.device)
-        if self._last_image is not None and self._last_image.shape == image.shape and torch.equal(self._last_image, image):
+        if (
+            self._last_image is not None
+            and self._last_image.shape == image.shape
+            and torch.equal(self._last_image, image)
+        ):
             return self._last_embed
         s = int(self.image_encoder.config.image_size)
         x = image.float().clamp(0.0, 1.0)

@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 from typing import Callable, Optional
 
+import kornia
 import torch
 from torch import Tensor
 
@@ -19,16 +20,14 @@ def psnr(pred: Tensor, target: Tensor) -> Tensor:
 def ssim(pred: Tensor, target: Tensor, window: int = 11) -> Tensor:
     """Structural similarity (Wang et al. 2004): ``kornia.metrics.ssim`` with a ``window`` x ``window``
     Gaussian window (sigma 1.5), C1 = 0.01^2, C2 = 0.03^2, averaged over the 'valid' pixels only
-    (those whose window lies inside the image; no padding, as our earlier formula: 3DGS zero-pads to
-    'same', which scores the border differently).
+    (those whose window lies inside the image). The 3DGS reference zero-pads to 'same' size,
+    which lowers the border pixels' scores; 'valid' leaves them out.
 
     Args:
         pred, target: [B,C,H,W] (or [C,H,W]) images in [0,1], H and W >= ``window``.
     Returns:
         scalar mean SSIM (differentiable; used by the 3DGS D-SSIM loss too).
     """
-    import kornia
-
     if pred.ndim == 3:
         pred, target = pred[None], target[None]
     return kornia.metrics.ssim(pred, target, window, max_val=1.0, eps=0.0, padding="valid").mean()
