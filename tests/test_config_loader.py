@@ -39,3 +39,23 @@ def test_unsafe_tags_are_refused_without_running_anything(tmp_path: Path, payloa
     with pytest.raises(StudioInputError):
         load_trainer_config(path)
     assert not marker.exists()
+
+
+def test_configs_of_earlier_versions_load_with_moved_classes_and_renamed_fields(tmp_path):
+    from studio.io.config_loader import load_trainer_config
+    from studio.methods.dreamcraft3d.model import DreamCraft3DModelConfig
+
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "!!python/object:studio.engine.trainer.StagedTrainerConfig\n"
+        "method_name: dreamcraft3d\n"
+        "pipeline: !!python/object:nerfstudio.pipelines.base_pipeline.VanillaPipelineConfig\n"
+        "  model: !!python/object:studio.engine.dreamcraft3d_model.DreamCraft3DModelConfig\n"
+        "    lambda_rgb: 500.0\n"
+        "    stage_iters: !!python/tuple [400, 200, 200]\n",
+        encoding="utf-8",
+    )
+    model = load_trainer_config(path).pipeline.model
+    assert isinstance(model, DreamCraft3DModelConfig)
+    assert model.rgb_weight == 500.0 and model.stage_iters == (400, 200, 200)
+    assert model.texture_size == DreamCraft3DModelConfig().texture_size  # a field the file lacks: its default

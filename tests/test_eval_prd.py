@@ -177,8 +177,20 @@ def _eval_with(prd_config, tmp_path, monkeypatch, mode: str):
 
     monkeypatch.setattr(studio.models.runs, "load_run", fake_load_run)
     out = tmp_path / f"{mode}.json"
-    entrypoint(["eval", "prd", "--load-config", str(prd_config), "--data", str(SCENE), "--output", str(out),
-                "--light-resolution", "4"])
+    entrypoint(
+        [
+            "eval",
+            "prd",
+            "--load-config",
+            str(prd_config),
+            "--data",
+            str(SCENE),
+            "--output",
+            str(out),
+            "--light-resolution",
+            "4",
+        ]
+    )
     assert loads and Path(loads[0]["data"]) == SCENE  # --data replaces the run's dataset
     return json.loads(out.read_text()), model
 
@@ -223,3 +235,17 @@ def test_eval_prd_bad_env_is_one_line_and_no_output(prd_config, tmp_path, capsys
     assert exc.value.code == 2
     assert "NAME=PATH" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_eval_prd_runs_a_real_model(prd_run, tmp_path):
+    """The CLI end to end on a real (untrained) PRDModel loaded by ``load_run``: every metric is
+    finite and an untrained model is far from the ground truth."""
+    from studio.cli.main import entrypoint
+
+    _, config = prd_run
+    out = tmp_path / "metrics.json"
+    entrypoint(["eval", "prd", "--load-config", str(config), "--output", str(out), "--light-resolution", "4"])
+    metrics = json.loads(out.read_text())
+    values = [metrics[k] for k in ("nvs_psnr", "nvs_ssim", "albedo_psnr", "roughness_mse", "normal_mae_deg")]
+    assert all(math.isfinite(v) for v in values) and set(metrics["relight_psnr"]) == {"sun"}
+    assert metrics["nvs_psnr"] < 40.0 and metrics["normal_mae_deg"] > 1.0

@@ -21,12 +21,16 @@ SCENE = Path(__file__).resolve().parents[1] / "scenes" / "toyworld_mushroom"
 
 
 def test_shortest_axis_normal_faces_the_camera():
-    quats = torch.tensor([[1.0, 0, 0, 0], [math.cos(math.pi / 4), math.sin(math.pi / 4), 0, 0]])  # identity, 90 deg about x
+    quats = torch.tensor(
+        [[1.0, 0, 0, 0], [math.cos(math.pi / 4), math.sin(math.pi / 4), 0, 0]]
+    )  # identity, 90 deg about x
     scales = torch.tensor([[0.1, 0.1, 0.001], [0.1, 0.1, 0.001]])
     means = torch.zeros(2, 3)
     up = shortest_axis_normals(means, quats, scales, torch.tensor([0.0, 0.0, 5.0]))
     down = shortest_axis_normals(means, quats, scales, torch.tensor([0.0, 0.0, -5.0]))
-    assert torch.allclose(up[0], torch.tensor([0.0, 0.0, 1.0])) and torch.allclose(down[0], torch.tensor([0.0, 0.0, -1.0]))
+    assert torch.allclose(up[0], torch.tensor([0.0, 0.0, 1.0])) and torch.allclose(
+        down[0], torch.tensor([0.0, 0.0, -1.0])
+    )
     # rotated 90 deg about x: the local z axis points along -y (or +y), never along z
     side = shortest_axis_normals(means, quats, scales, torch.tensor([0.0, 5.0, 0.0]))
     assert torch.allclose(side[1], torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
@@ -34,7 +38,9 @@ def test_shortest_axis_normal_faces_the_camera():
 
 def test_initial_pbr_params_activate_to_the_requested_values():
     acts = activate_pbr(initial_pbr_params(4, albedo=0.3, roughness=0.7, metallic=0.2, progress=0.0))
-    assert torch.allclose(acts["albedo"], torch.full((4, 3), 0.3)) and torch.allclose(acts["roughness"], torch.full((4, 1), 0.7))
+    assert torch.allclose(acts["albedo"], torch.full((4, 3), 0.3)) and torch.allclose(
+        acts["roughness"], torch.full((4, 1), 0.7)
+    )
     assert float(acts["progress"].max()) < 1e-5  # stage 1: p = 0
 
 
@@ -60,7 +66,9 @@ def test_visibility_on_the_surface_of_a_solid_ball():
     n = 20000
     dirs = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1)
     means = dirs * 0.4 * torch.rand(n, 1, generator=gen) ** (1 / 3)  # uniform in the ball of radius 0.4
-    grid = bake_visibility(means, torch.full((n, 3), 0.03), torch.ones(n), object_bounds(means, torch.ones(n)), resolution=16)
+    grid = bake_visibility(
+        means, torch.full((n, 3), 0.03), torch.ones(n), object_bounds(means, torch.ones(n)), resolution=16
+    )
     normals = torch.nn.functional.normalize(torch.randn(200, 3, generator=gen), dim=-1)
     points = normals * 0.4
     assert float(grid.ambient_occlusion(points, normals).mean()) > 0.85
@@ -69,9 +77,26 @@ def test_visibility_on_the_surface_of_a_solid_ball():
 
 
 def _prd(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [NS_TRAIN, "prd", "--data", str(SCENE), "--output-dir", str(out), "--vis", "tensorboard",
-           "--pipeline.model.stage-iters", "8", "4", "4", "4", "--pipeline.model.num-random", "400",
-           "--pipeline.model.visibility-resolution", "4", *extra]
+    cmd = [
+        NS_TRAIN,
+        "prd",
+        "--data",
+        str(SCENE),
+        "--output-dir",
+        str(out),
+        "--vis",
+        "tensorboard",
+        "--pipeline.model.stage-iters",
+        "8",
+        "4",
+        "4",
+        "4",
+        "--pipeline.model.num-random",
+        "400",
+        "--pipeline.model.visibility-resolution",
+        "4",
+        *extra,
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
 
@@ -182,7 +207,9 @@ def test_prd_stages_stage1_file_and_ablation_from_it(tmp_path: Path):
     # zero when its image is the ground truth, whatever the PBR image and p; no-progress and 3dgs have no such term
     batch = {"image": dataset[0]["image"]}
     image = batch["image"].float() / 255.0 if batch["image"].dtype == torch.uint8 else batch["image"]
-    exact = dict(out, radiance=image[..., :3], accumulation=image[..., 3:], pbr=1 - out["pbr"], progress=1 - out["progress"])
+    exact = dict(
+        out, radiance=image[..., :3], accumulation=image[..., 3:], pbr=1 - out["pbr"], progress=1 - out["progress"]
+    )
     for index in range(4):
         model.stage_index.fill_(index)
         losses = model.get_loss_dict(out, batch)

@@ -22,6 +22,28 @@ import yaml
 from studio.io.errors import StudioInputError
 
 ALLOWED_PREFIXES = ("nerfstudio.", "studio.", "torch.optim.")
+MOVED_MODULES = {
+    "studio.engine.trainer": "studio.models.trainer",
+    "studio.engine.splat_model": "studio.models.splat",
+    "studio.engine.generation_model": "studio.models.generation",
+    "studio.engine.prd_model": "studio.methods.prd.model",
+    "studio.engine.sds_model": "studio.methods.sds.model",
+    "studio.engine.dreamcraft3d_model": "studio.methods.dreamcraft3d.model",
+    "studio.engine.orbit_datamanager": "studio.data.orbit",
+    "studio.engine.reference_datamanager": "studio.data.reference",
+}
+"""Modules of earlier versions -> where their classes live now (runs trained before the move load)."""
+RENAMED_FIELDS = {
+    "lambda_rgb": "rgb_weight",
+    "lambda_mask": "mask_weight",
+    "lambda_depth_rel": "depth_rel_weight",
+    "lambda_3d_sd": "nvs_sds_weight",
+    "lambda_sd": "text_sds_weight",
+    "lambda_normal_consistency": "normal_consistency_weight",
+    "lambda_texture_sd": "texture_guidance_weight",
+    "lambda_lora": "render_score_weight",
+}
+"""Config fields of earlier versions -> their current names."""
 PATH_TYPES = {
     f"pathlib.{n}": getattr(pathlib, n)
     for n in ("Path", "PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath")
@@ -29,6 +51,8 @@ PATH_TYPES = {
 
 
 def _resolve(dotted: str, what: str) -> Any:
+    module, _, name = dotted.rpartition(".")
+    dotted = f"{MOVED_MODULES.get(module, module)}.{name}"
     if not dotted.startswith(ALLOWED_PREFIXES):
         raise StudioInputError(f"config refers to {dotted!r}, which is not an allowed {what}.")
     module_name, _, attr = dotted.rpartition(".")
@@ -49,6 +73,12 @@ def _object(loader: RestrictedConfigLoader, suffix: str, node: yaml.Node) -> Any
     instance = cls.__new__(cls)
     yield instance
     state = loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode) else {}
+    state = {RENAMED_FIELDS.get(key, key): value for key, value in state.items()}
+    for f in dataclasses.fields(cls):  # fields added since the file was written take their defaults
+        if f.name not in state and f.default is not dataclasses.MISSING:
+            state[f.name] = f.default
+        elif f.name not in state and f.default_factory is not dataclasses.MISSING:
+            state[f.name] = f.default_factory()
     instance.__dict__.update(state)
 
 
