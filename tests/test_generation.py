@@ -97,7 +97,10 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("guidance,representation", [("sds", "gaussians"), ("vsd", "gaussians"), ("sds", "nerf")])
+@pytest.mark.parametrize(
+    "guidance,representation",
+    [("sds", "gaussians"), ("vsd", "gaussians"), pytest.param("sds", "nerf", marks=pytest.mark.slow)],  # NeRF: ~60 s
+)
 def test_sds_trains_and_keeps_frozen_priors_out_of_checkpoints(tmp_path: Path, guidance: str, representation: str):
     t2i, _ = _tiny_priors(tmp_path)
     result = _run(
