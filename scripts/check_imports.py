@@ -29,7 +29,7 @@ def main() -> int:
                 shutil.copyfile(source, dest)
         env = {**os.environ, "PYTHONPATH": tmp}
         lint = Path(sys.executable).with_name("lint-imports")
-        return subprocess.call([str(lint), "--config", str(ROOT / "pyproject.toml")], env=env, cwd=tmp)
+        return subprocess.call([str(lint), str(ROOT / "pyproject.toml")], env=env, cwd=tmp)
 
 
 if __name__ == "__main__":
