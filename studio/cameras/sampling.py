@@ -62,7 +62,13 @@ def relative_pose(reference: OrbitViews, target: OrbitViews) -> Tensor:
     (Liu et al. 2023, Sec. 3.2: the camera is (theta, phi, r) and the condition is the delta)."""
     d_polar = torch.deg2rad(reference.elevation - target.elevation)  # polar_t - polar_r
     d_az = torch.deg2rad(target.azimuth - reference.azimuth)
-    return torch.stack([d_polar, torch.sin(d_az), torch.cos(d_az), target.distance - reference.distance], -1).float()
+    return relative_camera(d_polar, d_az, target.distance - reference.distance)
+
+
+def relative_camera(d_polar: Tensor, d_azimuth: Tensor, d_radius: Tensor) -> Tensor:
+    """[..., 4] Zero-1-to-3 condition ``[d_polar, sin d_azimuth, cos d_azimuth, d_radius]`` of the
+    changes of polar angle and azimuth (radians) and distance, target minus reference."""
+    return torch.stack([d_polar, torch.sin(d_azimuth), torch.cos(d_azimuth), d_radius], -1).float()
 
 
 def camera_vector(views: OrbitViews) -> Tensor:

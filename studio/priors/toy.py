@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from studio.cameras.sampling import relative_camera
 from studio.priors.base import Condition, DiffusionPrior
 from studio.priors.text import TextEncoder, WordTokenizer
 from studio.priors.toy_unet import RefEncoder, ToyUNet, make_alphas_cumprod, zero_init
@@ -168,8 +169,7 @@ class ToyNVSPrior(ToyPrior):
             for v in (elev_ref, azim_ref, radius_ref, elev_tgt, azim_tgt, radius_tgt)
         )
         e0, a0, r0, e1, a1, r1 = torch.broadcast_tensors(e0, a0, r0, e1, a1, r1)
-        da = a1 - a0
-        return torch.stack([e0 - e1, torch.sin(da), torch.cos(da), r1 - r0], -1)
+        return relative_camera(e0 - e1, a1 - a0, r1 - r0)
 
     def condition(self, text=None, image=None, pose=None) -> Condition:
         if image is None or pose is None:
