@@ -8,7 +8,7 @@ import torch
 from studio.cameras import intrinsics_from_fov, look_at
 from studio.export import dataparser_to_world, transform_gaussians
 from studio.export.transform import dataparser_points_to_world, rotate_sh, sh_rotation_matrices
-from studio.gaussians import Gaussians, eval_sh
+from studio.gaussians import Gaussians, eval_sh, quat_to_rotmat
 from studio.render import rasterize
 
 
@@ -17,24 +17,6 @@ def random_rotation(seed: int) -> torch.Tensor:
     q, r = torch.linalg.qr(torch.randn(3, 3, generator=gen, dtype=torch.float64))
     q = q * torch.sign(torch.diagonal(r))
     return q if torch.det(q) > 0 else -q
-
-
-def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
-    w, x, y, z = torch.nn.functional.normalize(q, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(q.shape[:-1] + (3, 3))
 
 
 def random_gaussians(n: int = 64, degree: int = 3, seed: int = 0, dtype=torch.float64) -> Gaussians:
@@ -82,7 +64,7 @@ def test_transform_maps_means_covariances_and_scales():
     torch.testing.assert_close(h.opacities, g.opacities)
 
     def covariance(x: Gaussians) -> torch.Tensor:
-        m = quat_to_matrix(x.quats) * x.scales[:, None, :]
+        m = quat_to_rotmat(x.quats) * x.scales[:, None, :]
         return m @ m.transpose(1, 2)
 
     torch.testing.assert_close(covariance(h), s * s * rot @ covariance(g) @ rot.T)

@@ -242,8 +242,14 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
                 self._text_cond = (prior.condition(text=self.config.prompt), prior.condition(text=""))
         return self._text_cond
 
-    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        return self.stage.get_loss_dict(outputs, batch)
+    def guidance_inputs(self, outputs, batch) -> Tuple[Dict[str, Tensor], Tensor, Condition, Condition]:
+        """What every stage's losses start from: the reference render, the random views' renders
+        [B,3,H,W] and the novel-view prior's (condition, null condition) for them."""
+        ref = self.render_reference(batch)
+        images = outputs["rgb_views"].permute(0, 3, 1, 2)
+        views = OrbitViews(batch["elevation"], batch["azimuth"], batch["distance"], batch["fov"])
+        cond, uncond = self.nvs_conditions(batch, views)
+        return ref, images, cond, uncond
 
     def bootstrap_orbit(self, batch: Dict[str, Tensor]) -> Tuple[OrbitViews, Tensor]:
         """The ``bootstrap_views`` views of a BSD round (CPU), evenly spaced in azimuth from the

@@ -49,10 +49,7 @@ class CoarseStage(Stage):
 
     def get_loss_dict(self, outputs, batch) -> Dict[str, Tensor]:
         model, cfg = self.model, self.model.config
-        ref = model.render_reference(batch)
-        images = outputs["rgb_views"].permute(0, 3, 1, 2)
-        views = OrbitViews(batch["elevation"], batch["azimuth"], batch["distance"], batch["fov"])
-        cond, uncond = model.nvs_conditions(batch, views)
+        ref, images, cond, uncond = model.guidance_inputs(outputs, batch)
         terms = reference_losses(ref["rgb"], ref["alpha"], ref["depth"], ref["background"], batch)
         weights = {"rgb": cfg.rgb_weight, "mask": cfg.mask_weight, "depth_rel": cfg.depth_rel_weight}
         losses = {f"ref_{k}": weights[k] * v for k, v in terms.items() if weights.get(k, 0) > 0}
@@ -90,8 +87,8 @@ class GeometryStage(CoarseStage):
         )
         model.mesh_faces = torch.as_tensor(mesh.faces, dtype=torch.long, device=model.device)
         colors = torch.as_tensor(mesh.visual.vertex_colors[:, :3], dtype=torch.float32) / 255.0
-        model.replace_param("mesh_colors", model.mesh, "mesh_colors", colors)
-        model.replace_param("mesh_verts", model.mesh, "mesh_verts", torch.as_tensor(mesh.vertices, dtype=torch.float32))
+        model.replace_param(model.mesh, "mesh_colors", colors)
+        model.replace_param(model.mesh, "mesh_verts", torch.as_tensor(mesh.vertices, dtype=torch.float32))
 
     def render(self, cameras) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         return render_mesh_stage(self.model, cameras, textured=False)
@@ -152,19 +149,16 @@ class TextureStage(Stage):
         )
         model.mesh_faces = torch.as_tensor(tm.faces, dtype=torch.long, device=model.device)
         model.mesh_uv = torch.as_tensor(tm.uv, dtype=torch.float32, device=model.device)
-        model.replace_param("mesh_verts", mesh, "mesh_verts", torch.as_tensor(tm.verts, dtype=torch.float32))
+        model.replace_param(mesh, "mesh_verts", torch.as_tensor(tm.verts, dtype=torch.float32))
         mesh["mesh_verts"].requires_grad_(False)  # geometry frozen
-        model.replace_param("texture", mesh, "texture", torch.as_tensor(tm.texture, dtype=torch.float32))
+        model.replace_param(mesh, "texture", torch.as_tensor(tm.texture, dtype=torch.float32))
 
     def render(self, cameras) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         return render_mesh_stage(self.model, cameras, textured=True)
 
     def get_loss_dict(self, outputs, batch) -> Dict[str, Tensor]:
         model, cfg = self.model, self.model.config
-        ref = model.render_reference(batch)
-        images = outputs["rgb_views"].permute(0, 3, 1, 2)
-        views = OrbitViews(batch["elevation"], batch["azimuth"], batch["distance"], batch["fov"])
-        cond, uncond = model.nvs_conditions(batch, views)
+        ref, images, cond, uncond = model.guidance_inputs(outputs, batch)
         mask = batch["ref_mask"]
         eroded = 1.0 - torch.nn.functional.max_pool2d((1.0 - mask).permute(2, 0, 1)[None], 9, 1, 4)[0].permute(1, 2, 0)
         losses = {"ref_rgb": cfg.rgb_weight * ((ref["rgb"] - batch["ref_rgb"]).abs() * eroded).mean()}

@@ -173,7 +173,6 @@ class PRDModel(StagedModel, SplatModel):
         aabb = state_dict.pop("visibility_aabb", None)
         if coeffs is not None and aabb is not None:
             self.visibility = VisibilityGrid(coeffs.to(self.device), aabb.to(self.device))
-        self.load_stage_index(state_dict)
         return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):  # checkpoints carry the baked visibility
@@ -280,11 +279,6 @@ class PRDModel(StagedModel, SplatModel):
         """The PRD render (G-buffers and composite) of one camera."""
         return self.render_gbuffers(camera)
 
-    def get_outputs(self, camera: Cameras) -> Dict[str, Tensor]:  # type: ignore[override]
-        if self.training:
-            return self.stage.get_outputs(camera)
-        return self.render_gbuffers(camera)
-
     @torch.no_grad()
     def render_relit(self, camera: Cameras, light: CubemapLight, albedo_scale: Optional[Tensor] = None) -> Tensor:
         """PBR-only image [H,W,3] (sRGB, over white) under ``light``; the residual radiance of
@@ -296,9 +290,6 @@ class PRDModel(StagedModel, SplatModel):
         return (out["pbr"] * acc + (1.0 - acc)).clamp(0.0, 1.0)
 
     # ---- losses ------------------------------------------------------------------------------
-    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        return self.stage.get_loss_dict(outputs, batch)
-
     def base_losses(self, outputs, batch) -> Dict[str, Tensor]:
         """``L_rgb`` of the composite (3DGS loss)."""
         return SplatModel.get_loss_dict(self, outputs, batch)

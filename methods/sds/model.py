@@ -141,11 +141,6 @@ class SDSModel(StagedModel, GenerationModel):
     def render_outputs(self, camera: Cameras) -> Dict[str, Tensor]:
         return GenerationModel.get_outputs(self, camera)
 
-    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
-        state_dict = dict(state_dict)
-        self.load_stage_index(state_dict)
-        return super().load_state_dict(state_dict, strict=strict, **kwargs)
-
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         return super().get_metrics_dict(outputs, batch) if self.field is None else {}
 
@@ -154,9 +149,6 @@ class SDSModel(StagedModel, GenerationModel):
         if isinstance(self.guidance, VSD):
             groups["guidance"] = self.guidance.trainable_parameters()
         return groups
-
-    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        return self.stage.get_loss_dict(outputs, batch)
 
     def base_losses(self, outputs, batch) -> Dict[str, Tensor]:
         """The guidance loss (SDS, or VSD and its fake score's loss) and the opacity regulariser."""

@@ -22,7 +22,6 @@ import yaml
 
 from studio.io.errors import StudioInputError
 
-PresetName = Literal["auto", "tiny", "full"]
 SECTIONS = ("trainer", "model", "datamanager")
 PRESET_DIRS: List[Path] = [Path(__file__).resolve().parents[2] / "configs"]
 """Folders searched for ``<method>.yaml`` (the repository's ``configs/``; see ``preset_file``)."""

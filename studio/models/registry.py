@@ -22,9 +22,11 @@ def registered_methods() -> Dict[str, Any]:
 
 
 def registered_config(method: str) -> Any:
-    """The TrainerConfig that ``method`` registers, or None for an unknown name."""
-    spec = registered_methods().get(method)
-    return None if spec is None else spec.config
+    """The TrainerConfig that ``method`` registers, or None for an unknown name (loads only its module)."""
+    for ep in entry_points(group="nerfstudio.method_configs"):
+        if ep.name == method and ep.value.startswith("studio.methods."):
+            return ep.load().config
+    return None
 
 
 def _model_class(config: Any) -> type:

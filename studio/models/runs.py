@@ -37,21 +37,18 @@ def load_run(
     config_path: str | Path,
     device: Optional[str] = None,
     *,
-    method: Optional[str] = None,
     with_data: bool = False,
     data: Optional[Path] = None,
     backend: Optional[str] = None,
 ) -> Run:
     """Load the run whose ``config.yml`` is ``config_path`` (see module docstring).
 
-    ``method`` refuses runs of another method (one sentence); ``with_data`` builds the whole
+    ``with_data`` builds the whole
     pipeline with its dataset (``data`` replaces the dataset folder); ``backend`` replaces the
     model's rasterizer backend.
     """
     config_path = Path(config_path)
     config = load_trainer_config(config_path)
-    if method is not None and getattr(config, "method_name", None) != method:
-        raise StudioInputError(f"{config_path} is a {getattr(config, 'method_name', None)!r} run, not a {method} run.")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model_config = config.pipeline.model
     if backend is not None and hasattr(model_config, "backend"):

@@ -115,9 +115,10 @@ class Stage:
 class StagedModel:
     """Mixin for a Nerfstudio model made of stages (see module docstring).
 
-    The model calls ``init_stages`` in ``populate_modules`` and provides ``render_outputs`` and
-    ``base_losses``; its config provides ``stage_names`` (ClassVar), ``stage_iters``, ``load_stage``
-    and ``stage_dir``.
+    The model calls ``init_stages`` in ``populate_modules`` and provides ``render_outputs`` (its
+    render outside training) and ``base_losses``; its config provides ``stage_names`` (ClassVar),
+    ``stage_iters``, ``load_stage`` and ``stage_dir``. Training renders and losses are the current
+    stage's.
     """
 
     stages: List[Stage]
@@ -130,7 +131,6 @@ class StagedModel:
             raise ValueError(f"stages {[st.name for st in self.stages]} do not match the config's {self.stage_names()}")
         self.register_buffer("stage_index", torch.tensor(0, dtype=torch.long))
         self.step_offset = 0
-        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
         load_stage = getattr(self.config, "load_stage", None)
         if load_stage is not None and Path(load_stage).is_file():
             # a training run from a stage file (the trainer checked it); an evaluation takes
@@ -161,10 +161,20 @@ class StagedModel:
             self.stage_index.fill_(int(self.stage_index) + 1)
             self.stage.enter()
 
-    # ---- stage files -------------------------------------------------------------------------
-    def stage_file_name(self, stage: Stage) -> str:
-        return f"{stage.name}.safetensors"
+    def get_outputs(self, camera: Cameras) -> Dict[str, Tensor]:
+        """The current stage's render in training, ``render_outputs`` otherwise."""
+        return self.stage.get_outputs(camera) if self.training else self.render_outputs(camera)
 
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        return self.stage.get_loss_dict(outputs, batch)
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        """Checkpoints of earlier versions lack ``stage_index``: they are finished runs (last stage)."""
+        state_dict = dict(state_dict)
+        state_dict.setdefault("stage_index", torch.tensor(len(self.stages) - 1, dtype=torch.long))
+        return super().load_state_dict(state_dict, strict=strict, **kwargs)
+
+    # ---- stage files -------------------------------------------------------------------------
     def save_stage_file(self, stage: Stage) -> None:
         """Write ``stage.saved_tensors()`` to the run folder (atomically), tagged with the stage name."""
         from safetensors.torch import save_file
@@ -173,7 +183,7 @@ class StagedModel:
         stage_dir = getattr(self.config, "stage_dir", None)
         if tensors is None or stage_dir is None:
             return
-        path = Path(stage_dir) / self.stage_file_name(stage)
+        path = Path(stage_dir) / f"{stage.name}.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         with atomic_path(path) as tmp:
@@ -214,17 +224,14 @@ class StagedModel:
     def on_train_end(self) -> None:
         """Work after the last step (e.g. exports)."""
 
-    def replace_param(self, group: str, container: nn.ParameterDict, name: str, value: Tensor) -> nn.Parameter:
-        """Install ``value`` as ``container[name]`` and in optimiser ``group`` with fresh state."""
+    def replace_param(self, container: nn.ParameterDict, name: str, value: Tensor) -> nn.Parameter:
+        """Install ``value`` as ``container[name]`` and in the optimiser group of the same name, with
+        fresh state."""
         old = container[name]
         param = nn.Parameter(value.detach().to(old.device).contiguous())
         container[name] = param
         optimizers = getattr(self, "nerfstudio_optimizers", None)
-        if optimizers is not None and group in optimizers.optimizers:
-            swap_param(optimizers.optimizers[group], old, param, keep_state=False)
-            optimizers.parameters[group] = [param]
+        if optimizers is not None and name in optimizers.optimizers:
+            swap_param(optimizers.optimizers[name], old, param, keep_state=False)
+            optimizers.parameters[name] = [param]
         return param
-
-    def load_stage_index(self, state_dict: dict, prefix: str = "") -> None:
-        """Checkpoints of earlier versions lack ``stage_index``: they are finished runs (last stage)."""
-        state_dict.setdefault(prefix + "stage_index", torch.tensor(len(self.stages) - 1, dtype=torch.long))
