@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+import yaml
 from plyfile import PlyData, PlyElement
 
 from studio.cli.main import entrypoint
@@ -16,6 +17,7 @@ from studio.export import is_gaussian_ply, load_gaussians_ply, save_gaussians_pl
 from studio.export.ply import PROPERTY_NAMES
 from studio.gaussians import Gaussians
 from studio.io import StudioInputError
+from studio.models.registry import registered_config
 
 
 def random_gaussians(n: int = 50, degree: int = 3, seed: int = 0) -> Gaussians:
@@ -240,13 +242,15 @@ def test_cli_export_gaussians(tmp_path, monkeypatch, capsys):
     fake = types.ModuleType("studio.export.runs")
     fake.load_gaussians_from_config = load_gaussians_from_config
     monkeypatch.setitem(sys.modules, "studio.export.runs", fake)
+    config = tmp_path / "config.yml"  # a run's config (validated before the export loads it)
+    config.write_text(yaml.dump(registered_config("studio-splat")))
     out = tmp_path / "scene.ply"
-    entrypoint(["export", "gaussians", "--load-config", str(tmp_path / "config.yml"), "--output", str(out)])
-    assert calls[0][0] == tmp_path / "config.yml"
+    entrypoint(["export", "gaussians", "--load-config", str(config), "--output", str(out)])
+    assert calls[0][0] == config
     assert torch.equal(load_gaussians_ply(out).means, g.means)
     assert "12 Gaussians, SH degree 3" in capsys.readouterr().out
 
     with pytest.raises(SystemExit) as exc:
-        entrypoint(["export", "gaussians", "--load-config", "c.yml", "--output", str(tmp_path / "scene.splat")])
+        entrypoint(["export", "gaussians", "--load-config", str(config), "--output", str(tmp_path / "scene.splat")])
     assert exc.value.code == 2
     assert "must end in .ply" in " ".join(capsys.readouterr().err.split())  # rich wraps long lines

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from studio.io import StudioInputError
+from studio.io.inputs import validate
 from studio.priors import Condition, load_prior
 from studio.priors.sampling import sample
 from studio.priors.text import WordTokenizer
@@ -216,5 +217,5 @@ def test_cli_train_and_sample(tmp_path):
     from PIL import Image
 
     assert Image.open(grid).size == (3 * 32, 32)
-    with pytest.raises(StudioInputError):
-        Sample(name=str(out), output=tmp_path / "grid.jpg").main()
+    with pytest.raises(StudioInputError, match="must end in .png"):
+        validate(Sample(name=str(out), output=tmp_path / "grid.jpg").inputs())

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Dict, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -48,9 +48,11 @@ from torch import Tensor, nn
 
 from studio.cameras.sampling import OrbitViews, orbit_cameras, relative_pose
 from studio.guidance import BSD, SDS, DreamCraft3DSchedule, UniformTimesteps
+from studio.io.inputs import Input, Kind
 from studio.methods.dreamcraft3d.stages import MESH_GROUPS, dreamcraft3d_stages
 from studio.models.generation import GenerationModel, GenerationModelConfig
 from studio.models.staged import StagedModel
+from studio.priors import check_prior
 from studio.priors.base import Condition
 
 
@@ -125,6 +127,16 @@ class DreamCraft3DModelConfig(GenerationModelConfig):
     """Start from coarse.safetensors / geometry.safetensors of an earlier run."""
     stage_dir: Optional[Path] = None
     """The run's folder (set by the trainer): stage files and export/ go there."""
+
+    def inputs(self) -> List[Input]:
+        """The novel-view prior, and with ``--prompt`` the prompt and the text prior."""
+        items = [Input("--pipeline.model.nvs-prior", Kind.PRIOR, self.nvs_prior, check=check_prior)]
+        if self.prompt is not None:
+            items += [
+                Input("--prompt", Kind.PROMPT, self.prompt),
+                Input("--pipeline.model.text-prior", Kind.PRIOR, self.text_prior, check=check_prior),
+            ]
+        return items
 
 
 class DreamCraft3DModel(StagedModel, GenerationModel):

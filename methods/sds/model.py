@@ -29,9 +29,11 @@ from torch.nn import Parameter
 
 from studio.cameras.sampling import OrbitViews, camera_vector
 from studio.guidance import SDS, VSD, UniformTimesteps, ViewPrompting
+from studio.io.inputs import Input, Kind
 from studio.models.generation import GenerationModel, GenerationModelConfig
 from studio.models.staged import Stage, StagedModel
 from studio.nerf import HashGridField, HashGridFieldConfig, render_cameras
+from studio.priors import check_prior
 from studio.priors.base import Condition
 
 
@@ -68,6 +70,13 @@ class SDSModelConfig(GenerationModelConfig):
     """The optimised scene: Gaussians, or a NeRF (hash-grid field + volume rendering, ``studio.nerf``)."""
     nerf: HashGridFieldConfig = field(default_factory=HashGridFieldConfig)
     """The NeRF's field and sampling (``--pipeline.model.nerf.*``; used with ``representation nerf``)."""
+
+    def inputs(self) -> List[Input]:
+        """The prompt and the prior, checked before the run writes anything."""
+        return [
+            Input("--prompt", Kind.PROMPT, self.prompt, required=True),
+            Input("--pipeline.model.prior", Kind.PRIOR, self.prior, check=check_prior),
+        ]
 
 
 class DistillStage(Stage):

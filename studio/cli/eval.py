@@ -22,6 +22,26 @@ from pathlib import Path
 from typing import List, Optional
 
 from studio.io import StudioInputError
+from studio.io.inputs import Input, Kind, check_envmap
+
+
+def nerf_synthetic_dataset(data: Path) -> None:
+    """A valid NeRF-synthetic dataset folder (the evaluations need its test split and AOVs)."""
+    from studio.data.formats import DatasetFormat, validate_dataset
+
+    if validate_dataset(Path(data)) is not DatasetFormat.NERF_SYNTHETIC:
+        raise StudioInputError(f"dataset {data} is not a NeRF-synthetic folder (transforms_train/test.json).")
+
+
+def env_paths(items: List[str]) -> dict[str, Path]:
+    """``--env NAME=PATH`` items as {name: path}."""
+    envs = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise StudioInputError(f"--env {item!r} is not of the form NAME=PATH.")
+        envs[name] = Path(path)
+    return envs
 
 
 def print_table(metrics: dict, title: str) -> None:
@@ -60,27 +80,31 @@ class Prd:
     light_resolution: int = 64
     """Cube-face resolution of the relighting lights."""
 
+    def inputs(self) -> list[Input]:
+        return [
+            Input("--load-config", Kind.CONFIG, self.load_config, required=True),
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".json",), required=True),
+            Input("--data", Kind.DATASET, self.data, check=nerf_synthetic_dataset),
+            Input(
+                "--env",
+                Kind.EXR,
+                self.env,
+                check=lambda items: [check_envmap(p) for p in env_paths(items).values()],
+                pattern="NAME={}",
+            ),
+        ]
+
     def main(self) -> None:
         import torch
 
         from studio.data.dataparser import StudioDataParserConfig
-        from studio.data.formats import DatasetFormat, detect_format
         from studio.eval.inverse import evaluate_inverse, load_test_truth
         from studio.io.atomic import atomic_write_text
         from studio.io.config_loader import load_trainer_config
         from studio.models.registry import relighting_methods
         from studio.models.runs import load_run
 
-        if self.output.suffix.lower() != ".json":
-            raise StudioInputError(f"--output {self.output} must end in .json.")
-        envs = {}
-        for item in self.env:
-            name, sep, path = item.partition("=")
-            if not sep or not name or not path:
-                raise StudioInputError(f"--env {item!r} is not of the form NAME=PATH.")
-            if not Path(path).is_file():
-                raise StudioInputError(f"--env {name}: environment map {path} does not exist.")
-            envs[name] = Path(path)
+        envs = env_paths(self.env)
         config = load_trainer_config(self.load_config)
         if getattr(config, "method_name", None) not in relighting_methods():
             raise StudioInputError(
@@ -88,14 +112,8 @@ class Prd:
                 f"({', '.join(relighting_methods())})."
             )
         data = Path(self.data if self.data is not None else config.pipeline.datamanager.dataparser.data)
-        if not data.is_dir():
-            raise StudioInputError(f"dataset folder {data} does not exist.")
-        try:
-            fmt = detect_format(data)
-        except ValueError as err:
-            raise StudioInputError(str(err)) from None
-        if fmt is not DatasetFormat.NERF_SYNTHETIC:
-            raise StudioInputError(f"dataset {data} is not a NeRF-synthetic folder (transforms_test.json with AOVs).")
+        if self.data is None:
+            nerf_synthetic_dataset(data)
         outputs = StudioDataParserConfig(data=data).setup().get_dataparser_outputs("test")
         truth = load_test_truth(data, outputs.image_filenames, envs)
 
@@ -136,6 +154,16 @@ class ImageTo3D:
     n_points: int = 20000
     """Surface samples per mesh for the Chamfer distance."""
 
+    def inputs(self) -> list[Input]:
+        from studio.models.registry import image_to_3d_methods
+
+        return [
+            Input("--data", Kind.DATASET, self.data, check=nerf_synthetic_dataset, required=True),
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".json",), required=True),
+            Input("--method", Kind.CHOICE, self.method, choices=tuple(image_to_3d_methods())),
+            Input("--work-dir", Kind.OUTPUT_DIR, self.work_dir),
+        ]
+
     def main(self) -> None:
         import math
         import shlex
@@ -150,17 +178,8 @@ class ImageTo3D:
         from studio.eval.image_to_3d import mesh_chamfer, orbit_of_c2w, score_views
         from studio.eval.inverse import read_image
         from studio.io.atomic import atomic_write_text
-        from studio.models.registry import image_to_3d_methods
         from studio.models.runs import load_run
 
-        if self.output.suffix.lower() != ".json":
-            raise StudioInputError(f"--output {self.output} must end in .json.")
-        if self.method not in image_to_3d_methods():
-            raise StudioInputError(
-                f"--method {self.method} is not an image-to-3D method ({', '.join(image_to_3d_methods())})."
-            )
-        if not (self.data / "transforms_train.json").is_file():
-            raise StudioInputError(f"{self.data} is not a NeRF-synthetic dataset (no transforms_train.json).")
         train, test = read_nerf_synthetic(self.data, "train"), read_nerf_synthetic(self.data, "test")
         if not 0 <= self.view < len(train.image_paths):
             raise StudioInputError(

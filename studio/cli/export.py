@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from studio.io.errors import StudioInputError
+from studio.io.inputs import Input, Kind
+
+MESH_OUTPUTS = (".glb", ".obj", ".ply")
+"""Mesh formats ``studio export mesh`` writes (``studio.export.mesh.MESH_FORMATS``)."""
 
 
 def _default_device() -> str:
@@ -24,12 +28,16 @@ class ExportGaussians:
     output: Path
     """Output .ply file."""
 
+    def inputs(self) -> list[Input]:
+        return [
+            Input("--load-config", Kind.CONFIG, self.load_config, required=True),
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".ply",), required=True),
+        ]
+
     def main(self) -> None:
         from studio.export import save_gaussians_ply
         from studio.export.runs import load_gaussians_from_config
 
-        if self.output.suffix.lower() != ".ply":
-            raise StudioInputError(f"--output {self.output} must end in .ply (the 3DGS PLY layout).")
         gaussians = load_gaussians_from_config(self.load_config, device="cpu")
         save_gaussians_ply(self.output, gaussians)
         print(f"Wrote {self.output}: {len(gaussians):,} Gaussians, SH degree {gaussians.sh_degree}.")
@@ -65,16 +73,20 @@ class ExportMesh:
     backend: Literal["auto", "torch", "studio", "gsplat"] = "auto"
     """Gaussian rasterizer backend (``auto``: gsplat on CUDA, studio on CPU)."""
 
+    def inputs(self) -> list[Input]:
+        return [
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=MESH_OUTPUTS, required=True),
+            Input("--load-config", Kind.CONFIG, self.load_config),
+            Input("--input", Kind.PLY, self.input),
+        ]
+
     def main(self) -> None:
         from studio.export import extract_mesh, load_gaussians_ply, save_mesh
-        from studio.export.mesh import MESH_FORMATS
 
         if (self.load_config is None) == (self.input is None):
             raise StudioInputError(
                 "Give exactly one of --load-config (a run's config.yml) or --input (a Gaussian .ply)."
             )
-        if self.output.suffix.lower() not in MESH_FORMATS:
-            raise StudioInputError(f"--output {self.output} must end in one of {', '.join(MESH_FORMATS)}.")
         from studio.export.runs import NerfRun, read_run_scene
 
         device = self.device or _default_device()
@@ -139,16 +151,17 @@ class ExportPBR:
     backend: Literal["auto", "torch", "studio", "gsplat"] = "auto"
     """Gaussian rasterizer backend (``auto``: gsplat on CUDA, studio on CPU)."""
 
+    def inputs(self) -> list[Input]:
+        return [
+            Input("--load-config", Kind.CONFIG, self.load_config, required=True),
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".glb",), required=True),
+            Input("--env-output", Kind.OUTPUT_FILE, self.env_output, suffixes=(".exr",)),
+        ]
+
     def main(self) -> None:
         from studio.export.pbr import default_env_path, export_pbr
 
-        if self.output.suffix.lower() != ".glb":
-            raise StudioInputError(f"--output {self.output} must end in .glb (a glTF binary).")
         env = self.env_output if self.env_output is not None else default_env_path(self.output)
-        if env.suffix.lower() != ".exr":
-            raise StudioInputError(f"--env-output {env} must end in .exr.")
-        if not self.load_config.is_file():
-            raise StudioInputError(f"--load-config {self.load_config} does not exist.")
         if self.texture_size < 16 or self.texture_size > 8192:
             raise StudioInputError(f"--texture-size {self.texture_size} must be between 16 and 8192.")
         if self.env_height < 4:

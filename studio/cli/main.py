@@ -1,8 +1,10 @@
 """``studio <verb> ...``: dispatch to one verb module, imported lazily so the command starts fast.
 
 A verb module exposes either a dataclass with a ``main()`` method (one command) or a dict
-``{name: dataclass}`` (a group such as ``studio export gaussians|mesh``). Input errors
-(``StudioInputError``) are printed as one line and exit with status 2.
+``{name: dataclass}`` (a group such as ``studio export gaussians|mesh``). A command may declare
+its inputs (``inputs() -> list[studio.io.inputs.Input]``): they are all checked before ``main()``
+runs, so nothing is written or served for bad input. Input errors (``StudioInputError``) are
+printed as one ``error:`` line on stderr and exit with status 2.
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-from rich.console import Console
-
-from studio.io.errors import StudioInputError
+from studio.io.errors import StudioInputError, exit_with_input_error
+from studio.io.inputs import validate
 
 VERBS: dict[str, tuple[str, str, str]] = {
     # verb: (module, attribute, one-line help)
@@ -67,10 +68,11 @@ def entrypoint(argv: list[str] | None = None) -> None:
     else:
         command = tyro.cli(target, args=rest, prog=f"studio {verb}", description=help_)
     try:
+        if hasattr(command, "inputs"):
+            validate(command.inputs())
         command.main()
     except StudioInputError as err:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {err}", soft_wrap=True)
-        raise SystemExit(2) from None
+        exit_with_input_error(err)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

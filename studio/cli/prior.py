@@ -16,18 +16,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional, Tuple
+from typing import Optional, Tuple
 
 import tyro
 
 from studio.io import StudioInputError
+from studio.io.headers import check_prompt
+from studio.io.inputs import Input, Kind
+
+TRAINABLE = ("toy-t2i", "toy-nvs")
+"""The embedded priors ``studio prior train`` makes."""
 
 
 @dataclass
 class Train:
     """Train an embedded toy prior on ToyWorld's training split (CPU: ~30-45 min with the defaults)."""
 
-    name: tyro.conf.Positional[Literal["toy-t2i", "toy-nvs"]]
+    name: tyro.conf.Positional[str]
     """Which prior: toy-t2i (text -> image) or toy-nvs (reference image + relative camera -> view)."""
     steps: int = 4000
     """Optimiser steps."""
@@ -62,6 +67,14 @@ class Train:
     channels: Tuple[int, ...] = (64, 128, 128)
     """UNet widths per resolution (32, 16, 8); the committed CPU-trained weights use (32, 64, 64)."""
 
+    def inputs(self) -> list[Input]:
+        return [
+            Input("NAME", Kind.CHOICE, self.name, choices=TRAINABLE, required=True),
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".safetensors",)),
+            Input("--preview", Kind.OUTPUT_FILE, self.preview, suffixes=(".png",)),
+            Input("--cache-dir", Kind.OUTPUT_DIR, self.cache_dir),
+        ]
+
     def main(self) -> None:
         import time
 
@@ -81,12 +94,8 @@ class Train:
         from studio.priors.train import TrainConfig, default_output, resolve_device, train_prior
 
         output = self.output or default_output(self.name)
-        if output.suffix != ".safetensors":
-            raise StudioInputError(f"--output {output} must end in .safetensors.")
         if self.steps < 1 or self.batch < 1 or self.data_seeds < 1 or self.data_views < 2:
             raise StudioInputError("--steps, --batch and --data-seeds must be >= 1 and --data-views >= 2.")
-        if self.preview is not None and self.preview.suffix.lower() != ".png":
-            raise StudioInputError(f"--preview {self.preview} must end in .png.")
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         console = Console()
@@ -177,9 +186,17 @@ class Sample:
     seed: int = 0
     """Noise seed (the grid is a function of it)."""
 
+    def inputs(self) -> list[Input]:
+        from studio.priors import check_prior
+
+        return [
+            Input("NAME", Kind.PRIOR, self.name, check=check_prior, required=True),
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".png",), required=True),
+            Input("--prompt", Kind.PROMPT, self.prompt, check=lambda prompts: [check_prompt(p) for p in prompts]),
+            Input("--reference", Kind.IMAGE, self.reference),
+        ]
+
     def main(self) -> None:
-        if self.output.suffix.lower() != ".png":
-            raise StudioInputError(f"--output {self.output} must end in .png.")
         if self.n < 1 or self.steps < 1 or self.scale < 1:
             raise StudioInputError("--n, --steps and --scale must be >= 1.")
         import io
@@ -239,8 +256,6 @@ class Sample:
         if self.reference is not None:
             from PIL import Image
 
-            if not self.reference.is_file():
-                raise StudioInputError(f"--reference {self.reference} does not exist.")
             im = Image.open(self.reference)
             rgba = np.asarray(im.convert("RGBA"), np.float32) / 255.0
             rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])

@@ -17,6 +17,7 @@ from typing import Literal
 import tyro
 
 from studio.io import StudioInputError, atomic_path
+from studio.io.inputs import Input, Kind
 
 OUTPUT_SUFFIXES = (".mp4", ".gif", ".png")
 
@@ -48,18 +49,22 @@ class Render:
     backend: Literal["auto", "torch", "studio"] = "auto"
     """Gaussian rasterizer backend (meshes are ray cast on the CPU)."""
 
+    def inputs(self) -> list[Input]:
+        """The scene file and the output file."""
+        return [
+            Input("PATH", Kind.SCENE, self.path, required=True),
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=OUTPUT_SUFFIXES, required=True),
+        ]
+
     def main(self) -> None:
         """Validate the arguments, render, and write the output."""
-        from studio.export.scene import check_scene_path, load_scene
+        from studio.export.scene import load_scene
 
         suffix = self.output.suffix.lower()
-        if suffix not in OUTPUT_SUFFIXES:
-            raise StudioInputError(f"--output {self.output} must end in one of {', '.join(OUTPUT_SUFFIXES)}.")
         if self.frames < 1 or self.fps < 1 or self.size < 8:
             raise StudioInputError("--frames and --fps must be at least 1, and --size at least 8.")
         if not any(self.up):
             raise StudioInputError("--up must be a non-zero vector.")
-        check_scene_path(self.path)
 
         from studio.render.turntable import make_sheet, turntable
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from studio.io import StudioInputError
+from studio.io.inputs import Input, Kind
 from studio.scenes.toyworld.dataset import MakeConfig
 
 _DEFAULTS = MakeConfig()  # one source of the defaults: the library's config
@@ -58,6 +59,12 @@ class Make:
     overwrite: bool = False
     """Replace an existing non-empty output folder."""
 
+    def inputs(self) -> list[Input]:
+        return [
+            Input("--output", Kind.OUTPUT_DIR, self.output, required=True),
+            Input("--sheet", Kind.OUTPUT_FILE, self.sheet, suffixes=(".png",)),
+        ]
+
     def main(self) -> None:
         from studio.scenes.toyworld.dataset import MakeConfig, make_dataset
 
@@ -78,8 +85,6 @@ class Make:
             fov_deg=self.fov,
             aov_splits=aov_splits,
         )
-        if self.sheet is not None and self.sheet.suffix.lower() != ".png":
-            raise StudioInputError(f"--sheet {self.sheet} must end in .png.")
         try:
             make_dataset(self.output, cfg, overwrite=self.overwrite)
         except (ValueError, FileExistsError) as err:

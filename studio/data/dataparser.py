@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Type
+from typing import List, Literal, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
@@ -22,8 +22,9 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from nerfstudio.data.scene_box import SceneBox
 
 from studio.cameras.nerfstudio import camera_extent
-from studio.data.formats import DatasetFormat, detect_format, nerfstudio_transforms_file
+from studio.data.formats import DatasetFormat, detect_format, nerfstudio_transforms_file, validate_dataset
 from studio.data.nerf_synthetic import read_nerf_synthetic
+from studio.io.inputs import Input, Kind
 
 
 @dataclass
@@ -47,6 +48,10 @@ class StudioDataParserConfig(DataParserConfig):
     """Nerfstudio datasets: fraction of frames used for training."""
     load_3d_points: bool = True
     """Nerfstudio datasets: seed Gaussians from ``ply_file_path`` when the dataset has one."""
+
+    def inputs(self) -> List[Input]:
+        """``--data``: a dataset folder whose frames, poses, images and point cloud are checked."""
+        return [Input("--data", Kind.DATASET, self.data, check=validate_dataset, required=True)]
 
 
 class StudioDataParser(DataParser):

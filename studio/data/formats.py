@@ -12,6 +12,7 @@ from pathlib import Path
 from studio.data.checks import check_same_size, frames_of, pose_of, read_json
 from studio.data.nerf_synthetic import SPLITS, read_nerf_synthetic
 from studio.io.errors import StudioInputError
+from studio.io.headers import check_ply
 
 
 class DatasetFormat(str, Enum):
@@ -60,6 +61,10 @@ def _validate_nerfstudio(data: Path) -> None:
         check_same_size(paths, sizes)  # type: ignore[arg-type]
     else:
         check_same_size(paths)
+    if isinstance(meta.get("ply_file_path"), str):
+        header = check_ply(root / meta["ply_file_path"], f"{source}: point cloud")
+        if header.element("vertex") is None:
+            raise StudioInputError(f"{source}: point cloud {meta['ply_file_path']} has no 'vertex' element.")
 
 
 def validate_dataset(data: Path) -> DatasetFormat:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -23,6 +23,7 @@ from studio.cameras.sampling import OrbitSampler, OrbitViews, orbit_cameras
 from studio.data.orbit import OrbitDataManager, OrbitDataManagerConfig
 from studio.data.single_image import load_reference
 from studio.io.errors import StudioInputError
+from studio.io.inputs import Input, Kind, validate
 
 
 @dataclass
@@ -43,12 +44,13 @@ class ReferenceDataManagerConfig(OrbitDataManagerConfig):
     recentre: bool = True
     """Recentre the object (off when the reference camera comes from a posed dataset)."""
 
-    def validate(self) -> None:
-        """Check the input image before any output is written (one-sentence errors)."""
-        if self.data is None:
-            raise StudioInputError("image-to-3D needs an input image: --data path/to/image.png.")
-        if not Path(self.data).is_file():
-            raise StudioInputError(f"--data {self.data} is not an image file.")
+    def inputs(self) -> List[Input]:
+        """The reference image (``--data``) and its optional depth and normal maps."""
+        return [
+            Input("--data", Kind.IMAGE, self.data, required=True),
+            Input("--pipeline.datamanager.depth-path", Kind.IMAGE, self.depth_path),
+            Input("--pipeline.datamanager.normal-path", Kind.IMAGE, self.normal_path),
+        ]
 
 
 class ReferenceDataManager(OrbitDataManager):
@@ -57,11 +59,14 @@ class ReferenceDataManager(OrbitDataManager):
     config: ReferenceDataManagerConfig
 
     def __init__(self, config: ReferenceDataManagerConfig, device="cpu", **kwargs):
-        config.validate()
+        validate(config.inputs())
         super().__init__(config, device=device, **kwargs)
         size = config.reference_size
         border = config.border_ratio if config.recentre else None
-        self.reference = load_reference(Path(config.data), size, border, config.depth_path, config.normal_path)
+        try:
+            self.reference = load_reference(Path(config.data), size, border, config.depth_path, config.normal_path)
+        except StudioInputError as err:
+            raise StudioInputError(f"--data {config.data}: {err}") from None
         elev, az, dist, fov = (torch.tensor([float(v)]) for v in config.reference_view)
         self.reference_views = OrbitViews(elev, az, dist, fov)
         self.reference_camera: Cameras = orbit_cameras(self.reference_views, size)

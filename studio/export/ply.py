@@ -25,6 +25,7 @@ from plyfile import PlyData, PlyElement, PlyListProperty, PlyParseError
 
 from studio.gaussians import Gaussians
 from studio.io import StudioInputError, atomic_path
+from studio.io.headers import check_ply, read_ply_header
 
 MAX_SH_DEGREE = 3
 N_REST_PER_CHANNEL = (MAX_SH_DEGREE + 1) ** 2 - 1  # 15
@@ -49,7 +50,6 @@ _REQUIRED = (
     "rot_3",
 )
 _SIGNATURE = ("f_dc_0", "opacity", "scale_0", "rot_0")  # what tells a Gaussian PLY from a mesh PLY
-_HEADER_LIMIT = 1 << 16  # bytes read when looking for ``end_header``
 PROPERTY_NAMES = (  # the 62 vertex properties written by ``save_gaussians_ply``, in file order
     ["x", "y", "z", "nx", "ny", "nz"]
     + [f"f_dc_{i}" for i in range(3)]
@@ -128,13 +128,10 @@ def load_gaussians_ply(path: str | os.PathLike) -> Gaussians:
             required property, has an unexpected ``f_rest`` count, or holds non-finite values.
     """
     path = Path(path)
-    if not path.is_file():
-        raise StudioInputError(f"Gaussian PLY file {path} does not exist.")
+    check_ply(path, "Gaussian PLY file")  # header and size first: nothing is allocated for a bad file
     try:
         ply = PlyData.read(str(path), mmap=False)
     except PlyParseError as err:
-        if _header_elements(path) is None:
-            raise StudioInputError(f"{path} is not a PLY file.") from None
         raise StudioInputError(f"{path} is not a readable PLY file (truncated or corrupt: {err}).") from None
     except (ValueError, EOFError, OSError, UnicodeDecodeError) as err:
         raise StudioInputError(f"{path} is not a readable PLY file ({err}).") from None
@@ -211,27 +208,9 @@ def is_gaussian_ply(path: str | os.PathLike) -> bool:
     path = Path(path)
     if not path.is_file():
         raise StudioInputError(f"{path} does not exist.")
-    elements = _header_elements(path)
-    if elements is None or "vertex" not in elements:
+    try:
+        header = read_ply_header(path)
+    except StudioInputError:
         return False
-    return all(name in elements["vertex"] for name in _SIGNATURE)
-
-
-def _header_elements(path: Path) -> dict[str, list[str]] | None:
-    """Element name -> property names from a PLY header, or None when the file is not a PLY."""
-    with open(path, "rb") as f:
-        head = f.read(_HEADER_LIMIT)
-    end = head.find(b"end_header")
-    if not head.startswith(b"ply") or end < 0:
-        return None
-    elements: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for raw in head[:end].decode("ascii", errors="replace").splitlines()[1:]:
-        words = raw.split()
-        if not words:
-            continue
-        if words[0] == "element" and len(words) >= 2:
-            current = elements.setdefault(words[1], [])
-        elif words[0] == "property" and current is not None and len(words) >= 3:
-            current.append(words[-1])
-    return elements
+    vertex = header.element("vertex") if header is not None else None
+    return vertex is not None and all(name in vertex.names for name in _SIGNATURE)

@@ -1,7 +1,8 @@
 """Open what ``studio view`` and ``studio render`` accept: a Gaussian PLY, a mesh, or a run's config.yml.
 
-``check_scene_path`` validates a path without reading it (cheap, so commands fail before any heavy
-import); ``load_scene`` returns either ``Gaussians`` (world coordinates, CPU, float32) or one
+``check_scene_path`` validates a path by its header only (PLY element counts against the file
+size, GLB/STL/OFF lengths, a config.yml through the restricted loader), so a command fails before
+it allocates or prints anything; ``load_scene`` returns either ``Gaussians`` (world coordinates, CPU, float32) or one
 ``trimesh.Trimesh`` (a multi-part file is flattened into one mesh with its transforms applied).
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 from studio.io.errors import StudioInputError
+from studio.io.inputs import CONFIG_SUFFIXES, check_scene
 
 if TYPE_CHECKING:
     import trimesh
@@ -20,19 +22,11 @@ if TYPE_CHECKING:
 
     Scene = Union[Gaussians, trimesh.Trimesh]
 
-MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".off", ".stl")
-CONFIG_SUFFIXES = (".yml", ".yaml")
-
 
 def check_scene_path(path: str | os.PathLike) -> Path:
-    """``path`` as a Path if it is an existing file of a supported kind, else ``StudioInputError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise StudioInputError(f"{path} does not exist or is not a file.")
-    if path.suffix.lower() not in MESH_SUFFIXES + CONFIG_SUFFIXES:
-        kinds = ", ".join(MESH_SUFFIXES + CONFIG_SUFFIXES)
-        raise StudioInputError(f"{path} has an unsupported extension; expected one of {kinds}.")
-    return path
+    """``path`` as a Path if it is a file of a supported kind whose header is sound, else ``StudioInputError``."""
+    check_scene(Path(path))
+    return Path(path)
 
 
 def load_scene(path: str | os.PathLike) -> "Scene":

@@ -27,12 +27,16 @@ PRESET_DIRS: List[Path] = [Path(__file__).resolve().parents[2] / "configs"]
 """Folders searched for ``<method>.yaml`` (the repository's ``configs/``; see ``preset_file``)."""
 
 
+PRESET_CHOICES = ("auto", "tiny", "full")
+"""Values of ``--preset``."""
+
+
 def resolve_preset(preset: str) -> Literal["tiny", "full"]:
     """``auto`` -> ``full`` when CUDA is available, else ``tiny``."""
     if preset == "auto":
         return "full" if torch.cuda.is_available() else "tiny"
-    if preset not in ("tiny", "full"):
-        raise StudioInputError(f"unknown preset {preset!r}; choose auto, tiny or full.")
+    if preset not in PRESET_CHOICES:
+        raise StudioInputError(f"--preset {preset!r} is not one of {', '.join(PRESET_CHOICES)}.")
     return preset  # type: ignore[return-value]
 
 

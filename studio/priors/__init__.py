@@ -5,7 +5,7 @@ Heavy pieces (models, training, data) are imported lazily from their modules.
 """
 
 from studio.priors.base import Condition, DiffusionPrior, PredictionType, freeze
-from studio.priors.registry import LOADERS, available_priors, load_prior, register_prior
+from studio.priors.registry import LOADERS, available_priors, check_prior, load_prior, register_prior
 
 __all__ = [
     "Condition",
@@ -14,6 +14,7 @@ __all__ = [
     "freeze",
     "LOADERS",
     "available_priors",
+    "check_prior",
     "load_prior",
     "register_prior",
 ]

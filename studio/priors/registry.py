@@ -38,6 +38,7 @@ def _toy_loader(name: str) -> Loader:
         return load_toy_prior(path, device)
 
     load.__doc__ = f"The embedded {name} prior from {WEIGHTS_DIR / (name + '.safetensors')}."
+    load.weights_file = WEIGHTS_DIR / f"{name}.safetensors"
     return load
 
 
@@ -50,6 +51,7 @@ def _diffusers_loader(class_name: str, path: str | Path | None = None) -> Loader
 
         return getattr(diffusers, class_name)(path, device=device)
 
+    load.adapter, load.weights_folder = class_name, path
     return load
 
 
@@ -80,6 +82,39 @@ def register_prior(name: str, loader: Loader) -> None:
 
 def available_priors() -> list[str]:
     return sorted(LOADERS)
+
+
+def check_prior(name_or_path: str | Path) -> None:
+    """Check, without reading any weights, that ``load_prior(name_or_path)`` finds its files: the
+    embedded file's header, a diffusers snapshot's sub-folders and scheduler config (local path or
+    Hugging Face cache), or a toy-prior .safetensors header. Raises one StudioInputError line."""
+    from studio.io.headers import check_safetensors
+
+    key = str(name_or_path).strip()
+    loader = LOADERS.get(key)
+    if loader is None:
+        path = Path(key).expanduser()
+        if path.is_dir():
+            loader = _diffusers_loader(_folder_class(path), path)
+        elif path.suffix == ".safetensors" or path.exists():
+            check_safetensors(path, "prior file")
+            return
+        else:
+            raise StudioInputError(
+                f"unknown prior {key!r}; use one of {', '.join(available_priors())}, a diffusers folder or a .safetensors path."
+            )
+    if getattr(loader, "weights_file", None) is not None:
+        if not loader.weights_file.is_file():
+            loader("cpu")  # raises the message that says how to make the embedded weights
+        check_safetensors(loader.weights_file, f"embedded prior {key}")
+    elif getattr(loader, "adapter", None) is not None:
+        from studio.priors import diffusers
+        from studio.priors.diffusers.loading import snapshot_folder
+
+        cls = getattr(diffusers, loader.adapter)
+        folder = snapshot_folder(loader.weights_folder, cls.default_repo, cls.components, cls.what, "--prior-path")
+        if not (folder / "scheduler" / "scheduler_config.json").is_file():
+            raise StudioInputError(f"{cls.what}: {folder / 'scheduler' / 'scheduler_config.json'} is missing.")
 
 
 def load_prior(name_or_path: str | Path, device: str = "cpu"):
