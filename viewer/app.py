@@ -25,6 +25,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7070  # not Nerfstudio's 7007, so `studio view` runs beside a training viewer
 DEFAULT_MAX_RESOLUTION = 512
 RESOLUTION_RANGE = (64, 2048)  # of the "Max resolution" slider
+READOUT_PERIOD_S = 0.5  # the "Render" readout changes at most this often, seconds
+STOP_TIMEOUT_S = 10.0  # how long stopping waits for the render loops, seconds
 
 
 def run_viewer(
@@ -154,12 +156,17 @@ def _serve_prd(server: "viser.ViserServer", path: Path, max_resolution: int, bac
 def _serve_renderer(server: "viser.ViserServer", renderer, modes, max_resolution: int, mode_label: str = "Render mode"):
     """Mode and resolution controls plus one render loop per client for ``renderer``.
 
-    Returns (stop all loops, refresh all loops).
+    The loops take turns on the renderer (``FairLock``). The "Render" readout is shared by all
+    clients, and each change is sent to every client: it shows a full-size render at once and a
+    preview at most every ``READOUT_PERIOD_S``, so that 20 moving clients do not send 20 x 20
+    readout messages per render round. Returns (stop and join all loops, refresh all loops).
     """
-    from studio.viewer.gaussian_renderer import ClientRenderLoop, RenderStats, ViewSettings
+    from studio.viewer.gaussian_renderer import ClientRenderLoop, FairLock, RenderStats, ViewSettings
 
     settings = ViewSettings(max_resolution=max_resolution)
     loops: dict[int, ClientRenderLoop] = {}
+    turns = FairLock()
+    readout_shown = -math.inf  # time.monotonic() of the last readout change
 
     mode = server.gui.add_dropdown(mode_label, tuple(modes), initial_value=settings.mode)
     resolution = server.gui.add_slider(
@@ -187,6 +194,11 @@ def _serve_renderer(server: "viser.ViserServer", renderer, modes, max_resolution
         refresh_all()
 
     def show_stats(stats: RenderStats) -> None:
+        nonlocal readout_shown
+        now = time.monotonic()
+        if not stats.full and now - readout_shown < READOUT_PERIOD_S:
+            return
+        readout_shown = now
         kind = "full" if stats.full else "preview"
         readout.value = (
             f"{stats.seconds * 1e3:.0f} ms ({1.0 / stats.seconds:.1f} fps), {stats.width}x{stats.height} {kind}"
@@ -194,7 +206,7 @@ def _serve_renderer(server: "viser.ViserServer", renderer, modes, max_resolution
 
     @server.on_client_connect
     def _(client: "viser.ClientHandle") -> None:
-        loop = ClientRenderLoop(client, renderer, settings, show_stats)
+        loop = ClientRenderLoop(client, renderer, settings, show_stats, turns)
         loops[client.client_id] = loop
         client.camera.on_update(loop.camera_moved)
         loop.camera_moved(client.camera)
@@ -206,8 +218,12 @@ def _serve_renderer(server: "viser.ViserServer", renderer, modes, max_resolution
             loop.close()
 
     def stop_all() -> None:
-        for loop in list(loops.values()):
+        stopping = list(loops.values())
+        for loop in stopping:
             loop.close()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for loop in stopping:
+            loop.join(max(deadline - time.monotonic(), 0.0))
 
     return stop_all, refresh_all
 

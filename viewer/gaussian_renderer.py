@@ -7,6 +7,12 @@ requests that arrive while a render runs are dropped except the last one. While 
 the loop renders at a reduced size chosen from the measured cost per pixel to stay near
 ``PREVIEW_BUDGET_S`` per frame; once the camera has been still for ``SETTLE_S`` it renders once
 at the full resolution.
+
+Under load (``benchmarks/viewer_load.py``: 20 clients orbiting at once on 2 CPU cores) the loops
+take turns on the renderer first come, first served (``FairLock``): each client waits for at most
+one render of every other client, and as the measured cost includes that wait, previews shrink
+as clients are added. Each loop is one thread (plus the rasterizer's worker threads); it ends
+when its client disconnects, and the server joins the loops before it exits.
 """
 
 from __future__ import annotations
@@ -87,6 +93,31 @@ def colorize_depth(depth: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return rgb * alpha[..., None]
 
 
+class FairLock:
+    """A lock granted in the order it was asked for (a ticket lock), for the render loops' turns.
+
+    ``threading.Lock`` wakes its waiters in no particular order, so with 20 clients some render
+    loops waited many renders while others rendered again at once (frames per client 21-32 in a
+    30 s load run). With tickets each waiter is served after those that asked before it.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0  # the ticket that holds the lock
+
+    def __enter__(self) -> None:
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._cond.wait_for(lambda: self._serving == ticket)
+
+    def __exit__(self, *exc) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
 class GaussianRenderer:
     """Renders one Gaussian scene into single cameras as uint8 RGB images [H,W,3]."""
 
@@ -138,8 +169,11 @@ class ClientRenderLoop:
         renderer: GaussianRenderer,
         settings: ViewSettings,
         on_render: Callable[[RenderStats], None],
+        turns: Optional[FairLock] = None,
     ):
+        """``turns``: shared by the loops of one server so that their renders take turns (module docstring)."""
         self._client = client
+        self._turns = turns if turns is not None else FairLock()
         self._renderer = renderer
         self._settings = settings
         self._on_render = on_render
@@ -171,10 +205,18 @@ class ClientRenderLoop:
             self._cond.notify()
 
     def close(self) -> None:
-        """Stop the thread after the render in progress, if any."""
+        """Stop the thread after the render in progress, if any (a loop waiting for its turn skips its render)."""
         with self._cond:
             self._closed = True
             self._cond.notify()
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the thread to end (after ``close``).
+
+        A server must not exit while a loop is inside the rasterizer: tearing down the extension's
+        worker threads under a running render aborted the process (exit status -6, not 130).
+        """
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
@@ -205,8 +247,11 @@ class ClientRenderLoop:
         long_side = self._settings.max_resolution if full else self._preview_side(camera.aspect)
         width, height = image_size(camera.aspect, long_side)
         viewmat, K = viser_to_opencv(camera.wxyz, camera.position, camera.fov_y, width, height)
-        start = time.perf_counter()
-        image = self._renderer.render(viewmat, K, width, height, self._settings.mode)
+        start = time.perf_counter()  # the cost includes waiting for the turn (module docstring)
+        with self._turns:
+            if self._closed:
+                return
+            image = self._renderer.render(viewmat, K, width, height, self._settings.mode)
         seconds = time.perf_counter() - start
         cost = seconds / (width * height)
         self._sec_per_pixel = (

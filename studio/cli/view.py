@@ -17,6 +17,7 @@ from typing import Literal
 import tyro
 
 from studio.io import StudioInputError
+from studio.io.inputs import Input, Kind
 from studio.viewer.app import DEFAULT_HOST, DEFAULT_MAX_RESOLUTION, DEFAULT_PORT, RESOLUTION_RANGE
 
 
@@ -37,12 +38,15 @@ class View:
     backend: Literal["auto", "torch", "studio"] = "auto"
     """Gaussian rasterizer backend."""
 
+    def inputs(self) -> list[Input]:
+        """The scene file (header-checked before the server starts)."""
+        return [Input("PATH", Kind.SCENE, self.path, required=True)]
+
     def main(self) -> None:
         """Check the arguments, then serve until Ctrl-C."""
-        from studio.export.scene import check_scene_path
         from studio.viewer.app import run_viewer
 
-        path = check_scene_path(self.path)
+        path = Path(self.path)
         if not 0 < self.port < 65536:
             raise StudioInputError(f"--port {self.port} is not a TCP port (1-65535).")
         low, high = RESOLUTION_RANGE
@@ -51,6 +55,7 @@ class View:
         if not any(self.up):
             raise StudioInputError("--up must be a non-zero vector.")
 
+        _warn_if_not_loopback(self.host)
         _stop_on_interrupt_or_terminate()
         run_viewer(path, self.host, self.port, self.max_resolution, self.up, self.backend)
 
@@ -63,3 +68,23 @@ def _stop_on_interrupt_or_terminate() -> None:
     """
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def _warn_if_not_loopback(host: str) -> None:
+    """One warning line on stderr unless ``host`` is a loopback address (127.x.x.x, ::1) or localhost.
+
+    The viewer has no authentication: whoever reaches the port sees the scene and drives the GUI.
+    """
+    import ipaddress
+    import sys
+
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name; "" binds every interface
+        loopback = host.lower() == "localhost"
+    if not loopback:
+        print(
+            f"warning: --host {host!r} makes the viewer reachable from the network, and it has no authentication.",
+            file=sys.stderr,
+            flush=True,
+        )
