@@ -12,6 +12,12 @@ and prints them as a table.
 reconstructs from one training view of a NeRF-synthetic-format dataset with an image-to-3D
 method (``dreamcraft3d``), then scores the test views and the geometry
 (``studio.eval.image_to_3d``).
+
+``studio eval attributes --output metrics.json [--train] [--weights PATH]``: accuracy of the
+ToyWorld attribute classifier (category, colour, material; ``studio.eval.classifier``) on held-out
+renders of the test (0-899) and validation (900-999) seeds, with snowman, compositional and
+held-out-caption rows; ``--train`` first trains one on training-split renders and writes it to
+``--weights`` (default: the committed ``studio/eval/weights/toy-attributes.safetensors``).
 """
 
 from __future__ import annotations
@@ -234,4 +240,91 @@ class ImageTo3D:
         print(f"Wrote {self.output}")
 
 
-COMMANDS = {"prd": Prd, "image-to-3d": ImageTo3D}
+def print_accuracy_table(report: dict, title: str) -> None:
+    """Rows ``report[split][row]`` = {n, category, colour, material} (None: no known label) as one table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    heads = ("category", "colour", "material")
+    table = Table(title=title)
+    for name in ("split", "row", "n", *heads):
+        table.add_column(name, justify="left" if name in ("split", "row") else "right")
+    for split, rows in report.items():
+        for name, row in rows.items():
+            if "n" in row:
+                cells = ["-" if row[h] is None else f"{100 * row[h]:.1f}%" for h in heads]
+                table.add_row(split, name, str(row["n"]), *cells)
+    Console().print(table)
+
+
+@dataclass
+class Attributes:
+    """Held-out accuracy of the ToyWorld attribute classifier (train it first with --train) into metrics.json."""
+
+    output: Path
+    """Metrics JSON to write: accuracy rows per split (test, validation) and the classifier's record."""
+    weights: Optional[Path] = None
+    """Classifier .safetensors to evaluate, or to write with --train (default: the committed one)."""
+    train: bool = False
+    """Train a classifier on ToyWorld training-split renders first (then evaluate it)."""
+    seeds: int = 3000
+    """Training seeds (with --train; the first trainable ones, rendered once and cached)."""
+    views: int = 6
+    """Random views per training seed."""
+    steps: int = 3000
+    """Optimiser steps (with --train)."""
+    workers: int = 1
+    """Processes that render the training data."""
+    eval_views: int = 4
+    """Random views per held-out seed."""
+    eval_res: int = 32
+    """Resolution of the held-out renders (the classifier resizes them to 32x32)."""
+    threads: int = 1
+    """torch CPU threads (0: torch's default; one trains fastest on a CPU shared with other jobs)."""
+
+    def inputs(self) -> list[Input]:
+        if self.train:
+            weights = Input("--weights", Kind.OUTPUT_FILE, self.weights, suffixes=(".safetensors",))
+        else:
+            weights = Input("--weights", Kind.SAFETENSORS, self.weights, suffixes=(".safetensors",))
+        return [Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".json",), required=True), weights]
+
+    def main(self) -> None:
+        import dataclasses
+        import time
+
+        import torch
+
+        from studio.eval import classifier as clf
+        from studio.io.atomic import atomic_write_text
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        path = self.weights or clf.DEFAULT_WEIGHTS
+        if self.train:
+            cfg = clf.ClassifierTrainConfig(steps=self.steps)
+            cfg.data = dataclasses.replace(cfg.data, n_seeds=self.seeds, views=self.views)
+            t0 = time.time()
+            views = clf.training_views(cfg.data, workers=self.workers)
+            data_seconds = time.time() - t0
+            model, record = clf.train_classifier(views, cfg)
+            record.update(data_seconds=round(data_seconds, 1), train_views=len(views))
+            clf.save_attribute_classifier(model, path, record)
+        model = clf.load_attribute_classifier(path)  # what is measured is the saved (fp16) file
+        record = model.config.get("record", {})
+        report = {
+            split: clf.accuracy_table(model, clf.heldout_views(split, self.eval_views, self.eval_res))
+            for split in ("test", "validation")
+        }
+        if self.train:
+            record.update(eval_views=self.eval_views, eval_res=self.eval_res, accuracy=report)
+            clf.save_attribute_classifier(model, path, record)
+            print(f"Wrote {path}")
+        training = {k: v for k, v in record.items() if k not in ("accuracy", "losses")}
+        metrics = {**report, "weights": str(path), "training": training}
+        atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
+        print_accuracy_table(report, f"attribute classifier {Path(path).name} on held-out ToyWorld renders")
+        print(f"Wrote {self.output}")
+
+
+COMMANDS = {"prd": Prd, "image-to-3d": ImageTo3D, "attributes": Attributes}

@@ -32,7 +32,8 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "eval": (
         "studio.cli.eval",
         "COMMANDS",
-        "evaluate: prd (NVS, albedo, roughness, normals, relighting), image-to-3d (reconstruct from one view, score the others)",
+        "evaluate: prd (NVS, albedo, roughness, normals, relighting), image-to-3d (reconstruct from one view, score the "
+        "others), attributes (the ToyWorld attribute classifier's held-out accuracy)",
     ),
     "prior": (
         "studio.cli.prior",

@@ -1,2 +1,3 @@
-"""Evaluation commands' scoring: inverse rendering (``inverse``) and image-to-3D (``image_to_3d``);
-image metrics are ``studio.metrics``."""
+"""Evaluation commands' scoring: inverse rendering (``inverse``), image-to-3D (``image_to_3d``) and
+the ToyWorld attribute classifier (``classifier``: category, colour, material of an image; a
+measuring instrument, never a training signal); image metrics are ``studio.metrics``."""
