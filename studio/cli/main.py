@@ -38,7 +38,8 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "prior": (
         "studio.cli.prior",
         "COMMANDS",
-        "embedded ToyWorld diffusion priors: train (toy-t2i, toy-nvs) or sample a grid",
+        "embedded ToyWorld diffusion priors: train (toy-t2i, toy-nvs), sample a grid, or eval (sample quality on "
+        "held-out scenes)",
     ),
 }
 

@@ -8,6 +8,11 @@
   samples, one row per prompt. ``studio prior sample toy-nvs --scene-seed 5 --output grid.png``:
   a reference view (rendered from a ToyWorld scene, or ``--reference image.png``) followed by
   novel views around it, one row per ``--elevation-delta``.
+* ``studio prior eval toy-t2i|toy-nvs|PATH --output metrics.json [--sheet samples.png]``: sample
+  quality on held-out ToyWorld scenes (``studio.eval.priors``): toy-t2i samples of the held-out
+  captions scored by the attribute classifier (category, colour, material accuracy per caption, an
+  FID-style distance to real renders); toy-nvs novel views of held-out objects at +30/90/180 degrees
+  of azimuth scored against the true views (PSNR, SSIM, mask IoU) and by the classifier.
 
 Heavy imports (torch, the models) happen inside ``main`` so ``studio`` starts fast.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Literal, Optional, Tuple
 
 import tyro
 
@@ -26,6 +31,21 @@ from studio.io.inputs import Input, Kind
 
 TRAINABLE = ("toy-t2i", "toy-nvs")
 """The embedded priors ``studio prior train`` makes."""
+
+
+def write_png(image, path: Path, scale: int) -> None:
+    """Write a uint8 image [H, W, 3] as a PNG, upscaled ``scale`` x (nearest), atomically."""
+    import io
+
+    from PIL import Image
+
+    from studio.io import atomic_write_bytes
+
+    img = Image.fromarray(image)
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
 
 
 @dataclass
@@ -199,14 +219,11 @@ class Sample:
     def main(self) -> None:
         if self.n < 1 or self.steps < 1 or self.scale < 1:
             raise StudioInputError("--n, --steps and --scale must be >= 1.")
-        import io
         import math
 
         import numpy as np
         import torch
-        from PIL import Image
 
-        from studio.io import atomic_write_bytes
         from studio.priors import load_prior
         from studio.priors.sampling import sample
         from studio.priors.toy import ToyNVSPrior
@@ -239,12 +256,7 @@ class Sample:
                 print(f"row {len(rows)}: {p!r}")
         grid = torch.stack([torch.cat(list(r), 2) for r in rows])  # [R,3,H,W*n]
         grid = torch.cat(list(grid), 1)  # [3, R*H, W*n]
-        arr = (grid.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
-        img = Image.fromarray(arr)
-        img = img.resize((img.width * self.scale, img.height * self.scale), Image.NEAREST)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        atomic_write_bytes(self.output, buf.getvalue())
+        write_png((grid.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8), self.output, self.scale)
         print(f"Wrote {self.output}")
 
     def _reference(self):
@@ -277,4 +289,175 @@ class Sample:
         return torch.from_numpy(out["images"]).permute(0, 3, 1, 2).float() / 255.0
 
 
-COMMANDS = {"train": Train, "sample": Sample}
+def eval_sheet(kind: str, images: dict):
+    """The ``--sheet`` of ``studio prior eval``, uint8 [rows * H, columns * W, 3], from the ``images``
+    of ``evaluate_t2i``/``evaluate_nvs``: toy-t2i one row per caption (a real render, then the
+    samples); toy-nvs one row per object (the reference, then the true and the first sampled view
+    of each azimuth)."""
+    import numpy as np
+
+    if kind == "toy-nvs":
+        true, sampled = images["true"], images["samples"][:, :, 0]  # [S, A, H, W, 3]
+        pairs = np.stack([true, sampled], 2).reshape(true.shape[0], -1, *true.shape[2:])
+        rows = np.concatenate([images["reference"][:, None], pairs], 1)
+    else:
+        rows = [np.concatenate([v["real"][:1], v["samples"]]) for v in images.values()]
+    return np.concatenate([np.concatenate(list(r), 1) for r in rows])
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def print_t2i_table(metrics: dict) -> None:
+    """``evaluate_t2i``'s metrics as two tables: per caption (the classifier's accuracy on the
+    samples, its most frequent answers, its accuracy on real renders of the caption) and per split
+    (accuracy and the FID-style distance to the real renders)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    heads = ("category", "colour", "material")
+    s = metrics["settings"]
+    title = (
+        f"{metrics['prior']}: {s['n_per_caption']} samples/caption, {s['steps']} DDIM steps, guidance {s['guidance']:g}"
+    )
+    captions = Table(title=escape(title))
+    for col in ("caption", "split", "n", *heads, "most often", "real renders"):
+        captions.add_column(col, justify="left" if col in ("caption", "split", "most often") else "right")
+    for caption, row in metrics["captions"].items():
+        real = "/".join(_pct(row["real"][h]) for h in heads)
+        most = "/".join(row["most_often"].values())
+        captions.add_row(caption, row["split"], str(row["n"]), *(_pct(row[h]) for h in heads), most, real)
+    splits = Table(title="per split (FID-style: Fréchet distance of classifier features to real renders)")
+    for col in ("split", "captions", "n", *heads, "FID-style"):
+        splits.add_column(col, justify="left" if col == "split" else "right")
+    for split, row in metrics["splits"].items():
+        cells = [str(row["captions"]), str(row["n"]), *(_pct(row[h]) for h in heads), f"{row['fid']:.2f}"]
+        splits.add_row(split, *cells)
+    console = Console()
+    console.print(captions)
+    console.print(splits)
+
+
+def print_nvs_table(metrics: dict) -> None:
+    """One row per azimuth of ``evaluate_nvs``'s metrics: PSNR (dB), SSIM, mask IoU and the classifier's
+    category/colour agreement of the samples, the classifier on the true views, and PSNR/SSIM/mask IoU
+    of the reference view copied (the baseline)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    s = metrics["settings"]
+    title = (
+        f"{metrics['prior']}: {s['objects']} objects (seeds {s['seeds'][0]}-{s['seeds'][-1]}) x {s['n_per_view']} "
+        f"samples, elevation {s['elevation']:g} deg, {s['steps']} DDIM steps, guidance {s['guidance']:g}"
+    )
+    table = Table(title=escape(title))
+    cols = ("azimuth", "n", "PSNR", "SSIM", "mask IoU", "category", "colour", "true views", "reference copied")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for az, row in metrics["azimuths"].items():
+        ref = row["copy_reference"]
+        table.add_row(
+            az if az == "all" else f"+{az} deg",
+            str(row["n"]),
+            f"{row['psnr']:.2f} dB",
+            f"{row['ssim']:.3f}",
+            f"{row['mask_iou']:.3f}",
+            _pct(row["category"]),
+            _pct(row["colour"]),
+            f"{_pct(row['category_true'])}/{_pct(row['colour_true'])}",
+            f"{ref['psnr']:.2f}/{ref['ssim']:.3f}/{ref['mask_iou']:.3f}",
+        )
+    Console().print(table)
+
+
+@dataclass
+class Eval:
+    """Measure a toy prior's samples on held-out ToyWorld scenes into metrics.json (and a PNG sheet)."""
+
+    name: tyro.conf.Positional[str]
+    """Prior: toy-t2i, toy-nvs or a toy-prior .safetensors path."""
+    output: Path
+    """Metrics JSON to write."""
+    split: Optional[Literal["test", "validation"]] = None
+    """toy-t2i: the held-out captions of this split (default: test and validation); toy-nvs: objects
+    of this split's seeds (default: test, 0-899; validation: 900-999)."""
+    n: Optional[int] = None
+    """Samples per caption (toy-t2i; default 16) or per object and azimuth (toy-nvs; default 2)."""
+    objects: int = 32
+    """toy-nvs: objects, the first seeds of the split."""
+    azimuth: Tuple[float, ...] = (30.0, 90.0, 180.0)
+    """toy-nvs: azimuth changes (degrees) of the novel views from the reference view."""
+    elevation: float = 20.0
+    """toy-nvs: elevation (degrees) of the reference and true views."""
+    steps: int = 50
+    """DDIM steps."""
+    guidance: Optional[float] = None
+    """Classifier-free guidance scale (default: the one chosen on the validation split, see
+    studio/priors/weights/README.md)."""
+    seed: int = 0
+    """Noise seed (the metrics are a function of it)."""
+    sheet: Optional[Path] = None
+    """Also write a PNG sheet: toy-t2i one row per caption (a real render, then the samples);
+    toy-nvs one row per object (the reference, then the true and the first sampled view per azimuth)."""
+    scale: int = 4
+    """Pixel upscaling of the sheet (nearest)."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    threads: int = 1
+    """torch CPU threads (0: torch's default; one is fastest on a CPU shared with other jobs)."""
+
+    def inputs(self) -> list[Input]:
+        from studio.priors import check_prior
+
+        return [
+            Input("NAME", Kind.PRIOR, self.name, check=check_prior, required=True),
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".json",), required=True),
+            Input("--sheet", Kind.OUTPUT_FILE, self.sheet, suffixes=(".png",)),
+        ]
+
+    def main(self) -> None:
+        if (self.n is not None and self.n < 1) or self.steps < 1 or self.objects < 1 or self.scale < 1:
+            raise StudioInputError("--n, --steps, --objects and --scale must be >= 1.")
+        import json
+
+        import torch
+
+        from studio.eval import priors as ep
+        from studio.eval.classifier import DEFAULT_WEIGHTS, load_attribute_classifier
+        from studio.io import atomic_write_text
+        from studio.priors import load_prior
+        from studio.priors.toy import ToyNVSPrior, ToyT2IPrior
+
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        prior = load_prior(self.name, device=self.device)
+        classifier = load_attribute_classifier(device=prior.device)
+        if isinstance(prior, ToyNVSPrior):
+            guidance = ep.NVS_GUIDANCE if self.guidance is None else self.guidance
+            seeds = ep.split_seeds(self.split or "test", self.objects)
+            result = ep.evaluate_nvs(
+                prior, classifier, seeds, self.azimuth, self.n or 2, self.seed, self.steps, guidance, self.elevation
+            )
+        elif isinstance(prior, ToyT2IPrior):
+            guidance = ep.T2I_GUIDANCE if self.guidance is None else self.guidance
+            captions = list(ep.heldout_captions(self.split))
+            result = ep.evaluate_t2i(prior, classifier, captions, self.n or 16, self.seed, self.steps, guidance)
+        else:
+            raise StudioInputError(f"{self.name}: studio prior eval measures the toy priors (toy-t2i, toy-nvs).")
+        images = result.pop("images")
+        training = {k: v for k, v in prior.config.get("training", {}).items() if k in ("steps", "seconds", "device")}
+        made = {"channels": prior.config["arch"]["channels"], **training}  # which weights were measured
+        metrics = {"prior": str(self.name), "kind": prior.kind, "prior_training": made, **result}
+        metrics["classifier"] = str(DEFAULT_WEIGHTS)
+        atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
+        (print_nvs_table if prior.kind == "toy-nvs" else print_t2i_table)(metrics)
+        print(f"Wrote {self.output}")
+        if self.sheet is not None:
+            write_png(eval_sheet(prior.kind, images), self.sheet, self.scale)
+            print(f"Wrote {self.sheet}")
+
+
+COMMANDS = {"train": Train, "sample": Sample, "eval": Eval}

@@ -23,7 +23,7 @@ from studio.eval.classifier.model import AttributeClassifier
 from studio.scenes.toyworld import splits
 
 
-def _row(pred: np.ndarray, labels: np.ndarray) -> dict:
+def accuracy_row(pred: np.ndarray, labels: np.ndarray) -> dict:
     """{n, category, colour, material}: accuracy of each head over the views whose label is known."""
     row: dict = {"n": int(len(labels))}
     for k, a in enumerate(ATTRIBUTES):
@@ -37,10 +37,10 @@ def accuracy_table(model: AttributeClassifier, views: LabelledViews) -> dict:
     pred = model.predict_indices(views.images)
     labels = views.labels
     known = labels[:, 0] >= 0
-    table = {"all": _row(pred[known], labels[known])}
+    table = {"all": accuracy_row(pred[known], labels[known])}
     snow = ~known
     if snow.any():
-        table["snowman"] = _row(pred[snow], labels[snow])
+        table["snowman"] = accuracy_row(pred[snow], labels[snow])
         names = Counter(model.vocabulary["category"][k] for k in pred[snow, 0])
         table["snowman"]["taken_for"] = dict(names.most_common())
     s = splits.load_splits()
@@ -51,7 +51,7 @@ def accuracy_table(model: AttributeClassifier, views: LabelledViews) -> dict:
     for name, mask in groups.items():
         mask = np.asarray(mask, bool)
         if mask.any():
-            table[name] = _row(pred[mask], labels[mask])
+            table[name] = accuracy_row(pred[mask], labels[mask])
     table["per_category"] = {
         cat: float(np.mean(pred[labels[:, 0] == k, 0] == k))
         for k, cat in enumerate(model.vocabulary["category"])
