@@ -1,10 +1,12 @@
 // CPU kernels of the tile rasterizer (see gauss_rasterize.h for the maths and shapes).
 //
-// Workers (at::parallel_for, one per thread) pull tiles from a shared counter, so uneven tiles
-// balance out. Within a tile the Gaussians are the outer loop and the pixels the inner one,
+// Forward workers (at::parallel_for, one per thread) pull tiles from a shared counter, so uneven
+// tiles balance out. Within a tile the Gaussians are the outer loop and the pixels the inner one,
 // restricted to the ellipse where a Gaussian can reach alpha >= 1/255; a tile stops as soon as
 // all its pixels are saturated. The backward accumulates into one gradient buffer per
-// worker, summed at the end, so there are no races.
+// worker, summed at the end, so there are no races; its workers take fixed tiles (w, w + n, ...),
+// so each buffer sums the same tiles in the same order on every run and the gradients are
+// bit-identical from run to run (a given thread count; a shared counter made them depend on timing).
 #include "gauss_rasterize.h"
 
 #include <ATen/Parallel.h>
@@ -153,15 +155,21 @@ class Support {
   bool full_;
 };
 
-// Runs `work(worker_index, tile_index)` for every tile, each worker pulling tiles from a shared
-// counter; `n_workers` at most the thread count. `make_state` builds each worker's scratch.
+// Runs `work(worker_index, tile_index)` for every tile; `n_workers` at most the thread count.
+// `dynamic`: each worker pulls tiles from a shared counter (balanced, but which worker gets a tile
+// depends on timing); otherwise worker w takes tiles w, w + n_workers, ... in order (reproducible).
+// `make_state` builds each worker's scratch.
 template <typename MakeState, typename Work>
-void for_each_tile(int64_t n_tiles, int64_t n_workers, const MakeState& make_state, const Work& work) {
+void for_each_tile(int64_t n_tiles, int64_t n_workers, bool dynamic, const MakeState& make_state, const Work& work) {
   std::atomic<int64_t> next{0};
   at::parallel_for(0, n_workers, 1, [&](int64_t begin, int64_t end) {
     for (int64_t w = begin; w < end; ++w) {
       auto state = make_state();
-      for (int64_t t = next.fetch_add(1); t < n_tiles; t = next.fetch_add(1)) work(w, t, state);
+      if (dynamic) {
+        for (int64_t t = next.fetch_add(1); t < n_tiles; t = next.fetch_add(1)) work(w, t, state);
+      } else {
+        for (int64_t t = w; t < n_tiles; t += n_workers) work(w, t, state);
+      }
     }
   });
 }
@@ -331,7 +339,7 @@ std::vector<at::Tensor> rasterize_fwd_cpu(
   float* final_T_p = final_T.data_ptr<float>();
   int32_t* last_p = last_ids.data_ptr<int32_t>();
   for_each_tile(
-      n_tiles, worker_count(n_tiles), [] { return ForwardState(); },
+      n_tiles, worker_count(n_tiles), /*dynamic=*/true, [] { return ForwardState(); },
       [&](int64_t, int64_t t, ForwardState& px) {
         forward_tile(s, Tile(s, t), px, colors_p, alphas_p, final_T_p, last_p);
       });
@@ -360,7 +368,7 @@ std::vector<at::Tensor> rasterize_bwd_cpu(
   const float* v_colors_p = v_colors.data_ptr<float>();
   const float* v_alphas_p = v_alphas.data_ptr<float>();
   for_each_tile(
-      n_tiles, n_workers, [D] { return BackwardState(D); },
+      n_tiles, n_workers, /*dynamic=*/false, [D] { return BackwardState(D); },
       [&](int64_t w, int64_t t, BackwardState& st) {
         backward_tile(s, Tile(s, t), st, final_T_p, last_p, v_colors_p, v_alphas_p,
                       grads_p + w * C * N * stride);

@@ -242,4 +242,4 @@ def test_prd_stages_stage1_file_and_ablation_from_it(tmp_path: Path):
     assert bool((final_progress > specular_progress).all())
 
     bad = _prd(tmp_path / "bad", "--load-stage", str(tmp_path / "missing.safetensors"))
-    assert bad.returncode == 2 and "error:" in bad.stdout and "Traceback" not in bad.stdout + bad.stderr
+    assert bad.returncode == 2 and "error: --load-stage" in bad.stderr and "Traceback" not in bad.stdout + bad.stderr

@@ -56,8 +56,8 @@ def test_bad_input_stops_before_any_output(nerf_synthetic: Path, tmp_path: Path)
     (nerf_synthetic / "train" / "r_0.png").write_bytes(b"garbage")
     result = _train(nerf_synthetic, tmp_path / "runs")
     assert result.returncode == 2
-    errors = [line for line in result.stdout.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "r_0.png" in result.stdout and "corrupt" in errors[0]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "r_0.png" in errors[0] and "corrupt" in errors[0]
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "runs").exists()
 

@@ -150,8 +150,12 @@ class TextureStage(Stage):
         model.mesh_faces = torch.as_tensor(tm.faces, dtype=torch.long, device=model.device)
         model.mesh_uv = torch.as_tensor(tm.uv, dtype=torch.float32, device=model.device)
         model.replace_param(mesh, "mesh_verts", torch.as_tensor(tm.verts, dtype=torch.float32))
-        mesh["mesh_verts"].requires_grad_(False)  # geometry frozen
         model.replace_param(mesh, "texture", torch.as_tensor(tm.texture, dtype=torch.float32))
+        self.on_load()  # geometry frozen
+
+    def on_load(self) -> None:
+        """Geometry frozen (``requires_grad`` is not in checkpoints: a resumed run freezes it again)."""
+        self.model.mesh["mesh_verts"].requires_grad_(False)
 
     def render(self, cameras) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         return render_mesh_stage(self.model, cameras, textured=True)

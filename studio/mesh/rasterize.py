@@ -181,7 +181,7 @@ def antialias(color: Tensor, tri_id: Tensor, depth: Tensor, verts_clip: Tensor, 
         if not bool(ok.any()):
             continue
         alpha_min, idx_f, idx_b = alpha_min[ok], idx_f[ok], idx_b[ok]
-        col_f, col_b = flat[idx_f], flat[idx_b]
+        col_f, col_b = flat.index_select(0, idx_f), flat.index_select(0, idx_b)  # reproducible backward on the CPU
         beyond = (alpha_min > 0.5)[:, None]
         w_back = torch.where(beyond, alpha_min[:, None] - 0.5, torch.zeros_like(col_f[:, :1]))
         w_front = torch.where(beyond, torch.zeros_like(col_f[:, :1]), 0.5 - alpha_min[:, None])

@@ -53,7 +53,8 @@ def mesh_edges(faces: Tensor) -> Tensor:
 def face_normals(verts: Tensor, faces: Tensor) -> Tensor:
     """[F,3] unit normals ``(v1 - v0) x (v2 - v0)`` normalised (0 for degenerate faces)."""
     f = faces.long()
-    v0, v1, v2 = verts[f[:, 0]], verts[f[:, 1]], verts[f[:, 2]]
+    # index_select, not x[idx]: a reproducible backward on the CPU (see studio.pbr.cubemap.cube_lookup)
+    v0, v1, v2 = (verts.index_select(0, f[:, k]) for k in range(3))
     return F.normalize(torch.linalg.cross(v1 - v0, v2 - v0), dim=-1)
 
 
@@ -72,7 +73,7 @@ def normal_consistency(verts: Tensor, faces: Tensor, pairs: Optional[Tensor] = N
     if pairs.numel() == 0:
         return verts.sum() * 0.0
     n = face_normals(verts, faces)
-    return (1.0 - (n[pairs[:, 0]] * n[pairs[:, 1]]).sum(-1)).mean()
+    return (1.0 - (n.index_select(0, pairs[:, 0]) * n.index_select(0, pairs[:, 1])).sum(-1)).mean()
 
 
 def laplacian_smoothing(verts: Tensor, faces: Tensor, edges: Optional[Tensor] = None) -> Tensor:
@@ -85,7 +86,7 @@ def laplacian_smoothing(verts: Tensor, faces: Tensor, edges: Optional[Tensor] = 
     """
     edges = mesh_edges(faces) if edges is None else edges
     a, b = edges[:, 0], edges[:, 1]
-    total = torch.zeros_like(verts).index_add(0, a, verts[b]).index_add(0, b, verts[a])
+    total = torch.zeros_like(verts).index_add(0, a, verts.index_select(0, b)).index_add(0, b, verts.index_select(0, a))
     degree = torch.zeros(len(verts), dtype=verts.dtype, device=verts.device)
     degree = degree.index_add(0, a, torch.ones_like(a, dtype=verts.dtype)).index_add(
         0, b, torch.ones_like(b, dtype=verts.dtype)

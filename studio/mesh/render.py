@@ -35,7 +35,8 @@ def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
         (length = twice the face area); zero for vertices in no (non-degenerate) face.
     """
     f = faces.long()
-    v0, v1, v2 = verts[f[:, 0]], verts[f[:, 1]], verts[f[:, 2]]
+    # index_select, not x[idx]: a reproducible backward on the CPU (see studio.pbr.cubemap.cube_lookup)
+    v0, v1, v2 = (verts.index_select(0, f[:, k]) for k in range(3))
     face_n = torch.linalg.cross(v1 - v0, v2 - v0)  # [F,3]
     acc = torch.zeros_like(verts)
     for k in range(3):

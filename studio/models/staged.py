@@ -7,9 +7,10 @@ saves at its end (``<run>/<name>.safetensors``, which ``--load-stage`` starts a 
 
 The index of the last entered stage is a persistent buffer (``stage_index``), so a run resumed
 with ``--load-dir`` continues in its stage without entering it again (entering a stage changes
-state once: prd resets its progress, scales a learning rate, bakes visibility). Parameters that a
-stage replaces are swapped together with their optimiser state (``swap_param``, as gsplat's
-``strategy/ops._update_param_with_optimizer``).
+state once: prd resets its progress, scales a learning rate, bakes visibility); what entering set
+up that a checkpoint does not hold (a frozen parameter) the stage re-applies in ``on_load``.
+Parameters that a stage replaces are swapped together with their optimiser state (``swap_param``,
+as gsplat's ``strategy/ops._update_param_with_optimizer``).
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ class Stage:
     def enter(self) -> None:
         """One-time changes when training reaches this stage (not when a run resumes inside it)."""
 
+    def on_load(self) -> None:
+        """Re-apply what ``enter`` set up that a checkpoint does not hold (e.g. a parameter's
+        ``requires_grad``); called after a checkpoint taken in this stage is loaded."""
+
     def get_outputs(self, camera: Cameras) -> Dict[str, Tensor]:
         """Training render of this stage (default: the model's own)."""
         return self.model.render_outputs(camera)
@@ -172,7 +177,9 @@ class StagedModel:
         """Checkpoints of earlier versions lack ``stage_index``: they are finished runs (last stage)."""
         state_dict = dict(state_dict)
         state_dict.setdefault("stage_index", torch.tensor(len(self.stages) - 1, dtype=torch.long))
-        return super().load_state_dict(state_dict, strict=strict, **kwargs)
+        result = super().load_state_dict(state_dict, strict=strict, **kwargs)
+        self.stage.on_load()
+        return result
 
     # ---- stage files -------------------------------------------------------------------------
     def save_stage_file(self, stage: Stage) -> None:

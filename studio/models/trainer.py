@@ -3,8 +3,12 @@
 * ``--preset {auto,tiny,full}`` (top level): ``full`` on CUDA, ``tiny`` without; the preset's
   overrides (``configs/<method>.yaml``) apply to every field the command line left alone
   (``studio.models.presets``).
-* The inputs are validated before Nerfstudio writes anything, so bad input stops the run with
-  one sentence and leaves no output folder behind.
+* The inputs (``inputs()``: the trainer's flags, then the data manager's and the model's) are
+  validated by ``studio.io.inputs.validate`` before Nerfstudio writes anything, so bad input
+  stops the run with exit status 2 and one ``error:`` line on stderr, and leaves no output folder
+  behind; ``--load-config`` is read with the restricted loader before Nerfstudio's unsafe
+  ``yaml.Loader`` sees it. An input error found later, while the trainer sets up, removes the
+  folder the run had just created.
 * Learning-rate schedulers span the whole run (their ``max_steps`` = the schedule length); a run
   that starts from a stage file continues the schedule where the full run would be.
 * ``StudioTrainer`` scales each optimizer group's learning rate by the model's ``lr_scale(group)``
@@ -18,11 +22,12 @@ so that is where the resolution happens; ``config.yml`` then holds the resolved 
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional, Type
+from typing import Any, Dict, List, Literal, Optional, Type
 
 import numpy as np
 import torch
@@ -31,8 +36,18 @@ from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from studio.io.atomic import atomic_path
-from studio.io.errors import StudioInputError
-from studio.models.presets import SECTIONS, apply_overrides, command_line_fields, load_preset, resolve_preset
+from studio.io.errors import StudioInputError, exit_with_input_error
+from studio.io.headers import check_safetensors
+from studio.io.inputs import Input, Kind, validate
+from studio.models.checkpoints import restore_training_state, select_checkpoint, training_state
+from studio.models.presets import (
+    PRESET_CHOICES,
+    SECTIONS,
+    apply_overrides,
+    command_line_fields,
+    load_preset,
+    resolve_preset,
+)
 from studio.models.registry import registered_config
 from studio.models.staged import rebind_optimizers, stage_bounds, stage_file_index
 
@@ -54,8 +69,30 @@ def plain(value: Any) -> Any:
     return value
 
 
+CREATED_BY_SAVE_CONFIG: Dict[Path, Path] = {}
+"""Run folder -> the outermost folder ``save_config`` created for it (in this process)."""
+
+
+def remove_new_run_dir(run_dir: Path) -> None:
+    """Delete the folders ``save_config`` created for ``run_dir`` when they hold nothing but ``config.yml``."""
+    root = CREATED_BY_SAVE_CONFIG.pop(Path(run_dir), None)
+    if root is None or not root.is_dir():
+        return
+    if all(p.is_dir() or p.name == "config.yml" for p in root.rglob("*")):
+        shutil.rmtree(root)
+
+
 class StudioTrainer(Trainer):
     """Nerfstudio's Trainer with per-group learning-rate scales from the model."""
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        """Nerfstudio's setup; an input error found here (after ``config.yml`` was written) removes
+        the run folder this process created and ends the command with one ``error:`` line."""
+        try:
+            super().setup(test_mode)
+        except StudioInputError as err:
+            remove_new_run_dir(self.base_dir)
+            exit_with_input_error(err)
 
     def setup_optimizers(self) -> Optimizers:
         """Optimizers whose ``lr`` (and scheduler ``lr_final``) are multiplied by ``model.lr_scale(group)``."""
@@ -81,16 +118,37 @@ class StudioTrainer(Trainer):
         return optimizers
 
     def _load_checkpoint(self) -> None:
-        """Nerfstudio's loading, then the optimizers follow the parameters the checkpoint replaced,
-        and a resumed run (``--load-dir``) ends where the interrupted one would have ended
-        (Nerfstudio would train ``max_num_iterations`` more steps after the loaded one)."""
-        super()._load_checkpoint()
+        """Load the checkpoint that ``--load-dir`` (its last good one, or ``--load-step``'s) or
+        ``--load-checkpoint`` names (``studio.models.checkpoints.select_checkpoint``) as Nerfstudio
+        does, then: the optimizers follow the parameters the checkpoint replaced, the generators
+        and the training state outside ``state_dict()`` continue where the checkpoint left them, and
+        a resumed run ends where the interrupted one would have ended (Nerfstudio would train
+        ``max_num_iterations`` more steps after the loaded one)."""
+        found = select_checkpoint(self.config.load_dir, self.config.load_step, self.config.load_checkpoint)
+        if found is None:
+            CONSOLE.print("No Nerfstudio checkpoint to load, so training from scratch.")
+            return
+        path, state = found
+        self._load_state(state)
+        CONSOLE.print(f"Done loading Nerfstudio checkpoint from {path}")
+        self.config.max_num_iterations = max(int(self.config.max_num_iterations) - self._start_step, 0)
+
+    def _load_state(self, state: Dict[str, Any]) -> None:
+        """Nerfstudio's checkpoint layout (``save_checkpoint``) into the pipeline, optimizers,
+        schedulers and grad scaler; the ``resume`` entry when present."""
+        self._start_step = int(state["step"]) + 1
+        self.pipeline.load_pipeline(state["pipeline"], state["step"])
+        self.optimizers.load_optimizers(state["optimizers"])
+        if "schedulers" in state and self.config.load_scheduler:
+            self.optimizers.load_schedulers(state["schedulers"])
+        self.grad_scaler.load_state_dict(state["scalers"])
         rebind_optimizers(self.optimizers, self.pipeline.get_param_groups())
-        if self._start_step > 0:
-            self.config.max_num_iterations = max(int(self.config.max_num_iterations) - self._start_step, 0)
+        restore_training_state(self.pipeline, state.get("resume"), self.device)
 
     def save_checkpoint(self, step: int) -> None:
-        """Nerfstudio's checkpoint layout, written atomically and loadable with ``weights_only=True``."""
+        """Nerfstudio's checkpoint layout plus ``resume`` (generator states and the training state
+        outside ``state_dict()``, ``studio.models.checkpoints.training_state``), written atomically
+        (a killed write leaves the previous checkpoints intact) and loadable with ``weights_only=True``."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
         state = {
@@ -99,6 +157,7 @@ class StudioTrainer(Trainer):
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
+            "resume": training_state(self.pipeline),
         }
         with atomic_path(ckpt_path) as tmp:
             torch.save(plain(state), tmp)
@@ -113,26 +172,56 @@ class StudioTrainerConfig(TrainerConfig):
     """TrainerConfig with presets and up-front input validation (see module docstring)."""
 
     _target: Type = field(default_factory=lambda: StudioTrainer)
-    preset: Literal["auto", "tiny", "full"] = "auto"
-    """Settings preset: full (paper settings) on CUDA, tiny (minutes on CPU) otherwise."""
+    preset: str = "auto"
+    """Settings preset: auto, tiny or full. auto: full (paper settings) on CUDA, tiny (minutes on CPU) otherwise."""
+
+    def __post_init__(self) -> None:
+        """Refuse a ``--load-config`` the restricted loader cannot read, before ns-train loads it."""
+        if self.load_config is not None:
+            try:
+                validate([Input("--load-config", Kind.CONFIG, self.load_config)])
+            except StudioInputError as err:
+                exit_with_input_error(err)
 
     def set_timestamp(self) -> None:
         """Validate inputs and resolve the preset, then set the timestamp (called once by ns-train)."""
         try:
             self.resolve(command_line_fields(sys.argv[1:]))
         except StudioInputError as err:
-            CONSOLE.print(f"[bold red]error:[/bold red] {err}", soft_wrap=True)
-            sys.exit(2)
+            exit_with_input_error(err)
         super().set_timestamp()
 
+    def save_config(self) -> None:
+        """Nerfstudio's ``config.yml``, remembering the first folder it creates (``remove_new_run_dir``)."""
+        base = self.get_base_dir()
+        root = base
+        while not root.parent.exists() and root.parent != root:
+            root = root.parent
+        if not root.exists():
+            CREATED_BY_SAVE_CONFIG[base] = root
+        super().save_config()
+
+    def inputs(self) -> List[Input]:
+        """The run's inputs in checking order: trainer flags, then the data manager's, its dataparser's
+        and the model's (``inputs()`` of their configs, when they have one)."""
+        items = [
+            Input("--preset", Kind.CHOICE, self.preset, choices=PRESET_CHOICES),
+            Input("--load-config", Kind.CONFIG, self.load_config),
+            Input("--output-dir", Kind.OUTPUT_DIR, self.output_dir),
+            Input("--load-dir", Kind.CHECKPOINT, self.load_dir),
+            Input("--load-checkpoint", Kind.CHECKPOINT, self.load_checkpoint, suffixes=(".ckpt",)),
+        ]
+        datamanager = self.pipeline.datamanager
+        for part in (datamanager, getattr(datamanager, "dataparser", None), self.pipeline.model):
+            items += part.inputs() if hasattr(part, "inputs") else []
+        return items
+
     def resolve(self, explicit: Optional[Dict[str, set]] = None) -> None:
-        """Validate the inputs and apply the preset to the fields not in ``explicit`` (per section:
-        ``trainer``, ``model``, ``datamanager``) and still at the method's registered defaults."""
-        self.validate_inputs()
-        chosen = resolve_preset(self.preset)
-        if self.preset == "auto":
-            reason = "CUDA is available" if chosen == "full" else "no CUDA device"
-            CONSOLE.print(f"Using the '{chosen}' preset ({reason}); --preset tiny|full forces one.")
+        """Apply the preset to the fields not in ``explicit`` (per section: ``trainer``, ``model``,
+        ``datamanager``) and still at the method's registered defaults, then validate the inputs
+        (the preset may choose them, e.g. the embedded priors of ``tiny``)."""
+        requested = self.preset
+        chosen = resolve_preset(requested)
         self.preset = chosen
         method = self.method_name or ""
         values = load_preset(method, chosen)
@@ -152,6 +241,10 @@ class StudioTrainerConfig(TrainerConfig):
                 explicit.get(section, ()),
                 f"configs/{method}.yaml {chosen}.{section}",
             )
+        self.validate_inputs()
+        if requested == "auto":
+            reason = "CUDA is available" if chosen == "full" else "no CUDA device"
+            CONSOLE.print(f"Using the '{chosen}' preset ({reason}); --preset tiny|full forces one.")
         self.resolve_run_length()
         for group in self.optimizers.values():
             scheduler = group.get("scheduler")
@@ -166,19 +259,16 @@ class StudioTrainerConfig(TrainerConfig):
         return int(self.max_num_iterations)
 
     def validate_inputs(self) -> None:
-        """Check the dataset named by ``--data`` (NeRF-synthetic or Nerfstudio) before any output."""
-        from studio.data.dataparser import StudioDataParserConfig
-        from studio.data.formats import validate_dataset
+        """Check every input (``inputs()``) before any output; the first bad one raises StudioInputError.
 
+        ns-train's ``--prompt`` alias skips an empty prompt; it is passed on here so it is refused."""
+        if self.prompt is not None and hasattr(self.pipeline.model, "prompt"):
+            self.pipeline.model.prompt = self.prompt
         datamanager = self.pipeline.datamanager
-        if hasattr(datamanager, "validate"):  # data managers without a dataparser check their own input
-            datamanager.validate()
-            return
         dataparser = getattr(datamanager, "dataparser", None)
-        if isinstance(dataparser, StudioDataParserConfig):
-            if datamanager.data is not None:
-                dataparser.data = datamanager.data
-            validate_dataset(dataparser.data)
+        if dataparser is not None and getattr(datamanager, "data", None) is not None:
+            dataparser.data = datamanager.data
+        validate(self.inputs())
 
 
 @dataclass
@@ -193,11 +283,17 @@ class StagedTrainerConfig(StudioTrainerConfig):
     load_stage: Optional[Path] = None
     """Start from a stage file written by an earlier run of the same method (skips its stages)."""
 
+    def inputs(self) -> List[Input]:
+        stage = Input("--load-stage", Kind.SAFETENSORS, self.load_stage, check=self._check_stage_file)
+        return super().inputs() + [stage]
+
+    def _check_stage_file(self, path: Path) -> None:
+        """A safetensors file whose metadata names a stage of this method."""
+        check_safetensors(Path(path), "stage file")
+        stage_file_index(Path(path), self.pipeline.model.stage_names)
+
     def resolve_run_length(self) -> None:
-        model = self.pipeline.model
-        model.load_stage = self.load_stage
-        if self.load_stage is not None and not Path(self.load_stage).is_file():
-            raise StudioInputError(f"--load-stage {self.load_stage} is not a file.")
+        self.pipeline.model.load_stage = self.load_stage
         self.max_num_iterations = self.schedule_length() - self.steps_skipped()
 
     def steps_skipped(self) -> int:

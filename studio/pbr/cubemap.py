@@ -108,7 +108,9 @@ def cube_lookup(cube: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     base = face * (R * R)
 
     def g(yy, xx):
-        return flat[(base + yy * R + xx).reshape(-1)].reshape(*yy.shape, C)
+        # index_select, not flat[idx]: its backward (index_add) sums in a fixed order on the CPU,
+        # where the backward of advanced indexing adds atomically (run-to-run float differences)
+        return flat.index_select(0, (base + yy * R + xx).reshape(-1)).reshape(*yy.shape, C)
 
     top = g(y0, x0) * (1 - fx) + g(y0, x1) * fx
     bot = g(y1, x0) * (1 - fx) + g(y1, x1) * fx

@@ -136,7 +136,8 @@ def lut_lookup(lut: torch.Tensor, n_dot_v: torch.Tensor, roughness: torch.Tensor
     flat = lut.reshape(R * R, 2)
 
     def g(ix, iy):
-        return flat[(ix * R + iy).reshape(-1)].reshape(*ix.shape, 2)
+        # index_select: a reproducible backward on the CPU (see studio.pbr.cubemap.cube_lookup)
+        return flat.index_select(0, (ix * R + iy).reshape(-1)).reshape(*ix.shape, 2)
 
     top = g(x0, y0) * (1 - fy) + g(x0, y0 + 1) * fy
     bot = g(x0 + 1, y0) * (1 - fy) + g(x0 + 1, y0 + 1) * fy
