@@ -199,7 +199,7 @@ def test_dreamcraft3d_coarse_fits_the_reference(tmp_path: Path):
     assert (pred & gt).sum() / (pred | gt).sum() > 0.7
 
     bad = _run("dreamcraft3d", "--data", str(tmp_path / "missing.png"), "--output-dir", str(tmp_path / "bad"))
-    assert bad.returncode != 0 and "is not an image file" in bad.stdout + bad.stderr
+    assert bad.returncode == 2 and "error: --data: image" in bad.stderr and "does not exist" in bad.stderr
     assert not (tmp_path / "bad").exists()
 
 
