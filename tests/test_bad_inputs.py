@@ -142,6 +142,14 @@ BAD: dict[Kind, dict[str, Maker]] = {
         "control characters": lambda t, i: "a red\x07 ball",
         "too long": lambda t, i: "a red ball " * 300,
     },
+    Kind.PROMPT_FILE: {
+        "missing": lambda t, i: str(t / "no_such_prompts.txt"),
+        "empty file": lambda t, i: _write(t / "empty_prompts.txt", b""),
+        "binary garbage": lambda t, i: _write(t / "garbage_prompts.txt", b"\xff\xfe\x00\x81garbage\x80"),
+        "only comments": lambda t, i: _write(t / "comments_prompts.txt", b"# a red ball\n\n   # a blue box\n"),
+        "caption with control characters": lambda t, i: _write(t / "ctrl_prompts.txt", b"a red ball\na red\x07 box\n"),
+        "101 captions": lambda t, i: _write(t / "many_prompts.txt", b"a red ball\n" * 101),
+    },
     Kind.PLY: {
         "missing": lambda t, i: str(t / "no_such.ply"),
         "not a PLY": lambda t, i: _write(t / "text.ply", b"solid nothing\n"),
@@ -243,6 +251,7 @@ GOOD: dict[Kind, Callable[[Path, Input], str]] = {
     Kind.DATASET: lambda t, i: str(write_nerf_synthetic(t / "good" / "dataset", n=2, size=8)),
     Kind.IMAGE: lambda t, i: str(_good_image(t)),
     Kind.PROMPT: lambda t, i: "a red ball",
+    Kind.PROMPT_FILE: lambda t, i: _write(t / "good" / "prompts.txt", b"a red ball\n"),
     Kind.SCENE: lambda t, i: str(_good_scene(t)),
     Kind.CONFIG: lambda t, i: str(_good_config(t)),
     Kind.PRIOR: lambda t, i: "toy-t2i",

@@ -13,6 +13,12 @@ reconstructs from one training view of a NeRF-synthetic-format dataset with an i
 method (``dreamcraft3d``), then scores the test views and the geometry
 (``studio.eval.image_to_3d``).
 
+``studio eval text-to-3d --method sds --prompts FILE --output metrics.json [--sheet sheet.png]``:
+generates a result per caption of FILE (one a line; blank lines and ``#`` comments ignored) with a
+text-to-3D method, renders ``--views`` turntable views of it and scores them with the ToyWorld
+attribute classifier (category, colour, material accuracy over views; ``studio.eval.text_to_3d``);
+writes per-caption rows and view-weighted means, and a render sheet (a row per caption).
+
 ``studio eval attributes --output metrics.json [--train] [--weights PATH]``: accuracy of the
 ToyWorld attribute classifier (category, colour, material; ``studio.eval.classifier``) on held-out
 renders of the test (0-899) and validation (900-999) seeds, with snowman, compositional and
@@ -240,6 +246,88 @@ class ImageTo3D:
         print(f"Wrote {self.output}")
 
 
+@dataclass
+class TextTo3D:
+    """Generate from each caption of a prompt file with a text-to-3D method; score turntable views with the classifier."""
+
+    prompts: Path
+    """Text file of captions, one a line (blank lines and # comments ignored; at most 100)."""
+    output: Path
+    """Metrics JSON to write: per caption {n, category, colour, material, most_often, config} and overall means."""
+    method: str = "sds"
+    """The ns-train method to run."""
+    method_args: str = ""
+    """Extra ns-train arguments, one string; write it as --method-args="--preset tiny" (with "=": a
+    separate value that starts with "--" would be read as an option)."""
+    sheet: Optional[Path] = None
+    """Render sheet PNG, a row of views per caption (default: <output stem>_sheet.png beside --output)."""
+    views: int = 8
+    """Turntable views per result (azimuths evenly spaced from 0)."""
+    size: int = 64
+    """Side of the rendered views in pixels (the classifier resizes them to 32 x 32)."""
+    elevation: float = 20.0
+    """Elevation of the turntable views in degrees."""
+    work_dir: Optional[Path] = None
+    """Where the runs go, one folder per caption (default: next to --output, <output stem>_runs/)."""
+
+    def inputs(self) -> list[Input]:
+        from studio.models.registry import text_to_3d_methods
+
+        return [
+            Input("--prompts", Kind.PROMPT_FILE, self.prompts, required=True),
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".json",), required=True),
+            Input("--sheet", Kind.OUTPUT_FILE, self.sheet, suffixes=(".png",)),
+            Input("--method", Kind.CHOICE, self.method, choices=tuple(text_to_3d_methods())),
+            Input("--work-dir", Kind.OUTPUT_DIR, self.work_dir),
+        ]
+
+    def generate(self, caption: str, work: Path) -> Path:
+        """Run ``ns-train <method> --prompt caption`` into ``work``; the run's config.yml."""
+        import shlex
+        import subprocess
+        import sys
+
+        cmd = [str(Path(sys.executable).with_name("ns-train")), self.method, "--prompt", caption]
+        cmd += ["--output-dir", str(work), "--vis", "tensorboard", *shlex.split(self.method_args)]
+        if subprocess.run(cmd).returncode != 0:
+            raise StudioInputError(f"the {self.method} run of {caption!r} failed (command: {shlex.join(cmd)}).")
+        return max(work.glob(f"*/{self.method}/*/config.yml"), key=lambda p: p.stat().st_mtime)
+
+    def main(self) -> None:
+        import numpy as np
+        from PIL import Image
+
+        from studio.eval.classifier import load_attribute_classifier
+        from studio.eval.priors import weighted_means
+        from studio.eval.text_to_3d import caption_views, score_caption
+        from studio.export.runs import load_gaussians_from_config
+        from studio.io.atomic import atomic_path, atomic_write_text
+        from studio.io.headers import check_prompt_file
+        from studio.render.turntable import make_sheet
+
+        if not (1 <= self.views <= 360 and 16 <= self.size <= 1024):
+            raise StudioInputError(f"--views {self.views} / --size {self.size}: need 1..360 views of 16..1024 pixels.")
+        captions = check_prompt_file(self.prompts)
+        work = self.work_dir or self.output.with_name(self.output.stem + "_runs")
+        sheet = self.sheet or self.output.with_name(self.output.stem + "_sheet.png")
+        classifier = load_attribute_classifier()
+        rows, frames = {}, []
+        for k, caption in enumerate(captions):
+            config = self.generate(caption, work / f"{k:03d}")
+            views = caption_views(load_gaussians_from_config(config), self.views, self.size, self.elevation)
+            rows[caption] = {**score_caption(classifier, views, caption), "config": str(config)}
+            frames.append(views)
+        settings = {"method": self.method, "method_args": self.method_args, "views": self.views}
+        settings.update(size=self.size, elevation=self.elevation)
+        metrics = {"captions": rows, "overall": weighted_means(list(rows.values())), "settings": settings}
+        with atomic_path(sheet) as tmp:
+            Image.fromarray(make_sheet(np.concatenate(frames), self.views)).save(tmp, format="PNG")
+        atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
+        table = {"caption": rows, "overall": {"all": metrics["overall"]}}
+        print_accuracy_table(table, f"{self.method}: classifier on {self.views} turntable views per result")
+        print(f"Wrote {self.output} and {sheet}")
+
+
 def print_accuracy_table(report: dict, title: str) -> None:
     """Rows ``report[split][row]`` = {n, category, colour, material} (None: no known label) as one table."""
     from rich.console import Console
@@ -327,4 +415,4 @@ class Attributes:
         print(f"Wrote {self.output}")
 
 
-COMMANDS = {"prd": Prd, "image-to-3d": ImageTo3D, "attributes": Attributes}
+COMMANDS = {"prd": Prd, "image-to-3d": ImageTo3D, "text-to-3d": TextTo3D, "attributes": Attributes}

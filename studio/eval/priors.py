@@ -115,6 +115,16 @@ def agreement(classifier: AttributeClassifier, images: np.ndarray, attrs: Sequen
     return row
 
 
+def weighted_means(rows: Sequence[dict]) -> dict:
+    """{captions, n, category, colour, material}: the :func:`agreement` rows' accuracies averaged
+    weighted by their ``n``, over the rows that know the attribute (None where none does)."""
+    out = {"captions": len(rows), "n": sum(r["n"] for r in rows)}
+    for a in ATTRIBUTES:
+        known = [r for r in rows if r[a] is not None]
+        out[a] = sum(r[a] * r["n"] for r in known) / sum(r["n"] for r in known) if known else None
+    return out
+
+
 # ----------------------------------------------------------------------------------------- toy-t2i
 def caption_seeds(captions: Iterable[str], per_caption: int, limit: int = SCAN_LIMIT) -> dict[str, list[int]]:
     """The first ``per_caption`` single-object seeds (from 0 up) whose caption is exactly each of
@@ -184,10 +194,7 @@ def score_t2i(classifier: AttributeClassifier, samples: dict[str, np.ndarray], r
         feats = {c: (classifier.features(samples[c]), classifier.features(real[c])) for c in samples}
     table = {}
     for name, members in groups.items():
-        table[name] = {"captions": len(members), "n": sum(rows[c]["n"] for c in members)}
-        for a in ATTRIBUTES:
-            known = [rows[c] for c in members if rows[c][a] is not None]
-            table[name][a] = sum(r[a] * r["n"] for r in known) / sum(r["n"] for r in known) if known else None
+        table[name] = weighted_means([rows[c] for c in members])
         table[name]["fid"] = fid_features_distance(
             torch.cat([feats[c][0] for c in members]), torch.cat([feats[c][1] for c in members])
         )

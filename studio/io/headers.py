@@ -346,6 +346,34 @@ def check_prompt(text: str | None, what: str = "prompt") -> str:
     return stripped
 
 
+MAX_PROMPT_FILE_CAPTIONS = 100
+"""Most captions a prompt file (``studio eval text-to-3d --prompts``) may hold."""
+
+
+def check_prompt_file(path: Path, what: str = "prompt file") -> list[str]:
+    """The captions of a UTF-8 text file, one a line (blank lines and ``#`` comments ignored), each a
+    valid prompt (:func:`check_prompt`); refuses a file with none or more than :data:`MAX_PROMPT_FILE_CAPTIONS`."""
+    path = Path(path)
+    size = require_file(path, what)
+    limit = MAX_PROMPT_FILE_CAPTIONS * (MAX_PROMPT_CHARS + 1)
+    if size > limit:
+        raise StudioInputError(f"{what} {path} is {size:,} bytes, too large for {MAX_PROMPT_FILE_CAPTIONS} captions.")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise StudioInputError(f"{what} {path} is not UTF-8 text.") from None
+    lines = [
+        (n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not lines:
+        raise StudioInputError(f"{what} {path} holds no caption (only blank lines and # comments).")
+    if len(lines) > MAX_PROMPT_FILE_CAPTIONS:
+        raise StudioInputError(
+            f"{what} {path} holds {len(lines)} captions; at most {MAX_PROMPT_FILE_CAPTIONS} are accepted."
+        )
+    return [check_prompt(line, f"caption on line {n} of {path}") for n, line in lines]
+
+
 def writable_location(path: Path, what: str, is_dir: bool) -> None:
     """Refuse an output ``path`` that cannot be created: an existing one of the wrong kind, a parent
     that is a file, or a folder the user cannot write (probed without leaving anything behind)."""

@@ -29,6 +29,8 @@ class Kind(str, Enum):
     """A posed dataset: NeRF-synthetic or Nerfstudio folder, with its camera (transforms) files."""
     IMAGE = "image"
     PROMPT = "prompt"
+    PROMPT_FILE = "prompt file"
+    """A UTF-8 text file of captions, one a line (``headers.check_prompt_file``)."""
     PLY = "PLY file"
     SCENE = "scene file"
     """What ``studio view``/``render`` open: a Gaussian PLY, a mesh or a run's config.yml."""
@@ -179,6 +181,7 @@ def check_output_file(path: Path) -> None:
 _DEFAULT_CHECKS: dict[Kind, Callable[[Any], Any]] = {
     Kind.IMAGE: lambda v: headers.check_image(Path(v)),
     Kind.PROMPT: headers.check_prompt,
+    Kind.PROMPT_FILE: lambda v: headers.check_prompt_file(Path(v)),
     Kind.PLY: lambda v: headers.check_ply(Path(v)),
     Kind.SCENE: check_scene,
     Kind.EXR: check_envmap,

@@ -3,7 +3,8 @@
 Lists of methods (the tests', the viewer's, ``studio eval``'s) come from here, so a new method
 joins them by its entry-point line. Capabilities are read off the registered configs: a method is
 an inverse-rendering one when its model can relight (``render_relit``), an image-to-3D one when
-its data manager takes one reference image (``ReferenceDataManagerConfig``).
+its data manager takes one reference image (``ReferenceDataManagerConfig``), a text-to-3D one when
+its model takes a ``prompt`` and its data manager is an orbit one without a reference image.
 """
 
 from __future__ import annotations
@@ -46,4 +47,18 @@ def image_to_3d_methods() -> List[str]:
         n
         for n, s in registered_methods().items()
         if isinstance(s.config.pipeline.datamanager, ReferenceDataManagerConfig)
+    )
+
+
+def text_to_3d_methods() -> List[str]:
+    """Methods that generate from a prompt alone (no ``--data``): ``studio eval text-to-3d --method``."""
+    from studio.data.orbit import OrbitDataManagerConfig
+    from studio.data.reference import ReferenceDataManagerConfig
+
+    return sorted(
+        n
+        for n, s in registered_methods().items()
+        if hasattr(s.config.pipeline.model, "prompt")
+        and isinstance(s.config.pipeline.datamanager, OrbitDataManagerConfig)
+        and not isinstance(s.config.pipeline.datamanager, ReferenceDataManagerConfig)
     )
