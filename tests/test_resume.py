@@ -36,7 +36,7 @@ from studio.models.checkpoints import select_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 SCENE = REPO / "scenes" / "toyworld_mushroom"
 NS_TRAIN = str(Path(sys.executable).with_name("ns-train"))
-ARGS = [
+SHORT_PRD = [
     "--pipeline.model.stage-iters",
     "8",
     "4",
@@ -46,6 +46,10 @@ ARGS = [
     "400",
     "--pipeline.model.visibility-resolution",
     "4",
+]
+"""prd in seconds: 24 steps over the four stages, few Gaussians, a coarse visibility grid."""
+ARGS = [
+    *SHORT_PRD,
     "--steps-per-save",
     "14",
     "--save-only-latest-checkpoint",
@@ -231,15 +235,7 @@ PRD = [
     str(SCENE),
     "--preset",
     "tiny",
-    "--pipeline.model.stage-iters",
-    "8",
-    "4",
-    "8",
-    "4",
-    "--pipeline.model.num-random",
-    "400",
-    "--pipeline.model.visibility-resolution",
-    "4",
+    *SHORT_PRD,
     "--steps-per-save",
     "5",
     "--save-only-latest-checkpoint",
