@@ -167,6 +167,37 @@ def test_time_budget_cuts_steps_and_keeps_schedule(tiny_data, monkeypatch):
     assert train_mod.lr_at(cfg.steps - 1, cfg) == pytest.approx(0.1 * cfg.lr, rel=5e-3)  # cosine still ends at 10%
 
 
+def test_training_resumes_to_the_weights_of_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
+    from studio.priors import train as train_mod
+
+    def config(**kw):
+        return TrainConfig(name="toy-t2i", steps=6, batch=2, warmup=2, arch=SMALL["arch"], data=TINY_DATA, **kw)
+
+    whole, stats = train_prior(config(), tiny_data, "cpu")
+    assert stats["finished"] and stats["steps_done"] == 6
+    clock = iter(float(k) for k in range(1000))  # every call of time.time() advances one second
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(time=lambda: next(clock)))
+    ckpt = tmp_path / "state.pt"
+    _, first = train_prior(config(checkpoint=str(ckpt), stop_after=2.5), tiny_data, "cpu")
+    assert not first["finished"] and 0 < first["steps_done"] < 6 and ckpt.is_file()
+    monkeypatch.undo()
+    resumed, second = train_prior(config(checkpoint=str(ckpt)), tiny_data, "cpu", resume=True)
+    assert second["finished"] and second["sittings"] == 2
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
+    with pytest.raises(train_mod.CheckpointMismatchError, match="lr"):
+        train_prior(config(checkpoint=str(ckpt), lr=1e-3), tiny_data, "cpu", resume=True)
+
+
+def test_version_1_t2i_files_load_without_pooled_text(tmp_path):
+    prior = build_toy_prior("toy-t2i", SMALL)
+    assert prior.text_pool is not None
+    old = build_toy_prior("toy-t2i", {**SMALL, "format_version": 1})
+    assert old.text_pool is None and not old.config["arch"]["pooled_text"]
+    path = save_toy_prior(old, tmp_path / "old.safetensors")
+    assert load_toy_prior(path).text_pool is None
+
+
 def test_ddim_sampler_is_seeded():
     prior = _jitter(build_toy_prior("toy-t2i", SMALL)).eval()
     c = prior.condition(text="a red box")

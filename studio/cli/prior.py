@@ -58,6 +58,13 @@ class Train:
     """Optimiser steps."""
     time_budget: float = 0.0
     """Seconds of training (0: no limit); the step count is cut to fit after 30 steps (e.g. on a lent GPU)."""
+    stop_after: float = 0.0
+    """Seconds of this sitting (0: no limit): then the training state is checkpointed, the EMA weights
+    so far are written to --output, and the command ends; the same command with --resume continues."""
+    resume: bool = False
+    """Continue from --checkpoint (same settings required); without a checkpoint it starts afresh."""
+    checkpoint: Optional[Path] = None
+    """Training-state file (default: <output>.train-state.pt beside --output; written every 250 steps)."""
     batch: int = 32
     """Images per step."""
     lr: float = 5e-4
@@ -66,10 +73,10 @@ class Train:
     """ToyWorld training seeds to render (single objects; held-out seeds/captions are skipped)."""
     data_views: int = 8
     """Random views per seed (toy-nvs pairs two views of one seed)."""
-    data_spp: int = 16
+    data_spp: int = 64
     """Light samples per pixel of the training renders."""
-    data_aa: int = 4
-    """Primary rays per pixel of the training renders."""
+    data_aa: int = 16
+    """Primary rays per pixel of the training renders (16 x 64: about half the Monte-Carlo noise of 4 x 16)."""
     workers: int = 2
     """Processes that render the data."""
     cache_dir: Optional[Path] = None
@@ -93,6 +100,7 @@ class Train:
             Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".safetensors",)),
             Input("--preview", Kind.OUTPUT_FILE, self.preview, suffixes=(".png",)),
             Input("--cache-dir", Kind.OUTPUT_DIR, self.cache_dir),
+            Input("--checkpoint", Kind.OUTPUT_FILE, self.checkpoint, suffixes=(".pt",)),
         ]
 
     def main(self) -> None:
@@ -111,9 +119,16 @@ class Train:
 
         from studio.priors.toy import save_toy_prior
         from studio.priors.toydata import DataConfig, load_or_make
-        from studio.priors.train import TrainConfig, default_output, resolve_device, train_prior
+        from studio.priors.train import (
+            CheckpointMismatchError,
+            TrainConfig,
+            default_output,
+            resolve_device,
+            train_prior,
+        )
 
         output = self.output or default_output(self.name)
+        checkpoint = self.checkpoint or output.with_suffix(".train-state.pt")
         if self.steps < 1 or self.batch < 1 or self.data_seeds < 1 or self.data_views < 2:
             raise StudioInputError("--steps, --batch and --data-seeds must be >= 1 and --data-views >= 2.")
         if self.threads > 0:
@@ -148,6 +163,8 @@ class Train:
             data=dcfg,
             time_budget=self.time_budget,
             arch={"channels": list(self.channels)},
+            checkpoint=str(checkpoint),
+            stop_after=self.stop_after,
         )
         console.log(
             f"Training {self.name} on {data.n_seeds * data.n_views} views ({device}, {torch.get_num_threads()} threads)"
@@ -155,15 +172,26 @@ class Train:
         t0 = time.time()
         with Progress(*cols, console=console) as bar:
             task = bar.add_task(f"train {self.name}", total=self.steps, info="")
-            prior, stats = train_prior(
-                cfg,
-                data,
-                device,
-                progress=lambda step, loss: bar.update(task, completed=step, total=cfg.steps, info=f"loss {loss:.4f}"),
-            )
+            try:
+                prior, stats = train_prior(
+                    cfg,
+                    data,
+                    device,
+                    progress=lambda step, loss: bar.update(
+                        task, completed=step, total=cfg.steps, info=f"loss {loss:.4f}"
+                    ),
+                    resume=self.resume,
+                )
+            except CheckpointMismatchError as err:
+                raise StudioInputError(f"--resume: {err}") from None
         save_toy_prior(prior, output)
         size = output.stat().st_size / 2**20
         console.log(f"Wrote {output} ({size:.1f} MiB, {time.time() - t0:.0f}s, final loss {stats['final_loss']:.4f})")
+        if not stats["finished"]:
+            console.log(
+                f"Stopped after step {stats['steps_done']} of {stats['steps']} (--stop-after); state in {checkpoint}. "
+                "Run the same command with --resume to continue."
+            )
         if self.preview is not None:
             Sample(name=str(output), output=self.preview, device=str(device), seed=self.seed).main()
 
@@ -386,6 +414,10 @@ class Eval:
     of this split's seeds (default: test, 0-899; validation: 900-999)."""
     n: Optional[int] = None
     """Samples per caption (toy-t2i; default 16) or per object and azimuth (toy-nvs; default 2)."""
+    prompts: Optional[Path] = None
+    """toy-t2i: score the captions of this text file (one a line, # comments) instead of the held-out
+    captions of splits.json; each must be held out of prior training (a held-out caption or one with
+    a held-out caption-word combination), e.g. benchmarks/prompts/heldout_test.txt."""
     objects: int = 32
     """toy-nvs: objects, the first seeds of the split."""
     azimuth: Tuple[float, ...] = (30.0, 90.0, 180.0)
@@ -416,7 +448,25 @@ class Eval:
             Input("NAME", Kind.PRIOR, self.name, check=check_prior, required=True),
             Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".json",), required=True),
             Input("--sheet", Kind.OUTPUT_FILE, self.sheet, suffixes=(".png",)),
+            Input("--prompts", Kind.PROMPT_FILE, self.prompts),
         ]
+
+    def t2i_captions(self) -> list[str]:
+        """The captions to score: splits.json's held-out ones, or --prompts (all held out), of --split."""
+        from studio.eval import priors as ep
+        from studio.io.headers import check_prompt_file
+        from studio.scenes.toyworld import splits
+
+        if self.prompts is None:
+            return list(ep.heldout_captions(self.split))
+        captions = check_prompt_file(self.prompts)
+        seen = [c for c in captions if splits.caption_split(c) == "train"]
+        if seen:
+            raise StudioInputError(f"--prompts: {seen[0]!r} is a training caption; score held-out captions only.")
+        chosen = [c for c in captions if self.split in (None, splits.caption_split(c))]
+        if not chosen:
+            raise StudioInputError(f"--prompts: no caption of the {self.split} split in {self.prompts}.")
+        return chosen
 
     def main(self) -> None:
         if (self.n is not None and self.n < 1) or self.steps < 1 or self.objects < 1 or self.scale < 1:
@@ -443,7 +493,7 @@ class Eval:
             )
         elif isinstance(prior, ToyT2IPrior):
             guidance = ep.T2I_GUIDANCE if self.guidance is None else self.guidance
-            captions = list(ep.heldout_captions(self.split))
+            captions = self.t2i_captions()
             result = ep.evaluate_t2i(prior, classifier, captions, self.n or 16, self.seed, self.steps, guidance)
         else:
             raise StudioInputError(f"{self.name}: studio prior eval measures the toy priors (toy-t2i, toy-nvs).")

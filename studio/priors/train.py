@@ -10,11 +10,17 @@ config, data and device give the same weights.
 * ``toy-t2i``: every view with its seed's caption (10% empty caption), random horizontal flips.
 * ``toy-nvs``: a (reference, target) pair of distinct views of one seed with the relative pose
   ``[d_polar = -d_elev, sin d_az, cos d_az, d_radius]`` (target minus reference; Zero123); 10% null condition.
+
+Training runs in sittings: with ``TrainConfig.checkpoint`` the whole state (weights, EMA, optimiser,
+step, random generators) is written there atomically every ``checkpoint_every`` steps and when a
+sitting ends (``stop_after`` seconds); ``train_prior(..., resume=True)`` continues from it and gives
+the same weights as one uninterrupted run.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -50,6 +56,25 @@ class TrainConfig:
     what fits at the measured speed, so the warm-up/cosine schedule still ends at the last step."""
     arch: Dict = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
+    checkpoint: Optional[str] = None
+    """Training-state file (``torch.save``; read back with ``weights_only=True``); None: no checkpoints."""
+    checkpoint_every: int = 250
+    """Steps between checkpoints."""
+    stop_after: float = 0.0
+    """Seconds of this sitting (0: run to ``steps``); then the state is checkpointed and the loop returns."""
+
+    def signature(self) -> dict:
+        """What a resumed run must share with the run that wrote the checkpoint."""
+        keys = ("name", "batch", "lr", "weight_decay", "warmup", "ema_decay", "cond_drop", "grad_clip", "seed")
+        out = {k: getattr(self, k) for k in keys}
+        out.update(
+            arch=dict(self.arch), data={k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.data).items()}
+        )
+        return out
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint was written by a run with other settings."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -132,16 +157,39 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
 
 
+def save_state(path: Path, state: dict) -> None:
+    """Write a training state atomically (a killed sitting leaves the previous checkpoint intact)."""
+    from studio.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: Path, cfg: TrainConfig) -> dict:
+    """The training state at ``path``; raises ``CheckpointMismatchError`` if ``cfg`` differs from its run's."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    theirs = json.loads(state["signature"])
+    ours = json.loads(json.dumps(cfg.signature()))
+    if theirs != ours:
+        diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        raise CheckpointMismatchError(f"{path} was written with other settings ({', '.join(diff)}); resume with those.")
+    return state
+
+
 def train_prior(
     cfg: TrainConfig,
     data: ToyData,
     device: str | torch.device = "cpu",
     progress: Optional[Callable[[int, float], None]] = None,
     prior: Optional[ToyPrior] = None,
+    resume: bool = False,
 ) -> tuple[ToyPrior, dict]:
-    """Train ``cfg.name`` on ``data``; returns (EMA prior in eval mode, stats).
+    """Train ``cfg.name`` on ``data``; returns (EMA prior in eval mode, stats). ``stats["finished"]``
+    is False when the sitting stopped early (``cfg.stop_after``); rerun with ``resume=True``.
 
-    With ``cfg.time_budget`` set, ``cfg.steps`` is lowered in place to the steps that fit."""
+    With ``cfg.time_budget`` set, ``cfg.steps`` is lowered in place to the steps that fit (a resumed
+    run keeps the step count of its checkpoint). ``resume`` needs ``cfg.checkpoint``; a missing file
+    starts from scratch."""
     device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     torch.manual_seed(cfg.seed)
     if prior is None:
@@ -159,12 +207,32 @@ def train_prior(
     )
     batcher = Batcher(prior, data, cfg, device)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
-    losses, t0 = [], time.time()
-    step = 0
+    losses, step, before, sittings = [], 0, 0.0, 1
+    ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
+    if resume and ckpt is not None and ckpt.is_file():
+        state = load_state(ckpt, cfg)
+        prior.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        batcher.gen.set_state(state["batcher_gen"])
+        gen.set_state(state["gen"])
+        losses = state["losses"].tolist()
+        step, cfg.steps, before, sittings = state["step"], state["steps"], state["seconds"], state["sittings"] + 1
+
+    def checkpoint() -> None:
+        if ckpt is not None:
+            state = {"model": prior.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step}
+            state.update(steps=cfg.steps, seconds=before + time.time() - t0, sittings=sittings)
+            state.update(batcher_gen=batcher.gen.get_state(), gen=gen.get_state(), losses=torch.tensor(losses[-100:]))
+            save_state(ckpt, {**state, "signature": json.dumps(cfg.signature())})
+
+    t0, first = time.time(), step
     while step < cfg.steps:
-        if cfg.time_budget > 0 and step == CALIBRATION_STEPS:
+        if cfg.time_budget > 0 and step == CALIBRATION_STEPS and first == 0:
             per_step = (time.time() - t0) / step
             cfg.steps = max(step + 1, min(cfg.steps, int(cfg.time_budget / per_step)))
+        if cfg.stop_after > 0 and step > first and time.time() - t0 >= cfg.stop_after:
+            break
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         x0, c = batcher(cfg.batch)
@@ -181,9 +249,15 @@ def train_prior(
         step += 1
         if progress:
             progress(step, float(np.mean(losses[-50:])))
-    seconds = time.time() - t0
+        if step % cfg.checkpoint_every == 0:
+            checkpoint()
+    checkpoint()
+    seconds = before + time.time() - t0
     stats = {
         "steps": cfg.steps,
+        "steps_done": step,
+        "finished": step >= cfg.steps,
+        "sittings": sittings,
         "batch": cfg.batch,
         "lr": cfg.lr,
         "ema_decay": cfg.ema_decay,
@@ -191,7 +265,7 @@ def train_prior(
         "seed": cfg.seed,
         "final_loss": float(np.mean(losses[-100:])) if losses else None,
         "seconds": round(seconds, 1),
-        "seconds_per_step": round(seconds / max(cfg.steps, 1), 3),
+        "seconds_per_step": round(seconds / max(step, 1), 3),
         "device": str(device),
         "torch": torch.__version__,
         "data": {
