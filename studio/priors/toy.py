@@ -2,7 +2,10 @@
 
 * ``toy-t2i`` (:class:`ToyT2IPrior`): text -> image. A compact UNet conditioned, by cross-attention
   at its lowest resolution (8x8), on the tokens of a small learned text encoder
-  (:mod:`studio.priors.text`). ``condition(text="")`` is the unconditional prompt (trained with 10%
+  (:mod:`studio.priors.text`), and (format 2, ``arch.pooled_text``) by the mean of those tokens
+  through an MLP added to the time embedding, as Imagen adds its pooled text embedding (Saharia et
+  al. 2022, Sec. 2.2): every ResBlock then sees the caption, so global attributes such as the
+  colour reach the 32x32 and 16x16 levels that cross-attention at 8x8 does not. ``condition(text="")`` is the unconditional prompt (trained with 10%
   caption dropout, so classifier-free guidance works). ``condition(text, pose=camera)`` adds an
   optional camera ``[B, 16]`` (any per-view vector, e.g. a flattened 4x4 camera-to-world) through an
   MLP into the time embedding; its last layer is zero-initialised, so the pretrained prior ignores
@@ -45,7 +48,8 @@ from studio.priors.base import Condition, DiffusionPrior
 from studio.priors.text import TextEncoder, WordTokenizer
 from studio.priors.toy_unet import RefEncoder, ToyUNet, make_alphas_cumprod, zero_init
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: toy-t2i may carry ``arch.pooled_text`` (files of version 1 have none)."""
 
 
 class ToyPrior(DiffusionPrior):
@@ -91,6 +95,7 @@ class ToyT2IPrior(ToyPrior):
             "text_layers": 2,
             "max_len": 16,
             "camera_dim": 16,
+            "pooled_text": self.config.get("format_version", FORMAT_VERSION) >= 2,
         }.items():
             arch.setdefault(key, value)
         self.tokenizer = WordTokenizer(self.config.get("vocabulary"), max_len=arch["max_len"])
@@ -102,6 +107,11 @@ class ToyT2IPrior(ToyPrior):
         temb = self.unet.temb_dim
         self.camera_mlp = nn.Sequential(
             nn.Linear(arch["camera_dim"], temb), nn.SiLU(), zero_init(nn.Linear(temb, temb))
+        )
+        self.text_pool = (
+            nn.Sequential(nn.Linear(arch["text_dim"], temb), nn.SiLU(), nn.Linear(temb, temb))
+            if arch["pooled_text"]
+            else None
         )
 
     def condition(self, text=None, image=None, pose=None) -> Condition:
@@ -131,12 +141,19 @@ class ToyT2IPrior(ToyPrior):
     def predict(self, x_t: Tensor, t: Tensor, cond: Condition) -> Tensor:
         B = x_t.shape[0]
         c = cond.expand(B).tensors
+        text = c["text"].to(x_t)
         extra = self.camera_mlp(c["camera"].to(x_t)) if "camera" in c else None
-        return self.unet(x_t, self._t(t, B), c["text"].to(x_t), c["text_mask"], extra)
+        if self.text_pool is not None:
+            mask = c["text_mask"].to(x_t)[..., None]  # [B, L, 1]; masked tokens are zero already
+            pooled = self.text_pool(text.sum(1) / mask.sum(1).clamp(min=1.0))
+            extra = pooled if extra is None else extra + pooled
+        return self.unet(x_t, self._t(t, B), text, c["text_mask"], extra)
 
     def trainable_parameters(self) -> List[nn.Parameter]:
-        """A fine-tuned copy trains the denoiser and the camera MLP; the text encoder stays fixed."""
-        return list(self.unet.parameters()) + list(self.camera_mlp.parameters())
+        """A fine-tuned copy trains the denoiser (with the pooled-text MLP) and the camera MLP; the
+        text encoder stays fixed."""
+        pool = [] if self.text_pool is None else list(self.text_pool.parameters())
+        return list(self.unet.parameters()) + pool + list(self.camera_mlp.parameters())
 
 
 class ToyNVSPrior(ToyPrior):
