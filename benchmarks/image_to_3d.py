@@ -18,6 +18,7 @@ split (plus the mean over the seeds of each split) and writes it with the per-ru
 ``--work``.
 
     python benchmarks/image_to_3d.py --seeds 44 60 61 65 73 --work /tmp/i2d [--view 1] [--extra-args "..."]
+        [--variants bsd coarse]
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="folder of the datasets, runs and results")
     parser.add_argument("--view", type=int, default=1, help="reference frame of each training split")
     parser.add_argument("--extra-args", default="", help="ns-train arguments added to every run")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="runs per seed")
     args = parser.parse_args()
     from studio.scenes.toyworld.splits import scene_split
 
@@ -149,27 +151,30 @@ def main() -> None:
         split = scene_split(seed, "object")
         res = {"bsd": run_variant(data, args.work / f"tw{seed}_bsd.json", args.view, args.extra_args)}
         bsd_run = args.work / f"tw{seed}_bsd"
-        geometry = run_file(bsd_run, "geometry.safetensors")
-        res["sds"] = run_variant(
-            data,
-            args.work / f"tw{seed}_sds.json",
-            args.view,
-            f"{args.extra_args} --load-stage {geometry} --pipeline.model.texture-guidance sds",
-        )
-        res["coarse"] = run_variant(
-            data,
-            args.work / f"tw{seed}_coarse.json",
-            args.view,
-            f"{args.extra_args} --pipeline.model.stage-iters {model_config(bsd_run).stage_iters[0]} 0 0",
-        )
-        if res["coarse"].get("chamfer") is None:
-            res["coarse"]["chamfer"] = coarse_chamfer(args.work / f"tw{seed}_coarse", data / "gt_mesh.obj")
+        if "sds" in args.variants:
+            geometry = run_file(bsd_run, "geometry.safetensors")
+            res["sds"] = run_variant(
+                data,
+                args.work / f"tw{seed}_sds.json",
+                args.view,
+                f"{args.extra_args} --load-stage {geometry} --pipeline.model.texture-guidance sds",
+            )
+        if "coarse" in args.variants:
+            res["coarse"] = run_variant(
+                data,
+                args.work / f"tw{seed}_coarse.json",
+                args.view,
+                f"{args.extra_args} --pipeline.model.stage-iters {model_config(bsd_run).stage_iters[0]} 0 0",
+            )
+            if res["coarse"].get("chamfer") is None:
+                res["coarse"]["chamfer"] = coarse_chamfer(args.work / f"tw{seed}_coarse", data / "gt_mesh.obj")
         rows.append((seed, split, caption, res))
+    variants = [v for v in VARIANTS if v in args.variants or v == "bsd"]
 
     header = "| seed | split | object | variant | PSNR | SSIM | mask IoU | Chamfer | run s |"
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for seed, split, caption, res in rows:
-        for v in VARIANTS:
+        for v in variants:
             m = res[v]
             lines.append(
                 f"| {seed} | {split} | {caption} | {v} | "
@@ -178,7 +183,7 @@ def main() -> None:
             )
     for split in dict.fromkeys(r[1] for r in rows):  # one mean per split: validation and test never mix
         group = [r for r in rows if r[1] == split]
-        for v in VARIANTS:
+        for v in variants:
             means = []
             for k in KEYS:
                 vals = [r[v][k] for _, _, _, r in group if r[v].get(k) is not None]
