@@ -42,7 +42,7 @@ CALIBRATION_STEPS = 30
 @dataclass
 class TrainConfig:
     name: str = "toy-t2i"
-    steps: int = 4000
+    steps: int = 6000
     batch: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.01
