@@ -55,7 +55,7 @@ from studio.priors.toydata import DataConfig, ToyData, default_cache_dir, render
 from studio.scenes.toyworld import splits
 from studio.scenes.toyworld.scene import make_scene
 
-T2I_GUIDANCE = 3.0
+T2I_GUIDANCE = 1.0
 """Default CFG scale of toy-t2i, chosen on the validation captions (``studio/priors/weights/README.md``)."""
 NVS_GUIDANCE = 3.0
 """Default CFG scale of toy-nvs, chosen on validation seeds 900-931 (``studio/priors/weights/README.md``)."""
