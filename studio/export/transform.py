@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from studio.gaussians import Gaussians
+from studio.gaussians.rotation import quat_multiply, rotmat_to_quat
 from studio.gaussians.sh import sh_basis
 
 _ROTATION_TOL = 1e-3  # max |R^T R - I| and |det R - 1| accepted as a rotation (then re-orthonormalised)
@@ -82,7 +83,7 @@ def transform_gaussians(g: Gaussians, rotation: Tensor, translation: Tensor, sca
     rot = _as_rotation(torch.as_tensor(rotation, dtype=torch.float64, device=device))
     trans = torch.as_tensor(translation, dtype=torch.float64, device=device).reshape(3)
     means = scale * g.means.double() @ rot.T + trans
-    quats = _quat_multiply(_matrix_to_quat(rot).expand_as(g.quats), g.quats.double())
+    quats = quat_multiply(rotmat_to_quat(rot).expand_as(g.quats), g.quats.double())
     return Gaussians(
         means=means.to(dtype),
         quats=quats.to(g.quats.dtype),
@@ -125,42 +126,6 @@ def _as_rotation(mat: Tensor) -> Tensor:
         raise ValueError("rotation must be orthonormal with determinant +1 (a proper rotation).")
     u, _, vh = torch.linalg.svd(mat)
     return u @ vh
-
-
-def _matrix_to_quat(rot: Tensor) -> Tensor:
-    """[3,3] rotation -> [4] unit quaternion (w, x, y, z), stable for every rotation (Shepperd)."""
-    m = rot
-    trace = m[0, 0] + m[1, 1] + m[2, 2]
-    # four candidate |4 q_i| magnitudes; build from the largest to avoid cancellation
-    cands = torch.stack(
-        [1 + trace, 1 + m[0, 0] - m[1, 1] - m[2, 2], 1 - m[0, 0] + m[1, 1] - m[2, 2], 1 - m[0, 0] - m[1, 1] + m[2, 2]]
-    )
-    i = int(torch.argmax(cands))
-    s = 2.0 * torch.sqrt(cands[i].clamp_min(1e-300))
-    if i == 0:
-        q = torch.stack([0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s])
-    elif i == 1:
-        q = torch.stack([(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s])
-    elif i == 2:
-        q = torch.stack([(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s])
-    else:
-        q = torch.stack([(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s])
-    return q / q.norm()
-
-
-def _quat_multiply(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product ``a * b`` of [...,4] quaternions (w, x, y, z): rotate by b, then by a."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        dim=-1,
-    )
 
 
 def _fibonacci_sphere(n: int, device: torch.device) -> Tensor:
