@@ -168,6 +168,7 @@ def test_time_budget_cuts_steps_and_keeps_schedule(tiny_data, monkeypatch):
 
 
 def test_training_resumes_to_the_weights_of_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
+    from studio.io.training_state import CheckpointMismatchError
     from studio.priors import train as train_mod
 
     def config(**kw):
@@ -185,7 +186,7 @@ def test_training_resumes_to_the_weights_of_an_uninterrupted_run(tiny_data, tmp_
     assert second["finished"] and second["sittings"] == 2
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
-    with pytest.raises(train_mod.CheckpointMismatchError, match="lr"):
+    with pytest.raises(CheckpointMismatchError, match="lr"):
         train_prior(config(checkpoint=str(ckpt), lr=1e-3), tiny_data, "cpu", resume=True)
 
 

@@ -118,15 +118,10 @@ class Train:
             TimeRemainingColumn,
         )
 
+        from studio.io.training_state import CheckpointMismatchError
         from studio.priors.toy import save_toy_prior
         from studio.priors.toydata import DataConfig, load_or_make
-        from studio.priors.train import (
-            CheckpointMismatchError,
-            TrainConfig,
-            default_output,
-            resolve_device,
-            train_prior,
-        )
+        from studio.priors.train import TrainConfig, default_output, resolve_device, train_prior
 
         output = self.output or default_output(self.name)
         checkpoint = self.checkpoint or output.with_suffix(".train-state.pt")

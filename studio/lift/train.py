@@ -33,13 +33,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from studio.io.training_state import load_training_state, save_training_state
 from studio.lift.data import LiftData, LiftDataConfig
 from studio.lift.gaussians import DEFAULT_EPS2D, render
 from studio.lift.model import DEFAULT_WEIGHTS, GaussianPredictor, PredictorConfig, save_predictor
-
-
-class CheckpointMismatchError(ValueError):
-    """A training state was written with other settings than the run resuming it."""
 
 
 @dataclass
@@ -119,23 +116,6 @@ def rendering_loss(
     return loss, stats
 
 
-def save_state(path: Path, state: dict) -> None:
-    """Write a training state atomically (a killed run leaves the previous checkpoint intact)."""
-    from studio.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_state(path: Path, cfg: LiftTrainConfig) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    sig = cfg.signature()
-    diff = [k for k in sig if state.get("signature", {}).get(k) != sig[k]]
-    if diff:
-        raise CheckpointMismatchError(f"{path} was written with other settings ({', '.join(diff)}); resume with those.")
-    return state
-
-
 def train_lift(
     cfg: LiftTrainConfig,
     data: Optional[LiftData] = None,
@@ -172,7 +152,7 @@ def train_lift(
     step = 0
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
     if resume and ckpt is not None and ckpt.is_file():
-        state = load_state(ckpt, cfg)
+        state = load_training_state(ckpt, cfg.signature())
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
@@ -190,9 +170,8 @@ def train_lift(
                 "model": accelerator.unwrap_model(model).state_dict(),
                 "optimizer": opt.state_dict(),
                 "step": step,
-                "signature": cfg.signature(),
             }
-            save_state(ckpt, state)
+            save_training_state(ckpt, state, cfg.signature())
         accelerator.wait_for_everyone()
 
     t0 = time.time()

@@ -5,8 +5,9 @@
   (:mod:`studio.priors.text`), and (format 2, ``arch.pooled_text``) by the mean of those tokens
   through an MLP added to the time embedding, as Imagen adds its pooled text embedding (Saharia et
   al. 2022, Sec. 2.2): every ResBlock then sees the caption, so global attributes such as the
-  colour reach the 32x32 and 16x16 levels that cross-attention at 8x8 does not. ``condition(text="")`` is the unconditional prompt (trained with 10%
-  caption dropout, so classifier-free guidance works). ``condition(text, pose=camera)`` adds an
+  colour reach the 32x32 and 16x16 levels that cross-attention at 8x8 does not.
+  ``condition(text="")`` is the unconditional prompt (trained with 10% caption dropout, so
+  classifier-free guidance works). ``condition(text, pose=camera)`` adds an
   optional camera ``[B, 16]`` (any per-view vector, e.g. a flattened 4x4 camera-to-world) through an
   MLP into the time embedding; its last layer is zero-initialised, so the pretrained prior ignores
   it until a fine-tuned copy (VSD's camera-conditioned fake score) learns to use it.

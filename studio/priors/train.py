@@ -20,7 +20,6 @@ the same weights as one uninterrupted run.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from studio.io.training_state import load_training_state, save_training_state
 from studio.priors.base import Condition
 from studio.priors.toy import ToyNVSPrior, ToyPrior, ToyT2IPrior, build_toy_prior, save_toy_prior
 from studio.priors.toydata import DataConfig, ToyData
@@ -71,10 +71,6 @@ class TrainConfig:
             arch=dict(self.arch), data={k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.data).items()}
         )
         return out
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint was written by a run with other settings."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -157,25 +153,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
 
 
-def save_state(path: Path, state: dict) -> None:
-    """Write a training state atomically (a killed sitting leaves the previous checkpoint intact)."""
-    from studio.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_state(path: Path, cfg: TrainConfig) -> dict:
-    """The training state at ``path``; raises ``CheckpointMismatchError`` if ``cfg`` differs from its run's."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    theirs = json.loads(state["signature"])
-    ours = json.loads(json.dumps(cfg.signature()))
-    if theirs != ours:
-        diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-        raise CheckpointMismatchError(f"{path} was written with other settings ({', '.join(diff)}); resume with those.")
-    return state
-
-
 def train_prior(
     cfg: TrainConfig,
     data: ToyData,
@@ -210,7 +187,7 @@ def train_prior(
     losses, step, before, sittings = [], 0, 0.0, 1
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
     if resume and ckpt is not None and ckpt.is_file():
-        state = load_state(ckpt, cfg)
+        state = load_training_state(ckpt, cfg.signature())
         prior.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
@@ -224,7 +201,7 @@ def train_prior(
             state = {"model": prior.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step}
             state.update(steps=cfg.steps, seconds=before + time.time() - t0, sittings=sittings)
             state.update(batcher_gen=batcher.gen.get_state(), gen=gen.get_state(), losses=torch.tensor(losses[-100:]))
-            save_state(ckpt, {**state, "signature": json.dumps(cfg.signature())})
+            save_training_state(ckpt, state, cfg.signature())
 
     t0, first = time.time(), step
     while step < cfg.steps:
