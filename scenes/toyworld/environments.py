@@ -151,3 +151,14 @@ class EnvSampler:
         phi = (0.5 - uu) * 2 * math.pi
         r = np.sqrt(np.clip(1 - z * z, 0, None))
         return np.stack([r * np.cos(phi), r * np.sin(phi), z], -1)
+
+
+_SAMPLERS: dict[str, EnvSampler] = {}
+
+
+def sampler(name: str) -> EnvSampler:
+    """The :class:`EnvSampler` of environment ``name`` at ``DEFAULT_SIZE``, built once per process
+    and shared (treat it as read-only)."""
+    if name not in _SAMPLERS:
+        _SAMPLERS[name] = EnvSampler(make_environment(name))
+    return _SAMPLERS[name]

@@ -26,8 +26,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -35,6 +33,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+
+from studio.io import cache
 
 DATA_VERSION = 1
 KINDS = ("object", "multi")
@@ -105,18 +105,13 @@ class LiftData:
         return int(self.images.shape[1])
 
     def save(self, path: Path) -> Path:
-        from studio.io import atomic_path
-
         arrays = {k: getattr(self, k) for k in _KEYS}
         arrays["kinds"], arrays["captions"] = self.kinds.astype(str), self.captions.astype(str)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        return Path(path)
+        return cache.save_npz(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> "LiftData":
-        with np.load(path, allow_pickle=False) as z:
-            return cls(**{k: z[k] for k in _KEYS})
+        return cls(**cache.load_npz(path, _KEYS))
 
     def subset(self, index: Sequence[int]) -> "LiftData":
         idx = np.asarray(index)
@@ -167,8 +162,8 @@ def choose_views(V: int, n_targets: int, rng: np.random.Generator) -> tuple[int,
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("DISTILL_STUDIO_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "distill-studio") / "lift-data"
+    """``~/.cache/distill-studio/lift-data`` (``$DISTILL_STUDIO_CACHE`` replaces the root)."""
+    return cache.default_cache_dir("lift-data")
 
 
 def intrinsics(fov_deg: float, res: int) -> np.ndarray:
@@ -182,21 +177,10 @@ def opengl_c2w_to_viewmat(c2w: np.ndarray) -> np.ndarray:
     return np.linalg.inv(c2w @ np.diag([1.0, -1.0, -1.0, 1.0]))
 
 
-_ENV_CACHE: dict = {}
-
-
-def _env_sampler(name: str):
-    if name not in _ENV_CACHE:
-        from studio.scenes.toyworld import environments
-
-        _ENV_CACHE[name] = environments.EnvSampler(environments.make_environment(name))
-    return _ENV_CACHE[name]
-
-
 def render_scene(seed: int, kind: str, cfg: LiftDataConfig) -> dict:
     """Render the ``cfg.views`` arc views of training scene ``(seed, kind)`` (raises
     ``HeldOutSceneError`` for a held-out scene, before rendering)."""
-    from studio.scenes.toyworld import cameras, render, splits
+    from studio.scenes.toyworld import cameras, environments, render, splits
     from studio.scenes.toyworld.materials import linear_to_srgb
     from studio.scenes.toyworld.scene import build_geometry, make_scene
 
@@ -205,7 +189,7 @@ def render_scene(seed: int, kind: str, cfg: LiftDataConfig) -> dict:
     desc = make_scene(seed, kind)
     rng = np.random.default_rng([int(seed), KINDS.index(kind), 0x11F7, DATA_VERSION])
     geom = build_geometry(desc)
-    env = _env_sampler(cfg.env)
+    env = environments.sampler(cfg.env)
     fov = math.radians(cfg.fov_deg)
     V, R = cfg.views, cfg.res
     e0 = rng.uniform(*cfg.elev_deg)
@@ -246,10 +230,6 @@ def _render_job(args):
     return render_scene(seed, kind, cfg)
 
 
-def _worker_init() -> None:
-    os.environ["OMP_NUM_THREADS"] = "1"
-
-
 def make_data(
     cfg: LiftDataConfig,
     scenes: Optional[Sequence[tuple[int, str]]] = None,
@@ -265,22 +245,7 @@ def make_data(
         if k not in KINDS:
             raise ValueError(f"scene kind must be one of {KINDS}, got {k!r}")
         splits.assert_trainable(s, k)
-    jobs = [(s, k, cfg) for s, k in scenes]
-    results = []
-    if workers <= 1 or len(jobs) < 4:
-        for n, job in enumerate(jobs):
-            results.append(_render_job(job))
-            if progress:
-                progress(n + 1, len(jobs))
-    else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")  # torch + fork is fragile
-        with ctx.Pool(workers, initializer=_worker_init) as pool:
-            for n, r in enumerate(pool.imap(_render_job, jobs, chunksize=4)):
-                results.append(r)
-                if progress:
-                    progress(n + 1, len(jobs))
+    results = cache.map_jobs(_render_job, [(s, k, cfg) for s, k in scenes], workers, progress)
     stack = lambda key: np.stack([r[key] for r in results])  # noqa: E731
     return LiftData(
         images=stack("images"),
@@ -303,17 +268,16 @@ def load_or_make(
     log: Callable[[str], None] = print,
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> LiftData:
-    """The cached data set of ``cfg`` (rendered and saved on first use)."""
-    path = Path(cache_dir or default_cache_dir()) / cfg.filename()
-    if path.is_file():
-        log(f"Loading ToyWorld lift data {path}")
-        return LiftData.load(path)
-    log(
-        f"Rendering ToyWorld lift data: {cfg.n_object} object + {cfg.n_multi} multi-object training scenes x "
-        f"{cfg.views} views at {cfg.res}x{cfg.res} (aa {cfg.aa}, spp {cfg.spp}, {workers} workers) -> {path}"
+    """The cached data set of ``cfg`` (rendered and saved on first use) in ``cache_dir`` (default
+    :func:`default_cache_dir`), as ``cfg.filename()``."""
+    return cache.load_or_make(
+        Path(cache_dir or default_cache_dir()) / cfg.filename(),
+        load=LiftData.load,
+        make=lambda: make_data(cfg, workers=workers, progress=progress),
+        save=LiftData.save,
+        what="ToyWorld lift data",
+        plan=f"{cfg.n_object} object + {cfg.n_multi} multi-object training scenes x {cfg.views} views at "
+        f"{cfg.res}x{cfg.res} (aa {cfg.aa}, spp {cfg.spp}, {workers} workers)",
+        count=lambda data: data.n_scenes * data.n_views,
+        log=log,
     )
-    t0 = time.time()
-    data = make_data(cfg, workers=workers, progress=progress)
-    data.save(path)
-    log(f"Rendered {data.n_scenes * data.n_views} views in {time.time() - t0:.0f}s")
-    return data

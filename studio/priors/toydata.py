@@ -23,15 +23,16 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from studio.io import cache
+
 DATA_VERSION = 1
+_KEYS = ("images", "captions", "seeds", "elevation", "azimuth", "radius")
 
 
 @dataclass(frozen=True)
@@ -78,29 +79,18 @@ class ToyData:
         return int(self.images.shape[1])
 
     def save(self, path: Path) -> Path:
-        from studio.io import atomic_path
-
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(
-                f,
-                images=self.images,
-                captions=self.captions.astype(str),
-                seeds=self.seeds,
-                elevation=self.elevation,
-                azimuth=self.azimuth,
-                radius=self.radius,
-            )
-        return Path(path)
+        arrays = {k: getattr(self, k) for k in _KEYS}
+        arrays["captions"] = self.captions.astype(str)
+        return cache.save_npz(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> "ToyData":
-        with np.load(path, allow_pickle=False) as z:
-            return cls(**{k: z[k] for k in ("images", "captions", "seeds", "elevation", "azimuth", "radius")})
+        return cls(**cache.load_npz(path, _KEYS))
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("DISTILL_STUDIO_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "distill-studio") / "priors-data"
+    """``~/.cache/distill-studio/priors-data`` (``$DISTILL_STUDIO_CACHE`` replaces the root)."""
+    return cache.default_cache_dir("priors-data")
 
 
 def render_seed(seed: int, cfg: DataConfig) -> dict:
@@ -122,7 +112,7 @@ def render_views(
     ``HeldOutSceneError``; evaluation and ``studio prior sample`` pass ``training=False``."""
     import torch
 
-    from studio.scenes.toyworld import cameras, render, splits
+    from studio.scenes.toyworld import cameras, environments, render, splits
     from studio.scenes.toyworld.materials import linear_to_srgb
     from studio.scenes.toyworld.scene import build_geometry, make_scene
 
@@ -133,7 +123,7 @@ def render_views(
         if splits.split_of(seed, desc["caption"], desc["category"]) != "train":  # belt and braces
             raise splits.HeldOutSceneError(f"caption {desc['caption']!r} of seed {seed} is held out")
     geom = build_geometry(desc)
-    env = _env_sampler(cfg.env)
+    env = environments.sampler(cfg.env)
     fov = math.radians(cfg.fov_deg)
     base = cameras.radius_for(geom.radius, fov)
     elev, azim, scale = (np.atleast_1d(np.asarray(a, np.float64)) for a in (elevation, azimuth, radius_scale))
@@ -157,17 +147,6 @@ def render_views(
     }
 
 
-_ENV_CACHE: dict = {}
-
-
-def _env_sampler(name: str):
-    if name not in _ENV_CACHE:
-        from studio.scenes.toyworld import environments
-
-        _ENV_CACHE[name] = environments.EnvSampler(environments.make_environment(name))
-    return _ENV_CACHE[name]
-
-
 def _render_job(args):
     seed, cfg = args
     return render_seed(seed, cfg)
@@ -188,22 +167,7 @@ def make_data(
     seeds = [int(s) for s in seeds]
     for s in seeds:  # fail before any rendering
         splits.assert_trainable(s, "object")
-    results = []
-    jobs = [(s, cfg) for s in seeds]
-    if workers <= 1 or len(seeds) < 4:
-        for i, job in enumerate(jobs):
-            results.append(_render_job(job))
-            if progress:
-                progress(i + 1, len(jobs))
-    else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")  # torch + fork is fragile; spawn costs one import per worker
-        with ctx.Pool(workers, initializer=_worker_init) as pool:
-            for i, r in enumerate(pool.imap(_render_job, jobs, chunksize=4)):
-                results.append(r)
-                if progress:
-                    progress(i + 1, len(jobs))
+    results = cache.map_jobs(_render_job, [(s, cfg) for s in seeds], workers, progress)
     return ToyData(
         images=np.stack([r["images"] for r in results]),
         captions=np.array([r["caption"] for r in results]),
@@ -214,10 +178,6 @@ def make_data(
     )
 
 
-def _worker_init() -> None:
-    os.environ["OMP_NUM_THREADS"] = "1"
-
-
 def load_or_make(
     cfg: DataConfig,
     cache_dir: Optional[Path] = None,
@@ -225,17 +185,16 @@ def load_or_make(
     log: Callable[[str], None] = print,
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> ToyData:
-    """The cached data set of ``cfg`` (rendered and saved on first use)."""
-    path = Path(cache_dir or default_cache_dir()) / cfg.filename()
-    if path.is_file():
-        log(f"Loading ToyWorld prior data {path}")
-        return ToyData.load(path)
-    log(
-        f"Rendering ToyWorld prior data: {cfg.n_seeds} training seeds x {cfg.views} views at {cfg.res}x{cfg.res} "
-        f"(aa {cfg.aa}, spp {cfg.spp}, {workers} workers) -> {path}"
+    """The cached data set of ``cfg`` (rendered and saved on first use) in ``cache_dir`` (default
+    :func:`default_cache_dir`), as ``cfg.filename()``."""
+    return cache.load_or_make(
+        Path(cache_dir or default_cache_dir()) / cfg.filename(),
+        load=ToyData.load,
+        make=lambda: make_data(cfg, workers=workers, progress=progress),
+        save=ToyData.save,
+        what="ToyWorld prior data",
+        plan=f"{cfg.n_seeds} training seeds x {cfg.views} views at {cfg.res}x{cfg.res} "
+        f"(aa {cfg.aa}, spp {cfg.spp}, {workers} workers)",
+        count=lambda data: data.n_seeds * data.n_views,
+        log=log,
     )
-    t0 = time.time()
-    data = make_data(cfg, workers=workers, progress=progress)
-    data.save(path)
-    log(f"Rendered {data.n_seeds * data.n_views} views in {time.time() - t0:.0f}s")
-    return data
