@@ -257,3 +257,76 @@ def test_protocol_oracle_beats_random(scene):
     assert good["corr_recall_5px"] > 0.97 and bad["corr_recall_20px"] < 0.8
     for key in fl.METRIC_KEYS:
         assert isinstance(good[key], float) and math.isfinite(good[key]), key
+
+
+# -------------------------------------------------------------------- studio eval feature-lift
+CLI_FLAGS = ["--steps", "5", "--resolution", "32", "--device", "cpu"]
+
+
+def _model_file(tmp_path: Path, name: str, seed: int) -> Path:
+    """A small random toy-vit written like `studio features train` writes one (not the embedded weights)."""
+    from studio.features.registry import save_feature_model
+    from studio.features.vit import ToyViT
+
+    torch.manual_seed(seed)
+    return save_feature_model(ToyViT({"dim": 32, "depth": 1, "heads": 2}), tmp_path / f"{name}.safetensors")
+
+
+def _studio(argv: list[str]) -> None:
+    from studio.cli.main import entrypoint
+
+    entrypoint(argv)
+
+
+def _one_error_line(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as stop:
+        _studio(argv)
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert stop.value.code == 2, err
+    assert len(errors) == 1 and "Traceback" not in out + err, err
+    return errors[0]
+
+
+def test_cli_scene_without_aovs_is_one_error_line_and_no_output(scene, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    shutil.copytree(scene, bare)
+    for path in [*(bare / "test").glob("depth_*.exr"), *(bare / "test").glob("normal_*.exr")]:
+        path.unlink()
+    model = _model_file(tmp_path, "student", 0)
+    out = tmp_path / "metrics.json"
+    base = ["eval", "feature-lift", "--data", str(bare), "--output", str(out), *CLI_FLAGS]
+    error = _one_error_line([*base, "--model", str(model)], capsys)
+    assert error.startswith("error: --data") and str(bare) in error and "depth_XXXX.exr" in error
+    error = _one_error_line([*base, "--model", str(tmp_path / "no_such.safetensors")], capsys)
+    assert "--model" in error and "no_such.safetensors" in error
+    error = _one_error_line([*base, "--model", str(model), str(model)], capsys)  # two models need --compare
+    assert "--compare" in error
+    assert not out.exists()
+
+
+def test_cli_writes_every_metric_and_prints_the_table(scene, tmp_path, capsys):
+    model = _model_file(tmp_path, "student", 0)
+    out = tmp_path / "metrics.json"
+    _studio(["eval", "feature-lift", "--model", str(model), "--data", str(scene), "--output", str(out), *CLI_FLAGS])
+    metrics = json.loads(out.read_text())
+    for key in fl.METRIC_KEYS:
+        assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
+    assert metrics["n_scenes"] == 1 and metrics["n_test_views"] == 6
+    assert metrics["settings"]["steps"] == 5 and metrics["settings"]["resolution"] == 32
+    printed = capsys.readouterr().out
+    assert "feature-lift on 1 scene(s)" in printed and "corr_recall_10px" in printed and "seg_miou" in printed
+    assert f"Wrote {out}" in printed
+
+
+def test_cli_compare_writes_both_models(scene, tmp_path, capsys):
+    a, b = _model_file(tmp_path, "a", 1), _model_file(tmp_path, "b", 2)
+    out = tmp_path / "compare.json"
+    argv = ["eval", "feature-lift", "--compare", "--model", str(a), "--model", str(b)]
+    _studio([*argv, "--data", str(scene), "--output", str(out), *CLI_FLAGS])
+    metrics = json.loads(out.read_text())
+    assert list(metrics) == ["models"] and list(metrics["models"]) == [str(a), str(b)]
+    for result in metrics["models"].values():
+        assert set(fl.METRIC_KEYS) <= set(result) and result["settings"]["steps"] == 5
+    assert metrics["models"][str(a)]["depth_rmse"] != metrics["models"][str(b)]["depth_rmse"]
+    assert "depth_rmse" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""``studio eval prd`` and ``studio eval image-to-3d``.
+"""``studio eval prd``, ``image-to-3d``, ``text-to-3d``, ``attributes`` and ``feature-lift``.
 
 ``studio eval prd --load-config CFG [--data DIR] [--env NAME=PATH ...] --output metrics.json``:
 
@@ -24,6 +24,16 @@ ToyWorld attribute classifier (category, colour, material; ``studio.eval.classif
 renders of the test (0-899) and validation (900-999) seeds, with snowman, compositional and
 held-out-caption rows; ``--train`` first trains one on training-split renders and writes it to
 ``--weights`` (default: the committed ``studio/eval/weights/toy-attributes.safetensors``).
+
+``studio eval feature-lift --model MODEL --data DIR [--data DIR2 ...] --output metrics.json [--compare]``:
+Probe3D-style 3D awareness of a frozen 2D feature model (``studio.eval.feature_lift``): depth and
+normal probes trained on the train views of the scenes and scored on their test views (scale-aligned
+depth RMSE / delta1, normal angular RMSE and recall at 11.25/22.5/30 degrees), multi-view
+correspondence recall at 5/10/20 px from known geometry (also by viewing-angle difference), part
+segmentation mIoU where id maps exist. DIR is a NeRF-synthetic scene with depth/normal EXRs (ToyWorld,
+shared/tools/blender_scene.py) or a folder of them. MODEL is anything ``load_feature_model`` accepts (the
+embedded ``toy-vit``, alias ``teacher``; a .safetensors file; a local DINOv2 folder). ``--compare`` takes
+several --model values and prints them side by side (same probe settings for every model).
 """
 
 from __future__ import annotations
@@ -31,7 +41,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
+
+import tyro
 
 from studio.io import StudioInputError
 from studio.io.inputs import Input, Kind, check_envmap
@@ -415,4 +427,165 @@ class Attributes:
         print(f"Wrote {self.output}")
 
 
-COMMANDS = {"prd": Prd, "image-to-3d": ImageTo3D, "text-to-3d": TextTo3D, "attributes": Attributes}
+MODEL_ALIASES = {"teacher": "toy-vit"}
+"""--model aliases of feature-lift: ``teacher`` is the embedded default (pass ./teacher for a folder so named)."""
+
+Repeatable = tyro.conf.UseAppendAction
+"""``--flag A B`` and ``--flag A --flag B`` both give [A, B] (flattened by :func:`flat_values`)."""
+
+
+def flat_values(values) -> list:
+    """The values of a repeatable list flag ([[A, B], [C]] -> [A, B, C]); a single value as [value]."""
+    if isinstance(values, (list, tuple)):
+        return [v for item in values for v in flat_values(item)]
+    return [values]
+
+
+def feature_model_spec(spec: str) -> str:
+    """What ``load_feature_model`` gets for a --model value (aliases resolved)."""
+    return MODEL_ALIASES.get(str(spec).strip(), str(spec))
+
+
+def feature_lift_data(paths: List[Path]) -> None:
+    """--data values: NeRF-synthetic scene folders or folders of them (AOVs are checked in main). A
+    dataset of another format (a Nerfstudio transforms.json) is refused, not searched for scenes."""
+    from studio.eval.feature_lift import find_scenes
+
+    for path in map(Path, paths):
+        if (path / "transforms.json").is_file():
+            nerf_synthetic_dataset(path)
+    for scene in find_scenes([Path(p) for p in paths]):
+        nerf_synthetic_dataset(scene)
+
+
+def check_feature_models(specs: List[str]) -> None:
+    from studio.features import check_feature_model
+
+    for spec in specs:
+        check_feature_model(feature_model_spec(spec))
+
+
+def print_comparison(results: dict, title: str) -> None:
+    """``results`` {model name: feature-lift metrics} as one table, a column per model."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from studio.eval.feature_lift import METRIC_KEYS
+
+    def fmt(v) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    table = Table(title=title)
+    table.add_column("metric")
+    for name in results:
+        table.add_column(escape(name), justify="right")
+    rows = list(results.values())
+    for key in METRIC_KEYS:
+        table.add_row(key, *(fmt(r[key]) for r in rows))
+    for angle in rows[0]["corr_recall_10px_by_angle"]:
+        table.add_row(
+            escape(f"corr_recall_10px[{angle} deg]"), *(fmt(r["corr_recall_10px_by_angle"][angle]) for r in rows)
+        )
+    table.add_row("test views", *(str(r["n_test_views"]) for r in rows))
+    Console().print(table)
+
+
+@dataclass
+class FeatureLift:
+    """3D awareness of frozen 2D features (Probe3D protocol: depth, normals, correspondence, parts) into metrics.json."""
+
+    data: Annotated[List[List[Path]], Repeatable, tyro.conf.arg(metavar="DIR [DIR ...]")]
+    """NeRF-synthetic scene folders (or folders of them) with depth_XXXX.exr and normal_XXXX.exr in their
+    train and test splits (id_XXXX.png optional), e.g. from `studio scenes make`; --data A --data B or --data A B."""
+    output: Path
+    """Metrics JSON to write: depth_rmse, depth_delta1, normal_rmse_deg, normal_recall_{11,22,30},
+    corr_recall_{5,10,20}px, corr_recall_10px_by_angle, seg_miou, n_scenes, n_test_views, settings
+    (with --compare: {"models": {MODEL: metrics}})."""
+    model: Annotated[List[List[str]], Repeatable, tyro.conf.arg(metavar="MODEL [MODEL ...]")] = field(
+        default_factory=list
+    )
+    """Feature model (default: the embedded toy-vit; "teacher" is an alias of it): an embedded name,
+    a .safetensors file written by `studio features train` (e.g. a splat-distill student) or a local
+    DINOv2 folder; several (--model A --model B) with --compare."""
+    compare: bool = False
+    """Evaluate every --model with the same settings and print them side by side."""
+    steps: Optional[int] = None
+    """Optimiser steps of each probe (default: the protocol's PROBE_STEPS); recorded in settings."""
+    resolution: Optional[int] = None
+    """Longer image side of the evaluation (default: the protocol's EVAL_RESOLUTION); recorded in settings."""
+    device: str = "auto"
+    """Where the models and probes run: auto (CUDA when available), cpu or cuda."""
+
+    @property
+    def models(self) -> List[str]:
+        return flat_values(self.model) or ["toy-vit"]
+
+    @property
+    def scene_paths(self) -> List[Path]:
+        return [Path(p) for p in flat_values(self.data)]
+
+    def inputs(self) -> list[Input]:
+        return [
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".json",), required=True),
+            Input("--device", Kind.CHOICE, self.device, choices=("auto", "cpu", "cuda")),
+            Input("--model", Kind.SAFETENSORS, self.models, check=check_feature_models),
+            Input("--data", Kind.DATASET, self.scene_paths, check=feature_lift_data, required=True),
+        ]
+
+    def main(self) -> None:
+        import dataclasses
+
+        import torch
+
+        from studio.eval import feature_lift as fl
+        from studio.features import load_feature_model
+        from studio.io.atomic import atomic_write_text
+
+        models = self.models
+        if len(models) != 1 and not self.compare:
+            raise StudioInputError(f"--model: {len(models)} models given; pass one, or several with --compare.")
+        if len(set(models)) != len(models):
+            raise StudioInputError(f"--model: {', '.join(models)} names a model twice; pass each once.")
+        if (self.steps is not None and self.steps < 1) or (
+            self.resolution is not None and not 16 <= self.resolution <= 2048
+        ):
+            raise StudioInputError(
+                f"--steps {self.steps} / --resolution {self.resolution}: need >= 1 step and 16..2048 pixels."
+            )
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise StudioInputError("--device cuda was asked for but torch sees no CUDA device.")
+        scenes = fl.find_scenes(self.scene_paths)
+        try:
+            for scene in scenes:
+                fl.check_scene_aovs(scene)
+        except StudioInputError as err:
+            raise StudioInputError(f"--data: {err}") from None
+        settings = fl.ProbeSettings()
+        if self.steps is not None:
+            settings = dataclasses.replace(settings, steps=self.steps)
+        if self.resolution is not None:
+            settings = dataclasses.replace(settings, resolution=self.resolution)
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+        results = {}
+        for spec in models:
+            model = load_feature_model(feature_model_spec(spec), device=device)
+            print(f"{spec}: {model.name} (dim {model.dim}, patch {model.patch_size}, {model.image_size} px)")
+            results[spec] = fl.evaluate_feature_lift(
+                model, scenes, settings, device=device, progress=lambda msg: print(f"  {msg}", flush=True)
+            )
+            del model
+        metrics = {"models": results} if self.compare else results[models[0]]
+        atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
+        names = ", ".join(p.name for p in scenes[:3]) + (" ..." if len(scenes) > 3 else "")
+        print_comparison(results, f"feature-lift on {len(scenes)} scene(s) ({names})")
+        print(f"Wrote {self.output}")
+
+
+COMMANDS = {
+    "prd": Prd,
+    "image-to-3d": ImageTo3D,
+    "text-to-3d": TextTo3D,
+    "attributes": Attributes,
+    "feature-lift": FeatureLift,
+}
