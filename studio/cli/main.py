@@ -20,7 +20,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "export": (
         "studio.cli.export",
         "COMMANDS",
-        "export a result: gaussians (3DGS .ply), mesh (.glb/.obj/.ply) or pbr (textured .glb + env .exr)",
+        "export a result: gaussians (3DGS .ply), mesh (.glb/.obj/.ply), pbr (textured .glb + env .exr) or features (a splat-distill student as .safetensors)",
     ),
     "view": ("studio.cli.view", "View", "open a result (Gaussian .ply, mesh, or config.yml) in the viser viewer"),
     "render": ("studio.cli.render", "Render", "render a turntable video (.mp4) or an image sheet (.png) of a result"),
@@ -34,6 +34,11 @@ VERBS: dict[str, tuple[str, str, str]] = {
         "COMMANDS",
         "evaluate: prd (NVS, albedo, roughness, normals, relighting), image-to-3d (reconstruct from one view, score the "
         "others), text-to-3d (generate per caption, score turntable views), attributes (the ToyWorld attribute classifier's held-out accuracy)",
+    ),
+    "features": (
+        "studio.cli.features",
+        "COMMANDS",
+        "embedded 2D feature model: train toy-vit (DINO self-distillation on ToyWorld)",
     ),
     "prior": (
         "studio.cli.prior",
