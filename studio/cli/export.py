@@ -1,4 +1,4 @@
-"""``studio export gaussians|mesh|pbr``: write a result as a standard 3DGS .ply, a mesh, or a PBR asset."""
+"""``studio export gaussians|mesh|pbr|features``: write a result as a standard 3DGS .ply, a mesh, a PBR asset, or a 2D feature model."""
 
 from __future__ import annotations
 
@@ -189,4 +189,38 @@ class ExportPBR:
         print(f"Wrote {info['env_output']} ({info['env_bytes']:,} bytes): {w}x{h} equirect environment light (linear).")
 
 
-COMMANDS = {"gaussians": ExportGaussians, "mesh": ExportMesh, "pbr": ExportPBR}
+@dataclass
+class ExportFeatures:
+    """Export the 2D feature model a splat-distill run trained (the student) as a plain .safetensors
+    feature model, usable by `studio eval feature-lift --model` and `studio.features.load_feature_model`."""
+
+    load_config: Path
+    """Nerfstudio ``config.yml`` of a splat-distill run."""
+    output: Path
+    """Output .safetensors file."""
+    which: Literal["student", "teacher"] = "student"
+    """The student (default) or its EMA teacher."""
+
+    def inputs(self) -> list[Input]:
+        return [
+            Input("--load-config", Kind.CONFIG, self.load_config, required=True),
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".safetensors",), required=True),
+        ]
+
+    def main(self) -> None:
+        from studio.features.registry import save_feature_model
+        from studio.models.runs import load_run
+
+        run = load_run(self.load_config, device="cpu")
+        if not hasattr(run.model, "plain_model"):
+            raise StudioInputError(
+                f"--load-config {self.load_config} is a {run.config.method_name} run; only splat-distill runs train a feature model."
+            )
+        model = run.model.plain_model(self.which)
+        record = {"method": run.config.method_name, "which": self.which, "step": run.step}
+        record["initial_model"] = run.config.pipeline.model.teacher
+        save_feature_model(model, self.output, record)
+        print(f"Wrote {self.output}: {self.which} of {self.load_config} (step {run.step}), {model.dim}-D features.")
+
+
+COMMANDS = {"gaussians": ExportGaussians, "mesh": ExportMesh, "pbr": ExportPBR, "features": ExportFeatures}

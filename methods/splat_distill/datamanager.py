@@ -1,0 +1,308 @@
+"""Scene-set data manager of ``splat-distill``: context pairs and target views from many scenes.
+
+``--data DIR`` is one NeRF-synthetic scene folder or a folder of them (``studio scenes make``
+writes these). Every scene's train split is read once, composited over white and resized to
+``resolution`` (the Gaussian predictor's input size). A training step draws ``scenes_per_batch``
+scenes and, in each, two context views ``i, j`` whose viewing directions (from the scene centre)
+differ by ``context_angle_deg`` and ``targets_per_scene`` target views lying between them (both
+angles to the context views at most the context angle; MVSplat's interpolation setting), else the
+views nearest to their midpoint.
+
+Batches (``next_train`` returns ``(batch, batch)``; the model reads the first) are float32 tensors
+on the device: ``context_images`` [B,2,3,H,W] in [0,1], ``context_alpha`` [B,2,1,H,W] coverage, ``context_viewmats`` [B,2,4,4] world-to-
+camera (OpenCV), ``context_Ks`` [B,2,3,3] (pixels, centres at +0.5), ``target_images``
+[B,T,3,H,W], ``target_alpha``, ``target_viewmats``, ``target_Ks``, ``near``/``far`` [B] (world units) and
+``scene`` [B] (int64 index into ``scenes``); with ``fit_views`` F > 0 also ``fit_images`` [B,F,3,H,W],
+``fit_alpha``, ``fit_viewmats``, ``fit_Ks``.
+
+``near``/``far`` bound the scene's sphere (``meta.json`` ``bounds`` when present, else the sphere
+the field of view frames at the cameras' mean distance) in every view.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
+from nerfstudio.data.datamanagers.random_cameras_datamanager import TrivialDataset
+from torch import Tensor
+
+from studio.cameras.convert import opengl_c2w_to_viewmat
+from studio.data.nerf_synthetic import read_nerf_synthetic
+from studio.io.errors import StudioInputError
+from studio.io.inputs import Input, Kind
+
+
+def _is_scene(path: Path) -> bool:
+    return (path / "transforms_train.json").is_file()
+
+
+def scene_folders(data: Path) -> List[Path]:
+    """``data`` itself when it is a NeRF-synthetic scene (``transforms_train.json``), else its
+    sub-folders that are (sorted); raises one StudioInputError line when there are none."""
+    data = Path(data)
+    if not data.is_dir():
+        raise StudioInputError(f"--data {data} is not a folder of scenes (or a scene folder).")
+    if _is_scene(data):
+        return [data]
+    found = sorted(p for p in data.iterdir() if p.is_dir() and _is_scene(p))
+    if not found:
+        raise StudioInputError(
+            f"--data {data} holds no NeRF-synthetic scene (a folder with transforms_train.json), e.g. from `studio scenes make`."
+        )
+    return found
+
+
+def check_scene_set(data: Path) -> None:
+    """Validation of ``--data``: every scene's train split (frames, poses, image sizes) reads."""
+    for scene in scene_folders(data):
+        read_nerf_synthetic(scene, "train")
+
+
+@dataclass
+class SceneViews:
+    """One scene's train split at the training resolution (CPU tensors, V views)."""
+
+    images: Tensor  # [V,3,H,W] float32 in [0,1], over white
+    alpha: Tensor  # [V,1,H,W] float32 coverage (1 where no alpha channel)
+    viewmats: Tensor  # [V,4,4] world-to-camera (OpenCV)
+    Ks: Tensor  # [V,3,3]
+    directions: Tensor  # [V,3] unit vectors from the scene centre to the cameras
+    near: float
+    far: float
+
+
+def _bounds(root: Path, centres: np.ndarray, fov_x: float) -> Tuple[np.ndarray, float]:
+    """(centre [3], radius) of the scene sphere: meta.json's ``bounds``, else the sphere the field of
+    view frames at the mean camera distance from the cameras' centroid of look-at (origin)."""
+    meta_path = root / "meta.json"
+    if meta_path.is_file():
+        try:
+            b = json.loads(meta_path.read_text(encoding="utf-8"))["bounds"]
+            return np.asarray(b["center"], dtype=np.float64), float(b["radius"])
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+            pass
+    dist = float(np.linalg.norm(centres, axis=1).mean())
+    return np.zeros(3), dist * math.sin(0.5 * fov_x)
+
+
+def load_scene_views(root: Path, resolution: int) -> SceneViews:
+    """Read ``root``'s train split at ``resolution`` x ``resolution`` (square images only)."""
+    from studio.eval.inverse import over_white, read_image
+
+    frames = read_nerf_synthetic(root, "train")
+    if frames.width != frames.height:
+        raise StudioInputError(f"{root}: splat-distill needs square images, got {frames.width}x{frames.height}.")
+    rgba = [read_image(p) for p in frames.image_paths]
+    size = (resolution, resolution)
+
+    def resized(arrays: List[np.ndarray]) -> Tensor:
+        x = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in arrays]).float()
+        return F.interpolate(x, size=size, mode="bilinear", antialias=True).clamp(0, 1).contiguous()
+
+    images = resized([over_white(a) for a in rgba])
+    alpha = resized([a[..., 3:4] if a.shape[-1] == 4 else np.ones_like(a[..., :1]) for a in rgba])
+    s = resolution / frames.width
+    K = torch.tensor([[frames.fx * s, 0.0, frames.cx * s], [0.0, frames.fy * s, frames.cy * s], [0.0, 0.0, 1.0]])
+    c2w = torch.from_numpy(frames.camera_to_worlds).double()
+    centres = c2w[:, :3, 3].numpy()
+    fov_x = 2.0 * math.atan(0.5 * frames.width / frames.fx)
+    centre, radius = _bounds(root, centres, fov_x)
+    rel = centres - centre
+    dist = np.linalg.norm(rel, axis=1)
+    return SceneViews(
+        images=images,
+        alpha=alpha,
+        viewmats=opengl_c2w_to_viewmat(c2w).float(),
+        Ks=K.expand(len(frames.image_paths), 3, 3).clone(),
+        directions=torch.from_numpy(rel / dist[:, None]).float(),
+        near=float(max(1e-3, dist.min() - radius)),
+        far=float(dist.max() + radius),
+    )
+
+
+def view_angles(directions: Tensor) -> Tensor:
+    """[V,V] angles (degrees) between the views' directions [V,3]."""
+    return torch.rad2deg(torch.arccos((directions @ directions.T).clamp(-1, 1)))
+
+
+def choose_context(directions: Tensor, angle_range: Tuple[float, float], gen: torch.Generator) -> Tuple[int, int]:
+    """Context views ``(i, j)`` whose angle is in ``angle_range`` (degrees; the pair closest to the
+    range's middle when none is)."""
+    angles = view_angles(directions)
+    i = int(torch.randint(len(directions), (1,), generator=gen))
+    lo, hi = angle_range
+    ok = torch.nonzero((angles[i] >= lo) & (angles[i] <= hi)).flatten()
+    if len(ok) == 0:
+        ok = torch.argsort((angles[i] - 0.5 * (lo + hi)).abs())[1:2]
+    return i, int(ok[torch.randint(len(ok), (1,), generator=gen)])
+
+
+def views_between(directions: Tensor, i: int, j: int, minimum: int = 1) -> Tensor:
+    """Views other than ``i, j`` within the context angle of both (at least ``minimum``: else the
+    ones nearest to the pair), ordered by the sum of their angles to ``i`` and ``j``."""
+    angles = view_angles(directions)
+    order = torch.argsort(angles[i] + angles[j])
+    order = order[(order != i) & (order != j)]
+    inside = (angles[i, order] <= angles[i, j]) & (angles[j, order] <= angles[i, j])
+    return order[: max(int(inside.sum()), minimum)]
+
+
+@dataclass
+class SceneSetDataManagerConfig(DataManagerConfig):
+    """Scenes of ``--data`` for splat-distill (see module docstring)."""
+
+    _target: Type = field(default_factory=lambda: SceneSetDataManager)
+    data: Path = Path()
+    """A NeRF-synthetic scene folder or a folder of them (train splits are used)."""
+    resolution: int = 64
+    """Side (pixels) of the square views fed to the Gaussian predictor."""
+    scenes_per_batch: int = 2
+    targets_per_scene: int = 1
+    context_angle_deg: Tuple[float, float] = (25.0, 60.0)
+    """Range of the angle between the two context views' directions (the predictor's training arcs
+    spanned 30-70 degrees)."""
+    max_scenes: int = 0
+    """Use at most this many scenes (0: all)."""
+    fixed_context: bool = False
+    """One context pair per scene for the whole run (drawn once per scene); the FiT3D-style baseline
+    needs it, its per-scene feature Gaussians belong to one pair."""
+    fit_views: int = 0
+    """Also return up to this many views between the context views of each scene (``fit_*``: the views
+    the FiT3D-style baseline optimises its per-scene features on); 0: none."""
+    seed: int = 0
+
+    def inputs(self) -> List[Input]:
+        return [Input("--data", Kind.DATASET, self.data, check=check_scene_set, required=True)]
+
+
+class SceneSetDataManager(DataManager):
+    """See module docstring."""
+
+    config: SceneSetDataManagerConfig
+
+    def __init__(
+        self,
+        config: SceneSetDataManagerConfig,
+        device: Union[torch.device, str] = "cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        **kwargs,
+    ):
+        from rich.progress import track
+
+        self.config = config
+        self.device = device
+        self.test_mode = test_mode
+        self.world_size, self.local_rank = world_size, local_rank
+        folders = scene_folders(config.data)
+        if config.max_scenes > 0:
+            folders = folders[: config.max_scenes]
+        self.scenes: List[SceneViews] = [
+            load_scene_views(p, config.resolution) for p in track(folders, description="Loading scenes", transient=True)
+        ]
+        self.scene_paths = folders
+        self.generator = torch.Generator().manual_seed(int(config.seed) + 7919 * local_rank)
+        self.train_dataset = self.eval_dataset = TrivialDataset(self.viewer_cameras(0))
+        self.train_dataset.metadata = {}
+        super().__init__()
+
+    def viewer_cameras(self, index: int) -> Cameras:
+        """Nerfstudio cameras of scene ``index``'s train views (what the viewer shows)."""
+        from studio.cameras.convert import viewmat_to_opengl_c2w
+
+        sc, r = self.scenes[index], self.config.resolution
+        K = sc.Ks[0]
+        return Cameras(
+            camera_to_worlds=viewmat_to_opengl_c2w(sc.viewmats)[:, :3, :4],
+            fx=float(K[0, 0]),
+            fy=float(K[1, 1]),
+            cx=float(K[0, 2]),
+            cy=float(K[1, 2]),
+            width=r,
+            height=r,
+        )
+
+    def batch(self, scene_ids: List[int], gen: torch.Generator) -> Dict[str, Tensor]:
+        """A batch (module docstring) of the scenes ``scene_ids``."""
+        cfg, parts = self.config, {k: [] for k in ("ci", "ca", "cv", "ck", "ti", "ta", "tv", "tk", "near", "far")}
+        fit: Dict[str, list] = {"fit_images": [], "fit_alpha": [], "fit_viewmats": [], "fit_Ks": []}
+        for s in scene_ids:
+            sc = self.scenes[s]
+            if cfg.fixed_context:
+                i, j = choose_context(sc.directions, cfg.context_angle_deg, torch.Generator().manual_seed(cfg.seed + s))
+            else:
+                i, j = choose_context(sc.directions, cfg.context_angle_deg, gen)
+            between = views_between(sc.directions, i, j, cfg.targets_per_scene)
+            t = between[torch.randperm(len(between), generator=gen)[: cfg.targets_per_scene]].tolist()
+            if cfg.fit_views > 0:
+                f = [i, j] + between[: max(cfg.fit_views - 2, 0)].tolist()
+                f += [f[-1]] * (cfg.fit_views - len(f))  # a fixed count per scene (repeats the last view)
+                for key, src in zip(fit, (sc.images, sc.alpha, sc.viewmats, sc.Ks)):
+                    fit[key].append(src[f])
+            parts["ci"].append(sc.images[[i, j]])
+            parts["ca"].append(sc.alpha[[i, j]])
+            parts["ta"].append(sc.alpha[t])
+            parts["cv"].append(sc.viewmats[[i, j]])
+            parts["ck"].append(sc.Ks[[i, j]])
+            parts["ti"].append(sc.images[t])
+            parts["tv"].append(sc.viewmats[t])
+            parts["tk"].append(sc.Ks[t])
+            parts["near"].append(sc.near)
+            parts["far"].append(sc.far)
+        out = {
+            "context_images": torch.stack(parts["ci"]),
+            "context_alpha": torch.stack(parts["ca"]),
+            "context_viewmats": torch.stack(parts["cv"]),
+            "context_Ks": torch.stack(parts["ck"]),
+            "target_images": torch.stack(parts["ti"]),
+            "target_alpha": torch.stack(parts["ta"]),
+            "target_viewmats": torch.stack(parts["tv"]),
+            "target_Ks": torch.stack(parts["tk"]),
+            "near": torch.tensor(parts["near"]),
+            "far": torch.tensor(parts["far"]),
+            "scene": torch.tensor(scene_ids, dtype=torch.long),
+        }
+        out.update({k: torch.stack(v) for k, v in fit.items() if v})
+        return {k: v.to(self.device) for k, v in out.items()}
+
+    def next_train(self, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        self.train_count += 1
+        n = len(self.scenes)
+        ids = torch.randint(n, (self.config.scenes_per_batch,), generator=self.generator).tolist()
+        batch = self.batch(ids, self.generator)
+        return batch, batch
+
+    def next_eval(self, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        """A fixed batch per step number (scenes and views from a generator seeded by ``step``)."""
+        self.eval_count += 1
+        gen = torch.Generator().manual_seed(int(step))
+        ids = torch.randint(len(self.scenes), (self.config.scenes_per_batch,), generator=gen).tolist()
+        batch = self.batch(ids, gen)
+        return batch, batch
+
+    def next_eval_image(self, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        gen = torch.Generator().manual_seed(int(step))
+        batch = self.batch([int(torch.randint(len(self.scenes), (1,), generator=gen))], gen)
+        return batch, batch
+
+    def get_train_rays_per_batch(self) -> int:
+        return self.config.resolution**2 * self.config.scenes_per_batch * self.config.targets_per_scene
+
+    def get_eval_rays_per_batch(self) -> int:
+        return self.get_train_rays_per_batch()
+
+    def get_param_groups(self) -> Dict:
+        return {}
+
+    def get_datapath(self) -> Optional[Path]:
+        return self.config.data
