@@ -5,8 +5,11 @@
 config.yml imports Nerfstudio) never delays the page. Gaussians are rendered per client by
 ``ClientRenderLoop`` threads and shown as the scene background; meshes are sent to the browser
 as glTF and drawn by viser itself. A ``prd`` run's config.yml is rendered by
-``studio.viewer.prd_renderer`` (a channel dropdown and environment-map controls). New clients get
-a camera that frames the scene. The server runs in the foreground until Ctrl-C.
+``studio.viewer.prd_renderer`` (a channel dropdown and environment-map controls). A ``splat-distill``
+run's config.yml shows one scene of the run's data as its model lifts it (``studio.viewer.feature_renderer``:
+the predicted pixel-aligned Gaussians with the teacher's features in PCA colours, or their rgb, and a
+scene and context-pair choice). New clients get a camera that frames the scene. The server runs in
+the foreground until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -48,26 +51,11 @@ def run_viewer(
         print(f"studio view: http://{host}:{server.get_port()} (Ctrl-C to stop)", flush=True)
         server.scene.set_up_direction(tuple(up))
         status = server.gui.add_markdown(f"**{path.name}**: loading ...")
-
-        import trimesh
-
-        from studio.export.scene import load_scene
-        from studio.render.turntable import scene_bounds
-
-        scene = load_scene(path)
-        center, radius = scene_bounds(scene)
-        server.on_client_connect(lambda client: _frame_scene(client, center, radius, up))
-        if isinstance(scene, trimesh.Trimesh):
-            status.content = f"**{path.name}**: mesh, {len(scene.vertices):,} vertices, {len(scene.faces):,} faces"
-            server.scene.add_mesh_trimesh("/mesh", scene)
-            stop_rendering = _nothing_to_stop
-        elif _is_prd_run(path):
-            status.content = f"**{path.name}**: prd run, {len(scene):,} Gaussians, loading the model ..."
-            stop_rendering = _serve_prd(server, path, max_resolution, backend)
-            status.content = f"**{path.name}**: prd run, {len(scene):,} Gaussians, SH degree {scene.sh_degree}"
+        if _is_splat_distill_run(path):
+            status.content = f"**{path.name}**: splat-distill run, loading the model and its scenes ..."
+            stop_rendering = _serve_splat_distill(server, path, max_resolution, up, status)
         else:
-            status.content = f"**{path.name}**: {len(scene):,} Gaussians, SH degree {scene.sh_degree}"
-            stop_rendering = _serve_gaussians(server, scene, max_resolution, backend)
+            stop_rendering = _serve_scene(server, path, max_resolution, up, backend, status)
         print("studio view: scene loaded.", flush=True)
         try:
             while True:
@@ -76,6 +64,32 @@ def run_viewer(
             stop_rendering()
     finally:
         server.stop()
+
+
+def _serve_scene(
+    server: "viser.ViserServer", path: Path, max_resolution: int, up: Sequence[float], backend: str, status
+):
+    """A Gaussian PLY, a mesh or a Gaussian run's config.yml (a prd run with its channels); returns
+    a function that stops the render loops."""
+    import trimesh
+
+    from studio.export.scene import load_scene
+    from studio.render.turntable import scene_bounds
+
+    scene = load_scene(path)
+    center, radius = scene_bounds(scene)
+    server.on_client_connect(lambda client: _frame_scene(client, center, radius, up))
+    if isinstance(scene, trimesh.Trimesh):
+        status.content = f"**{path.name}**: mesh, {len(scene.vertices):,} vertices, {len(scene.faces):,} faces"
+        server.scene.add_mesh_trimesh("/mesh", scene)
+        return _nothing_to_stop
+    if _is_prd_run(path):
+        status.content = f"**{path.name}**: prd run, {len(scene):,} Gaussians, loading the model ..."
+        stop_rendering = _serve_prd(server, path, max_resolution, backend)
+        status.content = f"**{path.name}**: prd run, {len(scene):,} Gaussians, SH degree {scene.sh_degree}"
+        return stop_rendering
+    status.content = f"**{path.name}**: {len(scene):,} Gaussians, SH degree {scene.sh_degree}"
+    return _serve_gaussians(server, scene, max_resolution, backend)
 
 
 def _serve_gaussians(server: "viser.ViserServer", gaussians: "Gaussians", max_resolution: int, backend: str):
@@ -153,17 +167,77 @@ def _serve_prd(server: "viser.ViserServer", path: Path, max_resolution: int, bac
     return stop_all
 
 
+def _is_splat_distill_run(path: Path) -> bool:
+    """Whether ``path`` is the config.yml of a ``splat-distill`` run (method_name, read by the restricted loader)."""
+    from studio.viewer.feature_renderer import is_splat_distill_config
+
+    return is_splat_distill_config(path)
+
+
+def _serve_splat_distill(server: "viser.ViserServer", path: Path, max_resolution: int, up: Sequence[float], status):
+    """A splat-distill run: the lifted Gaussians of one scene of its data (``studio.viewer.feature_renderer``).
+
+    Controls: the render mode ("features (PCA)" first, the default, or "rgb"), the scene (a dropdown of
+    the data manager's scenes) and the context pair (a seed; each value draws another pair of context
+    views of the scene). New clients are framed on the first scene. Returns a function that stops the
+    render loops.
+    """
+    from studio.viewer.feature_renderer import FEATURE_MODES, FeatureRenderer
+
+    renderer = FeatureRenderer.from_config(path)
+    center, radius = renderer.bounds()
+    server.on_client_connect(lambda client: _frame_scene(client, center, radius, up))
+    stop_all, refresh_all = _serve_renderer(server, renderer, FEATURE_MODES, max_resolution)
+    names = renderer.scene_names()
+    scene = server.gui.add_dropdown(
+        "Scene", tuple(names), initial_value=names[renderer.scene_index], hint="Scene of the run's data to lift."
+    )
+    seed = server.gui.add_number(
+        "Context pair",
+        initial_value=renderer.context_seed,
+        min=0,
+        step=1,
+        hint="Seed of the two context views drawn from the scene (as the run's eval images are).",
+    )
+
+    def describe() -> None:
+        status.content = (
+            f"**{path.name}**: splat-distill run, scene {names[renderer.scene_index]} (context pair "
+            f"{renderer.context_seed}), {renderer.num_gaussians:,} Gaussians (PCA of their lifted features)"
+        )
+
+    def apply() -> None:
+        try:
+            renderer.set_scene(names.index(scene.value), int(seed.value))
+        except Exception as err:  # noqa: BLE001 - keep showing the previous scene, say why
+            status.content = f"**{path.name}**: cannot lift {scene.value} (context pair {seed.value}): {err}"
+            return
+        describe()
+        refresh_all()
+
+    @scene.on_update
+    def _(_) -> None:
+        apply()
+
+    @seed.on_update
+    def _(_) -> None:
+        apply()
+
+    describe()
+    return stop_all
+
+
 def _serve_renderer(server: "viser.ViserServer", renderer, modes, max_resolution: int, mode_label: str = "Render mode"):
     """Mode and resolution controls plus one render loop per client for ``renderer``.
 
-    The loops take turns on the renderer (``FairLock``). The "Render" readout is shared by all
-    clients, and each change is sent to every client: it shows a full-size render at once and a
-    preview at most every ``READOUT_PERIOD_S``, so that 20 moving clients do not send 20 x 20
-    readout messages per render round. Returns (stop and join all loops, refresh all loops).
+    The first of ``modes`` is the initial one. The loops take turns on the renderer (``FairLock``).
+    The "Render" readout is shared by all clients, and each change is sent to every client: it
+    shows a full-size render at once and a preview at most every ``READOUT_PERIOD_S``, so that 20
+    moving clients do not send 20 x 20 readout messages per render round. Returns (stop and join all loops, refresh all loops).
     """
     from studio.viewer.gaussian_renderer import ClientRenderLoop, FairLock, RenderStats, ViewSettings
 
-    settings = ViewSettings(max_resolution=max_resolution)
+    settings = ViewSettings(mode=modes[0], max_resolution=max_resolution)
     loops: dict[int, ClientRenderLoop] = {}
     turns = FairLock()
     readout_shown = -math.inf  # time.monotonic() of the last readout change
