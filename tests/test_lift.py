@@ -74,6 +74,8 @@ def test_pixel_order_and_unprojection():
         assert uv[0] == pytest.approx(x + 0.5, abs=1e-4) and uv[1] == pytest.approx(y + 0.5, abs=1e-4)
     assert torch.equal(g.per_view(g.colors)[1, 1, 2, 3], colors[1, 1, :, 2, 3])
     assert torch.allclose(g.quats.norm(dim=-1), torch.ones(B, N), atol=1e-5)
+    one = g.views([1]).validate()  # view 1's Gaussians alone keep their pixel order
+    assert one.n_views == 1 and torch.equal(one.means, g.means[:, H * W :]) and torch.equal(one.depth, depth[:, 1:])
 
 
 def test_quaternion_helpers():

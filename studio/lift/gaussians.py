@@ -100,6 +100,18 @@ class PixelGaussians:
         """Apply ``fn`` to every tensor (e.g. ``lambda t: t.detach()`` or ``.to(device)``)."""
         return PixelGaussians(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
+    def views(self, index: list[int]) -> "PixelGaussians":
+        """The Gaussians of the context views ``index`` only (pixel order kept, ``V = len(index)``)."""
+        per = lambda t: self.per_view(t)[:, index].flatten(1, 3)  # noqa: E731
+        return PixelGaussians(
+            means=per(self.means),
+            quats=per(self.quats),
+            scales=per(self.scales),
+            opacities=per(self.opacities),
+            colors=per(self.colors),
+            depth=self.depth[:, index],
+        )
+
     def item(self, b: int) -> dict[str, Tensor]:
         """Batch item ``b`` as flat rasterizer inputs (means [N,3], quats, scales, opacities, colors)."""
         return {
