@@ -25,17 +25,18 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+from typing import Dict, List, Optional, Tuple, Type
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
+from nerfstudio.data.datamanagers.base_datamanager import DataManagerConfig
 from nerfstudio.data.datamanagers.random_cameras_datamanager import TrivialDataset
 from torch import Tensor
 
 from studio.cameras.convert import opengl_c2w_to_viewmat
+from studio.data.base import StudioDataManager
 from studio.data.nerf_synthetic import read_nerf_synthetic
 from studio.io.errors import StudioInputError
 from studio.io.inputs import Input, Kind
@@ -184,26 +185,15 @@ class SceneSetDataManagerConfig(DataManagerConfig):
         return [Input("--data", Kind.DATASET, self.data, check=check_scene_set, required=True)]
 
 
-class SceneSetDataManager(DataManager):
+class SceneSetDataManager(StudioDataManager):
     """See module docstring."""
 
     config: SceneSetDataManagerConfig
 
-    def __init__(
-        self,
-        config: SceneSetDataManagerConfig,
-        device: Union[torch.device, str] = "cpu",
-        test_mode: Literal["test", "val", "inference"] = "val",
-        world_size: int = 1,
-        local_rank: int = 0,
-        **kwargs,
-    ):
+    def setup_data(self) -> None:
         from rich.progress import track
 
-        self.config = config
-        self.device = device
-        self.test_mode = test_mode
-        self.world_size, self.local_rank = world_size, local_rank
+        config = self.config
         folders = scene_folders(config.data)
         if config.max_scenes > 0:
             folders = folders[: config.max_scenes]
@@ -211,10 +201,9 @@ class SceneSetDataManager(DataManager):
             load_scene_views(p, config.resolution) for p in track(folders, description="Loading scenes", transient=True)
         ]
         self.scene_paths = folders
-        self.generator = torch.Generator().manual_seed(int(config.seed) + 7919 * local_rank)
+        self.generator = torch.Generator().manual_seed(int(config.seed) + 7919 * self.local_rank)
         self.train_dataset = self.eval_dataset = TrivialDataset(self.viewer_cameras(0))
         self.train_dataset.metadata = {}
-        super().__init__()
 
     def viewer_cameras(self, index: int) -> Cameras:
         """Nerfstudio cameras of scene ``index``'s train views (what the viewer shows)."""

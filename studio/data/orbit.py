@@ -9,14 +9,15 @@ Used by ``sds`` and the image-to-3D methods (which add their reference view on t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Optional, Tuple, Type, Union
+from typing import Dict, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
+from nerfstudio.data.datamanagers.base_datamanager import DataManagerConfig
 from nerfstudio.data.datamanagers.random_cameras_datamanager import TrivialDataset
 
 from studio.cameras.sampling import OrbitSampler, OrbitViews, orbit_cameras
+from studio.data.base import StudioDataManager
 
 
 @dataclass
@@ -47,24 +48,13 @@ def views_batch(views: OrbitViews) -> Dict[str, torch.Tensor]:
     return {"elevation": views.elevation, "azimuth": views.azimuth, "distance": views.distance, "fov": views.fov}
 
 
-class OrbitDataManager(DataManager):
+class OrbitDataManager(StudioDataManager):
     """See module docstring."""
 
     config: OrbitDataManagerConfig
 
-    def __init__(
-        self,
-        config: OrbitDataManagerConfig,
-        device: Union[torch.device, str] = "cpu",
-        test_mode: Literal["test", "val", "inference"] = "val",
-        world_size: int = 1,
-        local_rank: int = 0,
-        **kwargs,
-    ):
-        self.config = config
-        self.device = device
-        self.test_mode = test_mode
-        self.world_size, self.local_rank = world_size, local_rank
+    def setup_data(self) -> None:
+        config = self.config
         self.sampler = self.make_sampler()
         self.resolution = config.resolution
         self.views_per_batch = config.views_per_batch
@@ -76,7 +66,6 @@ class OrbitDataManager(DataManager):
         for dataset in (self.train_dataset, self.eval_dataset):
             dataset.metadata = {}  # nerfstudio's TrivialDataset leaves a dataclass Field here
         self.eval_index = 0
-        super().__init__()
 
     def make_sampler(self) -> OrbitSampler:
         return self.config.sampler()
