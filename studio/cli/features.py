@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from studio.cli.toydata_options import ToyDataOptions
 from studio.io import StudioInputError
 from studio.io.inputs import Input, Kind
 
 
 @dataclass
-class Train:
+class Train(ToyDataOptions):
     """Train the embedded feature model toy-vit by DINO on ToyWorld's training split (2-core CPU: ~1 h; a GPU: minutes)."""
 
     steps: int = 10000
@@ -29,18 +30,6 @@ class Train:
     """Seconds of training (0: no limit); the step count is cut to fit after 20 steps."""
     batch: int = 64
     """Images per step (each gives 2 global + 4 local crops)."""
-    data_seeds: int = 2000
-    """ToyWorld training seeds to render (held-out seeds are skipped)."""
-    data_views: int = 8
-    """Random views per seed."""
-    data_spp: int = 64
-    """Light samples per pixel of the training renders."""
-    data_aa: int = 16
-    """Primary rays per pixel of the training renders."""
-    workers: int = 2
-    """Processes that render the data."""
-    cache_dir: Optional[Path] = None
-    """Folder of the rendered data (default ~/.cache/distill-studio/priors-data)."""
     output: Optional[Path] = None
     """Weights file (.safetensors; default studio/features/weights/toy-vit.safetensors)."""
     device: str = "auto"
@@ -63,7 +52,7 @@ class Train:
 
         from studio.features.dino import DinoConfig, train_dino
         from studio.features.registry import EMBEDDED, save_feature_model
-        from studio.priors.toydata import DataConfig, load_or_make
+        from studio.priors.toydata import load_or_make
 
         if self.steps < 1 or self.batch < 2 or self.data_seeds < 1 or self.data_views < 1:
             raise StudioInputError("--steps, --data-seeds and --data-views must be >= 1 and --batch >= 2.")
@@ -73,7 +62,7 @@ class Train:
             torch.set_num_threads(self.threads)
         output = self.output or EMBEDDED["toy-vit"]
         console = Console()
-        dcfg = DataConfig(n_seeds=self.data_seeds, views=self.data_views, spp=self.data_spp, aa=self.data_aa)
+        dcfg = self.data_config()
         data = load_or_make(dcfg, self.cache_dir, workers=self.workers, log=console.log)
         cfg = DinoConfig(steps=self.steps, batch=self.batch, seed=self.seed, time_budget=self.time_budget)
         console.log(f"DINO on {data.images.shape[0] * data.images.shape[1]} ToyWorld views ({self.device})")

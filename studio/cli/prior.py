@@ -25,6 +25,7 @@ from typing import Literal, Optional, Tuple
 
 import tyro
 
+from studio.cli.toydata_options import ToyDataOptions
 from studio.io import StudioInputError
 from studio.io.headers import check_prompt
 from studio.io.inputs import Input, Kind
@@ -49,7 +50,7 @@ def write_png(image, path: Path, scale: int) -> None:
 
 
 @dataclass
-class Train:
+class Train(ToyDataOptions):
     """Train an embedded toy prior on ToyWorld's training split (2-core CPU, one thread: ~70 min with the defaults; a GPU: minutes)."""
 
     name: tyro.conf.Positional[str]
@@ -69,18 +70,6 @@ class Train:
     """Images per step."""
     lr: float = 5e-4
     """Peak learning rate (AdamW; 200-step warm-up, cosine decay to 10%); the committed toy-t2i used 1e-3."""
-    data_seeds: int = 2000
-    """ToyWorld training seeds to render (single objects; held-out seeds/captions are skipped)."""
-    data_views: int = 8
-    """Random views per seed (toy-nvs pairs two views of one seed)."""
-    data_spp: int = 64
-    """Light samples per pixel of the training renders."""
-    data_aa: int = 16
-    """Primary rays per pixel of the training renders (16 x 64: about half the Monte-Carlo noise of 4 x 16)."""
-    workers: int = 2
-    """Processes that render the data."""
-    cache_dir: Optional[Path] = None
-    """Folder of the rendered data (default ~/.cache/distill-studio/priors-data)."""
     output: Optional[Path] = None
     """Weights file (.safetensors; default studio/priors/weights/<name>.safetensors)."""
     preview: Optional[Path] = None
@@ -120,7 +109,7 @@ class Train:
 
         from studio.io.training_state import CheckpointMismatchError
         from studio.priors.toy import save_toy_prior
-        from studio.priors.toydata import DataConfig, load_or_make
+        from studio.priors.toydata import load_or_make
         from studio.priors.train import TrainConfig, default_output, resolve_device, train_prior
 
         output = self.output or default_output(self.name)
@@ -130,7 +119,7 @@ class Train:
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         console = Console()
-        dcfg = DataConfig(n_seeds=self.data_seeds, views=self.data_views, spp=self.data_spp, aa=self.data_aa)
+        dcfg = self.data_config()
         cols = (
             TextColumn("{task.description}"),
             BarColumn(),
