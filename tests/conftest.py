@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +22,45 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def studio_process(*args: str) -> Iterator[tuple[subprocess.Popen, list[str]]]:
+    """Run ``studio ARGS`` (``python -m studio.cli.main``) in a subprocess, stdout and stderr read by a thread.
+
+    Yields (process, output lines so far); on exit stops a process still running with Ctrl-C
+    (SIGINT), killing it after 15 s.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "studio.cli.main", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def read_output() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+
+    threading.Thread(target=read_output, daemon=True).start()
+    try:
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def cuda_home() -> str | None:

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -26,6 +25,7 @@ import psutil
 import pytest
 import torch
 import trimesh
+from conftest import free_port, studio_process
 
 from studio.cameras import look_at
 from studio.export import save_gaussians_ply
@@ -66,38 +66,9 @@ def mesh_glb(tmp_path_factory) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
 def _viewer(path: Path, port: int, *extra: str):
     """Run ``studio view`` in a subprocess; yields (process, stdout lines so far); stops it with Ctrl-C."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "studio.cli.main", "view", str(path), "--port", str(port), "--backend", BACKEND, *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-
-    def read_output() -> None:
-        for line in proc.stdout:
-            lines.append(line)
-
-    threading.Thread(target=read_output, daemon=True).start()
-    try:
-        yield proc, lines
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    return studio_process("view", str(path), "--port", str(port), "--backend", BACKEND, *extra)
 
 
 def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> int:
@@ -132,7 +103,7 @@ def _non_loopback_ipv4() -> str | None:
 @pytest.mark.parametrize("scene", ["gaussian_ply", "mesh_glb"])
 def test_view_serves_page_on_loopback_only(scene, request):
     path = request.getfixturevalue(scene)
-    port = _free_port()
+    port = free_port()
     start = time.monotonic()
     with _viewer(path, port) as (proc, lines):
         assert _wait_http(f"http://127.0.0.1:{port}/", proc, timeout=10.0) == 200
@@ -316,7 +287,7 @@ def _magenta_pixels(image: np.ndarray) -> int:
 def test_browser_shows_rendered_gaussians(gaussian_ply, tmp_path):
     import imageio.v3 as iio
 
-    port = _free_port()
+    port = free_port()
     with _viewer(gaussian_ply, port, "--max-resolution", "256") as (proc, lines), _chromium() as devtools:
         _wait_http(f"http://127.0.0.1:{port}/", proc, timeout=10.0)
         devtools.navigate(f"http://127.0.0.1:{port}/")

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from conftest import free_port, studio_process
 
 from studio.viewer.feature_renderer import FEATURE_MODES, FeatureRenderer, is_splat_distill_config
 
@@ -141,29 +140,10 @@ def test_scene_and_context_pair_choice(renderer):
     np.testing.assert_allclose(renderer.model.preview[0].means.numpy(), first.numpy())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_view_serves_a_splat_distill_run_on_loopback(sd_run):
     """``studio view CONFIG`` loads the run through the splat-distill path and listens on 127.0.0.1 only."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "studio.cli.main", "view", str(sd_run), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-
-    def read_output() -> None:
-        for line in proc.stdout:
-            lines.append(line)
-
-    threading.Thread(target=read_output, daemon=True).start()
-    try:
+    port = free_port()
+    with studio_process("view", str(sd_run), "--port", str(port)) as (proc, lines):
         deadline = time.monotonic() + 20.0
         while True:
             assert proc.poll() is None, "studio view exited early:\n" + "".join(lines)
@@ -185,7 +165,3 @@ def test_view_serves_a_splat_distill_run_on_loopback(sd_run):
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 130, "".join(lines)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

@@ -62,3 +62,25 @@ def initial_eye(center: np.ndarray, distance: float, up: Sequence[float], elevat
     side /= np.linalg.norm(side)
     el = math.radians(elevation_deg)
     return np.asarray(center, dtype=np.float64) + distance * (math.cos(el) * side + math.sin(el) * up)
+
+
+def nerfstudio_camera(c2w_opengl, K: np.ndarray, width: int, height: int):
+    """Nerfstudio ``Cameras`` (one perspective camera) of a camera-to-world [3,4] (OpenGL axes) and K [3,3].
+
+    ``c2w_opengl`` (array or tensor) is cast to float32; fx, fy, cx, cy are read from ``K``.
+    """
+    import torch
+    from nerfstudio.cameras.cameras import Cameras, CameraType
+
+    c2w = torch.as_tensor(c2w_opengl).to(torch.float32)[None]
+    K = np.asarray(K, dtype=np.float64)
+    return Cameras(
+        camera_to_worlds=c2w,
+        fx=float(K[0, 0]),
+        fy=float(K[1, 1]),
+        cx=float(K[0, 2]),
+        cy=float(K[1, 2]),
+        width=int(width),
+        height=int(height),
+        camera_type=CameraType.PERSPECTIVE,
+    )

@@ -113,22 +113,11 @@ class FeatureRenderer:
     # ---- rendering -----------------------------------------------------------------------------
     def camera(self, viewmat: np.ndarray, K: np.ndarray, width: int, height: int):
         """Nerfstudio ``Cameras`` (OpenGL axes) of a world-to-camera viewmat (OpenCV) and K."""
-        from nerfstudio.cameras.cameras import Cameras, CameraType
-
         from studio.cameras.convert import viewmat_to_opengl_c2w
+        from studio.viewer.camera import nerfstudio_camera
 
         c2w = viewmat_to_opengl_c2w(torch.as_tensor(np.asarray(viewmat), dtype=torch.float64))[:3, :4]
-        K = np.asarray(K, dtype=np.float64)
-        return Cameras(
-            camera_to_worlds=c2w.float()[None],
-            fx=float(K[0, 0]),
-            fy=float(K[1, 1]),
-            cx=float(K[0, 2]),
-            cy=float(K[1, 2]),
-            width=int(width),
-            height=int(height),
-            camera_type=CameraType.PERSPECTIVE,
-        )
+        return nerfstudio_camera(c2w, K, width, height)
 
     def render_outputs(self, viewmat: np.ndarray, K: np.ndarray, width: int, height: int) -> dict[str, torch.Tensor]:
         """``render_preview``'s outputs (``rgb``, ``features_pca`` [H,W,3], ``accumulation``, ``depth`` [H,W,1])."""

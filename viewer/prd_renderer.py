@@ -245,24 +245,13 @@ class PRDRenderer:
     # ---- rendering ---------------------------------------------------------------------------
     def camera(self, viewmat: np.ndarray, K: np.ndarray, width: int, height: int):
         """Nerfstudio ``Cameras`` (dataparser frame, OpenGL axes) of a world viewmat (OpenCV) and K."""
-        from nerfstudio.cameras.cameras import Cameras, CameraType
+        from studio.viewer.camera import nerfstudio_camera
 
         c2w = np.linalg.inv(np.asarray(viewmat, dtype=np.float64))
         A, b = self.rotation.numpy(), self.translation.numpy()
         rot = A @ c2w[:3, :3] @ np.diag([1.0, -1.0, -1.0])  # OpenCV -> OpenGL camera axes
         center = self.scale * (A @ c2w[:3, 3] + b)
-        c2w_gl = torch.tensor(np.concatenate([rot, center[:, None]], axis=1), dtype=torch.float32)[None]
-        K = np.asarray(K, dtype=np.float64)
-        return Cameras(
-            camera_to_worlds=c2w_gl,
-            fx=float(K[0, 0]),
-            fy=float(K[1, 1]),
-            cx=float(K[0, 2]),
-            cy=float(K[1, 2]),
-            width=int(width),
-            height=int(height),
-            camera_type=CameraType.PERSPECTIVE,
-        )
+        return nerfstudio_camera(np.concatenate([rot, center[:, None]], axis=1), K, width, height)
 
     def render_channels(self, viewmat: np.ndarray, K: np.ndarray, width: int, height: int) -> dict[str, np.ndarray]:
         """Every channel of ``PRD_CHANNELS`` as a display image, float32 [H,W,3] in [0,1]."""
