@@ -92,7 +92,7 @@ def tiny_run(tmp_path_factory) -> dict:
     predictor = save_predictor(GaussianPredictor(PredictorConfig()), root / "predictor.safetensors")
     cmd = [
         NS_TRAIN, "splat-distill", "--data", str(root / "scenes"), "--output-dir", str(root / "runs"),
-        "--vis", "tensorboard", "--preset", "tiny", "--max-num-iterations", "3", "--steps-per-save", "3",
+        "--vis", "tensorboard", "--preset", "tiny", "--max-num-iterations", "3", "--steps-per-save", "3", "--steps-per-eval-image", "2",
         "--pipeline.model.teacher", str(teacher), "--pipeline.model.predictor", str(predictor),
         "--pipeline.model.lora-rank", "2", "--pipeline.datamanager.resolution", "32",
     ]  # fmt: skip

@@ -21,7 +21,7 @@ splat_distill = method_specification(
     VanillaPipelineConfig(datamanager=SceneSetDataManagerConfig(), model=SplatDistillModelConfig()),
     {
         "student": {
-            "optimizer": AdamOptimizerConfig(lr=2e-5),
+            "optimizer": AdamOptimizerConfig(lr=1e-4),  # chosen on validation among 2e-5, 5e-5, 1e-4
             "scheduler": CosineDecaySchedulerConfig(warm_up_end=50, learning_rate_alpha=0.1, max_steps=2000),
         }
     },

@@ -279,10 +279,23 @@ class SceneSetDataManager(StudioDataManager):
         batch = self.batch(ids, gen)
         return batch, batch
 
-    def next_eval_image(self, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+    def next_eval_image(self, step: int) -> Tuple[Cameras, Dict[str, Tensor]]:
+        """One scene's batch (seeded by ``step``) and the Nerfstudio camera of its first target view."""
+        from studio.cameras.convert import viewmat_to_opengl_c2w
+
         gen = torch.Generator().manual_seed(int(step))
         batch = self.batch([int(torch.randint(len(self.scenes), (1,), generator=gen))], gen)
-        return batch, batch
+        K, r = batch["target_Ks"][0, 0], self.config.resolution
+        camera = Cameras(
+            camera_to_worlds=viewmat_to_opengl_c2w(batch["target_viewmats"][0, :1])[:, :3, :4],
+            fx=float(K[0, 0]),
+            fy=float(K[1, 1]),
+            cx=float(K[0, 2]),
+            cy=float(K[1, 2]),
+            width=r,
+            height=r,
+        )
+        return camera.to(self.device), batch
 
     def get_train_rays_per_batch(self) -> int:
         return self.config.resolution**2 * self.config.scenes_per_batch * self.config.targets_per_scene
