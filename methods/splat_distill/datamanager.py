@@ -63,9 +63,19 @@ def scene_folders(data: Path) -> List[Path]:
 
 
 def check_scene_set(data: Path) -> None:
-    """Validation of ``--data``: every scene's train split (frames, poses, image sizes) reads."""
+    """Validation of ``--data``: a NeRF-synthetic scene or a folder of them, every split of every
+    scene valid (frames, poses, image headers: ``studio.data.formats.validate_dataset``)."""
+    from studio.data.formats import validate_dataset
+
+    data = Path(data)
+    if (data / "transforms.json").is_file() or data.is_file():
+        validate_dataset(data)  # a broken Nerfstudio dataset gets its own message first
+        raise StudioInputError(
+            f"--data {data} is a Nerfstudio dataset; splat-distill reads NeRF-synthetic scene folders "
+            "(transforms_train.json), or a folder of them."
+        )
     for scene in scene_folders(data):
-        read_nerf_synthetic(scene, "train")
+        validate_dataset(scene)
 
 
 @dataclass
