@@ -167,6 +167,22 @@ def views_between(directions: Tensor, i: int, j: int, minimum: int = 1) -> Tenso
     return order[: max(int(inside.sum()), minimum)]
 
 
+def nerfstudio_cameras(viewmats: Tensor, K: Tensor, size: int) -> Cameras:
+    """Nerfstudio cameras (OpenGL camera-to-world) of viewmats [C,4,4] (OpenCV) sharing K [3,3],
+    ``size`` x ``size`` pixels."""
+    from studio.cameras.convert import viewmat_to_opengl_c2w
+
+    return Cameras(
+        camera_to_worlds=viewmat_to_opengl_c2w(viewmats)[:, :3, :4],
+        fx=float(K[0, 0]),
+        fy=float(K[1, 1]),
+        cx=float(K[0, 2]),
+        cy=float(K[1, 2]),
+        width=size,
+        height=size,
+    )
+
+
 @dataclass
 class SceneSetDataManagerConfig(DataManagerConfig):
     """Scenes of ``--data`` for splat-distill (see module docstring)."""
@@ -217,19 +233,8 @@ class SceneSetDataManager(StudioDataManager):
 
     def viewer_cameras(self, index: int) -> Cameras:
         """Nerfstudio cameras of scene ``index``'s train views (what the viewer shows)."""
-        from studio.cameras.convert import viewmat_to_opengl_c2w
-
-        sc, r = self.scenes[index], self.config.resolution
-        K = sc.Ks[0]
-        return Cameras(
-            camera_to_worlds=viewmat_to_opengl_c2w(sc.viewmats)[:, :3, :4],
-            fx=float(K[0, 0]),
-            fy=float(K[1, 1]),
-            cx=float(K[0, 2]),
-            cy=float(K[1, 2]),
-            width=r,
-            height=r,
-        )
+        sc = self.scenes[index]
+        return nerfstudio_cameras(sc.viewmats, sc.Ks[0], self.config.resolution)
 
     def batch(self, scene_ids: List[int], gen: torch.Generator) -> Dict[str, Tensor]:
         """A batch (module docstring) of the scenes ``scene_ids``."""
@@ -291,20 +296,9 @@ class SceneSetDataManager(StudioDataManager):
 
     def next_eval_image(self, step: int) -> Tuple[Cameras, Dict[str, Tensor]]:
         """One scene's batch (seeded by ``step``) and the Nerfstudio camera of its first target view."""
-        from studio.cameras.convert import viewmat_to_opengl_c2w
-
         gen = torch.Generator().manual_seed(int(step))
         batch = self.batch([int(torch.randint(len(self.scenes), (1,), generator=gen))], gen)
-        K, r = batch["target_Ks"][0, 0], self.config.resolution
-        camera = Cameras(
-            camera_to_worlds=viewmat_to_opengl_c2w(batch["target_viewmats"][0, :1])[:, :3, :4],
-            fx=float(K[0, 0]),
-            fy=float(K[1, 1]),
-            cx=float(K[0, 2]),
-            cy=float(K[1, 2]),
-            width=r,
-            height=r,
-        )
+        camera = nerfstudio_cameras(batch["target_viewmats"][0, :1], batch["target_Ks"][0, 0], self.config.resolution)
         return camera.to(self.device), batch
 
     def get_train_rays_per_batch(self) -> int:
