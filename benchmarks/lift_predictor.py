@@ -100,9 +100,9 @@ def main() -> None:
             pred = predict_and_render().permute(0, 3, 1, 2).clamp(0, 1)  # [T,3,H,W]
             rows["seconds"].append(time.perf_counter() - start)
             if features is not None:
-                rows_rt["roundtrip_cosine"].append(roundtrip(model, features, sc, ctx, near, far, args.resolution))
-                rows_rt["roundtrip_covered"].append(rows_rt["roundtrip_cosine"][-1][1])
-                rows_rt["roundtrip_cosine"][-1] = rows_rt["roundtrip_cosine"][-1][0]
+                cosine, covered = roundtrip(model, features, sc, ctx, near, far, args.resolution)
+                rows_rt["roundtrip_cosine"].append(cosine)
+                rows_rt["roundtrip_covered"].append(covered)
             true = sc.images[t]
             nearer = torch.where(angles[t, i] <= angles[t, j], i, j)
             copy = sc.images[nearer]

@@ -10,9 +10,9 @@ colours (the default) and the Gaussians' colours, both over white.
 
 The scene is chosen by its index in the data manager's ``scenes`` and a context seed: the batch is
 the one ``SceneSetDataManager.next_eval_image`` would make for that scene with a generator seeded
-by the seed (a random context pair in the configured angle range). The PCA basis is computed by
-``torch.pca_lowrank`` (random) on every render; renders run under a fixed seed so that the colours
-do not flicker between frames.
+by the seed (a random context pair in the configured angle range). The PCA colours are computed
+once per scene (``SplatDistillModel.preview_colors``, a deterministic eigendecomposition), so they
+do not change between frames.
 
 The splat-distill data manager uses the scenes' own world frame (no dataparser transform), so
 viser's cameras are passed through unchanged (OpenCV -> OpenGL axes for Nerfstudio ``Cameras``).

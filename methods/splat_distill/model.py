@@ -132,9 +132,11 @@ class SplatDistillModel(Model):
             lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=list(LORA_TARGETS))
             self.student = inject_adapter_in_model(lora, self.student)
         self.teacher: FeatureModel = copy.deepcopy(self.student).requires_grad_(False).eval()
-        self.fit3d_cache: Dict[int, Tuple[PixelGaussians, Tensor]] = {}
+        self.fit3d_cache: Dict[int, Tensor] = {}
+        """Scene index -> FiT3D-style optimised features [1,N,D]."""
         self.preview: Optional[Tuple[PixelGaussians, Tensor]] = None
-        """First scene of the last batch: Gaussians (B = 1) and their PCA colours [1,N,3]."""
+        """First scene of the last batch: Gaussians (B = 1) and their lifted features [1,N,D]."""
+        self._preview_colors: Optional[Tensor] = None
         self.collider = None
 
     # ---- parameters, EMA ------------------------------------------------------------------------
@@ -215,9 +217,10 @@ class SplatDistillModel(Model):
         return lift_features(f.reshape(B, V, *f.shape[1:]), gaussians)
 
     @torch.no_grad()
-    def gaussians(self, batch: Dict[str, Tensor], prefix: str = "context") -> PixelGaussians:
+    def gaussians(self, batch: Dict[str, Tensor]) -> PixelGaussians:
+        """The frozen predictor's Gaussians of the batch's context views."""
         return self.predictor(
-            batch[f"{prefix}_images"], batch[f"{prefix}_viewmats"], batch[f"{prefix}_Ks"], batch["near"], batch["far"]
+            batch["context_images"], batch["context_viewmats"], batch["context_Ks"], batch["near"], batch["far"]
         )
 
     def render_targets(self, gaussians: PixelGaussians, lifted: Tensor, viewmats: Tensor, Ks: Tensor, size: int):
@@ -272,9 +275,16 @@ class SplatDistillModel(Model):
             lifted = torch.cat([self.fit3d_features(batch, b, gaussians) for b in range(gaussians.batch_size)])
         else:
             lifted = self.lift(batch["context_images"], batch["context_alpha"], gaussians)
-        first = lifted[0].detach()
-        self.preview = (gaussians.map(lambda t: t[:1].detach()), pca_colors(first, pca_basis(first))[None])
+        self.preview = (gaussians.map(lambda t: t[:1].detach()), lifted[:1].detach())
+        self._preview_colors = None  # PCA colours are computed when the preview is first rendered
         return gaussians, lifted
+
+    def preview_colors(self) -> Tensor:
+        """PCA colours [1,N,3] of the preview's lifted features (computed once per preview)."""
+        if self._preview_colors is None:
+            feats = self.preview[1][0]
+            self._preview_colors = pca_colors(feats, pca_basis(feats))[None]
+        return self._preview_colors
 
     def distill_loss(self, student: Tensor, target: Tensor, alpha: Tensor) -> Tensor:
         """Masked distance of [M,D,h,w] feature maps over patches with ``alpha`` [M,1,h,w] above the threshold."""
@@ -310,8 +320,8 @@ class SplatDistillModel(Model):
         if self.preview is None:
             blank = torch.ones(H, W, 3, device=self.device)
             return {"rgb": blank, "features_pca": blank, "accumulation": blank[..., :1], "depth": blank[..., :1]}
-        g, pca = self.preview
-        colors = torch.cat([g.colors, pca], -1)  # [1,N,6]
+        g = self.preview[0]
+        colors = torch.cat([g.colors, self.preview_colors()], -1)  # [1,N,6]
         white = torch.ones(6, device=self.device)
         out = render(
             g, viewmats[None, :1], Ks[None, :1], W, H, colors=colors, background=white, eps2d=self.config.eps2d
@@ -330,9 +340,8 @@ class SplatDistillModel(Model):
         lifted Gaussians rendered there in PCA colours, then the splatted teacher and the student
         patch features (PCA, one basis), all at the view's size."""
         with torch.no_grad():
-            self.set_preview(batch)
+            out = self.get_outputs(batch)  # also makes the batch's first scene the preview
             view = self.render_preview_batch(batch)
-            out = self.get_outputs(batch)
         target, student = out["target"][0], out["student"][0]  # [D,h,w]
         basis = pca_basis(torch.cat([target.flatten(1), student.flatten(1)], 1).T)
         size = batch["target_images"].shape[-2:]
@@ -343,8 +352,8 @@ class SplatDistillModel(Model):
 
     def render_preview_batch(self, batch: Dict[str, Tensor]) -> Tensor:
         """The preview's PCA colours at the batch's first target camera, [H,W,3] at its size."""
-        g, pca = self.preview
+        pca = self.preview_colors()
         H, W = batch["target_images"].shape[-2:]
         vm, K = batch["target_viewmats"][:1, :1], batch["target_Ks"][:1, :1]
         white = torch.ones(3, device=pca.device)
-        return render(g, vm, K, W, H, colors=pca, background=white, eps2d=self.config.eps2d).color[0, 0]
+        return render(self.preview[0], vm, K, W, H, colors=pca, background=white, eps2d=self.config.eps2d).color[0, 0]
