@@ -536,8 +536,7 @@ class FeatureLift:
     def main(self) -> None:
         import dataclasses
 
-        import torch
-
+        from studio.cli.devices import chosen_device
         from studio.eval import feature_lift as fl
         from studio.features import load_feature_model
         from studio.io.atomic import atomic_write_text
@@ -553,8 +552,7 @@ class FeatureLift:
             raise StudioInputError(
                 f"--steps {self.steps} / --resolution {self.resolution}: need >= 1 step and 16..2048 pixels."
             )
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise StudioInputError("--device cuda was asked for but torch sees no CUDA device.")
+        device = chosen_device(self.device)
         scenes = fl.find_scenes(self.scene_paths)
         try:
             for scene in scenes:
@@ -566,7 +564,6 @@ class FeatureLift:
             settings = dataclasses.replace(settings, steps=self.steps)
         if self.resolution is not None:
             settings = dataclasses.replace(settings, resolution=self.resolution)
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
         results = {}
         for spec in models:
             model = load_feature_model(feature_model_spec(spec), device=device)

@@ -50,14 +50,14 @@ class Train(ToyDataOptions):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        from studio.cli.devices import chosen_device
         from studio.features.dino import DinoConfig, train_dino
         from studio.features.registry import EMBEDDED, save_feature_model
         from studio.priors.toydata import load_or_make
 
         if self.steps < 1 or self.batch < 2 or self.data_seeds < 1 or self.data_views < 1:
             raise StudioInputError("--steps, --data-seeds and --data-views must be >= 1 and --batch >= 2.")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise StudioInputError("--device cuda was asked for but torch sees no CUDA device.")
+        device = chosen_device(self.device)
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         output = self.output or EMBEDDED["toy-vit"]
@@ -65,18 +65,18 @@ class Train(ToyDataOptions):
         dcfg = self.data_config()
         data = load_or_make(dcfg, self.cache_dir, workers=self.workers, log=console.log)
         cfg = DinoConfig(steps=self.steps, batch=self.batch, seed=self.seed, time_budget=self.time_budget)
-        console.log(f"DINO on {data.images.shape[0] * data.images.shape[1]} ToyWorld views ({self.device})")
+        console.log(f"DINO on {data.images.shape[0] * data.images.shape[1]} ToyWorld views ({device})")
         cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*cols, TextColumn("{task.fields[info]}"), console=console) as bar:
             task = bar.add_task("train toy-vit", total=self.steps, info="")
             model, stats = train_dino(
                 cfg,
                 data.images,
-                self.device,
+                device,
                 progress=lambda step, loss: bar.update(task, completed=step, info=f"loss {loss:.3f}"),
             )
         stats["data"] = {"n_seeds": dcfg.n_seeds, "views": dcfg.views, "res": dcfg.res, "aa": dcfg.aa, "spp": dcfg.spp}
-        stats["device"] = str(self.device)
+        stats["device"] = device
         save_feature_model(model, output, stats)
         console.log(
             f"Wrote {output} ({output.stat().st_size / 2**20:.1f} MiB; {stats['steps']} steps in {stats['seconds']:.0f}s, "
