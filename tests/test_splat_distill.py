@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from studio.methods.splat_distill.datamanager import choose_context, scene_folders, view_angles, views_between
+from studio.data.scene_set import scene_folders, view_angles
+from studio.methods.splat_distill.datamanager import choose_context, views_between
 from studio.methods.splat_distill.model import pool_patches, upsample_masked
 
 NS_TRAIN = str(Path(sys.executable).with_name("ns-train"))
@@ -77,7 +78,7 @@ def test_scene_folders_accepts_a_scene_or_a_folder_of_scenes(tmp_path: Path, ner
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> dict:
-    """Two tiny ToyWorld scenes, random teacher + predictor files, and a 3-step LoRA run."""
+    """Two tiny ToyWorld scenes, random teacher + predictor files, and a 3-step LoRA run with the anchor term."""
     from studio.features.registry import save_feature_model
     from studio.features.vit import ToyViT
     from studio.lift.model import GaussianPredictor, PredictorConfig, save_predictor
@@ -94,7 +95,7 @@ def tiny_run(tmp_path_factory) -> dict:
         NS_TRAIN, "splat-distill", "--data", str(root / "scenes"), "--output-dir", str(root / "runs"),
         "--vis", "tensorboard", "--preset", "tiny", "--max-num-iterations", "3", "--steps-per-save", "3", "--steps-per-eval-image", "2",
         "--pipeline.model.teacher", str(teacher), "--pipeline.model.predictor", str(predictor),
-        "--pipeline.model.lora-rank", "2", "--pipeline.datamanager.resolution", "32",
+        "--pipeline.model.lora-rank", "2", "--pipeline.model.anchor", "0.5", "--pipeline.datamanager.resolution", "32",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -137,3 +138,22 @@ def test_teacher_is_an_ema_of_the_student(tiny_run):
     model.update_teacher()
     after = dict(model.teacher.named_parameters())[name]
     assert torch.allclose(after, m * before + (1 - m) * p.detach(), atol=1e-6)
+
+
+def test_anchor_compares_the_student_with_the_frozen_initial_model_kept_out_of_checkpoints(tiny_run):
+    from studio.features.registry import load_feature_model
+    from studio.models.runs import load_run
+
+    model = load_run(tiny_run["config"], device="cpu").model
+    checkpoint = torch.load(next((tiny_run["root"] / "runs").rglob("*.ckpt")), weights_only=True)
+    assert not any(".initial." in k or ".predictor." in k for k in checkpoint["pipeline"])
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        initial, student = model.initial(images), model.student(images)
+        assert torch.allclose(initial, load_feature_model(tiny_run["teacher"])(images))  # not moved by training
+    alpha = torch.ones_like(initial[:, :1])
+    outputs = {"student": initial, "target": initial, "target_alpha": alpha, "initial": initial}
+    assert model.get_loss_dict(outputs, {})["anchor_loss"].abs() < 1e-5
+    outputs["student"] = student
+    expected = 0.5 * (1 - torch.nn.functional.cosine_similarity(student, initial, dim=1)).mean()
+    assert torch.allclose(model.get_loss_dict(outputs, {})["anchor_loss"], expected) and expected > 0

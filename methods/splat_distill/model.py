@@ -15,7 +15,9 @@ Splat and Distill (Shavin & Benaim, ICLR 2026), per training step and scene:
    the teacher's own features of that image, our reading of the paper's semantic blending); the loss is the mean cosine
    distance ``1 - cos(f_student, f_rendered)`` (``loss="mse"``: squared error of L2-normalised
    features) over patches whose rendered alpha exceeds ``alpha_threshold``;
-5. after the optimiser step the teacher follows the student: ``theta_t <- m theta_t + (1 - m) theta_s``.
+5. ``anchor > 0`` adds ``anchor (1 - cos(f_student, f_initial))`` over every patch of the target image
+   (f_initial: the frozen initial model);
+6. after the optimiser step the teacher follows the student: ``theta_t <- m theta_t + (1 - m) theta_s``.
 
 Deviation: the paper distils with a DINO-style objective (prototype heads, centring); our heads-free
 cosine objective keeps the student's feature space directly comparable to the teacher's, which the
@@ -50,6 +52,8 @@ from studio.lift.pca import pca_basis, pca_colors
 
 LORA_TARGETS = ("qkv", "proj", "mlp.0", "mlp.2")
 """Linear layers of :class:`studio.features.vit.ToyViT` that get LoRA adapters."""
+FROZEN_MODULES = ("predictor", "initial")
+"""Submodules rebuilt from their files, kept out of checkpoints."""
 
 
 @dataclass
@@ -76,6 +80,11 @@ class SplatDistillModelConfig(ModelConfig):
     """Weight b of the teacher's own features of the target image in the student's target
     ``(1 - b) splatted + b teacher(target)`` on covered patches (our reading of the paper's semantic
     blending, a regulariser that keeps 2D detail; 0: splatted features only)."""
+    anchor: float = 0.0
+    """Weight a of the anchor term ``a (1 - cos(f_student, f_initial))`` over every patch of the
+    target image, f_initial the frozen initial model's features (0: off). Our substitute for the
+    collapse prevention of the paper's DINO objective (centring, sharpening), which the heads-free
+    cosine objective lacks."""
     lora_rank: int = 0
     """0: fine-tune every weight of the student; r > 0: LoRA adapters of rank r only."""
     lora_alpha: float = 16.0
@@ -132,6 +141,8 @@ class SplatDistillModel(Model):
             lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=list(LORA_TARGETS))
             self.student = inject_adapter_in_model(lora, self.student)
         self.teacher: FeatureModel = copy.deepcopy(self.student).requires_grad_(False).eval()
+        if cfg.anchor > 0:
+            self.initial: FeatureModel = load_feature_model(cfg.teacher).requires_grad_(False).eval()
         self.fit3d_cache: Dict[int, Tensor] = {}
         """Scene index -> FiT3D-style optimised features [1,N,D]."""
         self.preview: Optional[Tuple[PixelGaussians, Tensor]] = None
@@ -144,16 +155,18 @@ class SplatDistillModel(Model):
         return {"student": [p for p in self.student.parameters() if p.requires_grad]}
 
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):  # type: ignore[override]
-        """The student and the teacher; the frozen predictor stays out (rebuilt from its file)."""
+        """The student and the teacher; the frozen predictor and initial model stay out (rebuilt from their files)."""
         state = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
-        for key in [k for k in state if k.startswith(f"{prefix}predictor.")]:
+        for key in [k for k in state if k.startswith(tuple(f"{prefix}{name}." for name in FROZEN_MODULES))]:
             state.pop(key)
         return state
 
     def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
         state_dict = dict(state_dict)
-        for key, value in self.predictor.state_dict().items():
-            state_dict.setdefault(f"predictor.{key}", value)
+        for name in FROZEN_MODULES:
+            if hasattr(self, name):
+                for key, value in getattr(self, name).state_dict().items():
+                    state_dict.setdefault(f"{name}.{key}", value)
         return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
     @torch.no_grad()
@@ -265,7 +278,11 @@ class SplatDistillModel(Model):
                 own = self.features(self.teacher, batch["target_images"].flatten(0, 1))
             target = (1.0 - self.config.blend) * target + self.config.blend * own
         student = self.features(self.student, batch["target_images"].flatten(0, 1))
-        return {"student": student, "target": target.detach(), "target_alpha": alpha.detach()}
+        outputs = {"student": student, "target": target.detach(), "target_alpha": alpha.detach()}
+        if self.config.anchor > 0:
+            with torch.no_grad():
+                outputs["initial"] = self.features(self.initial, batch["target_images"].flatten(0, 1))
+        return outputs
 
     def set_preview(self, batch: Dict[str, Tensor]) -> Tuple[PixelGaussians, Tensor]:
         """Gaussians and lifted teacher features [B,N,D] of a batch; the first scene's become the
@@ -296,7 +313,11 @@ class SplatDistillModel(Model):
         return (dist * mask).sum() / mask.sum().clamp(min=1.0)
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        return {"distill_loss": self.distill_loss(outputs["student"], outputs["target"], outputs["target_alpha"])}
+        losses = {"distill_loss": self.distill_loss(outputs["student"], outputs["target"], outputs["target_alpha"])}
+        if "initial" in outputs:
+            distance = 1.0 - F.cosine_similarity(outputs["student"], outputs["initial"], dim=1)
+            losses["anchor_loss"] = self.config.anchor * distance.mean()
+        return losses
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         mask = outputs["target_alpha"][:, 0] > self.config.alpha_threshold
