@@ -46,14 +46,9 @@ def roundtrip(model, features, sc, ctx: list, near, far, r: int) -> tuple[float,
 
 
 def main() -> None:
+    from studio.data.scene_set import load_scene_views, scene_folders, view_angles
     from studio.lift import load_predictor, render
-    from studio.methods.splat_distill.datamanager import (
-        choose_context,
-        load_scene_views,
-        scene_folders,
-        view_angles,
-        views_between,
-    )
+    from studio.methods.splat_distill.datamanager import choose_context, views_between
     from studio.metrics import psnr, ssim
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -36,3 +36,21 @@ def camera_extent(camera_to_worlds: Tensor) -> float:
     if centers.shape[0] == 0:
         return 1.0
     return 1.1 * float((centers - centers.mean(0)).norm(dim=-1).max().clamp(min=1e-6))
+
+
+def nerfstudio_cameras(viewmats: Tensor, K: Tensor, size: int) -> Any:
+    """Nerfstudio ``Cameras`` (OpenGL camera-to-world) of viewmats [C,4,4] (OpenCV) sharing K [3,3],
+    ``size`` x ``size`` pixels (Nerfstudio is imported here, so importing this module stays light)."""
+    from nerfstudio.cameras.cameras import Cameras
+
+    from studio.cameras.convert import viewmat_to_opengl_c2w
+
+    return Cameras(
+        camera_to_worlds=viewmat_to_opengl_c2w(viewmats)[:, :3, :4],
+        fx=float(K[0, 0]),
+        fy=float(K[1, 1]),
+        cx=float(K[0, 2]),
+        cy=float(K[1, 2]),
+        width=size,
+        height=size,
+    )
