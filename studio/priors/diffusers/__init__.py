@@ -4,6 +4,8 @@
 * :class:`DeepFloydIFPrior`: DeepFloyd IF stage I, 64x64 pixel space, T5 text encoder.
 * :class:`Zero123Prior` / :class:`StableZero123Prior`: Zero-1-to-3 / Stable Zero123, image +
   relative-pose conditioned (:func:`zero123_pose`), VAE latent space.
+* :class:`WanMultiViewPrior`: Wan2.2 TI2V as a multi-view flow prior (views as latent frames,
+  Plücker-ray camera embedding, optional clean view 0), Wan VAE latent space.
 
 Weights load only from a local folder or the local Hugging Face cache (:mod:`.loading`); LoRA copies
 for VSD/BSD share the frozen weights (:mod:`.lora`). diffusers, transformers and peft are imported
@@ -14,6 +16,7 @@ from studio.priors.diffusers.base import DiffusersPrior
 from studio.priors.diffusers.deepfloyd_if import DeepFloydIFPrior
 from studio.priors.diffusers.lora import LORA_TARGET_MODULES, CameraEmbedding
 from studio.priors.diffusers.stable_diffusion import StableDiffusionPrior
+from studio.priors.diffusers.wan import WanMultiViewPrior
 from studio.priors.diffusers.zero123 import StableZero123Prior, Zero123Prior, zero123_pose
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "DiffusersPrior",
     "StableDiffusionPrior",
     "StableZero123Prior",
+    "WanMultiViewPrior",
     "Zero123Prior",
     "zero123_pose",
 ]
