@@ -1,4 +1,4 @@
-"""``studio eval prd``, ``image-to-3d``, ``text-to-3d``, ``attributes`` and ``feature-lift``.
+"""``studio eval prd``, ``image-to-3d``, ``text-to-3d``, ``attributes``, ``feature-lift`` and ``generate``.
 
 ``studio eval prd --load-config CFG [--data DIR] [--env NAME=PATH ...] --output metrics.json``:
 
@@ -34,6 +34,12 @@ segmentation mIoU where id maps exist. DIR is a NeRF-synthetic scene with depth/
 shared/tools/blender_scene.py) or a folder of them. MODEL is anything ``load_feature_model`` accepts (the
 embedded ``toy-vit``, alias ``teacher``; a .safetensors file; a local DINOv2 folder). ``--compare`` takes
 several --model values and prints them side by side (same probe settings for every model).
+
+``studio eval generate --method flashworld --data DIR --output metrics.json``: a one-step 3D
+generator on held-out posed scenes (``studio.eval.generate``): from training frame 0's image (and
+``views - 1`` more cameras) it generates in 1 and 4 steps and with the multi-step teacher, then
+scores the test views (PSNR, SSIM, mask IoU, LPIPS when local), the 3D consistency of the generated
+views (reprojection error) and the seconds per scene.
 """
 
 from __future__ import annotations
@@ -158,6 +164,27 @@ class Prd:
         print(f"Wrote {self.output}")
 
 
+GENERATORS = ("flashworld",)
+"""Feed-forward generators ``studio eval image-to-3d --method`` also takes (no ns-train run)."""
+
+
+def generator_options(method_args: str) -> dict:
+    """``--method-args`` of a generator: ``--variant 1-step|4-step|teacher``, ``--weights PATH``, ``--seed S``."""
+    import argparse
+    import shlex
+
+    parser = argparse.ArgumentParser(prog="--method-args", add_help=False, exit_on_error=False)
+    parser.add_argument("--variant", choices=("1-step", "4-step", "teacher"), default="1-step")
+    parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    try:
+        return vars(parser.parse_args(shlex.split(method_args)))
+    except (argparse.ArgumentError, SystemExit):
+        raise StudioInputError(
+            f"--method-args {method_args!r}: a generator takes --variant 1-step|4-step|teacher, --weights PATH, --seed S."
+        ) from None
+
+
 @dataclass
 class ImageTo3D:
     """Reconstruct from one posed view with an image-to-3D method; score test views and geometry."""
@@ -169,7 +196,7 @@ class ImageTo3D:
     view: int = 0
     """Index of the reference frame in transforms_train.json."""
     method: str = "dreamcraft3d"
-    """The ns-train method to run."""
+    """The ns-train method to run, or a feed-forward generator (flashworld: embedded weights, 1 step)."""
     method_args: str = ""
     """Extra ns-train arguments, one string; write it as --method-args="--pipeline.model.texture-guidance sds"
     (with "=": a separate value that starts with "--" would be read as an option)."""
@@ -184,7 +211,7 @@ class ImageTo3D:
         return [
             Input("--data", Kind.DATASET, self.data, check=nerf_synthetic_dataset, required=True),
             Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".json",), required=True),
-            Input("--method", Kind.CHOICE, self.method, choices=tuple(image_to_3d_methods())),
+            Input("--method", Kind.CHOICE, self.method, choices=(*image_to_3d_methods(), *GENERATORS)),
             Input("--work-dir", Kind.OUTPUT_DIR, self.work_dir),
         ]
 
@@ -211,6 +238,15 @@ class ImageTo3D:
             )
         elev, az, dist = orbit_of_c2w(train.camera_to_worlds[self.view])
         fov = math.degrees(2.0 * math.atan(0.5 * train.width / train.fx))
+        if self.method in GENERATORS:
+            from studio.eval.generate import image_to_3d_generated
+
+            opts = generator_options(self.method_args)
+            metrics = image_to_3d_generated(train, test, self.view, (elev, az, dist, fov), **opts)
+            atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
+            print_table(metrics, f"{self.method} from view {self.view} of {self.data.name}")
+            print(f"Wrote {self.output}")
+            return
         work = self.work_dir or self.output.with_name(self.output.stem + "_run")
         cmd = [
             str(Path(sys.executable).with_name("ns-train")),
@@ -579,8 +615,87 @@ class FeatureLift:
         print(f"Wrote {self.output}")
 
 
+@dataclass
+class Generate:
+    """Score a one-step 3D generator on held-out posed scenes: 1 step, 4 steps and its multi-step teacher."""
+
+    data: Annotated[List[List[Path]], Repeatable, tyro.conf.arg(metavar="DIR [DIR ...]")]
+    """Held-out scenes (NeRF-synthetic folders with train and test splits, e.g. `studio scenes make` of
+    test-split seeds), or folders of them; --data A --data B or --data A B."""
+    output: Path
+    """Metrics JSON to write: per variant psnr, ssim, mask_iou, (lpips), reprojection_error, seconds;
+    per_scene rows; speedup_1step_vs_teacher; settings."""
+    method: str = "flashworld"
+    """The generator (flashworld)."""
+    weights: Optional[Path] = None
+    """Generator weights (default: the embedded ones)."""
+    views: int = 4
+    """Cameras generated per scene: training frame 0 (the input image) and views - 1 more."""
+    condition: str = "image"
+    """image, caption (meta.json's) or both."""
+    variants: List[str] = field(default_factory=lambda: ["1-step", "4-step", "teacher"])
+    teacher_steps: int = 50
+    guidance_scale: float = 3.0
+    seed: int = 0
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    device: str = "auto"
+
+    @property
+    def scene_paths(self) -> List[Path]:
+        return [Path(p) for p in flat_values(self.data)]
+
+    def inputs(self) -> list[Input]:
+        checks = [
+            Input("--data", Kind.DATASET, self.scene_paths, check=feature_lift_data, required=True),
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".json",), required=True),
+            Input("--method", Kind.CHOICE, self.method, choices=GENERATORS),
+            Input("--condition", Kind.CHOICE, self.condition, choices=("image", "caption", "both")),
+        ]
+        checks += [Input("--variants", Kind.CHOICE, v, choices=("1-step", "4-step", "teacher")) for v in self.variants]
+        if self.weights is not None:
+            checks.append(Input("--weights", Kind.SAFETENSORS, self.weights))
+        return checks
+
+    def main(self) -> None:
+        import torch
+
+        from studio.cli.devices import chosen_device
+        from studio.eval.feature_lift.data import find_scenes
+        from studio.eval.generate import GenerateEvalConfig, evaluate, print_generate_table
+        from studio.generators.flashworld import load_flashworld
+        from studio.io.atomic import atomic_write_text
+
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        folders = find_scenes(self.scene_paths)
+        model = load_flashworld(self.weights, device=chosen_device(self.device))
+        cfg = GenerateEvalConfig(
+            views=self.views,
+            condition=self.condition,
+            teacher_steps=self.teacher_steps,
+            guidance_scale=self.guidance_scale,
+            seed=self.seed,
+            variants=tuple(self.variants),
+        )
+        result = evaluate(model, folders, cfg)
+        result["settings"] = {
+            "method": self.method,
+            "weights": str(self.weights or "embedded"),
+            "views": self.views,
+            "condition": self.condition,
+            "teacher_steps": self.teacher_steps,
+            "guidance_scale": self.guidance_scale,
+            "seed": self.seed,
+        }
+        atomic_write_text(self.output, json.dumps(result, indent=1) + "\n")
+        print_generate_table(result, f"{self.method} on {', '.join(p.name for p in folders[:3])}")
+        print(f"Wrote {self.output}")
+
+
 COMMANDS = {
     "prd": Prd,
+    "generate": Generate,
     "image-to-3d": ImageTo3D,
     "text-to-3d": TextTo3D,
     "attributes": Attributes,

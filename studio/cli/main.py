@@ -40,6 +40,11 @@ VERBS: dict[str, tuple[str, str, str]] = {
         "COMMANDS",
         "embedded 2D feature model: train toy-vit (DINO self-distillation on ToyWorld)",
     ),
+    "generate": (
+        "studio.cli.generate",
+        "COMMANDS",
+        "one-step 3D generation: flashworld (an image and/or a caption -> 3D Gaussians .ply in 1-4 steps)",
+    ),
     "prior": (
         "studio.cli.prior",
         "COMMANDS",

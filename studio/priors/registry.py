@@ -2,9 +2,9 @@
 
 ``LOADERS`` maps each name to a loader ``fn(device) -> DiffusionPrior``:
 
-* ``toy-t2i``, ``toy-nvs``: the embedded priors, from the committed files
+* ``toy-t2i``, ``toy-nvs``, ``toy-mv`` (multi-view): the embedded priors, from the committed files
   ``studio/priors/weights/<name>.safetensors`` (package data);
-* ``sd-2.1-base``, ``if-i``, ``zero123``, ``stable-zero123``: the diffusers adapters
+* ``sd-2.1-base``, ``if-i``, ``zero123``, ``stable-zero123``, ``wan2.2-ti2v`` (multi-view): the diffusers adapters
   (:mod:`studio.priors.diffusers`) with their default repositories, from the local Hugging Face
   cache only. They load offline (``local_files_only=True``) and raise one
   :class:`~studio.io.StudioInputError` line saying what to put where when the weights are absent.
@@ -26,13 +26,15 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 Loader = Callable[[str], "object"]  # device -> DiffusionPrior
 
 
-def _toy_loader(name: str) -> Loader:
+def _toy_loader(name: str, make: str = "") -> Loader:
+    """Loader of the embedded prior ``name``; ``make``: the command that trains it (default
+    ``studio prior train <name>``)."""
+
     def load(device: str = "cpu"):
         path = WEIGHTS_DIR / f"{name}.safetensors"
         if not path.is_file():
-            raise StudioInputError(
-                f"The embedded prior {name!r} has no weights at {path}; run `studio prior train {name}` to make them."
-            )
+            how = make or f"studio prior train {name}"
+            raise StudioInputError(f"The embedded prior {name!r} has no weights at {path}; run `{how}` to make them.")
         from studio.priors.toy import load_toy_prior
 
         return load_toy_prior(path, device)
@@ -68,6 +70,8 @@ def _folder_class(folder: Path) -> str:
 LOADERS: dict[str, Loader] = {
     "toy-t2i": _toy_loader("toy-t2i"),
     "toy-nvs": _toy_loader("toy-nvs"),
+    "toy-mv": _toy_loader("toy-mv", "python -m studio.generators.train --phase dual"),
+    "wan2.2-ti2v": _diffusers_loader("WanMultiViewPrior"),
     "sd-2.1-base": _diffusers_loader("StableDiffusionPrior"),
     "if-i": _diffusers_loader("DeepFloydIFPrior"),
     "zero123": _diffusers_loader("Zero123Prior"),

@@ -230,7 +230,11 @@ PRIOR_CLASSES: Dict[str, type] = {"toy-t2i": ToyT2IPrior, "toy-nvs": ToyNVSPrior
 
 
 def build_toy_prior(kind: str, config: Optional[dict] = None) -> ToyPrior:
-    """A freshly initialised toy prior of ``kind`` ("toy-t2i" or "toy-nvs")."""
+    """A freshly initialised toy prior of ``kind`` ("toy-t2i", "toy-nvs" or "toy-mv")."""
+    if kind == "toy-mv" and kind not in PRIOR_CLASSES:  # defined on top of ToyPrior, so imported here
+        from studio.priors.toy_mv import ToyMVPrior
+
+        PRIOR_CLASSES[kind] = ToyMVPrior
     if kind not in PRIOR_CLASSES:
         raise ValueError(f"unknown toy prior {kind!r}; one of {sorted(PRIOR_CLASSES)}")
     config = dict(config or {})
@@ -277,6 +281,7 @@ def load_toy_prior(path: Union[str, Path], device: Union[str, torch.device] = "c
 
     cfg = read_toy_config(path)
     prior = build_toy_prior(cfg["kind"], cfg)
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    # a toy-mv file also carries FlashWorld's Gaussian head (studio.generators.flashworld), not the prior's
+    state = {k: v.float() for k, v in load_file(str(path)).items() if not k.startswith("head.")}
     prior.load_state_dict(state)
     return prior.to(device).eval()

@@ -113,7 +113,13 @@ class AttnBlock(nn.Module):
 class ToyUNet(nn.Module):
     """Compact UNet: ``len(channels)`` levels (32 -> 16 -> 8 at 32x32), ``n_res`` residual blocks
     per level, attention (self + cross to the context tokens) only at the lowest level and in the
-    middle. ``extra_emb`` (already in the time-embedding width) is added to the time embedding."""
+    middle. ``extra_emb`` (already in the time-embedding width) is added to the time embedding.
+
+    ``views = V > 1`` makes it a multi-view denoiser: ``x`` [B*V,C,H,W] holds V views per sample
+    (view-major within each sample), ``t`` and ``extra_emb`` are per view ([B*V]), ``ctx`` is per
+    sample ([B,L,D]), and every attention block sees the V views tiled into one [B,C,V*h,w] map,
+    so its self-attention runs over the tokens of all views of a sample (cross-view attention);
+    convolutions stay per view."""
 
     def __init__(
         self,
@@ -166,27 +172,46 @@ class ToyUNet(nn.Module):
         self.out = nn.Sequential(_gn(ch), nn.SiLU(), zero_init(nn.Conv2d(ch, out_ch, 3, padding=1)))
 
     def forward(
-        self, x: Tensor, t: Tensor, ctx: Tensor, ctx_mask: Optional[Tensor] = None, extra_emb: Optional[Tensor] = None
-    ) -> Tensor:
+        self,
+        x: Tensor,
+        t: Tensor,
+        ctx: Tensor,
+        ctx_mask: Optional[Tensor] = None,
+        extra_emb: Optional[Tensor] = None,
+        views: int = 1,
+        return_features: bool = False,
+    ):
+        """Output [B*V,out_ch,H,W]; with ``return_features`` also the last decoder features
+        [B*V,channels[0],H,W] (what FlashWorld's Gaussian head reads)."""
         temb = self.time(timestep_embedding(t, self.channels[0]))
         if extra_emb is not None:
             temb = temb + extra_emb
+
+        def attend(at: nn.Module, h: Tensor) -> Tensor:
+            if not isinstance(at, AttnBlock):
+                return h
+            if views == 1:
+                return at(h, ctx, ctx_mask)
+            BV, C, H, W = h.shape
+            tiled = h.view(BV // views, views, C, H, W).transpose(1, 2).reshape(BV // views, C, views * H, W)
+            out = at(tiled, ctx, ctx_mask)
+            return out.view(BV // views, C, views, H, W).transpose(1, 2).reshape(BV, C, H, W)
+
         h = self.conv_in(x)
         hs = []
         for blocks, attn, down in zip(self.down, self.down_attn, self.downsample):
             for blk, at in zip(blocks, attn):
-                h = blk(h, temb)
-                h = at(h, ctx, ctx_mask) if isinstance(at, AttnBlock) else h
+                h = attend(at, blk(h, temb))
                 hs.append(h)
             h = down(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, temb), ctx, ctx_mask), temb)
+        h = self.mid2(attend(self.mid_attn, self.mid1(h, temb)), temb)
         for blocks, attn, up in zip(self.up, self.up_attn, self.upsample):
             for blk, at in zip(blocks, attn):
-                h = blk(torch.cat([h, hs.pop()], 1), temb)
-                h = at(h, ctx, ctx_mask) if isinstance(at, AttnBlock) else h
+                h = attend(at, blk(torch.cat([h, hs.pop()], 1), temb))
             if not isinstance(up, nn.Identity):
                 h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return self.out(h)
+        out = self.out(h)
+        return (out, h) if return_features else out
 
 
 # ---- the priors -------------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""Orbit batches for multi-view generators, from ToyWorld training-split renders:
+
+* the multi-view data of the Gaussian predictor (:mod:`studio.lift.data`: object and multi-object
+  scenes, 5 views on a 30-70 degree arc, 64 px), via :func:`orbits_from_lift`;
+* the single-object data of the embedded priors (:mod:`studio.priors.toydata`: 8 views at random
+  azimuths and elevations all around, 32 px), via :func:`orbits_from_toydata`.
+
+A batch item takes ``views`` of a scene's cameras as the generated set (view 0 the reference, i.e.
+the conditioning image; the order is shuffled so the reference is anywhere on the arc) and the
+remaining ones as held-out views that only supervise the 3D mode. Images are area-downsampled to
+``res``. Cameras are expressed in the scene's normalised frame
+(:func:`studio.cameras.normalize.scene_frame` of the generated set: origin where the optical axes
+meet, unit mean camera distance), the frame the generators place their Gaussians in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from studio.cameras.normalize import SceneFrame, scene_frame, to_frame
+from studio.lift.data import LiftData
+
+
+@dataclass
+class OrbitBatch:
+    """One batch (B items). Images in [0,1]; cameras in each item's normalised scene frame."""
+
+    images: Tensor  # [B,V,3,res,res]
+    viewmats: Tensor  # [B,V,4,4] world-to-camera (OpenCV)
+    Ks: Tensor  # [B,V,3,3] pixels of a res x res image
+    held_images: Tensor  # [B,H,3,res,res] the other views of the scene
+    held_viewmats: Tensor  # [B,H,4,4]
+    held_Ks: Tensor  # [B,H,3,3]
+    captions: list[str]
+    frame: SceneFrame
+    """Each item's normalised frame in its scene's world."""
+
+    def to(self, device) -> "OrbitBatch":
+        keys = ("images", "viewmats", "Ks", "held_images", "held_viewmats", "held_Ks")
+        frame = SceneFrame(self.frame.center.to(device), self.frame.scale.to(device))
+        return OrbitBatch(**{k: getattr(self, k).to(device) for k in keys}, captions=self.captions, frame=frame)
+
+
+def downsample(images: Tensor, Ks: Tensor, res: int) -> tuple[Tensor, Tensor]:
+    """Area-downsample [...,3,R,R] images to ``res`` and scale their intrinsics [...,3,3]."""
+    R = images.shape[-1]
+    if R == res:
+        return images, Ks
+    lead = images.shape[:-3]
+    small = F.interpolate(images.reshape(-1, *images.shape[-3:]), size=(res, res), mode="area")
+    Ks = Ks.clone()
+    Ks[..., :2, :] *= res / R
+    return small.reshape(*lead, 3, res, res), Ks
+
+
+@dataclass
+class OrbitSet:
+    """S scenes x V views of one source."""
+
+    images: np.ndarray  # [S,V,R,R,3] uint8 (sRGB on white)
+    viewmats: np.ndarray  # [S,V,4,4] float32 world-to-camera (OpenCV)
+    Ks: np.ndarray  # [S,V,3,3] float32 pixels of R x R
+    captions: np.ndarray  # [S] str
+
+    @property
+    def n_scenes(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def n_views(self) -> int:
+        return int(self.images.shape[1])
+
+
+def orbits_from_lift(data: LiftData) -> OrbitSet:
+    return OrbitSet(data.images, data.viewmats, data.Ks, data.captions)
+
+
+def orbits_from_toydata(data, fov_deg: float) -> OrbitSet:
+    """The views of a :class:`studio.priors.toydata.ToyData` (elevation/azimuth in radians around
+    the scene centre, placed at the origin) as an :class:`OrbitSet`."""
+    from studio.cameras.convert import intrinsics_from_fov, opengl_c2w_to_viewmat
+    from studio.cameras.sampling import orbit_c2w
+
+    S, V, R = data.images.shape[:3]
+    c2w = orbit_c2w(
+        torch.from_numpy(np.degrees(data.elevation)).reshape(-1),
+        torch.from_numpy(np.degrees(data.azimuth)).reshape(-1),
+        torch.from_numpy(data.radius).reshape(-1),
+    )
+    viewmats = opengl_c2w_to_viewmat(c2w).reshape(S, V, 4, 4).numpy().astype(np.float32)
+    Ks = intrinsics_from_fov(fov_deg, R, R).expand(S, V, 3, 3).numpy().astype(np.float32)
+    return OrbitSet(data.images, viewmats, Ks, data.captions)
+
+
+def sample_orbits(
+    data: OrbitSet, scenes: np.ndarray, views: int, res: int, rng: np.random.Generator, held: Optional[int] = None
+) -> OrbitBatch:
+    """A batch of the scenes with indices ``scenes`` (see the module docstring): ``views`` generated
+    views and ``held`` held-out ones (default: all the others) per scene; needs ``data.n_views > views``."""
+    V = data.n_views
+    if V <= views:
+        raise ValueError(f"orbit batches need more than {views} views per scene, the data has {V}")
+    held = V - views if held is None else min(held, V - views)
+    order = np.stack([rng.permutation(V)[: views + held] for _ in scenes])  # first `views` generated, then held out
+    s = np.asarray(scenes)[:, None]
+    images = torch.from_numpy(data.images[s, order]).float().div(255.0).permute(0, 1, 4, 2, 3)
+    viewmats = torch.from_numpy(data.viewmats[s, order]).float()
+    images, Ks = downsample(images, torch.from_numpy(data.Ks[s, order]).float(), res)
+    frame = scene_frame(viewmats[:, :views])
+    gen_vm, held_vm = to_frame(viewmats[:, :views], frame), to_frame(viewmats[:, views:], frame)
+    return OrbitBatch(
+        images=images[:, :views],
+        viewmats=gen_vm,
+        Ks=Ks[:, :views],
+        held_images=images[:, views:],
+        held_viewmats=held_vm,
+        held_Ks=Ks[:, views:],
+        captions=[str(c) for c in data.captions[np.asarray(scenes)]],
+        frame=frame,
+    )

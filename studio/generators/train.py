@@ -1,0 +1,418 @@
+"""Training of ``toy-mv`` and FlashWorld on ToyWorld orbits (``python -m studio.generators.train``).
+
+Two phases (FlashWorld, Sec. 3.2-3.3), each a run of this module:
+
+* ``--phase dual`` (**dual-mode pre-training**): per step, one forward pass of the multi-view
+  denoiser on noised views at a uniform timestep gives both modes' outputs; loss =
+  ``MSE(v_pred, v)`` over the generated views (MV mode; view 0 excluded when it is the given image)
+  ``+ render_weight * MSE(render(G), images)`` over the V views and the scene's held-out views
+  (3D mode; renders on white, model space). Conditions are dropped for classifier-free guidance
+  (image kept with ``p_image``, caption with ``p_text``, independently). Writes the EMA weights:
+  the prior ``toy-mv`` (``studio/priors/weights/toy-mv.safetensors``, the file also carries the
+  Gaussian head as ``head.*`` tensors so the teacher can reconstruct) .
+* ``--phase dmd`` (**cross-mode post-training**, distribution matching distillation, Yin et al.
+  CVPR 2024, Eq. 7-8 and DMD2's backward simulation): the student is the 3D mode, initialised from
+  the dual model, generating in ``k`` steps (``k`` drawn from ``student_steps``; the inputs of
+  step ``i > 0`` come from running the student's earlier steps without gradient). Its renders
+  ``x`` at the V cameras are noised to ``t ~ U[t_min, t_max]``; the *real* score is the frozen dual
+  model's MV mode with CFG, the *fake* score a copy trained online (denoising loss on the
+  student's detached renders, ``fake_updates`` steps per student step). Student gradient
+  ``(x0_fake - x0_real) / mean|x - x0_real|`` through ``0.5 ||x - sg(x - grad)||^2``, plus
+  ``regression_weight`` times the dual phase's rendering loss against the ground-truth views (our
+  choice: it keeps the student tied to the data at this scale). Writes
+  ``studio/generators/weights/flashworld-toy.safetensors``.
+
+Data (:mod:`studio.generators.orbits`, training split only): batches alternate between the Gaussian
+predictor's multi-view arcs (object and multi-object scenes) and the toy priors' single objects
+seen from all around.
+Scaling out: HuggingFace Accelerate, as :mod:`studio.lift.train` (``torchrun --nproc_per_node=K -m
+studio.generators.train ...``); per-process batches from generators seeded by ``(seed, step,
+process)``. Checkpoints and ``time_budget`` work as there.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from studio.generators.flashworld import (
+    DEFAULT_WEIGHTS,
+    FlashWorld,
+    load_flashworld,
+    save_flashworld,
+    step_timesteps,
+)
+from studio.generators.orbits import OrbitBatch, OrbitSet, orbits_from_lift, orbits_from_toydata, sample_orbits
+from studio.io.training_state import load_training_state, save_training_state
+from studio.lift.data import LiftDataConfig
+from studio.lift.train import lr_at
+from studio.priors.base import Condition
+from studio.priors.sampling import guided_output
+from studio.priors.toy_mv import build_toy_mv
+from studio.priors.toydata import DataConfig
+
+TOY_MV_WEIGHTS = Path(__file__).resolve().parents[1] / "priors" / "weights" / "toy-mv.safetensors"
+
+
+@dataclass
+class FlashWorldLossConfig:
+    """The losses of both phases (shared by this module and ``ns-train flashworld``)."""
+
+    p_image: float = 0.9
+    """Probability of keeping the image condition (else dropped for CFG)."""
+    p_text: float = 0.7
+    """Probability of keeping the caption."""
+    render_weight: float = 1.0
+    """dual: weight of the 3D mode's rendering loss."""
+    student_steps: tuple[int, ...] = (1, 4)
+    """dmd: step counts the student is trained for (one drawn per step)."""
+    guidance_scale: float = 3.0
+    """dmd: CFG of the real score (the teacher's sampling default)."""
+    t_range: tuple[int, int] = (20, 980)
+    """dmd: timesteps at which the student's renders are noised."""
+    fake_lr: float = 2e-4
+    fake_updates: int = 1
+    regression_weight: float = 1.0
+    """dmd: weight of the rendering loss against the ground-truth views."""
+
+
+@dataclass
+class FlashWorldTrainConfig:
+    phase: Literal["dual", "dmd"] = "dual"
+    init: str = ""
+    """Weights to start from (dual: none; dmd: the dual model, default the embedded toy-mv)."""
+    channels: tuple[int, ...] = (32, 64, 128)
+    n_res: int = 1
+    data: LiftDataConfig = field(default_factory=LiftDataConfig)
+    """The multi-view arcs (object and multi-object scenes) of the Gaussian predictor."""
+    object_data: DataConfig = field(default_factory=lambda: DataConfig(n_seeds=2000, views=8, aa=16, spp=64))
+    """Single objects seen from all around (the toy priors' training renders); batches alternate
+    between the two sources (``object_data.n_seeds = 0``: arcs only)."""
+    views: int = 4
+    """Generated views per scene (the rest of the scene's views are held out for the 3D mode)."""
+    res: int = 32
+    steps: int = 3000
+    batch: int = 8
+    """Scenes per step and process."""
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    warmup: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    loss: FlashWorldLossConfig = field(default_factory=FlashWorldLossConfig)
+    seed: int = 0
+    time_budget: float = 0.0
+    checkpoint: Optional[str] = None
+    checkpoint_every: int = 500
+    log_every: int = 50
+    output: str = ""
+    """Where the fp16 weights go (default: toy-mv for dual, flashworld-toy for dmd)."""
+    device: str = "auto"
+    workers: int = 2
+
+    def signature(self) -> dict:
+        keep = ("phase", "init", "channels", "n_res", "views", "res", "steps", "batch", "seed")
+        data = {"data": dataclasses.asdict(self.data), "object_data": dataclasses.asdict(self.object_data)}
+        data["student_steps"] = self.loss.student_steps
+        return {**{k: getattr(self, k) for k in keep}, **data}
+
+    def default_output(self) -> Path:
+        return Path(self.output) if self.output else (TOY_MV_WEIGHTS if self.phase == "dual" else DEFAULT_WEIGHTS)
+
+
+# ---- one step's pieces -----------------------------------------------------------------------------
+
+
+def training_condition(
+    model: FlashWorld, batch: OrbitBatch, rng: np.random.Generator, p_image: float, p_text: float
+) -> Condition:
+    """The batch's condition with the image and the caption each kept with their probability."""
+    B = len(batch.captions)
+    texts = [c if keep else "" for c, keep in zip(batch.captions, rng.random(B) < p_text)]
+    cond = model.condition(batch.viewmats, batch.Ks, image=batch.images[:, 0], text=texts)
+    keep = torch.from_numpy(rng.random(B) < p_image).to(batch.images)
+    cond.tensors["has_image"] = cond.tensors["has_image"] * keep
+    cond.tensors["image"] = cond.tensors["image"] * keep[:, None, None, None]
+    return cond
+
+
+def generated_mask(cond: Condition, views: int) -> Tensor:
+    """[B,V,1,1,1] weights of the views a loss covers: 0 for view 0 where it is the given image."""
+    has = cond.tensors["has_image"]
+    mask = torch.ones(has.shape[0], views, device=has.device)
+    mask[:, 0] = 1.0 - has
+    return mask[:, :, None, None, None]
+
+
+def masked_mse(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``(a - b)^2`` [B,V,C,h,w] over the views ``mask`` [B,V,1,1,1] keeps."""
+    per = (a - b).pow(2) * mask
+    return per.sum() / (mask.sum() * a[0, 0].numel()).clamp(min=1.0)
+
+
+def render_loss(model: FlashWorld, gaussians, batch: OrbitBatch) -> Tensor:
+    """MSE (model space) of the Gaussians' renders at the V cameras and the held-out ones."""
+    vm = torch.cat([batch.viewmats, batch.held_viewmats], 1)
+    Ks = torch.cat([batch.Ks, batch.held_Ks], 1)
+    target = torch.cat([batch.images, batch.held_images], 1)
+    return 4.0 * torch.mean((model.render(gaussians, vm, Ks) - target) ** 2)
+
+
+def dual_loss(model, batch: OrbitBatch, rng: np.random.Generator, cfg: FlashWorldLossConfig) -> tuple[Tensor, dict]:
+    """Dual-mode pre-training loss of one batch (see the module docstring)."""
+    net = model.module if hasattr(model, "module") else model
+    cond = training_condition(net, batch, rng, cfg.p_image, cfg.p_text)
+    x0 = batch.images * 2.0 - 1.0
+    B = x0.shape[0]
+    t = torch.from_numpy(rng.integers(0, net.prior.num_train_timesteps, B)).to(x0.device)
+    eps = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32)).to(x0)
+    out, _, gaussians = model(net.prior.add_noise(x0, eps, t), t, cond, batch.viewmats, batch.Ks)
+    mv = masked_mse(out, net.prior.training_target(x0, eps, t), generated_mask(cond, x0.shape[1]))
+    loss = mv
+    stats = {"mv": float(mv.detach())}
+    if cfg.render_weight > 0:
+        rl = render_loss(net, gaussians, batch)
+        loss = loss + cfg.render_weight * rl
+        stats["render_psnr"] = float(-10 * torch.log10(rl.detach() / 4.0))
+    stats["loss"] = float(loss.detach())
+    return loss, stats
+
+
+def student_input(net: FlashWorld, cond, batch: OrbitBatch, k: int, i: int, gen: torch.Generator) -> Tensor:
+    """x at the i-th of k student steps: noise for i = 0; otherwise the student's own earlier
+    steps run without gradient, re-noised (backward simulation, DMD2 Sec. 4.5)."""
+    ts = step_timesteps(k, net.prior.num_train_timesteps)
+    shape = batch.images.shape
+    x = torch.randn(shape, generator=gen).to(batch.images)
+    with torch.no_grad():
+        for j in range(i):
+            tt = torch.full((shape[0],), ts[j], dtype=torch.long, device=x.device)
+            _, _, g = net.denoise(x, tt, cond, batch.viewmats, batch.Ks)
+            x0 = net.render(g, batch.viewmats, batch.Ks) * 2.0 - 1.0
+            t_next = torch.full((shape[0],), ts[j + 1], dtype=torch.long, device=x.device)
+            x = net.prior.add_noise(x0, torch.randn(shape, generator=gen).to(x0), t_next)
+    return x
+
+
+def dmd_gradient(
+    real, fake, x: Tensor, cond_real, uncond_real, cond_fake, t: Tensor, eps: Tensor, scale: float
+) -> Tensor:
+    """DMD's distribution-matching gradient (Eq. 7, normalised as Eq. 8) at renders ``x`` [B,V,3,h,w]."""
+    with torch.no_grad():
+        x_t = real.add_noise(x, eps, t)
+        x0_real = real.to_x0(x_t, t, guided_output(real, x_t, t, cond_real, uncond_real, scale))
+        x0_fake = fake.to_x0(x_t, t, fake.predict(x_t, t, cond_fake))
+        weight = (x - x0_real).abs().mean(dim=(1, 2, 3, 4), keepdim=True).clamp(min=1e-4)
+        return (x0_fake - x0_real) / weight
+
+
+# ---- the loop ------------------------------------------------------------------------------------
+
+
+def read_sources(cfg: FlashWorldTrainConfig, log: Callable[[str], None]) -> list[OrbitSet]:
+    """The training sources of ``cfg`` (rendered and cached on first use)."""
+    from studio.lift.data import load_or_make as load_lift
+    from studio.priors.toydata import load_or_make as load_objects
+
+    sets = [orbits_from_lift(load_lift(cfg.data, workers=cfg.workers, log=log))]
+    if cfg.object_data.n_seeds > 0:
+        objects = load_objects(cfg.object_data, workers=cfg.workers, log=log)
+        sets.append(orbits_from_toydata(objects, cfg.object_data.fov_deg))
+    return sets
+
+
+def train_flashworld(
+    cfg: FlashWorldTrainConfig,
+    data: Optional[list[OrbitSet]] = None,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> tuple[FlashWorld, dict]:
+    """Run one phase (see the module docstring); returns the EMA model (eval mode) and run info."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
+    say = log if accelerator.is_main_process else (lambda _m: None)
+    sets = data
+    if sets is None:
+        if accelerator.is_main_process:  # renders the caches on first use
+            read_sources(cfg, say)
+        accelerator.wait_for_everyone()
+        sets = read_sources(cfg, lambda _m: None)
+    set_seed(cfg.seed)
+    if cfg.phase == "dual":
+        arch = {"channels": list(cfg.channels), "n_res": cfg.n_res, "views": cfg.views, "res": cfg.res}
+        model = load_flashworld(cfg.init) if cfg.init else FlashWorld(build_toy_mv({"arch": arch}))
+    else:
+        model = load_flashworld(cfg.init or TOY_MV_WEIGHTS)
+    model.train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    real = fake = fake_opt = None
+    if cfg.phase == "dmd":
+        real = copy.deepcopy(model.prior).eval().requires_grad_(False)
+        fake = model.prior.clone_trainable().train()
+        fake_opt = torch.optim.AdamW([p for p in fake.parameters() if p.requires_grad], lr=cfg.loss.fake_lr)
+    step = 0
+    ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
+    if resume and ckpt is not None and ckpt.is_file():
+        state = load_training_state(ckpt, cfg.signature())
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        if fake is not None:
+            fake.load_state_dict(state["fake"])
+            fake_opt.load_state_dict(state["fake_optimizer"])
+        step = int(state["step"])
+        say(f"Resumed from {ckpt} at step {step}")
+    model, opt = accelerator.prepare(model, opt)
+    if fake is not None:
+        fake, fake_opt = accelerator.prepare(fake, fake_opt)
+        real = real.to(accelerator.device)
+    ema = ema.to(accelerator.device)
+    net = accelerator.unwrap_model(model)
+
+    def checkpoint() -> None:
+        if ckpt is None:
+            return
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            state = {"model": net.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step}
+            if fake is not None:
+                state["fake"] = accelerator.unwrap_model(fake).state_dict()
+                state["fake_optimizer"] = fake_opt.state_dict()
+            save_training_state(ckpt, state, cfg.signature())
+        accelerator.wait_for_everyone()
+
+    t0, start, stats, finished = time.time(), step, {}, True
+    while step < cfg.steps:
+        rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        source = sets[step % len(sets)]
+        scenes = rng.integers(0, source.n_scenes, cfg.batch)
+        batch = sample_orbits(source, scenes, cfg.views, cfg.res, rng).to(accelerator.device)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        if cfg.phase == "dual":
+            loss, stats = dual_loss(model, batch, rng, cfg.loss)
+        else:
+            loss, stats = dmd_step(model, net, real, fake, fake_opt, accelerator, batch, rng, gen, cfg.loss)
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if cfg.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), net.parameters()):
+                e.lerp_(p.detach(), 1.0 - cfg.ema_decay)
+        step += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            rate = (time.time() - t0) / max(step - start, 1)
+            say(
+                f"step {step}/{cfg.steps} "
+                + " ".join(f"{k} {v:.4f}" for k, v in stats.items())
+                + f" ({rate:.2f} s/step)"
+            )
+        if ckpt is not None and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            checkpoint()
+        if cfg.time_budget > 0 and time.time() - t0 > cfg.time_budget and step < cfg.steps:
+            say(f"Time budget of {cfg.time_budget:.0f}s spent at step {step}; stopping (resume to continue)")
+            finished = False
+            break
+    checkpoint()
+    seconds = time.time() - t0
+    if accelerator.is_main_process:
+        extra = {
+            "phase": cfg.phase,
+            "steps": step,
+            "finished": finished,
+            "seconds": round(seconds),
+            "processes": accelerator.num_processes,
+            "batch": cfg.batch,
+            "lr": cfg.lr,
+            "seed": cfg.seed,
+            "loss": dataclasses.asdict(cfg.loss),
+            "data": dataclasses.asdict(cfg.data),
+            "object_data": dataclasses.asdict(cfg.object_data),
+        }
+        save_flashworld(ema, cfg.default_output(), extra, kind="toy-mv" if cfg.phase == "dual" else "flashworld")
+        say(f"Saved {cfg.default_output()}")
+    accelerator.wait_for_everyone()
+    info = {
+        "step": step,
+        "finished": finished,
+        "seconds": seconds,
+        "last": stats,
+        "processes": accelerator.num_processes,
+    }
+    return ema.float().eval(), info
+
+
+def dmd_step(
+    model, net: FlashWorld, real, fake, fake_opt, accelerator, batch: OrbitBatch, rng, gen, cfg
+) -> tuple[Tensor, dict]:
+    """One cross-mode post-training step: updates the fake score, returns the student's loss."""
+    fake_net = accelerator.unwrap_model(fake)
+    cond = training_condition(net, batch, rng, cfg.p_image, cfg.p_text)
+    k = int(rng.choice(cfg.student_steps))
+    i = int(rng.integers(k))
+    x_in = student_input(net, cond, batch, k, i, gen)
+    B, V = batch.images.shape[:2]
+    t_i = torch.full((B,), step_timesteps(k, net.prior.num_train_timesteps)[i], dtype=torch.long, device=x_in.device)
+    _, _, gaussians = model(x_in, t_i, cond, batch.viewmats, batch.Ks)
+    x = net.render(gaussians, batch.viewmats, batch.Ks) * 2.0 - 1.0
+    mask = generated_mask(cond, V)
+    texts = [c if h else "" for c, h in zip(batch.captions, cond.tensors["text_mask"].any(1).tolist())]
+    image = batch.images[:, 0]
+    cond_real = _with_image_mask(real.condition(text=texts, image=image, pose=cond.tensors["pose"]), cond)
+    cond_fake = _with_image_mask(fake_net.condition(text=texts, image=image, pose=cond.tensors["pose"]), cond)
+    uncond_real = real.unconditional(cond_real)
+    t = torch.from_numpy(rng.integers(cfg.t_range[0], cfg.t_range[1], B)).to(x.device)
+    eps = torch.randn(x.shape, generator=gen).to(x)
+    grad = dmd_gradient(real, fake_net, x.detach(), cond_real, uncond_real, cond_fake, t, eps, cfg.guidance_scale)
+    dmd = 0.5 * masked_mse(x, (x - grad).detach(), mask)
+    loss = dmd
+    stats = {"dmd": float(dmd.detach())}
+    if cfg.regression_weight > 0:
+        reg = render_loss(net, gaussians, batch)
+        loss = loss + cfg.regression_weight * reg
+        stats["render_psnr"] = float(-10 * torch.log10(reg.detach() / 4.0))
+    for _ in range(cfg.fake_updates):
+        tf = torch.from_numpy(rng.integers(0, net.prior.num_train_timesteps, B)).to(x.device)
+        ef = torch.randn(x.shape, generator=gen).to(x)
+        xf = x.detach()
+        out = fake(fake_net.add_noise(xf, ef, tf), tf, cond_fake)
+        fl = masked_mse(out, fake_net.training_target(xf, ef, tf), mask)
+        fake_opt.zero_grad(set_to_none=True)
+        accelerator.backward(fl)
+        fake_opt.step()
+    stats["fake"] = float(fl.detach())
+    stats["loss"] = float(loss.detach())
+    return loss, stats
+
+
+def _with_image_mask(c: Condition, like: Condition) -> Condition:
+    """``c`` with ``like``'s per-item image dropout applied."""
+    keep = like.tensors["has_image"].to(c.tensors["image"])
+    c.tensors["has_image"] = c.tensors["has_image"] * keep
+    c.tensors["image"] = c.tensors["image"] * keep[:, None, None, None]
+    return c
+
+
+def main() -> None:
+    import tyro
+
+    cfg = tyro.cli(FlashWorldTrainConfig, description=__doc__.split("\n\n")[0])
+    train_flashworld(cfg, resume=cfg.checkpoint is not None)
+
+
+if __name__ == "__main__":
+    main()
