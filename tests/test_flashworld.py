@@ -257,3 +257,27 @@ def test_ns_train_flashworld_post_trains_on_a_folder_of_scenes(tmp_path: Path):
         [*cmd[:2], "--data", str(tmp_path / "nowhere"), *cmd[4:]], capture_output=True, text=True, env=env
     )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_eval_generate_and_image_to_3d_score_the_generator_on_held_out_views(tmp_path: Path):
+    from studio.cli.main import entrypoint
+    from studio.scenes.toyworld.dataset import MakeConfig, make_dataset
+
+    make_dataset(
+        tmp_path / "scene",
+        MakeConfig(seed=3, kind="object", n_train=4, n_test=2, res=32, spp=1, aa=1, relight=(), sheet=False),
+    )
+    weights = save_flashworld(small_model(), tmp_path / "fw.safetensors")
+    out = tmp_path / "gen.json"
+    entrypoint(["eval", "generate", "--data", str(tmp_path / "scene"), "--weights", str(weights), "--output", str(out),
+                "--teacher-steps", "2", "--device", "cpu"])  # fmt: skip
+    result = json.loads(out.read_text())
+    assert set(result["variants"]) == {"1-step", "4-step", "teacher"} and result["n_scenes"] == 1
+    for row in result["variants"].values():
+        assert 0 < row["psnr"] < 60 and row["seconds"] > 0 and row["reprojection_error"] >= 0
+    assert result["speedup_1step_vs_teacher"] > 1.0
+    i2d = tmp_path / "i2d.json"
+    entrypoint(["eval", "image-to-3d", "--method", "flashworld", "--data", str(tmp_path / "scene"), "--view", "1",
+                "--output", str(i2d), f"--method-args=--variant 4-step --weights {weights}"])  # fmt: skip
+    metrics = json.loads(i2d.read_text())
+    assert metrics["chamfer"] is None and metrics["psnr"] > 0 and 0 <= metrics["mask_iou"] <= 1
