@@ -215,3 +215,17 @@ def prd_run(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("eval")
     data = _inverse_dataset(root / "scene")
     return data, _untrained_prd_run(data, root / "runs" / "scene" / "prd" / "run")
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network, and an empty Hugging Face cache (tests of the pretrained-weights adapters)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+
+    def no_network(*args, **kwargs):
+        raise RuntimeError("network access attempted in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)

@@ -7,7 +7,6 @@ back through the adapter with the network blocked.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,7 @@ IMG = 32  # pixels; the tiny VAE compresses 4x -> 8x8 latents -> 4x4 tokens per 
 V = 3
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    """No network, and an empty Hugging Face cache."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
-
-    def no_network(*args, **kwargs):
-        raise RuntimeError("network access attempted in an offline test")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def _make_wan(root: Path) -> Path:

@@ -166,6 +166,15 @@ def render_loss(model: FlashWorld, gaussians, batch: OrbitBatch) -> Tensor:
     return 4.0 * torch.mean((model.render(gaussians, vm, Ks) - target) ** 2)
 
 
+def weighted_render_loss(net: FlashWorld, gaussians, batch: OrbitBatch, weight: float, stats: dict) -> Tensor:
+    """``weight`` x :func:`render_loss` (0 when the weight is 0); its PSNR goes to ``stats["render_psnr"]``."""
+    if weight <= 0:
+        return torch.zeros((), device=batch.images.device)
+    loss = render_loss(net, gaussians, batch)
+    stats["render_psnr"] = float(-10 * torch.log10(loss.detach() / 4.0))
+    return weight * loss
+
+
 def dual_loss(model, batch: OrbitBatch, rng: np.random.Generator, cfg: FlashWorldLossConfig) -> tuple[Tensor, dict]:
     """Dual-mode pre-training loss of one batch (see the module docstring)."""
     net = model.module if hasattr(model, "module") else model
@@ -178,10 +187,7 @@ def dual_loss(model, batch: OrbitBatch, rng: np.random.Generator, cfg: FlashWorl
     mv = masked_mse(out, net.prior.training_target(x0, eps, t), generated_mask(cond, x0.shape[1]))
     loss = mv
     stats = {"mv": float(mv.detach())}
-    if cfg.render_weight > 0:
-        rl = render_loss(net, gaussians, batch)
-        loss = loss + cfg.render_weight * rl
-        stats["render_psnr"] = float(-10 * torch.log10(rl.detach() / 4.0))
+    loss = loss + weighted_render_loss(net, gaussians, batch, cfg.render_weight, stats)
     stats["loss"] = float(loss.detach())
     return loss, stats
 
@@ -381,10 +387,7 @@ def dmd_step(
     dmd = 0.5 * masked_mse(x, (x - grad).detach(), mask)
     loss = dmd
     stats = {"dmd": float(dmd.detach())}
-    if cfg.regression_weight > 0:
-        reg = render_loss(net, gaussians, batch)
-        loss = loss + cfg.regression_weight * reg
-        stats["render_psnr"] = float(-10 * torch.log10(reg.detach() / 4.0))
+    loss = loss + weighted_render_loss(net, gaussians, batch, cfg.regression_weight, stats)
     for _ in range(cfg.fake_updates):
         tf = torch.from_numpy(rng.integers(0, net.prior.num_train_timesteps, B)).to(x.device)
         ef = torch.randn(x.shape, generator=gen).to(x)

@@ -74,6 +74,21 @@ class ToyPrior(DiffusionPrior):
     def device(self) -> torch.device:
         return self.alphas_cumprod.device
 
+    def complete_arch(self, defaults: dict) -> dict:
+        """``config["arch"]`` with ``defaults`` filled in (stored back, so a saved file is complete)."""
+        arch = self.config.setdefault("arch", {})
+        for key, value in defaults.items():
+            arch.setdefault(key, value)
+        return arch
+
+    def build_text_encoder(self, arch: dict) -> None:
+        """The word tokenizer (vocabulary from the config, else ToyWorld's) and the text encoder of ``arch``."""
+        self.tokenizer = WordTokenizer(self.config.get("vocabulary"), max_len=arch["max_len"])
+        self.config["vocabulary"] = self.tokenizer.words
+        self.text_encoder = TextEncoder(
+            len(self.tokenizer), arch["max_len"], arch["text_dim"], arch["text_layers"], arch["heads"]
+        )
+
     def _t(self, t: Union[Tensor, int], B: int) -> Tensor:
         t = torch.as_tensor(t, device=self.device)
         return t.reshape(-1).expand(B) if t.numel() == 1 else t.reshape(B)
@@ -87,23 +102,19 @@ class ToyT2IPrior(ToyPrior):
 
     def __init__(self, config: dict):
         super().__init__(config)
-        arch = self.config.setdefault("arch", {})
-        for key, value in {
-            "channels": [32, 64, 128],
-            "n_res": 2,
-            "heads": 4,
-            "text_dim": 128,
-            "text_layers": 2,
-            "max_len": 16,
-            "camera_dim": 16,
-            "pooled_text": self.config.get("format_version", FORMAT_VERSION) >= 2,
-        }.items():
-            arch.setdefault(key, value)
-        self.tokenizer = WordTokenizer(self.config.get("vocabulary"), max_len=arch["max_len"])
-        self.config["vocabulary"] = self.tokenizer.words
-        self.text_encoder = TextEncoder(
-            len(self.tokenizer), arch["max_len"], arch["text_dim"], arch["text_layers"], arch["heads"]
+        arch = self.complete_arch(
+            {
+                "channels": [32, 64, 128],
+                "n_res": 2,
+                "heads": 4,
+                "text_dim": 128,
+                "text_layers": 2,
+                "max_len": 16,
+                "camera_dim": 16,
+                "pooled_text": self.config.get("format_version", FORMAT_VERSION) >= 2,
+            }
         )
+        self.build_text_encoder(arch)
         self.unet = ToyUNet(3, 3, arch["channels"], arch["n_res"], arch["text_dim"], arch["heads"])
         temb = self.unet.temb_dim
         self.camera_mlp = nn.Sequential(

@@ -35,7 +35,6 @@ from studio.cameras.normalize import scene_frame, to_frame
 from studio.cameras.rays import plucker_raymaps
 from studio.priors.base import Condition
 from studio.priors.multiview import MultiViewPrior
-from studio.priors.text import TextEncoder, WordTokenizer
 from studio.priors.toy import ToyPrior
 from studio.priors.toy_unet import ToyUNet
 
@@ -52,25 +51,21 @@ class ToyMVPrior(ToyPrior, MultiViewPrior):
 
     def __init__(self, config: dict):
         super().__init__(config)
-        arch = self.config.setdefault("arch", {})
-        for key, value in {
-            "channels": [32, 64, 128],
-            "n_res": 2,
-            "heads": 4,
-            "text_dim": 128,
-            "text_layers": 2,
-            "max_len": 16,
-            "views": 4,
-            "res": 32,
-        }.items():
-            arch.setdefault(key, value)
+        arch = self.complete_arch(
+            {
+                "channels": [32, 64, 128],
+                "n_res": 2,
+                "heads": 4,
+                "text_dim": 128,
+                "text_layers": 2,
+                "max_len": 16,
+                "views": 4,
+                "res": 32,
+            }
+        )
         self.n_views, self.image_size = arch["views"], arch["res"]
         self.latent_shape = (arch["views"], 3, arch["res"], arch["res"])
-        self.tokenizer = WordTokenizer(self.config.get("vocabulary"), max_len=arch["max_len"])
-        self.config["vocabulary"] = self.tokenizer.words
-        self.text_encoder = TextEncoder(
-            len(self.tokenizer), arch["max_len"], arch["text_dim"], arch["text_layers"], arch["heads"]
-        )
+        self.build_text_encoder(arch)
         self.unet = ToyUNet(IN_CHANNELS, 3, arch["channels"], arch["n_res"], arch["text_dim"], arch["heads"])
         temb = self.unet.temb_dim
         self.text_pool = nn.Sequential(nn.Linear(arch["text_dim"], temb), nn.SiLU(), nn.Linear(temb, temb))

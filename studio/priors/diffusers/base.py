@@ -146,13 +146,18 @@ class DiffusersPrior(DiffusionPrior):
 
     def load_lora_state_dict(self, state: dict[str, Tensor]) -> None:
         ids = {id(p) for p in self._lora_params}
-        named = {n: p for n, p in self.unet.named_parameters() if id(p) in ids}
-        missing = set(named) - set(state)
-        if missing:
-            raise KeyError(f"LoRA state lacks {sorted(missing)[:3]} ...")
-        with torch.no_grad():
-            for n, p in named.items():
-                p.copy_(state[n])
+        copy_named_({n: p for n, p in self.unet.named_parameters() if id(p) in ids}, state)
+
+
+def copy_named_(named: dict[str, Tensor], state: dict[str, Tensor]) -> None:
+    """Copy ``state[name]`` into each tensor of ``named`` in place (a LoRA clone's checkpoint);
+    KeyError naming the first missing names."""
+    missing = set(named) - set(state)
+    if missing:
+        raise KeyError(f"LoRA state lacks {sorted(missing)[:3]} ...")
+    with torch.no_grad():
+        for n, p in named.items():
+            p.copy_(state[n])
 
 
 class TextCFGMixin:

@@ -109,18 +109,24 @@ def load_tokenizer(folder: Path, sub: str, what: str):
         raise StudioInputError(f"{what}: could not load '{sub}/' from '{folder}' ({_first_line(e)})") from e
 
 
+def read_scheduler_config(folder: Path, what: str) -> dict:
+    """``scheduler/scheduler_config.json`` of a snapshot; one StudioInputError line when it is
+    missing or unreadable."""
+    cfg_file = folder / "scheduler" / "scheduler_config.json"
+    if not cfg_file.is_file():
+        raise StudioInputError(f"{what}: '{cfg_file}' is missing (the scheduler config holds the noise schedule)")
+    try:
+        return json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise StudioInputError(f"{what}: '{cfg_file}' is not valid JSON ({e})") from e
+
+
 def load_scheduler(folder: Path, what: str) -> tuple[Tensor, str, dict]:
     """(alphas_cumprod float32 [T], our prediction type, the raw config) from
     ``scheduler/scheduler_config.json``: only the noise schedule is read, no scheduler object is kept."""
     from diffusers import DDPMScheduler
 
-    cfg_file = folder / "scheduler" / "scheduler_config.json"
-    if not cfg_file.is_file():
-        raise StudioInputError(f"{what}: '{cfg_file}' is missing (the scheduler config holds the noise schedule)")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise StudioInputError(f"{what}: '{cfg_file}' is not valid JSON ({e})") from e
+    cfg = read_scheduler_config(folder, what)
     pred = cfg.get("prediction_type", "epsilon")
     if pred not in DIFFUSERS_PREDICTION_TYPES:
         raise StudioInputError(f"{what}: scheduler prediction_type '{pred}' is not supported (epsilon or v_prediction)")

@@ -57,7 +57,6 @@ the same signal-to-noise ratio, ``(1-s)^2 / ((1-s)^2 + s^2)``.
 from __future__ import annotations
 
 import copy
-import json
 from collections import OrderedDict
 from pathlib import Path
 
@@ -67,12 +66,13 @@ from torch import Tensor, nn
 
 from studio.io.errors import StudioInputError
 from studio.priors.base import Condition
-from studio.priors.diffusers.base import resize_square
+from studio.priors.diffusers.base import copy_named_, resize_square
 from studio.priors.diffusers.loading import (
     default_device,
     default_dtype,
     load_component,
     load_tokenizer,
+    read_scheduler_config,
     snapshot_folder,
 )
 from studio.priors.multiview import MultiViewPrior
@@ -83,13 +83,7 @@ REFERENCE_TIMESTEPS = ("zero", "t")
 def load_flow_schedule(folder: Path, what: str) -> tuple[int, float, dict]:
     """(num_train_timesteps, flow_shift, raw config) of ``scheduler/scheduler_config.json``;
     one StudioInputError line when it is missing, unreadable or not a flow-matching schedule."""
-    cfg_file = folder / "scheduler" / "scheduler_config.json"
-    if not cfg_file.is_file():
-        raise StudioInputError(f"{what}: '{cfg_file}' is missing (the scheduler config holds the noise schedule)")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise StudioInputError(f"{what}: '{cfg_file}' is not valid JSON ({e})") from e
+    cfg = read_scheduler_config(folder, what)
     pred = cfg.get("prediction_type", "flow_prediction")
     if pred != "flow_prediction":
         raise StudioInputError(
@@ -431,12 +425,7 @@ class WanMultiViewPrior(MultiViewPrior):
         ids = {id(p) for p in self._lora_params}
         named = {f"camera_embedding.{n}": p for n, p in self.camera_embedding.named_parameters()}
         named.update({f"transformer.{n}": p for n, p in self.transformer.named_parameters() if id(p) in ids})
-        missing = set(named) - set(state)
-        if missing:
-            raise KeyError(f"LoRA state lacks {sorted(missing)[:3]} ...")
-        with torch.no_grad():
-            for n, p in named.items():
-                p.copy_(state[n])
+        copy_named_(named, state)
 
 
 __all__ = ["REFERENCE_TIMESTEPS", "WanMultiViewPrior", "flow_alphas_cumprod", "load_flow_schedule"]
