@@ -229,3 +229,19 @@ def offline(monkeypatch, tmp_path):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
+
+
+def save_tiny_t5_tokenizer(folder: Path) -> None:
+    """A T5 tokenizer over a few ToyWorld words, built offline (skips on transformers < 5)."""
+    from transformers import T5Tokenizer
+
+    words = ["a", "red", "glossy", "torus", "blue", "sphere", "box"]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [
+        ("\u2581" + w, -1.0 - 0.1 * i) for i, w in enumerate(words)
+    ]
+    vocab += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz"]
+    try:
+        tok = T5Tokenizer(vocab=vocab, extra_ids=0)
+    except TypeError:  # transformers < 5 (sentencepiece-backed T5Tokenizer)
+        pytest.skip("tiny T5 tokenizer needs transformers >= 5")
+    tok.save_pretrained(folder)

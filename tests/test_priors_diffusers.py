@@ -18,6 +18,7 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from conftest import save_tiny_t5_tokenizer  # noqa: E402 (tests/ is on sys.path)
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, PNDMScheduler, UNet2DConditionModel  # noqa: E402
 
 from studio.io.errors import StudioInputError  # noqa: E402
@@ -136,7 +137,7 @@ def _make_sd(root: Path, prediction_type: str = "epsilon") -> Path:
 
 
 def _make_if(root: Path) -> Path:
-    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+    from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(0)
     blocks = dict(UNET_BLOCKS)
@@ -146,16 +147,7 @@ def _make_if(root: Path) -> Path:
     T5EncoderModel(
         T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4, decoder_start_token_id=0)
     ).save_pretrained(root / "text_encoder")
-    words = ["a", "red", "glossy", "torus", "blue", "sphere", "box"]
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [
-        ("\u2581" + w, -1.0 - 0.1 * i) for i, w in enumerate(words)
-    ]
-    vocab += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz"]
-    try:
-        tok = T5Tokenizer(vocab=vocab, extra_ids=0)
-    except TypeError:  # transformers < 5 (sentencepiece-backed T5Tokenizer)
-        pytest.skip("tiny T5 tokenizer needs transformers >= 5")
-    tok.save_pretrained(root / "tokenizer")
+    save_tiny_t5_tokenizer(root / "tokenizer")
     DDPMScheduler(
         beta_schedule="squaredcos_cap_v2",
         variance_type="learned_range",

@@ -16,6 +16,8 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from conftest import save_tiny_t5_tokenizer  # noqa: E402 (tests/ is on sys.path)
+
 from studio.io.errors import StudioInputError  # noqa: E402
 from studio.priors.base import Condition  # noqa: E402
 from studio.priors.diffusers import WanMultiViewPrior  # noqa: E402
@@ -31,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("offline")
 
 def _make_wan(root: Path) -> Path:
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
-    from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
+    from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(0)
     WanTransformer3DModel(
@@ -63,16 +65,7 @@ def _make_wan(root: Path) -> Path:
     UMT5EncoderModel(
         UMT5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=4, decoder_start_token_id=0)
     ).save_pretrained(root / "text_encoder")
-    words = ["a", "red", "glossy", "torus", "blue", "sphere", "box"]
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [
-        ("\u2581" + w, -1.0 - 0.1 * i) for i, w in enumerate(words)
-    ]
-    vocab += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz"]
-    try:
-        tok = T5Tokenizer(vocab=vocab, extra_ids=0)
-    except TypeError:  # transformers < 5 (sentencepiece-backed T5Tokenizer)
-        pytest.skip("tiny T5 tokenizer needs transformers >= 5")
-    tok.save_pretrained(root / "tokenizer")
+    save_tiny_t5_tokenizer(root / "tokenizer")
     UniPCMultistepScheduler(
         prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0, num_train_timesteps=1000
     ).save_pretrained(root / "scheduler")
