@@ -59,11 +59,17 @@ def read_orbit_set(folders: List[Path], resolution: int) -> OrbitSet:
         meta = p / "meta.json"
         captions.append(json.loads(meta.read_text(encoding="utf-8")).get("caption", "") if meta.is_file() else "")
     images = torch.stack([s.images[:V] for s in scenes]).permute(0, 1, 3, 4, 2)
+    alpha = torch.stack([s.alpha[:V, 0] for s in scenes])
+
+    def as_uint8(x: torch.Tensor) -> np.ndarray:
+        return (x.numpy() * 255.0 + 0.5).astype(np.uint8)
+
     return OrbitSet(
-        images=(images.numpy() * 255.0 + 0.5).astype(np.uint8),
+        images=as_uint8(images),
         viewmats=torch.stack([s.viewmats[:V] for s in scenes]).numpy(),
         Ks=torch.stack([s.Ks[:V] for s in scenes]).numpy(),
         captions=np.array(captions),
+        alpha=as_uint8(alpha),
     )
 
 

@@ -78,9 +78,13 @@ class FlashWorld(nn.Module):
 
     def render(self, gaussians: PixelGaussians, viewmats: Tensor, Ks: Tensor) -> Tensor:
         """[B,C,3,res,res] renders in [0,1] on white at cameras ``viewmats`` [B,C,4,4] / ``Ks``."""
+        return self.render_rgba(gaussians, viewmats, Ks)[:, :, :3]
+
+    def render_rgba(self, gaussians: PixelGaussians, viewmats: Tensor, Ks: Tensor) -> Tensor:
+        """[B,C,4,res,res]: the renders of :meth:`render` and their alpha."""
         white = torch.ones(3, dtype=gaussians.colors.dtype, device=gaussians.colors.device)
         out = render(gaussians, viewmats, Ks, self.res, self.res, background=white)
-        return out.color.permute(0, 1, 4, 2, 3)
+        return torch.cat([out.color, out.alpha], -1).permute(0, 1, 4, 2, 3)
 
     def generate(
         self, cond: Condition, viewmats: Tensor, Ks: Tensor, steps: int = 1, generator: Optional[torch.Generator] = None

@@ -37,26 +37,28 @@ class OrbitBatch:
     held_images: Tensor  # [B,H,3,res,res] the other views of the scene
     held_viewmats: Tensor  # [B,H,4,4]
     held_Ks: Tensor  # [B,H,3,3]
+    alpha: Tensor  # [B,V,1,res,res] coverage in [0,1]
+    held_alpha: Tensor  # [B,H,1,res,res]
     captions: list[str]
     frame: SceneFrame
     """Each item's normalised frame in its scene's world."""
 
     def to(self, device) -> "OrbitBatch":
-        keys = ("images", "viewmats", "Ks", "held_images", "held_viewmats", "held_Ks")
+        keys = ("images", "viewmats", "Ks", "held_images", "held_viewmats", "held_Ks", "alpha", "held_alpha")
         frame = SceneFrame(self.frame.center.to(device), self.frame.scale.to(device))
         return OrbitBatch(**{k: getattr(self, k).to(device) for k in keys}, captions=self.captions, frame=frame)
 
 
 def downsample(images: Tensor, Ks: Tensor, res: int) -> tuple[Tensor, Tensor]:
-    """Area-downsample [...,3,R,R] images to ``res`` and scale their intrinsics [...,3,3]."""
+    """Area-downsample [...,C,R,R] images to ``res`` and scale their intrinsics [...,3,3]."""
     R = images.shape[-1]
     if R == res:
         return images, Ks
-    lead = images.shape[:-3]
+    lead, C = images.shape[:-3], images.shape[-3]
     small = F.interpolate(images.reshape(-1, *images.shape[-3:]), size=(res, res), mode="area")
     Ks = Ks.clone()
     Ks[..., :2, :] *= res / R
-    return small.reshape(*lead, 3, res, res), Ks
+    return small.reshape(*lead, C, res, res), Ks
 
 
 @dataclass
@@ -67,6 +69,7 @@ class OrbitSet:
     viewmats: np.ndarray  # [S,V,4,4] float32 world-to-camera (OpenCV)
     Ks: np.ndarray  # [S,V,3,3] float32 pixels of R x R
     captions: np.ndarray  # [S] str
+    alpha: np.ndarray  # [S,V,R,R] uint8 coverage (255 = scene)
 
     @property
     def n_scenes(self) -> int:
@@ -78,7 +81,13 @@ class OrbitSet:
 
 
 def orbits_from_lift(data: LiftData) -> OrbitSet:
-    return OrbitSet(data.images, data.viewmats, data.Ks, data.captions)
+    return OrbitSet(data.images, data.viewmats, data.Ks, data.captions, data.alpha)
+
+
+def coverage_from_white(images: np.ndarray, threshold: int = 250) -> np.ndarray:
+    """[...,R,R] uint8 coverage of renders on white that come without alpha: 255 where any channel
+    is below ``threshold`` (an approximation: white surfaces read as background)."""
+    return np.where(images.min(-1) < threshold, 255, 0).astype(np.uint8)
 
 
 def orbits_from_toydata(data, fov_deg: float) -> OrbitSet:
@@ -95,7 +104,7 @@ def orbits_from_toydata(data, fov_deg: float) -> OrbitSet:
     )
     viewmats = opengl_c2w_to_viewmat(c2w).reshape(S, V, 4, 4).numpy().astype(np.float32)
     Ks = intrinsics_from_fov(fov_deg, R, R).expand(S, V, 3, 3).numpy().astype(np.float32)
-    return OrbitSet(data.images, viewmats, Ks, data.captions)
+    return OrbitSet(data.images, viewmats, Ks, data.captions, coverage_from_white(data.images))
 
 
 def sample_orbits(
@@ -109,9 +118,11 @@ def sample_orbits(
     held = V - views if held is None else min(held, V - views)
     order = np.stack([rng.permutation(V)[: views + held] for _ in scenes])  # first `views` generated, then held out
     s = np.asarray(scenes)[:, None]
-    images = torch.from_numpy(data.images[s, order]).float().div(255.0).permute(0, 1, 4, 2, 3)
+    rgba = np.concatenate([data.images[s, order], data.alpha[s, order][..., None]], -1)
+    rgba = torch.from_numpy(rgba).float().div(255.0).permute(0, 1, 4, 2, 3)
     viewmats = torch.from_numpy(data.viewmats[s, order]).float()
-    images, Ks = downsample(images, torch.from_numpy(data.Ks[s, order]).float(), res)
+    rgba, Ks = downsample(rgba, torch.from_numpy(data.Ks[s, order]).float(), res)
+    images, alpha = rgba[:, :, :3], rgba[:, :, 3:]
     frame = scene_frame(viewmats[:, :views])
     gen_vm, held_vm = to_frame(viewmats[:, :views], frame), to_frame(viewmats[:, views:], frame)
     return OrbitBatch(
@@ -121,6 +132,8 @@ def sample_orbits(
         held_images=images[:, views:],
         held_viewmats=held_vm,
         held_Ks=Ks[:, views:],
+        alpha=alpha[:, :views],
+        held_alpha=alpha[:, views:],
         captions=[str(c) for c in data.captions[np.asarray(scenes)]],
         frame=frame,
     )

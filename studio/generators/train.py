@@ -72,6 +72,8 @@ class FlashWorldLossConfig:
     """Probability of keeping the caption."""
     render_weight: float = 1.0
     """dual: weight of the 3D mode's rendering loss."""
+    alpha_weight: float = 1.0
+    """Weight of the rendered alpha's MSE against the views' coverage inside the rendering loss."""
     student_steps: tuple[int, ...] = (1, 4)
     """dmd: step counts the student is trained for (one drawn per step)."""
     guidance_scale: float = 3.0
@@ -158,20 +160,31 @@ def masked_mse(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
     return per.sum() / (mask.sum() * a[0, 0].numel()).clamp(min=1.0)
 
 
-def render_loss(model: FlashWorld, gaussians, batch: OrbitBatch) -> Tensor:
-    """MSE (model space) of the Gaussians' renders at the V cameras and the held-out ones."""
+def render_loss(model: FlashWorld, gaussians, batch: OrbitBatch, alpha_weight: float = 1.0) -> tuple[Tensor, Tensor]:
+    """(loss, colour term): the MSE (model space) of the Gaussians' renders at the V cameras and
+    the held-out ones, plus ``alpha_weight`` x the MSE of their alpha against the views' coverage
+    (white, semi-transparent Gaussians are invisible on the white background of their own view but
+    occlude in others)."""
     vm = torch.cat([batch.viewmats, batch.held_viewmats], 1)
     Ks = torch.cat([batch.Ks, batch.held_Ks], 1)
     target = torch.cat([batch.images, batch.held_images], 1)
-    return 4.0 * torch.mean((model.render(gaussians, vm, Ks) - target) ** 2)
+    rgba = model.render_rgba(gaussians, vm, Ks)
+    rgb = 4.0 * torch.mean((rgba[:, :, :3] - target) ** 2)
+    if alpha_weight <= 0:
+        return rgb, rgb
+    coverage = torch.cat([batch.alpha, batch.held_alpha], 1)
+    return rgb + alpha_weight * torch.mean((rgba[:, :, 3:] - coverage) ** 2), rgb
 
 
-def weighted_render_loss(net: FlashWorld, gaussians, batch: OrbitBatch, weight: float, stats: dict) -> Tensor:
-    """``weight`` x :func:`render_loss` (0 when the weight is 0); its PSNR goes to ``stats["render_psnr"]``."""
+def weighted_render_loss(
+    net: FlashWorld, gaussians, batch: OrbitBatch, weight: float, alpha_weight: float, stats: dict
+) -> Tensor:
+    """``weight`` x :func:`render_loss` (0 when the weight is 0); the PSNR of its colour term goes
+    to ``stats["render_psnr"]``."""
     if weight <= 0:
         return torch.zeros((), device=batch.images.device)
-    loss = render_loss(net, gaussians, batch)
-    stats["render_psnr"] = float(-10 * torch.log10(loss.detach() / 4.0))
+    loss, rgb = render_loss(net, gaussians, batch, alpha_weight)
+    stats["render_psnr"] = float(-10 * torch.log10(rgb.detach() / 4.0))
     return weight * loss
 
 
@@ -187,7 +200,7 @@ def dual_loss(model, batch: OrbitBatch, rng: np.random.Generator, cfg: FlashWorl
     mv = masked_mse(out, net.prior.training_target(x0, eps, t), generated_mask(cond, x0.shape[1]))
     loss = mv
     stats = {"mv": float(mv.detach())}
-    loss = loss + weighted_render_loss(net, gaussians, batch, cfg.render_weight, stats)
+    loss = loss + weighted_render_loss(net, gaussians, batch, cfg.render_weight, cfg.alpha_weight, stats)
     stats["loss"] = float(loss.detach())
     return loss, stats
 
@@ -387,7 +400,7 @@ def dmd_step(
     dmd = 0.5 * masked_mse(x, (x - grad).detach(), mask)
     loss = dmd
     stats = {"dmd": float(dmd.detach())}
-    loss = loss + weighted_render_loss(net, gaussians, batch, cfg.regression_weight, stats)
+    loss = loss + weighted_render_loss(net, gaussians, batch, cfg.regression_weight, cfg.alpha_weight, stats)
     for _ in range(cfg.fake_updates):
         tf = torch.from_numpy(rng.integers(0, net.prior.num_train_timesteps, B)).to(x.device)
         ef = torch.randn(x.shape, generator=gen).to(x)
