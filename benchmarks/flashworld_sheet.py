@@ -21,32 +21,39 @@ def main() -> None:
 
     from studio.cameras.normalize import scene_frame, to_frame
     from studio.eval.feature_lift.data import find_scenes
-    from studio.eval.generate import VARIANTS, GenerateEvalConfig, render_fn_of, run_variant, scene_inputs
+    from studio.eval.generate import (
+        VARIANTS,
+        GenerateEvalConfig,
+        VariantModels,
+        render_fn_of,
+        run_variant,
+        scene_inputs,
+    )
     from studio.eval.inverse import over_white
-    from studio.generators.flashworld import load_flashworld, world_gaussians
+    from studio.generators.flashworld import world_gaussians
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--scenes", type=int, default=4)
     ap.add_argument("--weights", type=Path, default=None)
+    ap.add_argument("--teacher-weights", type=Path, default=None)
     ap.add_argument("--output", type=Path, required=True)
     args = ap.parse_args()
 
-    model = load_flashworld(args.weights)
+    models = VariantModels.load(args.weights, args.teacher_weights)
     cfg = GenerateEvalConfig()
     rows = []
     for index, folder in enumerate(find_scenes([args.data])[: args.scenes]):
-        _, test, test_images, _, viewmats, Ks, ref, _ = scene_inputs(folder, cfg, index, model.res)
+        _, test, test_images, _, viewmats, Ks, ref, _ = scene_inputs(folder, cfg, index, models.student.res)
         frame = scene_frame(viewmats[None])
         vm, K = to_frame(viewmats[None], frame), Ks[None]
-        cond = model.condition(vm, K, image=ref[None])
         size = test.height
         up = torch.nn.functional.interpolate(ref[None], size=(size, size), mode="nearest")[0]
         tiles = [up.permute(1, 2, 0).numpy()]
         renders = {}
         with torch.no_grad():
             for variant in VARIANTS:
-                gaussians, _, _ = run_variant(model, variant, cond, vm, K, cfg, index)
+                gaussians, _, _ = run_variant(models, variant, ref[None], "", vm, K, cfg, index)
                 renders[variant] = render_fn_of(world_gaussians(gaussians, frame), test)
         for t in (0, len(test_images) // 2):
             tiles.append(over_white(test_images[t]))

@@ -271,7 +271,7 @@ def test_eval_generate_and_image_to_3d_score_the_generator_on_held_out_views(tmp
     weights = save_flashworld(small_model(), tmp_path / "fw.safetensors")
     out = tmp_path / "gen.json"
     entrypoint(["eval", "generate", "--data", str(tmp_path / "scene"), "--weights", str(weights), "--output", str(out),
-                "--teacher-steps", "2", "--device", "cpu"])  # fmt: skip
+                "--teacher-weights", str(weights), "--teacher-steps", "2", "--device", "cpu"])  # fmt: skip
     result = json.loads(out.read_text())
     assert set(result["variants"]) == {"1-step", "4-step", "teacher"} and result["n_scenes"] == 1
     for row in result["variants"].values():
@@ -279,6 +279,6 @@ def test_eval_generate_and_image_to_3d_score_the_generator_on_held_out_views(tmp
     assert result["speedup_1step_vs_teacher"] > 0  # measured, not asserted on (no timing in tests)
     i2d = tmp_path / "i2d.json"
     entrypoint(["eval", "image-to-3d", "--method", "flashworld", "--data", str(tmp_path / "scene"), "--view", "1",
-                "--output", str(i2d), f"--method-args=--variant 4-step --weights {weights}"])  # fmt: skip
+                "--output", str(i2d), f"--method-args=--variant teacher --weights {weights} --teacher-weights {weights}"])  # fmt: skip
     metrics = json.loads(i2d.read_text())
     assert metrics["chamfer"] is None and metrics["psnr"] > 0 and 0 <= metrics["mask_iou"] <= 1

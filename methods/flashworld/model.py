@@ -26,9 +26,9 @@ import torch
 from nerfstudio.models.base_model import Model, ModelConfig
 from torch import Tensor
 
-from studio.generators.flashworld import FlashWorld, load_flashworld, world_gaussians
+from studio.generators.flashworld import TEACHER_WEIGHTS, FlashWorld, load_flashworld, world_gaussians
 from studio.generators.orbits import OrbitBatch
-from studio.generators.train import TOY_MV_WEIGHTS, FlashWorldLossConfig, dmd_step, dual_loss
+from studio.generators.train import FlashWorldLossConfig, dmd_step, dual_loss
 from studio.io.inputs import Input, Kind
 from studio.priors.toy_mv import build_toy_mv
 
@@ -71,7 +71,7 @@ class FlashWorldModel(Model):
         if cfg.init:
             self.generator = load_flashworld(cfg.init)
         elif cfg.phase == "dmd":
-            self.generator = load_flashworld(TOY_MV_WEIGHTS)
+            self.generator = load_flashworld(TEACHER_WEIGHTS)
         else:
             self.generator = FlashWorld(build_toy_mv({"arch": {"channels": list(cfg.channels), "n_res": cfg.n_res}}))
         self.generator.train()

@@ -169,19 +169,21 @@ GENERATORS = ("flashworld",)
 
 
 def generator_options(method_args: str) -> dict:
-    """``--method-args`` of a generator: ``--variant 1-step|4-step|teacher``, ``--weights PATH``, ``--seed S``."""
+    """``--method-args`` of a generator: ``--variant 1-step|4-step|teacher``, ``--weights PATH``,
+    ``--teacher-weights PATH``, ``--seed S``."""
     import argparse
     import shlex
 
     parser = argparse.ArgumentParser(prog="--method-args", add_help=False, exit_on_error=False)
     parser.add_argument("--variant", choices=("1-step", "4-step", "teacher"), default="1-step")
     parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--teacher-weights", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     try:
         return vars(parser.parse_args(shlex.split(method_args)))
     except (argparse.ArgumentError, SystemExit):
         raise StudioInputError(
-            f"--method-args {method_args!r}: a generator takes --variant 1-step|4-step|teacher, --weights PATH, --seed S."
+            f"--method-args {method_args!r}: a generator takes --variant 1-step|4-step|teacher, --weights PATH, --teacher-weights PATH, --seed S."
         ) from None
 
 
@@ -628,7 +630,9 @@ class Generate:
     method: str = "flashworld"
     """The generator (flashworld)."""
     weights: Optional[Path] = None
-    """Generator weights (default: the embedded ones)."""
+    """Generator weights (default: the embedded student)."""
+    teacher_weights: Optional[Path] = None
+    """The teacher's weights (default: the embedded dual-mode model toy-mv)."""
     views: int = 4
     """Cameras generated per scene: training frame 0 (the input image) and views - 1 more."""
     condition: str = "image"
@@ -653,8 +657,11 @@ class Generate:
             Input("--condition", Kind.CHOICE, self.condition, choices=("image", "caption", "both")),
         ]
         checks += [Input("--variants", Kind.CHOICE, v, choices=("1-step", "4-step", "teacher")) for v in self.variants]
-        if self.weights is not None:
-            checks.append(Input("--weights", Kind.SAFETENSORS, self.weights))
+        checks += [
+            Input(f, Kind.SAFETENSORS, w)
+            for f, w in (("--weights", self.weights), ("--teacher-weights", self.teacher_weights))
+            if w is not None
+        ]
         return checks
 
     def main(self) -> None:
@@ -662,14 +669,13 @@ class Generate:
 
         from studio.cli.devices import chosen_device
         from studio.eval.feature_lift.data import find_scenes
-        from studio.eval.generate import GenerateEvalConfig, evaluate, print_generate_table
-        from studio.generators.flashworld import load_flashworld
+        from studio.eval.generate import GenerateEvalConfig, VariantModels, evaluate, print_generate_table
         from studio.io.atomic import atomic_write_text
 
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         folders = find_scenes(self.scene_paths)
-        model = load_flashworld(self.weights, device=chosen_device(self.device))
+        models = VariantModels.load(self.weights, self.teacher_weights, chosen_device(self.device))
         cfg = GenerateEvalConfig(
             views=self.views,
             condition=self.condition,
@@ -678,10 +684,11 @@ class Generate:
             seed=self.seed,
             variants=tuple(self.variants),
         )
-        result = evaluate(model, folders, cfg)
+        result = evaluate(models, folders, cfg)
         result["settings"] = {
             "method": self.method,
             "weights": str(self.weights or "embedded"),
+            "teacher_weights": str(self.teacher_weights or "embedded toy-mv"),
             "views": self.views,
             "condition": self.condition,
             "teacher_steps": self.teacher_steps,

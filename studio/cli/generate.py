@@ -36,9 +36,10 @@ class FlashWorldGenerate:
     steps: int = 1
     """Generation steps (1-4; the distilled student's range)."""
     weights: Optional[Path] = None
-    """FlashWorld weights (.safetensors; default: the embedded studio/generators/weights/flashworld-toy)."""
+    """FlashWorld weights (.safetensors; default: the embedded student studio/generators/weights/flashworld-toy,
+    or with --teacher the embedded toy-mv)."""
     teacher: bool = False
-    """Use the multi-step teacher (toy-mv's MV mode with DDIM + reconstruction) instead of the student."""
+    """Use the multi-step teacher (the dual-mode model's MV mode with DDIM, then reconstruction) instead of the student."""
     teacher_steps: int = 50
     guidance_scale: float = 3.0
     """Classifier-free guidance of the teacher."""
@@ -89,11 +90,11 @@ class FlashWorldGenerate:
 
         from studio.cameras.normalize import scene_frame, to_frame
         from studio.cli.devices import chosen_device
-        from studio.generators.flashworld import default_cameras, load_flashworld, world_gaussians
+        from studio.generators.flashworld import TEACHER_WEIGHTS, default_cameras, load_flashworld, world_gaussians
 
         device = chosen_device(self.device)
         torch.manual_seed(self.seed)
-        model = load_flashworld(self.weights, device=device)
+        model = load_flashworld(self.weights or (TEACHER_WEIGHTS if self.teacher else None), device=device)
         res = model.res
         frame = None
         if self.cameras is not None:

@@ -127,10 +127,29 @@ def scene_inputs(folder: Path, cfg: GenerateEvalConfig, index: int, res: int):
     return train, test, test_images, chosen, viewmats, Ks, ref, caption
 
 
-def run_variant(model, variant: str, cond, viewmats: Tensor, Ks: Tensor, cfg: GenerateEvalConfig, seed: int):
-    """(Gaussians, generated views [1,V,3,res,res] in [0,1], seconds) of one variant."""
+@dataclass
+class VariantModels:
+    """The generator whose 1- and k-step variants are scored, and the frozen teacher."""
+
+    student: "FlashWorld"  # noqa: F821 (studio.generators.flashworld, imported lazily)
+    teacher: "FlashWorld"  # noqa: F821
+
+    @classmethod
+    def load(cls, weights=None, teacher_weights=None, device="cpu") -> "VariantModels":
+        """The student ``weights`` (default: the embedded student) and the teacher
+        ``teacher_weights`` (default: the embedded dual-mode model ``toy-mv``)."""
+        from studio.generators.flashworld import TEACHER_WEIGHTS, load_flashworld
+
+        return cls(load_flashworld(weights, device), load_flashworld(teacher_weights or TEACHER_WEIGHTS, device))
+
+
+def run_variant(models: VariantModels, variant: str, image, text: str, viewmats: Tensor, Ks: Tensor, cfg, seed: int):
+    """(Gaussians, generated views [1,V,3,res,res] in [0,1], seconds) of one variant; ``image``
+    [1,3,h,w] in [0,1] or None, ``text`` a caption or ""; the seconds include the condition's encoding."""
     generator = torch.Generator().manual_seed(seed)
+    model = models.teacher if variant == "teacher" else models.student
     start = time.perf_counter()
+    cond = model.condition(viewmats, Ks, image=image, text=text)
     if variant == "teacher":
         gaussians, views = model.teacher(cond, viewmats, Ks, cfg.teacher_steps, cfg.guidance_scale, generator)
     else:
@@ -143,7 +162,7 @@ def run_variant(model, variant: str, cond, viewmats: Tensor, Ks: Tensor, cfg: Ge
 
 
 @torch.no_grad()
-def evaluate(model, folders: list[Path], cfg: GenerateEvalConfig, log=print) -> dict:
+def evaluate(models: VariantModels, folders: list[Path], cfg: GenerateEvalConfig, log=print) -> dict:
     """Metrics per variant, averaged over ``folders`` (see the module docstring)."""
     from studio.cameras.normalize import scene_frame, to_frame
     from studio.eval.image_to_3d import score_views
@@ -153,7 +172,7 @@ def evaluate(model, folders: list[Path], cfg: GenerateEvalConfig, log=print) -> 
 
     lpips = lpips_if_available()
     per_scene: dict[str, list[dict]] = {v: [] for v in cfg.variants}
-    res = model.res
+    res = models.student.res
     for index, folder in enumerate([folders[0], *folders]):  # the first scene twice: a warm-up
         warmup = index == 0
         train, test, test_images, chosen, viewmats, Ks, ref, caption = scene_inputs(folder, cfg, max(index - 1, 0), res)
@@ -161,9 +180,8 @@ def evaluate(model, folders: list[Path], cfg: GenerateEvalConfig, log=print) -> 
         vm, K = to_frame(viewmats[None], frame), Ks[None]
         image = ref[None] if cfg.condition in ("image", "both") else None
         text = caption if cfg.condition in ("caption", "both") else ""
-        cond = model.condition(vm, K, image=image, text=text)
         for variant in cfg.variants:
-            gaussians, views, seconds = run_variant(model, variant, cond, vm, K, cfg, cfg.seed + index)
+            gaussians, views, seconds = run_variant(models, variant, image, text, vm, K, cfg, cfg.seed + index)
             if warmup:
                 continue
             out = render_gaussians(gaussians, vm, K, res, res)
@@ -205,7 +223,7 @@ def lpips_of(lpips, scene, frames, images: list) -> float:
 
 
 def image_to_3d_generated(
-    train, test, view: int, orbit: tuple, variant: str = "1-step", weights=None, seed: int = 0
+    train, test, view: int, orbit: tuple, variant: str = "1-step", weights=None, teacher_weights=None, seed: int = 0
 ) -> dict:
     """The image-to-3D protocol (``studio eval image-to-3d``) for the generator: from training
     frame ``view`` (``orbit`` = its elevation, azimuth (degrees), distance and field of view) it
@@ -218,10 +236,10 @@ def image_to_3d_generated(
     from studio.cameras.sampling import orbit_c2w
     from studio.eval.image_to_3d import score_views
     from studio.eval.inverse import over_white, read_image
-    from studio.generators.flashworld import load_flashworld, world_gaussians
+    from studio.generators.flashworld import world_gaussians
 
-    model = load_flashworld(weights)
-    res = model.res
+    models = VariantModels.load(weights, teacher_weights)
+    res = models.student.res
     elev, az, dist, fov = orbit
     azimuths = torch.tensor([az + 90.0 * k for k in range(4)])
     c2w = orbit_c2w(torch.full((4,), elev), azimuths, torch.full((4,), dist))
@@ -231,8 +249,7 @@ def image_to_3d_generated(
     ref = torch.from_numpy(over_white(read_image(train.image_paths[view]))).float().permute(2, 0, 1)[None]
     ref = F.interpolate(ref, size=(res, res), mode="area")
     with torch.no_grad():
-        cond = model.condition(vm, Ks, image=ref, text="")
-        gaussians, _, seconds = run_variant(model, variant, cond, vm, Ks, GenerateEvalConfig(), seed)
+        gaussians, _, seconds = run_variant(models, variant, ref, "", vm, Ks, GenerateEvalConfig(), seed)
     scene = world_gaussians(gaussians, frame)
     metrics = score_views(render_fn_of(scene, test), test, [read_image(p) for p in test.image_paths])
     return {**metrics, "chamfer": None, "seconds": seconds}

@@ -39,6 +39,9 @@ from studio.priors.toy_mv import ToyMVPrior
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "flashworld-toy.safetensors"
+"""The embedded student (cross-mode post-trained)."""
+TEACHER_WEIGHTS = Path(__file__).resolve().parents[1] / "priors" / "weights" / "toy-mv.safetensors"
+"""The embedded dual-mode model ``toy-mv``: the frozen MV-mode teacher of the post-training."""
 
 
 def step_timesteps(steps: int, T: int) -> list[int]:
@@ -179,7 +182,8 @@ def save_flashworld(
     state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
     if kind == "toy-mv":
         cfg = {**model.prior.config, "kind": "toy-mv", "format_version": FORMAT_VERSION, "head": model.head_config}
-        cfg["training"] = {**cfg.get("training", {}), **(extra or {})}
+        previous = cfg.get("training")  # a run that started from another file keeps that file's record
+        cfg["training"] = {**(extra or {}), **({"previous": previous} if previous else {})}
         state = {k.removeprefix("prior."): v for k, v in state.items()}
     else:
         cfg = {"kind": "flashworld", "prior": model.prior.config, "head": model.head_config, "training": extra or {}}

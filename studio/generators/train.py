@@ -45,6 +45,7 @@ from torch import Tensor
 
 from studio.generators.flashworld import (
     DEFAULT_WEIGHTS,
+    TEACHER_WEIGHTS,
     FlashWorld,
     load_flashworld,
     save_flashworld,
@@ -58,8 +59,6 @@ from studio.priors.base import Condition
 from studio.priors.sampling import guided_output
 from studio.priors.toy_mv import build_toy_mv
 from studio.priors.toydata import DataConfig
-
-TOY_MV_WEIGHTS = Path(__file__).resolve().parents[1] / "priors" / "weights" / "toy-mv.safetensors"
 
 
 @dataclass
@@ -127,7 +126,7 @@ class FlashWorldTrainConfig:
         return {**{k: getattr(self, k) for k in keep}, **data}
 
     def default_output(self) -> Path:
-        return Path(self.output) if self.output else (TOY_MV_WEIGHTS if self.phase == "dual" else DEFAULT_WEIGHTS)
+        return Path(self.output) if self.output else (TEACHER_WEIGHTS if self.phase == "dual" else DEFAULT_WEIGHTS)
 
 
 # ---- one step's pieces -----------------------------------------------------------------------------
@@ -271,7 +270,7 @@ def train_flashworld(
         arch = {"channels": list(cfg.channels), "n_res": cfg.n_res, "views": cfg.views, "res": cfg.res}
         model = load_flashworld(cfg.init) if cfg.init else FlashWorld(build_toy_mv({"arch": arch}))
     else:
-        model = load_flashworld(cfg.init or TOY_MV_WEIGHTS)
+        model = load_flashworld(cfg.init or TEACHER_WEIGHTS)
     model.train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -351,6 +350,7 @@ def train_flashworld(
     if accelerator.is_main_process:
         extra = {
             "phase": cfg.phase,
+            "init": cfg.init,
             "steps": step,
             "finished": finished,
             "seconds": round(seconds),
