@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from studio.cameras.rays import plucker_raymaps
 from studio.generators.flashworld import (
     DEFAULT_WEIGHTS,
     TEACHER_WEIGHTS,
@@ -132,17 +133,28 @@ class FlashWorldTrainConfig:
 # ---- one step's pieces -----------------------------------------------------------------------------
 
 
-def training_condition(
-    model: FlashWorld, batch: OrbitBatch, rng: np.random.Generator, p_image: float, p_text: float
-) -> Condition:
-    """The batch's condition with the image and the caption each kept with their probability."""
-    B = len(batch.captions)
-    texts = [c if keep else "" for c, keep in zip(batch.captions, rng.random(B) < p_text)]
-    cond = model.condition(batch.viewmats, batch.Ks, image=batch.images[:, 0], text=texts)
-    keep = torch.from_numpy(rng.random(B) < p_image).to(batch.images)
-    cond.tensors["has_image"] = cond.tensors["has_image"] * keep
-    cond.tensors["image"] = cond.tensors["image"] * keep[:, None, None, None]
-    return cond
+@dataclass
+class Dropout:
+    """Which conditions a batch keeps (classifier-free guidance training): ``texts`` are the
+    captions with the dropped ones replaced by "", ``keep_image`` [B] is 1 where view 0 is given."""
+
+    texts: list[str]
+    keep_image: Tensor
+
+    @classmethod
+    def draw(cls, batch: OrbitBatch, rng: np.random.Generator, p_image: float, p_text: float) -> "Dropout":
+        B = len(batch.captions)
+        texts = [c if keep else "" for c, keep in zip(batch.captions, rng.random(B) < p_text)]
+        return cls(texts, torch.from_numpy(rng.random(B) < p_image).to(batch.images))
+
+    def condition(self, prior, batch: OrbitBatch) -> Condition:
+        """The condition of ``prior`` (a :class:`~studio.priors.toy_mv.ToyMVPrior`) for the batch's
+        normalised cameras, its view-0 images and these choices."""
+        pose = plucker_raymaps(batch.viewmats, batch.Ks, prior.image_size, prior.image_size)
+        cond = prior.condition(text=self.texts, image=batch.images[:, 0], pose=pose)
+        cond.tensors["has_image"] = cond.tensors["has_image"] * self.keep_image
+        cond.tensors["image"] = cond.tensors["image"] * self.keep_image[:, None, None, None]
+        return cond
 
 
 def generated_mask(cond: Condition, views: int) -> Tensor:
@@ -190,7 +202,7 @@ def weighted_render_loss(
 def dual_loss(model, batch: OrbitBatch, rng: np.random.Generator, cfg: FlashWorldLossConfig) -> tuple[Tensor, dict]:
     """Dual-mode pre-training loss of one batch (see the module docstring)."""
     net = model.module if hasattr(model, "module") else model
-    cond = training_condition(net, batch, rng, cfg.p_image, cfg.p_text)
+    cond = Dropout.draw(batch, rng, cfg.p_image, cfg.p_text).condition(net.prior, batch)
     x0 = batch.images * 2.0 - 1.0
     B = x0.shape[0]
     t = torch.from_numpy(rng.integers(0, net.prior.num_train_timesteps, B)).to(x0.device)
@@ -380,7 +392,8 @@ def dmd_step(
 ) -> tuple[Tensor, dict]:
     """One cross-mode post-training step: updates the fake score, returns the student's loss."""
     fake_net = accelerator.unwrap_model(fake)
-    cond = training_condition(net, batch, rng, cfg.p_image, cfg.p_text)
+    dropout = Dropout.draw(batch, rng, cfg.p_image, cfg.p_text)
+    cond = dropout.condition(net.prior, batch)
     k = int(rng.choice(cfg.student_steps))
     i = int(rng.integers(k))
     x_in = student_input(net, cond, batch, k, i, gen)
@@ -389,10 +402,7 @@ def dmd_step(
     _, _, gaussians = model(x_in, t_i, cond, batch.viewmats, batch.Ks)
     x = net.render(gaussians, batch.viewmats, batch.Ks) * 2.0 - 1.0
     mask = generated_mask(cond, V)
-    texts = [c if h else "" for c, h in zip(batch.captions, cond.tensors["text_mask"].any(1).tolist())]
-    image = batch.images[:, 0]
-    cond_real = _with_image_mask(real.condition(text=texts, image=image, pose=cond.tensors["pose"]), cond)
-    cond_fake = _with_image_mask(fake_net.condition(text=texts, image=image, pose=cond.tensors["pose"]), cond)
+    cond_real, cond_fake = dropout.condition(real, batch), dropout.condition(fake_net, batch)
     uncond_real = real.unconditional(cond_real)
     t = torch.from_numpy(rng.integers(cfg.t_range[0], cfg.t_range[1], B)).to(x.device)
     eps = torch.randn(x.shape, generator=gen).to(x)
@@ -413,14 +423,6 @@ def dmd_step(
     stats["fake"] = float(fl.detach())
     stats["loss"] = float(loss.detach())
     return loss, stats
-
-
-def _with_image_mask(c: Condition, like: Condition) -> Condition:
-    """``c`` with ``like``'s per-item image dropout applied."""
-    keep = like.tensors["has_image"].to(c.tensors["image"])
-    c.tensors["has_image"] = c.tensors["has_image"] * keep
-    c.tensors["image"] = c.tensors["image"] * keep[:, None, None, None]
-    return c
 
 
 def main() -> None:
