@@ -154,6 +154,6 @@ def test_anchor_compares_the_student_with_the_frozen_initial_model_kept_out_of_c
     alpha = torch.ones_like(initial[:, :1])
     outputs = {"student": initial, "target": initial, "target_alpha": alpha, "initial": initial}
     assert model.get_loss_dict(outputs, {})["anchor_loss"].abs() < 1e-5
-    outputs["student"] = student
-    expected = 0.5 * (1 - torch.nn.functional.cosine_similarity(student, initial, dim=1)).mean()
-    assert torch.allclose(model.get_loss_dict(outputs, {})["anchor_loss"], expected) and expected > 0
+    outputs["student"] = student + torch.randn_like(student)  # a student that has moved (3 LoRA steps barely do)
+    expected = 0.5 * (1 - torch.nn.functional.cosine_similarity(outputs["student"], initial, dim=1)).mean()
+    assert torch.allclose(model.get_loss_dict(outputs, {})["anchor_loss"], expected) and expected > 0.01
