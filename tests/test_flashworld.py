@@ -83,6 +83,16 @@ def test_views_attend_to_each_other_and_a_given_image_replaces_view_0():
     assert torch.allclose(same, out, atol=1e-5)  # view 0 is the given image, whatever its noise
 
 
+def test_the_unconditional_branch_keeps_each_items_cameras():
+    model = small_model()
+    vm, Ks = cameras(2)
+    vm[1] = orbit_viewmats(4, 1.0, 45.0)  # another camera set for item 1
+    cond = model.condition(vm, Ks, image=torch.rand(2, 3, 32, 32), text=["a red cube", "a blue cone"])
+    uncond = model.prior.unconditional(cond)
+    assert torch.equal(uncond.tensors["pose"], cond.tensors["pose"]) and not uncond.tensors["has_image"].any()
+    assert torch.equal(uncond.tensors["text"][0], uncond.tensors["text"][1])  # the same empty caption
+
+
 def test_one_step_generation_gives_pixel_aligned_gaussians_per_seed():
     model = small_model()
     vm, Ks = cameras()

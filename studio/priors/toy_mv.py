@@ -98,8 +98,8 @@ class ToyMVPrior(ToyPrior, MultiViewPrior):
         return Condition(out)
 
     def unconditional(self, like: Condition) -> Condition:
-        """Empty caption, no image; ``like``'s cameras."""
-        return self.condition(text="", pose=like.tensors["pose"][:1]).expand(like.batch_size)
+        """Empty caption, no image; ``like``'s cameras (item by item)."""
+        return self.condition(text="", pose=like.tensors["pose"])
 
     # ---- the network -----------------------------------------------------------------------------
     def network_input(self, x_t: Tensor, t: Tensor, cond: Condition) -> tuple[Tensor, Tensor, Condition]:
