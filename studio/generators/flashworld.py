@@ -93,19 +93,28 @@ class FlashWorld(nn.Module):
         self, cond: Condition, viewmats: Tensor, Ks: Tensor, steps: int = 1, generator: Optional[torch.Generator] = None
     ) -> PixelGaussians:
         """k-step 3D-mode generation (see the module docstring): Gaussians of ``cond``'s scene."""
+        x = self.input_at(cond, viewmats, Ks, steps, steps - 1, generator)
+        last = step_timesteps(steps, self.prior.num_train_timesteps)[-1]
+        return self.denoise(x, torch.full((x.shape[0],), last, dtype=torch.long, device=x.device), cond, viewmats, Ks)[
+            2
+        ]
+
+    @torch.no_grad()
+    def input_at(
+        self, cond: Condition, viewmats: Tensor, Ks: Tensor, steps: int, i: int, generator: Optional[torch.Generator]
+    ) -> Tensor:
+        """The input [B,V,3,h,w] of step ``i`` of ``steps``-step generation: noise, then ``i`` steps
+        (3D-mode Gaussians, rendered at the cameras, re-noised to the next timestep), without
+        gradient (also DMD2's backward simulation of a student's later steps)."""
         B = cond.batch_size
-        T = self.prior.num_train_timesteps
+        ts = step_timesteps(steps, self.prior.num_train_timesteps)
         x = torch.randn((B, viewmats.shape[1], *self.prior.latent_shape[1:]), generator=generator).to(viewmats.device)
-        ts = step_timesteps(steps, T)
-        for i, t in enumerate(ts):
-            tt = torch.full((B,), t, dtype=torch.long, device=x.device)
-            _, _, gaussians = self.denoise(x, tt, cond, viewmats, Ks)
-            if i + 1 < len(ts):
-                x0 = self.render(gaussians, viewmats, Ks) * 2.0 - 1.0
-                t_next = torch.full((B,), ts[i + 1], dtype=torch.long, device=x.device)
-                noise = torch.randn(x0.shape, generator=generator).to(x0)
-                x = self.prior.add_noise(x0, noise, t_next)
-        return gaussians
+        for j in range(i):
+            t = torch.full((B,), ts[j], dtype=torch.long, device=x.device)
+            x0 = self.render(self.denoise(x, t, cond, viewmats, Ks)[2], viewmats, Ks) * 2.0 - 1.0
+            t_next = torch.full((B,), ts[j + 1], dtype=torch.long, device=x.device)
+            x = self.prior.add_noise(x0, torch.randn(x0.shape, generator=generator).to(x0), t_next)
+        return x
 
     def teacher(
         self,
