@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ from studio.generators.flashworld import (
     step_timesteps,
 )
 from studio.generators.orbits import OrbitBatch, OrbitSet, orbits_from_lift, orbits_from_toydata, sample_orbits
+from studio.io.cache import main_process_first
 from studio.io.training_state import load_training_state, save_training_state
 from studio.lift.data import LiftDataConfig
 from studio.lift.train import lr_at
@@ -216,22 +218,6 @@ def dual_loss(model, batch: OrbitBatch, rng: np.random.Generator, cfg: FlashWorl
     return loss, stats
 
 
-def student_input(net: FlashWorld, cond, batch: OrbitBatch, k: int, i: int, gen: torch.Generator) -> Tensor:
-    """x at the i-th of k student steps: noise for i = 0; otherwise the student's own earlier
-    steps run without gradient, re-noised (backward simulation, DMD2 Sec. 4.5)."""
-    ts = step_timesteps(k, net.prior.num_train_timesteps)
-    shape = batch.images.shape
-    x = torch.randn(shape, generator=gen).to(batch.images)
-    with torch.no_grad():
-        for j in range(i):
-            tt = torch.full((shape[0],), ts[j], dtype=torch.long, device=x.device)
-            _, _, g = net.denoise(x, tt, cond, batch.viewmats, batch.Ks)
-            x0 = net.render(g, batch.viewmats, batch.Ks) * 2.0 - 1.0
-            t_next = torch.full((shape[0],), ts[j + 1], dtype=torch.long, device=x.device)
-            x = net.prior.add_noise(x0, torch.randn(shape, generator=gen).to(x0), t_next)
-    return x
-
-
 def dmd_gradient(
     real, fake, x: Tensor, cond_real, uncond_real, cond_fake, t: Tensor, eps: Tensor, scale: float
 ) -> Tensor:
@@ -273,10 +259,8 @@ def train_flashworld(
     say = log if accelerator.is_main_process else (lambda _m: None)
     sets = data
     if sets is None:
-        if accelerator.is_main_process:  # renders the caches on first use
-            read_sources(cfg, say)
-        accelerator.wait_for_everyone()
-        sets = read_sources(cfg, lambda _m: None)
+        read = functools.partial(read_sources, cfg)
+        sets = main_process_first(read, accelerator.is_main_process, accelerator.wait_for_everyone, say)
     set_seed(cfg.seed)
     if cfg.phase == "dual":
         arch = {"channels": list(cfg.channels), "n_res": cfg.n_res, "views": cfg.views, "res": cfg.res}
@@ -396,7 +380,7 @@ def dmd_step(
     cond = dropout.condition(net.prior, batch)
     k = int(rng.choice(cfg.student_steps))
     i = int(rng.integers(k))
-    x_in = student_input(net, cond, batch, k, i, gen)
+    x_in = net.input_at(cond, batch.viewmats, batch.Ks, k, i, gen)  # backward simulation (DMD2 Sec. 4.5)
     B, V = batch.images.shape[:2]
     t_i = torch.full((B,), step_timesteps(k, net.prior.num_train_timesteps)[i], dtype=torch.long, device=x_in.device)
     _, _, gaussians = model(x_in, t_i, cond, batch.viewmats, batch.Ks)

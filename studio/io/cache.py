@@ -121,3 +121,14 @@ def load_or_make(
     save(data, path)
     log(f"Rendered {count(data)} {unit} in {time.time() - t0:.0f}s")
     return data
+
+
+def main_process_first(
+    read: Callable[..., T], is_main: bool, wait: Callable[[], None], log: Callable[[str], None]
+) -> T:
+    """``read(log=log)`` in a multi-process run where ``read`` renders and caches its data on first use:
+    the main process reads first (making the cache, logging), the others after ``wait()`` (a
+    barrier every process calls) read the cache silently; each process reads once."""
+    data = read(log=log) if is_main else None
+    wait()
+    return data if is_main else read(log=lambda _msg: None)

@@ -23,6 +23,7 @@ The result is saved as fp16 safetensors with the model and training config in th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from studio.io.cache import main_process_first
 from studio.io.training_state import load_training_state, save_training_state
 from studio.lift.data import LiftData, LiftDataConfig
 from studio.lift.gaussians import DEFAULT_EPS2D, render
@@ -142,10 +144,8 @@ def train_lift(
     if data is None:
         from studio.lift.data import load_or_make
 
-        if accelerator.is_main_process:
-            load_or_make(cfg.data, workers=cfg.workers, log=say)
-        accelerator.wait_for_everyone()
-        data = load_or_make(cfg.data, workers=cfg.workers, log=lambda _m: None)
+        read = functools.partial(load_or_make, cfg.data, workers=cfg.workers)
+        data = main_process_first(read, accelerator.is_main_process, accelerator.wait_for_everyone, say)
     set_seed(cfg.seed)  # same initial weights on every process (DDP also broadcasts them)
     model = GaussianPredictor(cfg.model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
