@@ -11,7 +11,6 @@ each scene's normalised frame). ``next_train`` returns ``(batch, batch)`` with `
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Tuple, Type
@@ -24,7 +23,7 @@ from nerfstudio.data.datamanagers.random_cameras_datamanager import TrivialDatas
 
 from studio.cameras.nerfstudio import nerfstudio_cameras
 from studio.data.base import StudioDataManager
-from studio.data.scene_set import check_scene_set, load_scene_views, scene_folders
+from studio.data.scene_set import check_scene_set, load_scene_views, scene_caption, scene_folders
 from studio.generators.orbits import OrbitBatch, OrbitSet, sample_orbits
 from studio.io.errors import StudioInputError
 from studio.io.inputs import Input, Kind
@@ -54,10 +53,6 @@ def read_orbit_set(folders: List[Path], resolution: int) -> OrbitSet:
 
     scenes = [load_scene_views(p, resolution) for p in track(folders, description="Loading scenes", transient=True)]
     V = min(len(s.images) for s in scenes)
-    captions = []
-    for p in folders:
-        meta = p / "meta.json"
-        captions.append(json.loads(meta.read_text(encoding="utf-8")).get("caption", "") if meta.is_file() else "")
     images = torch.stack([s.images[:V] for s in scenes]).permute(0, 1, 3, 4, 2)
     alpha = torch.stack([s.alpha[:V, 0] for s in scenes])
 
@@ -68,7 +63,7 @@ def read_orbit_set(folders: List[Path], resolution: int) -> OrbitSet:
         images=as_uint8(images),
         viewmats=torch.stack([s.viewmats[:V] for s in scenes]).numpy(),
         Ks=torch.stack([s.Ks[:V] for s in scenes]).numpy(),
-        captions=np.array(captions),
+        captions=np.array([scene_caption(p) for p in folders]),
         alpha=as_uint8(alpha),
     )
 

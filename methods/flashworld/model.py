@@ -23,6 +23,7 @@ from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.models.base_model import Model, ModelConfig
 from torch import Tensor
 
@@ -89,8 +90,6 @@ class FlashWorldModel(Model):
         return {"generator": list(self.generator.parameters())}
 
     def get_outputs(self, batch) -> Dict[str, Tensor]:  # type: ignore[override]
-        from nerfstudio.cameras.cameras import Cameras
-
         if isinstance(batch, Cameras):
             return self.render_preview(batch)
         cfg = self.config
@@ -143,10 +142,9 @@ class FlashWorldModel(Model):
         if scene is None:
             scene = world_gaussians(self.one_step(batch), batch.frame)
             self.preview = (batch, scene)
-        colors = (0.5 + 0.28209479 * scene.sh[:, 0]).clamp(0, 1)
         out = rasterize(
-            scene.means, scene.quats, scene.scales, scene.opacities, colors, viewmats[:1], Ks[:1], W, H,
-            background=torch.ones(3, device=self.device),
+            scene.means, scene.quats, scene.scales, scene.opacities, scene.sh, viewmats[:1], Ks[:1], W, H,
+            background=torch.ones(3, device=self.device), sh_degree=scene.sh_degree,
         )  # fmt: skip
         return {"rgb": out.color[0], "accumulation": out.alpha[0], "depth": out.depth[0]}
 

@@ -166,6 +166,8 @@ class Prd:
 
 GENERATORS = ("flashworld",)
 """Feed-forward generators ``studio eval image-to-3d --method`` also takes (no ns-train run)."""
+GENERATOR_VARIANTS = ("1-step", "4-step", "teacher")
+"""What a generator is scored as (``studio.eval.generate.VARIANTS``; repeated so ``studio`` starts without torch)."""
 
 
 def generator_options(method_args: str) -> dict:
@@ -175,7 +177,7 @@ def generator_options(method_args: str) -> dict:
     import shlex
 
     parser = argparse.ArgumentParser(prog="--method-args", add_help=False, exit_on_error=False)
-    parser.add_argument("--variant", choices=("1-step", "4-step", "teacher"), default="1-step")
+    parser.add_argument("--variant", choices=GENERATOR_VARIANTS, default="1-step")
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--teacher-weights", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -219,6 +221,31 @@ class ImageTo3D:
 
     def main(self) -> None:
         import math
+
+        from studio.data.nerf_synthetic import read_nerf_synthetic
+        from studio.eval.image_to_3d import orbit_of_c2w
+        from studio.io.atomic import atomic_write_text
+
+        train, test = read_nerf_synthetic(self.data, "train"), read_nerf_synthetic(self.data, "test")
+        if not 0 <= self.view < len(train.image_paths):
+            raise StudioInputError(
+                f"--view {self.view} is not a frame of the training split (0..{len(train.image_paths) - 1})."
+            )
+        elev, az, dist = orbit_of_c2w(train.camera_to_worlds[self.view])
+        orbit = (elev, az, dist, math.degrees(2.0 * math.atan(0.5 * train.width / train.fx)))
+        if self.method in GENERATORS:
+            from studio.eval.generate import image_to_3d_generated
+
+            metrics = image_to_3d_generated(train, test, self.view, orbit, **generator_options(self.method_args))
+        else:
+            metrics = self.reconstructed(train, test, orbit)
+        atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
+        print_table(metrics, f"{self.method} from view {self.view} of {self.data.name}")
+        print(f"Wrote {self.output}")
+
+    def reconstructed(self, train, test, orbit: tuple) -> dict:
+        """Metrics of an ns-train run of the method from the reference view (``orbit``: its elevation,
+        azimuth, distance and field of view): test views and the exported mesh's Chamfer distance."""
         import shlex
         import subprocess
         import sys
@@ -227,28 +254,11 @@ class ImageTo3D:
         import torch
         from nerfstudio.cameras.cameras import Cameras
 
-        from studio.data.nerf_synthetic import read_nerf_synthetic
-        from studio.eval.image_to_3d import mesh_chamfer, orbit_of_c2w, score_views
+        from studio.eval.image_to_3d import mesh_chamfer, score_views
         from studio.eval.inverse import read_image
-        from studio.io.atomic import atomic_write_text
         from studio.models.runs import load_run
 
-        train, test = read_nerf_synthetic(self.data, "train"), read_nerf_synthetic(self.data, "test")
-        if not 0 <= self.view < len(train.image_paths):
-            raise StudioInputError(
-                f"--view {self.view} is not a frame of the training split (0..{len(train.image_paths) - 1})."
-            )
-        elev, az, dist = orbit_of_c2w(train.camera_to_worlds[self.view])
-        fov = math.degrees(2.0 * math.atan(0.5 * train.width / train.fx))
-        if self.method in GENERATORS:
-            from studio.eval.generate import image_to_3d_generated
-
-            opts = generator_options(self.method_args)
-            metrics = image_to_3d_generated(train, test, self.view, (elev, az, dist, fov), **opts)
-            atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
-            print_table(metrics, f"{self.method} from view {self.view} of {self.data.name}")
-            print(f"Wrote {self.output}")
-            return
+        elev, az, dist, fov = orbit
         work = self.work_dir or self.output.with_name(self.output.stem + "_run")
         cmd = [
             str(Path(sys.executable).with_name("ns-train")),
@@ -262,16 +272,14 @@ class ImageTo3D:
             "--pipeline.datamanager.recentre",
             "False",
             "--pipeline.datamanager.reference-view",
-            *(f"{v:.6f}" for v in (elev, az, dist, fov)),
+            *(f"{v:.6f}" for v in orbit),
             *shlex.split(self.method_args),
         ]
         print(f"Reference view {self.view}: elevation {elev:.1f}, azimuth {az:.1f}, distance {dist:.3f}, fov {fov:.1f}")
         if subprocess.run(cmd).returncode != 0:
             raise StudioInputError(f"the {self.method} run failed (command: {shlex.join(cmd)}).")
         config = max(work.glob(f"*/{self.method}/*/config.yml"), key=lambda p: p.stat().st_mtime)
-        pipeline = load_run(config, with_data=True).pipeline
-        model = pipeline.model
-        render = model.render_any
+        render = load_run(config, with_data=True).pipeline.model.render_any
 
         def render_fn(c2w: np.ndarray):
             cam = Cameras(
@@ -291,9 +299,7 @@ class ImageTo3D:
         metrics["chamfer"] = mesh_chamfer(
             config.parent / "export" / "mesh.glb", self.data / "gt_mesh.obj", self.n_points
         )
-        atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
-        print_table(metrics, f"{self.method} from view {self.view} of {self.data.name}")
-        print(f"Wrote {self.output}")
+        return metrics
 
 
 @dataclass
@@ -637,7 +643,7 @@ class Generate:
     """Cameras generated per scene: training frame 0 (the input image) and views - 1 more."""
     condition: str = "image"
     """image, caption (meta.json's) or both."""
-    variants: List[str] = field(default_factory=lambda: ["1-step", "4-step", "teacher"])
+    variants: List[str] = field(default_factory=lambda: list(GENERATOR_VARIANTS))
     teacher_steps: int = 50
     guidance_scale: float = 3.0
     seed: int = 0
@@ -656,7 +662,7 @@ class Generate:
             Input("--method", Kind.CHOICE, self.method, choices=GENERATORS),
             Input("--condition", Kind.CHOICE, self.condition, choices=("image", "caption", "both")),
         ]
-        checks += [Input("--variants", Kind.CHOICE, v, choices=("1-step", "4-step", "teacher")) for v in self.variants]
+        checks += [Input("--variants", Kind.CHOICE, v, choices=GENERATOR_VARIANTS) for v in self.variants]
         checks += [
             Input(f, Kind.SAFETENSORS, w)
             for f, w in (("--weights", self.weights), ("--teacher-weights", self.teacher_weights))

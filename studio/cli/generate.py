@@ -123,9 +123,7 @@ class FlashWorldGenerate:
             else:
                 gaussians = model.generate(cond, viewmats, Ks, self.steps, generator)
             renders = model.render(gaussians, viewmats, Ks)[0]
-        if frame is not None:
-            frame = type(frame)(frame.center.to(device), frame.scale.to(device))
-        return world_gaussians(gaussians, frame).to("cpu"), renders.cpu()
+        return world_gaussians(gaussians.map(lambda t: t.cpu()), frame), renders.cpu()
 
 
 COMMANDS = {"flashworld": FlashWorldGenerate}

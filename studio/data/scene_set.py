@@ -127,3 +127,9 @@ def load_scene_views(root: Path, resolution: int) -> SceneViews:
 def view_angles(directions: Tensor) -> Tensor:
     """[V,V] angles (degrees) between the views' directions [V,3]."""
     return torch.rad2deg(torch.arccos((directions @ directions.T).clamp(-1, 1)))
+
+
+def scene_caption(root: Path) -> str:
+    """The caption in a scene folder's ``meta.json`` (ToyWorld writes one), else ""."""
+    meta = Path(root) / "meta.json"
+    return json.loads(meta.read_text(encoding="utf-8")).get("caption", "") if meta.is_file() else ""

@@ -21,7 +21,6 @@ Per scene (a NeRF-synthetic folder, e.g. ``studio scenes make`` of test-split To
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,13 +53,12 @@ def render_fn_of(gaussians, frames, device: str = "cpu"):
 
     K = torch.tensor([[frames.fx, 0.0, frames.cx], [0.0, frames.fy, frames.cy], [0.0, 0.0, 1.0]])
     g = gaussians.to(device)
-    colors = (0.5 + 0.28209479 * g.sh[:, 0]).clamp(0, 1)
 
     def render(c2w: np.ndarray):
         viewmat = opengl_c2w_to_viewmat(torch.from_numpy(np.asarray(c2w)).float())
         out = rasterize(
-            g.means, g.quats, g.scales, g.opacities, colors, viewmat[None].to(device), K[None].to(device),
-            frames.width, frames.height, background=torch.ones(3, device=device),
+            g.means, g.quats, g.scales, g.opacities, g.sh, viewmat[None].to(device), K[None].to(device),
+            frames.width, frames.height, background=torch.ones(3, device=device), sh_degree=g.sh_degree,
         )  # fmt: skip
         return out.color[0].cpu(), out.alpha[0, ..., 0].cpu()
 
@@ -101,12 +99,21 @@ def reprojection_error(images: Tensor, depth: Tensor, alpha: Tensor, viewmats: T
     return errors / max(counts, 1)
 
 
+def reference_image(path: Path, res: int) -> Tensor:
+    """A view's image [1,3,res,res] in [0,1]: RGBA composited over white, area-resized."""
+    from studio.eval.inverse import over_white, read_image
+
+    image = torch.from_numpy(over_white(read_image(path))).float().permute(2, 0, 1)[None]
+    return F.interpolate(image, size=(res, res), mode="area")
+
+
 def scene_inputs(folder: Path, cfg: GenerateEvalConfig, index: int, res: int):
     """(train frames, test frames, test images, chosen train indices, viewmats [V,4,4] (world),
     Ks [V,3,3] at ``res``, reference image [3,res,res], caption)."""
     from studio.cameras.convert import intrinsics_from_fov, opengl_c2w_to_viewmat
     from studio.data.nerf_synthetic import read_nerf_synthetic
-    from studio.eval.inverse import over_white, read_image
+    from studio.data.scene_set import scene_caption
+    from studio.eval.inverse import read_image
     from studio.io.errors import StudioInputError
 
     train, test = read_nerf_synthetic(folder, "train"), read_nerf_synthetic(folder, "test")
@@ -119,10 +126,8 @@ def scene_inputs(folder: Path, cfg: GenerateEvalConfig, index: int, res: int):
     viewmats = opengl_c2w_to_viewmat(torch.from_numpy(train.camera_to_worlds[chosen]).float())
     fov = float(np.degrees(2.0 * np.arctan(0.5 * train.width / train.fx)))
     Ks = intrinsics_from_fov(fov, res, res).expand(cfg.views, 3, 3).clone()
-    ref = torch.from_numpy(over_white(read_image(train.image_paths[0]))).float().permute(2, 0, 1)[None]
-    ref = F.interpolate(ref, size=(res, res), mode="area")[0]
-    meta = folder / "meta.json"
-    caption = json.loads(meta.read_text()).get("caption", "") if meta.is_file() else ""
+    ref = reference_image(train.image_paths[0], res)[0]
+    caption = scene_caption(folder)
     test_images = [read_image(p) for p in test.image_paths]
     return train, test, test_images, chosen, viewmats, Ks, ref, caption
 
@@ -187,9 +192,7 @@ def evaluate(models: VariantModels, folders: list[Path], cfg: GenerateEvalConfig
             out = render_gaussians(gaussians, vm, K, res, res)
             consistency = reprojection_error(views[0], out.depth[0, ..., 0], out.alpha[0, ..., 0], vm[0], K[0])
             scene = world_gaussians(gaussians, frame)
-            metrics = score_views(render_fn_of(scene, test), test, test_images)
-            if lpips is not None:
-                metrics["lpips"] = lpips_of(lpips, scene, test, test_images)
+            metrics = score_views(render_fn_of(scene, test), test, test_images, lpips)
             metrics.update(reprojection_error=consistency, seconds=seconds)
             per_scene[variant].append({"scene": folder.name, **metrics})
         if not warmup:
@@ -209,19 +212,6 @@ def evaluate(models: VariantModels, folders: list[Path], cfg: GenerateEvalConfig
     return result
 
 
-def lpips_of(lpips, scene, frames, images: list) -> float:
-    """Mean LPIPS of the scene's renders at ``frames`` against RGBA ``images`` on white."""
-    from studio.eval.inverse import over_white
-
-    render = render_fn_of(scene, frames)
-    values = []
-    for c2w, gt in zip(frames.camera_to_worlds, images):
-        rgb, _ = render(c2w)
-        target = torch.from_numpy(over_white(gt)).float()
-        values.append(float(lpips(rgb.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None])))
-    return float(np.mean(values))
-
-
 def image_to_3d_generated(
     train, test, view: int, orbit: tuple, variant: str = "1-step", weights=None, teacher_weights=None, seed: int = 0
 ) -> dict:
@@ -235,7 +225,7 @@ def image_to_3d_generated(
     from studio.cameras.normalize import scene_frame, to_frame
     from studio.cameras.sampling import orbit_c2w
     from studio.eval.image_to_3d import score_views
-    from studio.eval.inverse import over_white, read_image
+    from studio.eval.inverse import read_image
     from studio.generators.flashworld import world_gaussians
 
     models = VariantModels.load(weights, teacher_weights)
@@ -246,8 +236,7 @@ def image_to_3d_generated(
     viewmats = opengl_c2w_to_viewmat(c2w)[None]
     frame = scene_frame(viewmats)
     vm, Ks = to_frame(viewmats, frame), intrinsics_from_fov(fov, res, res).expand(1, 4, 3, 3).clone()
-    ref = torch.from_numpy(over_white(read_image(train.image_paths[view]))).float().permute(2, 0, 1)[None]
-    ref = F.interpolate(ref, size=(res, res), mode="area")
+    ref = reference_image(train.image_paths[view], res)
     with torch.no_grad():
         gaussians, _, seconds = run_variant(models, variant, ref, "", vm, Ks, GenerateEvalConfig(), seed)
     scene = world_gaussians(gaussians, frame)

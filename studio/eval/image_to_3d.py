@@ -62,13 +62,14 @@ def mesh_chamfer(pred_path: Path, gt_path: Path, n_points: int = 20000, seed: in
     return chamfer_distance(*pts)
 
 
-def score_views(render_fn, frames, images: list) -> Dict[str, float]:
+def score_views(render_fn, frames, images: list, lpips=None) -> Dict[str, float]:
     """Mean PSNR, SSIM and mask IoU of ``render_fn(c2w [4,4], frames) -> (rgb [H,W,3], alpha
-    [H,W])`` against RGBA ground truth ``images`` (float [H,W,4] in [0,1])."""
+    [H,W])`` against RGBA ground truth ``images`` (float [H,W,4] in [0,1]); with ``lpips`` (the
+    callable of :func:`studio.metrics.lpips_if_available`) also the mean LPIPS of the same renders."""
     from studio.eval.inverse import over_white
     from studio.metrics import psnr, ssim
 
-    p, s, iou = [], [], []
+    p, s, iou, lp = [], [], [], []
     for c2w, gt in zip(frames.camera_to_worlds, images):
         rgb, alpha = render_fn(c2w)
         target = torch.from_numpy(over_white(gt)).float()
@@ -77,4 +78,9 @@ def score_views(render_fn, frames, images: list) -> Dict[str, float]:
         pred_m, gt_m = alpha > 0.5, torch.from_numpy(gt[..., 3] > 0.5)
         union = (pred_m | gt_m).sum()
         iou.append(float((pred_m & gt_m).sum() / union) if union > 0 else 1.0)
-    return {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "mask_iou": float(np.mean(iou))}
+        if lpips is not None:
+            lp.append(float(lpips(rgb.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None])))
+    out = {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "mask_iou": float(np.mean(iou))}
+    if lpips is not None:
+        out["lpips"] = float(np.mean(lp))
+    return out
