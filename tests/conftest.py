@@ -245,3 +245,26 @@ def save_tiny_t5_tokenizer(folder: Path) -> None:
     except TypeError:  # transformers < 5 (sentencepiece-backed T5Tokenizer)
         pytest.skip("tiny T5 tokenizer needs transformers >= 5")
     tok.save_pretrained(folder)
+
+
+def run_single_and_ddp(module: str, args: list[str], tmp_path: Path, timeout: int) -> dict[str, tuple[Path, str]]:
+    """Run ``python -m module args --output F`` as one process and under ``torchrun
+    --nproc_per_node=2`` (gloo on CPU), with an empty data cache in ``tmp_path``: {"single" | "ddp":
+    (F, stdout + stderr)}, each run within ``timeout`` seconds; skips when torchrun is missing,
+    fails on a non-zero exit."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.is_file() and shutil.which("torchrun") is None:
+        pytest.skip("torchrun not installed")
+    env = {**os.environ, "DISTILL_STUDIO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for name, prefix in [("ddp", [str(torchrun), "--nproc_per_node=2"]), ("single", [sys.executable])]:
+        out = tmp_path / f"{name}.safetensors"
+        cmd = [*prefix, "-m", module, *args, "--output", str(out)]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[name] = (out, r.stdout + r.stderr)
+    return runs

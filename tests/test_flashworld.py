@@ -298,24 +298,15 @@ def test_eval_generate_and_image_to_3d_score_the_generator_on_held_out_views(tmp
 def test_training_runs_under_torchrun_ddp(tmp_path: Path):
     """The same entry point runs as 2-process DDP (torchrun, gloo on CPU): one process renders the
     data and writes the weights, and the averaged gradients give other weights than one process."""
-    import shutil
-
+    from conftest import run_single_and_ddp
     from safetensors.torch import load_file
 
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.is_file() and shutil.which("torchrun") is None:
-        pytest.skip("torchrun not installed")
     args = "--phase dual --steps 2 --batch 1 --warmup 1 --log-every 2 --seed 9 --workers 1 --ema-decay 0".split()
     args += "--channels 8 16 16 --object-data.n-seeds 0".split()
     args += "--data.n-object 1 --data.n-multi 1 --data.views 5 --data.res 32 --data.aa 1 --data.spp 1".split()
-    env = {**os.environ, "DISTILL_STUDIO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    outs = {}
-    for name, prefix in [("ddp", [str(torchrun), "--nproc_per_node=2"]), ("single", [sys.executable])]:
-        outs[name] = tmp_path / f"{name}.safetensors"
-        cmd = [*prefix, "-m", "studio.generators.train", *args, "--output", str(outs[name])]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
-        assert r.returncode == 0, r.stderr[-3000:]
-        assert (r.stdout + r.stderr).count("Saved ") == 1, (r.stdout + r.stderr)[-3000:]
-    a, b = load_file(str(outs["ddp"])), load_file(str(outs["single"]))
+    runs = run_single_and_ddp("studio.generators.train", args, tmp_path, timeout=900)
+    for _, text in runs.values():
+        assert text.count("Saved ") == 1, text[-3000:]
+    a, b = load_file(str(runs["ddp"][0])), load_file(str(runs["single"][0]))
     assert a.keys() == b.keys()
     assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) > 0  # rank 1's batch counted

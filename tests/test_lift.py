@@ -352,30 +352,16 @@ def test_training_smoke_save_load_resume(tiny_data, tmp_path):
 def test_training_runs_under_torchrun_ddp(tmp_path):
     """The same entry point runs as 2-process DDP (torchrun, gloo on CPU): one process renders the
     data and writes the weights, and the averaged gradients give other weights than one process."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
+    from conftest import run_single_and_ddp
     from safetensors.torch import load_file
 
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.is_file() and shutil.which("torchrun") is None:
-        pytest.skip("torchrun not installed")
     args = "--steps 3 --batch 1 --n-targets 1 --warmup 1 --log-every 3 --seed 9 --workers 1".split()
     args += "--data.n-object 1 --data.n-multi 1 --data.views 3 --data.res 32 --data.aa 1 --data.spp 1".split()
     args += "--model.stem-dim 8 --model.feat-dim 16 --model.attn-heads 2 --model.num-depths 16".split()
     args += "--model.unet-dim 8 --model.head-dim 8".split()
-    env = {**os.environ, "DISTILL_STUDIO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    outs = {}
-    for name, prefix in [("ddp", [str(torchrun), "--nproc_per_node=2"]), ("single", [sys.executable])]:
-        outs[name] = tmp_path / f"{name}.safetensors"
-        cmd = [*prefix, "-m", "studio.lift.train", *args, "--output", str(outs[name])]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
-        assert r.returncode == 0, r.stderr[-3000:]
-        text = r.stdout + r.stderr
+    runs = run_single_and_ddp("studio.lift.train", args, tmp_path, timeout=600)
+    for _, text in runs.values():
         assert text.count("Saved ") == 1 and text.count("Rendering ToyWorld lift data") <= 1, text[-3000:]
-    a, b = load_file(str(outs["ddp"])), load_file(str(outs["single"]))
+    a, b = load_file(str(runs["ddp"][0])), load_file(str(runs["single"][0]))
     assert a.keys() == b.keys()
     assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) > 0  # rank 1's batch counted
