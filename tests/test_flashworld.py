@@ -89,7 +89,7 @@ def test_the_unconditional_branch_keeps_each_items_cameras():
     vm[1] = orbit_viewmats(4, 1.0, 45.0)  # another camera set for item 1
     cond = model.condition(vm, Ks, image=torch.rand(2, 3, 32, 32), text=["a red cube", "a blue cone"])
     uncond = model.prior.unconditional(cond)
-    assert torch.equal(uncond.tensors["pose"], cond.tensors["pose"]) and not uncond.tensors["has_image"].any()
+    assert torch.equal(uncond.tensors["pose"], cond.tensors["pose"]) and not uncond.tensors["ref_mask"].any()
     assert torch.equal(uncond.tensors["text"][0], uncond.tensors["text"][1])  # the same empty caption
 
 

@@ -62,20 +62,28 @@ class FlashWorld(nn.Module):
     def res(self) -> int:
         return self.prior.image_size
 
-    def condition(self, viewmats: Tensor, Ks: Tensor, image: Optional[Tensor] = None, text=None) -> Condition:
+    def condition(
+        self, viewmats: Tensor, Ks: Tensor, image: Optional[Tensor] = None, text=None, keyframes: Optional[dict] = None
+    ) -> Condition:
         """The condition of normalised-frame cameras ``viewmats`` [B,V,4,4] / ``Ks`` [B,V,3,3]
-        (pixels of res x res), an optional view-0 image [B,3,H,W] in [0,1] and caption(s)."""
-        return self.prior.condition(text=text, image=image, pose=plucker_raymaps(viewmats, Ks, self.res, self.res))
+        (pixels of res x res), an optional view-0 image [B,3,H,W] in [0,1] (or given views
+        ``keyframes``: view index -> [B,3,H,W], see :meth:`ToyMVPrior.condition`) and caption(s)."""
+        pose = plucker_raymaps(viewmats, Ks, self.res, self.res)
+        return self.prior.condition(text=text, image=image, pose=pose, keyframes=keyframes)
 
     def denoise(self, x_t: Tensor, t: Tensor, cond: Condition, viewmats: Tensor, Ks: Tensor):
         """One shared forward pass -> (MV-mode output [B,V,3,h,w] in the prior's prediction type,
         its clean estimate x0 [B,V,3,h,w], the 3D mode's Gaussians)."""
         out, feats = self.prior.forward_features(x_t, t, cond)
-        x0 = self.prior.to_x0(x_t, t, out).clamp(-1.0, 1.0)
-        c = cond.expand(x_t.shape[0]).tensors
-        has = c["has_image"].to(x0).view(-1, 1, 1, 1, 1)
-        x0 = torch.cat([has * c["image"].to(x0)[:, None] + (1 - has) * x0[:, :1], x0[:, 1:]], 1)
-        return out, x0, self.head(feats, x0, c["pose"], viewmats, Ks)
+        x0 = self.with_given(self.prior.to_x0(x_t, t, out).clamp(-1.0, 1.0), cond)
+        return out, x0, self.head(feats, x0, cond.expand(x_t.shape[0]).tensors["pose"], viewmats, Ks)
+
+    @staticmethod
+    def with_given(x0: Tensor, cond: Condition) -> Tensor:
+        """``x0`` [B,V,3,h,w] (model space) with the views ``cond`` gives replaced by their images."""
+        c = cond.expand(x0.shape[0]).tensors
+        given = c["ref_mask"].to(x0)[:, :, None, None, None]
+        return given * c["refs"].to(x0) + (1 - given) * x0
 
     forward = denoise
 

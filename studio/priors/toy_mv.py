@@ -14,7 +14,9 @@ Per view the network reads ``concat(x_t, Plücker raymap, reference mask)`` (3 +
   direction worth knowing. CAT3D and FlashWorld condition on Plücker rays the same way.
 * **image**: with an image condition, view 0 is the clean image (mask channel 1, timestep 0): the
   CAT3D way of conditioning on observed views; the prediction for view 0 is meaningless and
-  ignored (:func:`studio.priors.multiview.generated_views`).
+  ignored (:func:`studio.priors.multiview.generated_views`). Any set of views can be given the
+  same way (``keyframes``: e.g. the first and last frame of a video-interpolation model, as the
+  VideoScene teacher); ``toy-mv`` itself is trained with view 0 only.
 * **caption**: tokens of the toy text encoder (:mod:`studio.priors.text`) by cross-attention, and
   their mean through an MLP added to every view's time embedding (as ``toy-t2i``).
 
@@ -44,8 +46,8 @@ IN_CHANNELS = 3 + 6 + 1
 
 class ToyMVPrior(ToyPrior, MultiViewPrior):
     """Multi-view toy prior (see the module docstring). Condition fields: ``text`` [B,L,D],
-    ``text_mask`` [B,L], ``image`` [B,3,h,w] (model space), ``has_image`` [B] (0/1), ``pose``
-    [B,V,6,h,w] (raymaps from :meth:`raymaps`)."""
+    ``text_mask`` [B,L], ``refs`` [B,V,3,h,w] (the given views, model space; zeros elsewhere),
+    ``ref_mask`` [B,V] (1 where a view is given), ``pose`` [B,V,6,h,w] (raymaps from :meth:`raymaps`)."""
 
     kind = "toy-mv"
 
@@ -76,26 +78,32 @@ class ToyMVPrior(ToyPrior, MultiViewPrior):
         [B,V,3,3] (pixels of a ``height x width`` image), in their normalised scene frame."""
         return plucker_raymaps(to_frame(viewmats, scene_frame(viewmats)), Ks, height, width)
 
-    def condition(self, text=None, image=None, pose=None) -> Condition:
+    def condition(self, text=None, image=None, pose=None, keyframes: Optional[dict] = None) -> Condition:
+        """``image`` [B,3,H,W] in [0,1] is view 0's; ``keyframes`` maps view indices (negative ones
+        count from the end) to given images [B,3,H,W] in [0,1] likewise (area-resized to the
+        prior's resolution)."""
         if pose is None:
             raise ValueError("toy-mv needs the cameras: pose = raymaps [B,V,6,H,W] (ToyMVPrior.raymaps)")
         pose = torch.as_tensor(pose, dtype=torch.float32, device=self.device)
-        B = pose.shape[0]
+        B, V = pose.shape[:2]
         texts = [""] * B if text is None else ([text] * B if isinstance(text, str) else list(text))
         ids, mask = self.tokenizer(texts)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        out = {"text": self.text_encoder(ids, mask), "text_mask": mask, "pose": pose}
         res = self.image_size
-        if image is None:
-            out["image"] = torch.zeros(B, 3, res, res, device=self.device)
-            out["has_image"] = torch.zeros(B, device=self.device)
-        else:
-            image = torch.as_tensor(image, dtype=torch.float32, device=self.device)
-            if image.shape[-2:] != (res, res):
-                image = nn.functional.interpolate(image, size=(res, res), mode="area")
-            out["image"] = self.encode(image)
-            out["has_image"] = torch.ones(image.shape[0], device=self.device)
-        return Condition(out)
+        refs = torch.zeros(B, V, 3, res, res, device=self.device)
+        ref_mask = torch.zeros(B, V, device=self.device)
+        given = dict(keyframes or {})
+        if image is not None:
+            given[0] = image
+        for view, img in given.items():
+            img = torch.as_tensor(img, dtype=torch.float32, device=self.device)
+            if img.shape[-2:] != (res, res):
+                img = nn.functional.interpolate(img, size=(res, res), mode="area")
+            refs[:, view] = self.encode(img)
+            ref_mask[:, view] = 1.0
+        return Condition(
+            {"text": self.text_encoder(ids, mask), "text_mask": mask, "pose": pose, "refs": refs, "ref_mask": ref_mask}
+        )
 
     def unconditional(self, like: Condition) -> Condition:
         """Empty caption, no image; ``like``'s cameras (item by item)."""
@@ -103,17 +111,15 @@ class ToyMVPrior(ToyPrior, MultiViewPrior):
 
     # ---- the network -----------------------------------------------------------------------------
     def network_input(self, x_t: Tensor, t: Tensor, cond: Condition) -> tuple[Tensor, Tensor, Condition]:
-        """Per-view network input [B*V,10,h,w] and timesteps [B*V] (view 0 clean at t = 0 where an
-        image is given), and the condition expanded to the batch."""
+        """Per-view network input [B*V,10,h,w] and timesteps [B*V] (given views clean at t = 0),
+        and the condition expanded to the batch."""
         B, V = x_t.shape[:2]
         c = cond.expand(B)
-        has = c.tensors["has_image"].to(x_t)[:, None, None, None]  # [B,1,1,1]
-        x_in = x_t.clone()
-        x_in[:, 0] = has * c.tensors["image"].to(x_t) + (1.0 - has) * x_t[:, 0]
-        ref = torch.zeros_like(x_t[:, :, :1])
-        ref[:, 0] = has
-        t_views = self._t(t, B)[:, None].expand(B, V).clone()
-        t_views[:, 0] = torch.where(has[:, 0, 0, 0] > 0, torch.zeros_like(t_views[:, 0]), t_views[:, 0])
+        given = c.tensors["ref_mask"].to(x_t)[:, :, None, None, None]  # [B,V,1,1,1]
+        x_in = given * c.tensors["refs"].to(x_t) + (1.0 - given) * x_t
+        ref = given.expand(B, V, 1, *x_t.shape[-2:])
+        t_views = self._t(t, B)[:, None].expand(B, V)
+        t_views = torch.where(given[:, :, 0, 0, 0] > 0, torch.zeros_like(t_views), t_views)
         x = torch.cat([x_in, c.tensors["pose"].to(x_t), ref], 2).flatten(0, 1)
         return x, t_views.reshape(-1), c
 
