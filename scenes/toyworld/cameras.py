@@ -1,4 +1,4 @@
-"""Camera paths: orbit, random-on-sphere and forward-facing; OpenGL camera-to-world matrices.
+"""Camera paths: orbit, random-on-sphere, forward-facing and arcs; OpenGL camera-to-world matrices.
 
 Cameras look at ``target`` with the camera's -Z axis, +Y up (OpenGL / NeRF-synthetic /
 Blender), world up +Z. ``radius_for`` picks the distance at which a bounding sphere fits the
@@ -11,7 +11,9 @@ import math
 
 import numpy as np
 
-PATHS = ("orbit", "random", "forward")
+PATHS = ("orbit", "random", "forward", "arc")
+ARC_VIEWS = 5
+"""Views per arc of the ``arc`` path's train split."""
 
 
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
@@ -47,10 +49,22 @@ def camera_path(kind: str, n: int, split: str, target, radius: float, seed: int 
     * ``random``: uniform on the sphere cap of elevation -10..75 deg (seeded per split).
     * ``forward``: forward-facing (LLFF-like): eyes jittered on a plane 1 radius wide in front of
       the scene (towards -Y), all looking at the target; test views on a small inner circle.
+    * ``arc``: train views in consecutive groups of :data:`ARC_VIEWS` on arcs (camera trajectories):
+      each arc at elevation ``U(0, 50)`` deg (+-5 per view), from azimuth ``U(0, 360)`` over a span
+      of ``U(30, 70)`` deg, evenly, distance ``radius x U(1, 1.25)`` (the Gaussian predictor's
+      training arcs, :mod:`studio.lift.data`; seeded); test and val views as ``orbit``'s rings.
     """
     target = np.asarray(target, dtype=np.float64)
     mats = []
-    if kind == "orbit":
+    if kind == "arc" and split == "train":
+        rng = np.random.default_rng([seed, 11])
+        for i in range(n):
+            if i % ARC_VIEWS == 0:
+                elev0, az0, span = rng.uniform(0.0, 50.0), rng.uniform(0.0, 360.0), rng.uniform(30.0, 70.0)
+            az = az0 + span * (i % ARC_VIEWS) / (ARC_VIEWS - 1)
+            dist = radius * rng.uniform(1.0, 1.25)
+            mats.append(look_at(_sph(dist, elev0 + rng.uniform(-5.0, 5.0), az, target), target))
+    elif kind in ("orbit", "arc"):
         for i in range(n):
             if split == "train":
                 s = (i + 0.5) / n

@@ -48,8 +48,8 @@ class Make:
     """Lighting environment: sky, sunset, studio, overcast or night."""
     relight: str = ",".join(_DEFAULTS.relight)
     """Comma-separated environments of the relit test splits test_<env>/ ('' for none)."""
-    path: Literal["orbit", "random", "forward"] = _DEFAULTS.path  # type: ignore[assignment]
-    """Camera path."""
+    path: Literal["orbit", "random", "forward", "arc"] = _DEFAULTS.path  # type: ignore[assignment]
+    """Camera path (arc: train views in arcs of 5, the trajectories videoscene trains on; test ring as orbit)."""
     fov: float = _DEFAULTS.fov_deg
     """Horizontal field of view in degrees."""
     aovs: Literal["all", "test", "none"] = "all"
