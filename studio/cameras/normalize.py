@@ -52,3 +52,9 @@ def from_frame(viewmats: Tensor, frame: SceneFrame) -> Tensor:
     R, t = viewmats[..., :3, :3], viewmats[..., :3, 3]
     out[..., :3, 3] = t * frame.scale[:, None, None] - torch.einsum("bvij,bj->bvi", R, frame.center)
     return out
+
+
+def compose_frames(outer: SceneFrame, inner: SceneFrame) -> SceneFrame:
+    """The frame of ``inner`` (given in ``outer``'s normalised coordinates) in ``outer``'s world:
+    ``p_world = outer.center + outer.scale * (inner.center + inner.scale * p)``."""
+    return SceneFrame(outer.center + outer.scale[:, None] * inner.center, outer.scale * inner.scale)

@@ -78,3 +78,38 @@ def views_around(lo: Tensor, hi: Tensor, n_views: int, image_size: int, fov_deg:
     viewmats = torch.cat(mats)
     K = intrinsics_from_fov(fov_deg, image_size, image_size)
     return viewmats, K[None].expand(len(viewmats), 3, 3).contiguous()
+
+
+def _slerp(a: Tensor, b: Tensor, s: Tensor) -> Tensor:
+    """Spherical interpolation of unit vectors ``a``, ``b`` [B,3] at fractions ``s`` [n] -> [B,n,3]."""
+    cos = (a * b).sum(-1, keepdim=True).clamp(-1.0, 1.0)[:, None]  # [B,1,1]
+    omega = torch.acos(cos)
+    sin = torch.sin(omega)
+    s = s[None, :, None]
+    lerp = (1 - s) * a[:, None] + s * b[:, None]
+    slerp = (torch.sin((1 - s) * omega) * a[:, None] + torch.sin(s * omega) * b[:, None]) / sin.clamp(min=1e-8)
+    out = torch.where(sin > 1e-4, slerp, lerp)
+    return torch.nn.functional.normalize(out, dim=-1)
+
+
+def interpolate_viewmats(first: Tensor, last: Tensor, n: int) -> Tensor:
+    """[B,n,4,4] world-to-camera matrices (OpenCV) from ``first`` to ``last`` [B,4,4] (both included),
+    orbiting the point the two optical axes pass closest to (:func:`studio.cameras.normalize.focus_point`):
+    the direction from that point is slerped (the great circle through both, evenly spaced in
+    angle), the distance and the camera's "up" interpolated, every camera looks at the point."""
+    from studio.cameras.normalize import focus_point
+
+    pair = torch.stack([first, last], 1)
+    focus = focus_point(pair)  # [B,3]
+    c2w = torch.linalg.inv(pair)
+    eyes = c2w[..., :3, 3] - focus[:, None]  # [B,2,3]
+    dist = eyes.norm(dim=-1)  # [B,2]
+    s = torch.linspace(0.0, 1.0, n, dtype=first.dtype, device=first.device)
+    dirs = _slerp(eyes[:, 0] / dist[:, :1], eyes[:, 1] / dist[:, 1:], s)  # [B,n,3]
+    radius = (1 - s)[None] * dist[:, :1] + s[None] * dist[:, 1:]  # [B,n]
+    ups = _slerp(-c2w[:, 0, :3, 1], -c2w[:, 1, :3, 1], s)  # image up = -y (OpenCV)
+    out = [
+        torch.stack([look_at(focus[b] + radius[b, i] * dirs[b, i], focus[b], ups[b, i]) for i in range(n)])
+        for b in range(first.shape[0])
+    ]
+    return torch.stack(out)

@@ -6,7 +6,8 @@
   azimuths and elevations all around, 32 px), via :func:`orbits_from_toydata`.
 
 A batch item takes ``views`` of a scene's cameras as the generated set (view 0 the reference, i.e.
-the conditioning image; the order is shuffled so the reference is anywhere on the arc) and the
+the conditioning image; the order is shuffled so the reference is anywhere on the arc; or, with
+``arc=True``, a sorted subset: a trajectory from the first to the last chosen view) and the
 remaining ones as held-out views that only supervise the 3D mode. Images are area-downsampled to
 ``res``. Cameras are expressed in the scene's normalised frame
 (:func:`studio.cameras.normalize.scene_frame` of the generated set: origin where the optical axes
@@ -42,11 +43,18 @@ class OrbitBatch:
     captions: list[str]
     frame: SceneFrame
     """Each item's normalised frame in its scene's world."""
+    source_images: Optional[Tensor] = None
+    """[B,V,3,R,R] the generated views at the data's resolution R (``sample_orbits(source=True)``)."""
+    source_Ks: Optional[Tensor] = None
+    """[B,V,3,3] their intrinsics in pixels of R x R."""
 
     def to(self, device) -> "OrbitBatch":
         keys = ("images", "viewmats", "Ks", "held_images", "held_viewmats", "held_Ks", "alpha", "held_alpha")
         frame = SceneFrame(self.frame.center.to(device), self.frame.scale.to(device))
-        return OrbitBatch(**{k: getattr(self, k).to(device) for k in keys}, captions=self.captions, frame=frame)
+        source = {k: getattr(self, k) for k in ("source_images", "source_Ks")}
+        source = {k: v.to(device) if v is not None else None for k, v in source.items()}
+        moved = {k: getattr(self, k).to(device) for k in keys}
+        return OrbitBatch(**moved, captions=self.captions, frame=frame, **source)
 
 
 def downsample(images: Tensor, Ks: Tensor, res: int) -> tuple[Tensor, Tensor]:
@@ -70,6 +78,8 @@ class OrbitSet:
     Ks: np.ndarray  # [S,V,3,3] float32 pixels of R x R
     captions: np.ndarray  # [S] str
     alpha: np.ndarray  # [S,V,R,R] uint8 coverage (255 = scene)
+    ordered: bool = False
+    """Whether each scene's views are ordered along one arc (a camera trajectory)."""
 
     @property
     def n_scenes(self) -> int:
@@ -81,7 +91,7 @@ class OrbitSet:
 
 
 def orbits_from_lift(data: LiftData) -> OrbitSet:
-    return OrbitSet(data.images, data.viewmats, data.Ks, data.captions, data.alpha)
+    return OrbitSet(data.images, data.viewmats, data.Ks, data.captions, data.alpha, ordered=True)
 
 
 def coverage_from_white(images: np.ndarray, threshold: int = 250) -> np.ndarray:
@@ -108,20 +118,38 @@ def orbits_from_toydata(data, fov_deg: float) -> OrbitSet:
 
 
 def sample_orbits(
-    data: OrbitSet, scenes: np.ndarray, views: int, res: int, rng: np.random.Generator, held: Optional[int] = None
+    data: OrbitSet,
+    scenes: np.ndarray,
+    views: int,
+    res: int,
+    rng: np.random.Generator,
+    held: Optional[int] = None,
+    arc: bool = False,
+    source: bool = False,
 ) -> OrbitBatch:
     """A batch of the scenes with indices ``scenes`` (see the module docstring): ``views`` generated
-    views and ``held`` held-out ones (default: all the others) per scene; needs ``data.n_views > views``."""
+    views (in arc order with ``arc``) and ``held`` held-out ones (default: all the others) per
+    scene; needs ``data.n_views > views``. ``source`` also keeps the generated views at the data's
+    resolution (``OrbitBatch.source_images``)."""
     V = data.n_views
     if V <= views:
         raise ValueError(f"orbit batches need more than {views} views per scene, the data has {V}")
+    if arc and not data.ordered:
+        raise ValueError("arc-ordered batches need a source whose views are ordered along an arc")
     held = V - views if held is None else min(held, V - views)
-    order = np.stack([rng.permutation(V)[: views + held] for _ in scenes])  # first `views` generated, then held out
+    orders = []
+    for _ in scenes:  # first `views` generated, then held out
+        perm = rng.permutation(V)
+        if arc:
+            perm = np.concatenate([np.sort(perm[:views]), perm[views:]])
+        orders.append(perm[: views + held])
+    order = np.stack(orders)
     s = np.asarray(scenes)[:, None]
     rgba = np.concatenate([data.images[s, order], data.alpha[s, order][..., None]], -1)
     rgba = torch.from_numpy(rgba).float().div(255.0).permute(0, 1, 4, 2, 3)
     viewmats = torch.from_numpy(data.viewmats[s, order]).float()
-    rgba, Ks = downsample(rgba, torch.from_numpy(data.Ks[s, order]).float(), res)
+    full_rgba, full_Ks = rgba, torch.from_numpy(data.Ks[s, order]).float()
+    rgba, Ks = downsample(full_rgba, full_Ks, res)
     images, alpha = rgba[:, :, :3], rgba[:, :, 3:]
     frame = scene_frame(viewmats[:, :views])
     gen_vm, held_vm = to_frame(viewmats[:, :views], frame), to_frame(viewmats[:, views:], frame)
@@ -136,4 +164,27 @@ def sample_orbits(
         held_alpha=alpha[:, views:],
         captions=[str(c) for c in data.captions[np.asarray(scenes)]],
         frame=frame,
+        source_images=full_rgba[:, :views, :3] if source else None,
+        source_Ks=full_Ks[:, :views] if source else None,
+    )
+
+
+def split_arcs(data: OrbitSet, size: int) -> OrbitSet:
+    """Scenes whose views are consecutive arcs of ``size`` views (``studio scenes make --path arc``)
+    as one ordered orbit per arc (views beyond the last whole arc dropped; captions repeated)."""
+    S, V = data.n_scenes, data.n_views
+    n = V // size
+    if n == 0:
+        raise ValueError(f"scenes of {V} views hold no arc of {size} views")
+
+    def arcs(x: np.ndarray) -> np.ndarray:
+        return x[:, : n * size].reshape(S * n, size, *x.shape[2:])
+
+    return OrbitSet(
+        images=arcs(data.images),
+        viewmats=arcs(data.viewmats),
+        Ks=arcs(data.Ks),
+        captions=np.repeat(data.captions, n),
+        alpha=arcs(data.alpha),
+        ordered=True,
     )

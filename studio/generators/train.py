@@ -1,6 +1,6 @@
-"""Training of ``toy-mv`` and FlashWorld on ToyWorld orbits (``python -m studio.generators.train``).
+"""Training of ``toy-mv``, FlashWorld and the VideoScene student on ToyWorld orbits (``python -m studio.generators.train``).
 
-Two phases (FlashWorld, Sec. 3.2-3.3), each a run of this module:
+Three phases (FlashWorld, Sec. 3.2-3.3; VideoScene, Sec. 3.2), each a run of this module:
 
 * ``--phase dual`` (**dual-mode pre-training**): per step, one forward pass of the multi-view
   denoiser on noised views at a uniform timestep gives both modes' outputs; loss =
@@ -21,10 +21,15 @@ Two phases (FlashWorld, Sec. 3.2-3.3), each a run of this module:
   ``regression_weight`` times the dual phase's rendering loss against the ground-truth views (our
   choice: it keeps the student tied to the data at this scale). Writes
   ``studio/generators/weights/flashworld-toy.safetensors``.
+* ``--phase leap`` (**VideoScene's 3D-aware leap flow distillation**, :mod:`studio.generators.leap`):
+  the one-step student, initialised from the interpolation teacher (a ``dual`` run with
+  ``--loss.keyframes 0 -1 --arc``: first and last frame given, views in trajectory order), learns
+  the teacher's flow from the noised coarse render of the feed-forward predictor. Writes
+  ``studio/generators/weights/videoscene-toy.safetensors``.
 
 Data (:mod:`studio.generators.orbits`, training split only): batches alternate between the Gaussian
 predictor's multi-view arcs (object and multi-object scenes) and the toy priors' single objects
-seen from all around.
+seen from all around; arc-ordered runs (``--arc``, ``leap``) read the arcs only.
 Scaling out: HuggingFace Accelerate, as :mod:`studio.lift.train` (``torchrun --nproc_per_node=K -m
 studio.generators.train ...``); per-process batches from generators seeded by ``(seed, step,
 process)``. Checkpoints and ``time_budget`` work as there.
@@ -53,6 +58,8 @@ from studio.generators.flashworld import (
     save_flashworld,
     step_timesteps,
 )
+from studio.generators.leap import leap_step
+from studio.generators.losses import generated_mask, masked_mse
 from studio.generators.orbits import OrbitBatch, OrbitSet, orbits_from_lift, orbits_from_toydata, sample_orbits
 from studio.io.cache import main_process_first
 from studio.io.training_state import load_training_state, save_training_state
@@ -69,7 +76,13 @@ class FlashWorldLossConfig:
     """The losses of both phases (shared by this module and ``ns-train flashworld``)."""
 
     p_image: float = 0.9
-    """Probability of keeping the image condition (else dropped for CFG)."""
+    """Probability of keeping the image condition (all given views together; else dropped for CFG)."""
+    keyframes: tuple[int, ...] = (0,)
+    """The views given as images (negative: from the end): ``0`` (FlashWorld, image-to-3D) or
+    ``0 -1`` (first and last frame: VideoScene's interpolation teacher, with ``--arc``)."""
+    p_clean: float = 0.0
+    """dual: probability that an item is at t = 0 (every view clean: the 3D mode as a
+    feed-forward reconstructor of given views)."""
     p_text: float = 0.7
     """Probability of keeping the caption."""
     render_weight: float = 1.0
@@ -86,13 +99,20 @@ class FlashWorldLossConfig:
     fake_updates: int = 1
     regression_weight: float = 1.0
     """dmd: weight of the rendering loss against the ground-truth views."""
+    leap_range: tuple[int, int] = (100, 800)
+    """leap: timesteps the student leaps from (the policy's actions lie inside)."""
+    solver_skip: int = 20
+    """leap: the teacher's DDIM step (timesteps) between a trajectory's two points."""
 
 
 @dataclass
 class FlashWorldTrainConfig:
-    phase: Literal["dual", "dmd"] = "dual"
+    phase: Literal["dual", "dmd", "leap"] = "dual"
     init: str = ""
-    """Weights to start from (dual: none; dmd: the dual model, default the embedded toy-mv)."""
+    """Weights to start from (dual: none; dmd: the dual model, default the embedded toy-mv; leap:
+    the interpolation teacher, default the embedded videoscene-teacher, also the frozen teacher)."""
+    predictor: str = ""
+    """leap: the coarse feed-forward predictor (default: the embedded mvsplat-toy)."""
     channels: tuple[int, ...] = (32, 64, 128)
     n_res: int = 1
     data: LiftDataConfig = field(default_factory=LiftDataConfig)
@@ -102,6 +122,9 @@ class FlashWorldTrainConfig:
     between the two sources (``object_data.n_seeds = 0``: arcs only)."""
     views: int = 4
     """Generated views per scene (the rest of the scene's views are held out for the 3D mode)."""
+    arc: bool = False
+    """Generated views in arc order (a trajectory; needs ordered sources, so arcs only:
+    ``--object-data.n-seeds 0``); default: shuffled."""
     res: int = 32
     steps: int = 3000
     batch: int = 8
@@ -129,7 +152,10 @@ class FlashWorldTrainConfig:
         return {**{k: getattr(self, k) for k in keep}, **data}
 
     def default_output(self) -> Path:
-        return Path(self.output) if self.output else (TEACHER_WEIGHTS if self.phase == "dual" else DEFAULT_WEIGHTS)
+        from studio.generators import videoscene
+
+        defaults = {"dual": TEACHER_WEIGHTS, "dmd": DEFAULT_WEIGHTS, "leap": videoscene.STUDENT_WEIGHTS}
+        return Path(self.output) if self.output else defaults[self.phase]
 
 
 # ---- one step's pieces -----------------------------------------------------------------------------
@@ -138,39 +164,30 @@ class FlashWorldTrainConfig:
 @dataclass
 class Dropout:
     """Which conditions a batch keeps (classifier-free guidance training): ``texts`` are the
-    captions with the dropped ones replaced by "", ``keep_image`` [B] is 1 where view 0 is given."""
+    captions with the dropped ones replaced by "", ``keep_image`` [B] is 1 where the
+    ``keyframes`` views are given."""
 
     texts: list[str]
     keep_image: Tensor
+    keyframes: tuple[int, ...] = (0,)
 
     @classmethod
-    def draw(cls, batch: OrbitBatch, rng: np.random.Generator, p_image: float, p_text: float) -> "Dropout":
+    def draw(
+        cls, batch: OrbitBatch, rng: np.random.Generator, p_image: float, p_text: float, keyframes=(0,)
+    ) -> "Dropout":
         B = len(batch.captions)
         texts = [c if keep else "" for c, keep in zip(batch.captions, rng.random(B) < p_text)]
-        return cls(texts, torch.from_numpy(rng.random(B) < p_image).to(batch.images))
+        return cls(texts, torch.from_numpy(rng.random(B) < p_image).to(batch.images), tuple(keyframes))
 
     def condition(self, prior, batch: OrbitBatch) -> Condition:
         """The condition of ``prior`` (a :class:`~studio.priors.toy_mv.ToyMVPrior`) for the batch's
-        normalised cameras, its view-0 images and these choices."""
+        normalised cameras, its ``keyframes`` views and these choices."""
         pose = plucker_raymaps(batch.viewmats, batch.Ks, prior.image_size, prior.image_size)
-        cond = prior.condition(text=self.texts, image=batch.images[:, 0], pose=pose)
-        cond.tensors["has_image"] = cond.tensors["has_image"] * self.keep_image
-        cond.tensors["image"] = cond.tensors["image"] * self.keep_image[:, None, None, None]
+        keyframes = {v: batch.images[:, v] for v in self.keyframes}
+        cond = prior.condition(text=self.texts, pose=pose, keyframes=keyframes)
+        cond.tensors["ref_mask"] = cond.tensors["ref_mask"] * self.keep_image[:, None]
+        cond.tensors["refs"] = cond.tensors["refs"] * self.keep_image[:, None, None, None, None]
         return cond
-
-
-def generated_mask(cond: Condition, views: int) -> Tensor:
-    """[B,V,1,1,1] weights of the views a loss covers: 0 for view 0 where it is the given image."""
-    has = cond.tensors["has_image"]
-    mask = torch.ones(has.shape[0], views, device=has.device)
-    mask[:, 0] = 1.0 - has
-    return mask[:, :, None, None, None]
-
-
-def masked_mse(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``(a - b)^2`` [B,V,C,h,w] over the views ``mask`` [B,V,1,1,1] keeps."""
-    per = (a - b).pow(2) * mask
-    return per.sum() / (mask.sum() * a[0, 0].numel()).clamp(min=1.0)
 
 
 def render_loss(model: FlashWorld, gaussians, batch: OrbitBatch, alpha_weight: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -204,13 +221,14 @@ def weighted_render_loss(
 def dual_loss(model, batch: OrbitBatch, rng: np.random.Generator, cfg: FlashWorldLossConfig) -> tuple[Tensor, dict]:
     """Dual-mode pre-training loss of one batch (see the module docstring)."""
     net = model.module if hasattr(model, "module") else model
-    cond = Dropout.draw(batch, rng, cfg.p_image, cfg.p_text).condition(net.prior, batch)
+    cond = Dropout.draw(batch, rng, cfg.p_image, cfg.p_text, cfg.keyframes).condition(net.prior, batch)
     x0 = batch.images * 2.0 - 1.0
     B = x0.shape[0]
-    t = torch.from_numpy(rng.integers(0, net.prior.num_train_timesteps, B)).to(x0.device)
+    t = rng.integers(0, net.prior.num_train_timesteps, B)
+    t = torch.from_numpy(np.where(rng.random(B) < cfg.p_clean, 0, t)).to(x0.device)
     eps = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32)).to(x0)
     out, _, gaussians = model(net.prior.add_noise(x0, eps, t), t, cond, batch.viewmats, batch.Ks)
-    mv = masked_mse(out, net.prior.training_target(x0, eps, t), generated_mask(cond, x0.shape[1]))
+    mv = masked_mse(out, net.prior.training_target(x0, eps, t), generated_mask(cond))
     loss = mv
     stats = {"mv": float(mv.detach())}
     loss = loss + weighted_render_loss(net, gaussians, batch, cfg.render_weight, cfg.alpha_weight, stats)
@@ -239,7 +257,7 @@ def read_sources(cfg: FlashWorldTrainConfig, log: Callable[[str], None]) -> list
     from studio.priors.toydata import load_or_make as load_objects
 
     sets = [orbits_from_lift(load_lift(cfg.data, workers=cfg.workers, log=log))]
-    if cfg.object_data.n_seeds > 0:
+    if cfg.object_data.n_seeds > 0 and not (cfg.arc or cfg.phase == "leap"):  # trajectories need arcs
         objects = load_objects(cfg.object_data, workers=cfg.workers, log=log)
         sets.append(orbits_from_toydata(objects, cfg.object_data.fov_deg))
     return sets
@@ -265,9 +283,20 @@ def train_flashworld(
     if cfg.phase == "dual":
         arch = {"channels": list(cfg.channels), "n_res": cfg.n_res, "views": cfg.views, "res": cfg.res}
         model = load_flashworld(cfg.init) if cfg.init else FlashWorld(build_toy_mv({"arch": arch}))
+    elif cfg.phase == "leap":
+        from studio.generators import videoscene
+
+        model = load_flashworld(cfg.init or videoscene.TEACHER_WEIGHTS)
     else:
         model = load_flashworld(cfg.init or TEACHER_WEIGHTS)
     model.train()
+    pipeline = None
+    if cfg.phase == "leap":
+        from studio.lift.model import load_predictor
+
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        pipeline = videoscene.VideoScene(load_predictor(cfg.predictor or None), teacher, teacher)
+        model.head.requires_grad_(False)  # 3D comes from the teacher's 3D mode
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     real = fake = fake_opt = None
@@ -292,6 +321,8 @@ def train_flashworld(
         fake, fake_opt = accelerator.prepare(fake, fake_opt)
         real = real.to(accelerator.device)
     ema = ema.to(accelerator.device)
+    if pipeline is not None:
+        pipeline = pipeline.to(accelerator.device)
     net = accelerator.unwrap_model(model)
 
     def checkpoint() -> None:
@@ -312,11 +343,15 @@ def train_flashworld(
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         source = sets[step % len(sets)]
         scenes = rng.integers(0, source.n_scenes, cfg.batch)
-        batch = sample_orbits(source, scenes, cfg.views, cfg.res, rng).to(accelerator.device)
+        leap = cfg.phase == "leap"
+        batch = sample_orbits(source, scenes, cfg.views, cfg.res, rng, arc=cfg.arc or leap, source=leap)
+        batch = batch.to(accelerator.device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         if cfg.phase == "dual":
             loss, stats = dual_loss(model, batch, rng, cfg.loss)
+        elif cfg.phase == "leap":
+            loss, stats = leap_step(model, net, ema, pipeline, batch, rng, gen, cfg.loss)
         else:
             loss, stats = dmd_step(model, net, real, fake, fake_opt, accelerator, batch, rng, gen, cfg.loss)
         opt.zero_grad(set_to_none=True)
@@ -376,7 +411,7 @@ def dmd_step(
 ) -> tuple[Tensor, dict]:
     """One cross-mode post-training step: updates the fake score, returns the student's loss."""
     fake_net = accelerator.unwrap_model(fake)
-    dropout = Dropout.draw(batch, rng, cfg.p_image, cfg.p_text)
+    dropout = Dropout.draw(batch, rng, cfg.p_image, cfg.p_text, cfg.keyframes)
     cond = dropout.condition(net.prior, batch)
     k = int(rng.choice(cfg.student_steps))
     i = int(rng.integers(k))
@@ -385,7 +420,7 @@ def dmd_step(
     t_i = torch.full((B,), step_timesteps(k, net.prior.num_train_timesteps)[i], dtype=torch.long, device=x_in.device)
     _, _, gaussians = model(x_in, t_i, cond, batch.viewmats, batch.Ks)
     x = net.render(gaussians, batch.viewmats, batch.Ks) * 2.0 - 1.0
-    mask = generated_mask(cond, V)
+    mask = generated_mask(cond)
     cond_real, cond_fake = dropout.condition(real, batch), dropout.condition(fake_net, batch)
     uncond_real = real.unconditional(cond_real)
     t = torch.from_numpy(rng.integers(cfg.t_range[0], cfg.t_range[1], B)).to(x.device)
