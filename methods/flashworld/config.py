@@ -14,8 +14,8 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import CosineDecaySchedulerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 
-from studio.methods.flashworld.datamanager import OrbitDataManagerConfig
 from studio.methods.flashworld.model import FlashWorldModelConfig
+from studio.models.orbit_data import OrbitDataManagerConfig
 from studio.models.trainer import method_specification
 
 flashworld = method_specification(

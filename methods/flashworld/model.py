@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Dict, List, Literal, Tuple, Type
 
 import numpy as np
 import torch
-from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.models.base_model import ModelConfig
 from torch import Tensor
 
 from studio.generators.flashworld import TEACHER_WEIGHTS, FlashWorld, load_flashworld, world_gaussians
 from studio.generators.orbits import OrbitBatch
 from studio.generators.train import FlashWorldLossConfig, dmd_step, dual_loss
 from studio.io.inputs import Input, Kind
+from studio.models.generator_model import GeneratorModel, LocalAccelerator
 from studio.priors.toy_mv import build_toy_mv
 
 
@@ -51,19 +51,7 @@ class FlashWorldModelConfig(ModelConfig):
         return [Input("--pipeline.model.init", Kind.SAFETENSORS, self.init or None)]
 
 
-class _Local:
-    """The two methods of ``accelerate.Accelerator`` that ``dmd_step`` calls, for one process."""
-
-    @staticmethod
-    def backward(loss: Tensor) -> None:
-        loss.backward()
-
-    @staticmethod
-    def unwrap_model(model):
-        return model
-
-
-class FlashWorldModel(Model):
+class FlashWorldModel(GeneratorModel):
     config: FlashWorldModelConfig
 
     def populate_modules(self) -> None:
@@ -82,83 +70,24 @@ class FlashWorldModel(Model):
             self.fake_optimizer = torch.optim.AdamW(
                 [p for p in self.fake.parameters() if p.requires_grad], lr=cfg.loss.fake_lr
             )
-        self.calls = 0
-        self.preview: Optional[Tuple[OrbitBatch, object]] = None
-        self.collider = None
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
         return {"generator": list(self.generator.parameters())}
 
-    def get_outputs(self, batch) -> Dict[str, Tensor]:  # type: ignore[override]
-        if isinstance(batch, Cameras):
-            return self.render_preview(batch)
-        cfg = self.config
-        self.calls += 1
-        rng = np.random.default_rng([cfg.seed, self.calls])
+    def training_loss(self, batch: OrbitBatch, rng: np.random.Generator) -> Tuple[Tensor, dict]:
+        cfg, g = self.config, self.generator
         if cfg.phase == "dual":
-            loss, stats = dual_loss(self.generator, batch, rng, cfg.loss)
-        else:
-            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            loss, stats = dmd_step(
-                self.generator,
-                self.generator,
-                self.real,
-                self.fake,
-                self.fake_optimizer,
-                _Local,
-                batch,
-                rng,
-                gen,
-                cfg.loss,
-            )
-        self.preview = (batch, None)
-        return {"loss": loss, **{k: torch.tensor(v) for k, v in stats.items() if k != "loss"}}
-
-    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        return {"generator_loss": outputs["loss"]}
-
-    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
-        return {k: v for k, v in outputs.items() if k != "loss" and v.ndim == 0}
+            return dual_loss(g, batch, rng, cfg.loss)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        return dmd_step(g, g, self.real, self.fake, self.fake_optimizer, LocalAccelerator, batch, rng, gen, cfg.loss)
 
     @torch.no_grad()
     def one_step(self, batch: OrbitBatch):
-        """1-step Gaussians of the batch's first scene (its image and caption), world frame."""
+        """1-step Gaussians of the batch's first scene (its image and caption) in its world, and
+        their render at its first held-out view."""
         g = self.generator
         vm, Ks = batch.viewmats[:1], batch.Ks[:1]
         cond = g.condition(vm, Ks, image=batch.images[:1, 0], text=batch.captions[:1])
-        return g.generate(cond, vm, Ks, steps=1, generator=torch.Generator().manual_seed(self.config.seed))
-
-    @torch.no_grad()
-    def render_preview(self, camera) -> Dict[str, Tensor]:
-        """The last batch's first scene, generated in 1 step, seen from the viewer's ``camera``."""
-        from studio.cameras.nerfstudio import cameras_to_viewmats
-        from studio.render import rasterize
-
-        viewmats, Ks, W, H = cameras_to_viewmats(camera.to(self.device))
-        if self.preview is None:
-            blank = torch.ones(H, W, 3, device=self.device)
-            return {"rgb": blank, "accumulation": blank[..., :1], "depth": blank[..., :1]}
-        batch, scene = self.preview
-        if scene is None:
-            scene = world_gaussians(self.one_step(batch), batch.frame)
-            self.preview = (batch, scene)
-        out = rasterize(
-            scene.means, scene.quats, scene.scales, scene.opacities, scene.sh, viewmats[:1], Ks[:1], W, H,
-            background=torch.ones(3, device=self.device), sh_degree=scene.sh_degree,
-        )  # fmt: skip
-        return {"rgb": out.color[0], "accumulation": out.alpha[0], "depth": out.depth[0]}
-
-    @torch.no_grad()
-    def get_outputs_for_camera(self, camera, obb_box=None) -> Dict[str, Tensor]:  # type: ignore[override]
-        return self.render_preview(camera)
-
-    def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        """PSNR of the 1-step Gaussians at the batch's first held-out view; image: ground truth | render."""
-        from studio.metrics import psnr
-
-        with torch.no_grad():
-            gaussians = self.one_step(batch)
-            render = self.generator.render(gaussians, batch.held_viewmats[:1, :1], batch.held_Ks[:1, :1])[0, 0]
-        target = batch.held_images[0, 0]
-        image = torch.cat([target, render], dim=2).permute(1, 2, 0)
-        return {"psnr": float(psnr(render.permute(1, 2, 0), target.permute(1, 2, 0)))}, {"held_out_view": image}
+        gaussians = g.generate(cond, vm, Ks, steps=1, generator=torch.Generator().manual_seed(self.config.seed))
+        render = g.render(gaussians, batch.held_viewmats[:1, :1], batch.held_Ks[:1, :1])[0, 0]
+        return world_gaussians(gaussians, batch.frame), render

@@ -1,4 +1,5 @@
-"""Data manager of ``ns-train flashworld``: orbit batches from a folder of posed scenes.
+"""Data manager of the one-step generators' methods (``ns-train flashworld``, ``videoscene``):
+orbit batches from a folder of posed scenes.
 
 ``--data DIR`` is one NeRF-synthetic scene or a folder of them (``studio scenes make`` writes them;
 :mod:`studio.data.scene_set`). Every scene's train split is read once at ``resolution``; captions
@@ -31,7 +32,7 @@ from studio.io.inputs import Input, Kind
 
 @dataclass
 class OrbitDataManagerConfig(DataManagerConfig):
-    """Scenes of ``--data`` for flashworld (see the module docstring)."""
+    """Scenes of ``--data`` (see the module docstring)."""
 
     _target: Type = field(default_factory=lambda: OrbitDataManager)
     data: Path = Path()
@@ -78,7 +79,7 @@ class OrbitDataManager(StudioDataManager):
         self.orbits = read_orbit_set(scene_folders(config.data), config.resolution)
         if self.orbits.n_views <= config.views:
             raise StudioInputError(
-                f"--data {config.data}: flashworld needs more than {config.views} training views per scene, "
+                f"--data {config.data}: the generator needs more than {config.views} training views per scene, "
                 f"the scenes have {self.orbits.n_views}."
             )
         self.train_dataset = self.eval_dataset = TrivialDataset(self.viewer_cameras())
@@ -113,7 +114,7 @@ class OrbitDataManager(StudioDataManager):
 
         batch = self.batch(np.random.default_rng([self.config.seed, step, 2]), 1)
         viewmat = from_frame(batch.held_viewmats[:, :1], batch.frame)[0].cpu()
-        camera = nerfstudio_cameras(viewmat, batch.held_Ks[0, 0].cpu(), self.config.resolution)
+        camera = nerfstudio_cameras(viewmat, batch.held_Ks[0, 0].cpu(), batch.held_images.shape[-1])
         return camera.to(self.device), batch
 
     def get_train_rays_per_batch(self) -> int:
