@@ -127,6 +127,18 @@ BAD: dict[Kind, dict[str, Maker]] = {
         ),
         "point cloud claiming 1e9 points": lambda t, i: _nerfstudio_with_huge_points(t),
     },
+    Kind.CAMERAS: {
+        "missing": lambda t, i: str(t / "no_such_cams.json"),
+        "not JSON": lambda t, i: _write(t / "cams_bad.json", b"{frames: ["),
+        "without frames": lambda t, i: _write(t / "cams_empty.json", b'{"camera_angle_x": 0.7, "frames": []}'),
+        "without a field of view": lambda t, i: _write(
+            t / "cams_nofov.json", json.dumps({"frames": [{"transform_matrix": np.eye(4).tolist()}]}).encode()
+        ),
+        "NaN pose": lambda t, i: _write(
+            t / "cams_nan.json",
+            json.dumps({"camera_angle_x": 0.7, "frames": [{"transform_matrix": [[float("nan")] * 4] * 4}]}).encode(),
+        ),
+    },
     Kind.IMAGE: {
         "missing": lambda t, i: str(t / "no_such.png"),
         "empty file": lambda t, i: _write(t / "empty.png", b""),
@@ -250,6 +262,10 @@ def _good_image(tmp: Path) -> Path:
 GOOD: dict[Kind, Callable[[Path, Input], str]] = {
     Kind.DATASET: lambda t, i: str(write_nerf_synthetic(t / "good" / "dataset", n=2, size=8)),
     Kind.IMAGE: lambda t, i: str(_good_image(t)),
+    Kind.CAMERAS: lambda t, i: _write(
+        t / "good" / "cams.json",
+        json.dumps({"camera_angle_x": 0.7, "frames": [{"transform_matrix": np.eye(4).tolist()}] * 2}).encode(),
+    ),
     Kind.PROMPT: lambda t, i: "a red ball",
     Kind.PROMPT_FILE: lambda t, i: _write(t / "good" / "prompts.txt", b"a red ball\n"),
     Kind.SCENE: lambda t, i: str(_good_scene(t)),
@@ -290,6 +306,8 @@ def _method_commands() -> list[Command]:
 def _placeholder(hint) -> object:
     """A value for a required dataclass field, only used to ask the command for its inputs."""
     text = str(hint)
+    if text.startswith("list[") and "Path" in text:
+        return [Path("placeholder")]
     if "Path" in text:
         return Path("placeholder")
     if "int" in text:

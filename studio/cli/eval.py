@@ -39,7 +39,11 @@ several --model values and prints them side by side (same probe settings for eve
 generator on held-out posed scenes (``studio.eval.generate``): from training frame 0's image (and
 ``views - 1`` more cameras) it generates in 1 and 4 steps and with the multi-step teacher, then
 scores the test views (PSNR, SSIM, mask IoU, LPIPS when local), the 3D consistency of the generated
-views (reprojection error) and the seconds per scene.
+views (reprojection error) and the seconds per scene. ``--method videoscene``
+(``studio.eval.videoscene``): from pairs of test-ring views, the coarse feed-forward Gaussians, one
+step at the fixed (validation-chosen) and at the policy's leap timestep, and the multi-step teacher,
+scored at the test views between each pair; ``--timesteps`` adds one-step variants at given leap
+timesteps (the validation sweep).
 """
 
 from __future__ import annotations
@@ -166,8 +170,12 @@ class Prd:
 
 GENERATORS = ("flashworld",)
 """Feed-forward generators ``studio eval image-to-3d --method`` also takes (no ns-train run)."""
+GENERATE_METHODS = ("flashworld", "videoscene")
+"""Generators ``studio eval generate --method`` scores."""
 GENERATOR_VARIANTS = ("1-step", "4-step", "teacher")
 """What a generator is scored as (``studio.eval.generate.VARIANTS``; repeated so ``studio`` starts without torch)."""
+VIDEOSCENE_VARIANTS = ("coarse", "fixed", "policy", "teacher")
+"""What ``studio eval generate --method videoscene`` scores (``studio.eval.videoscene.VARIANTS``)."""
 
 
 def generator_options(method_args: str) -> dict:
@@ -625,25 +633,40 @@ class FeatureLift:
 
 @dataclass
 class Generate:
-    """Score a one-step 3D generator on held-out posed scenes: 1 step, 4 steps and its multi-step teacher."""
+    """Score a one-step 3D generator on held-out posed scenes against its multi-step teacher.
+
+    flashworld: from training frame 0's image, 1 step, 4 steps and the teacher. videoscene: from
+    pairs of test-ring views, the coarse feed-forward Gaussians, one step at the fixed and at the
+    policy's leap timestep, and the teacher, scored at the views between each pair."""
 
     data: Annotated[List[List[Path]], Repeatable, tyro.conf.arg(metavar="DIR [DIR ...]")]
-    """Held-out scenes (NeRF-synthetic folders with train and test splits, e.g. `studio scenes make` of
-    test-split seeds), or folders of them; --data A --data B or --data A B."""
+    """Held-out scenes (NeRF-synthetic folders, e.g. `studio scenes make` of test-split seeds; videoscene:
+    with a test ring, --n-test 24), or folders of them; --data A --data B or --data A B."""
     output: Path
     """Metrics JSON to write: per variant psnr, ssim, mask_iou, (lpips), reprojection_error, seconds;
-    per_scene rows; speedup_1step_vs_teacher; settings."""
+    per_scene (per_pair) rows; speedup_1step_vs_teacher; settings."""
     method: str = "flashworld"
-    """The generator (flashworld)."""
+    """The generator: flashworld or videoscene."""
     weights: Optional[Path] = None
     """Generator weights (default: the embedded student)."""
     teacher_weights: Optional[Path] = None
-    """The teacher's weights (default: the embedded dual-mode model toy-mv)."""
+    """The teacher's weights (default: the embedded toy-mv / videoscene-teacher)."""
+    policy_weights: Optional[Path] = None
+    """videoscene: the policy network and fixed timestep (default: the embedded videoscene-policy)."""
+    predictor_weights: Optional[Path] = None
+    """videoscene: the coarse feed-forward predictor (default: the embedded mvsplat-toy)."""
     views: int = 4
-    """Cameras generated per scene: training frame 0 (the input image) and views - 1 more."""
+    """flashworld: cameras generated per scene: training frame 0 (the input image) and views - 1 more."""
     condition: str = "image"
-    """image, caption (meta.json's) or both."""
-    variants: List[str] = field(default_factory=lambda: list(GENERATOR_VARIANTS))
+    """flashworld: image, caption (meta.json's) or both."""
+    variants: List[str] = field(default_factory=list)
+    """What to score (default: flashworld 1-step 4-step teacher; videoscene coarse fixed policy teacher)."""
+    timesteps: List[int] = field(default_factory=list)
+    """videoscene: also one step at each of these leap timesteps (variants t=N; the validation sweep)."""
+    gap: int = 3
+    """videoscene: test-ring steps between the two input views."""
+    pairs: int = 3
+    """videoscene: input pairs per scene."""
     teacher_steps: int = 50
     guidance_scale: float = 3.0
     seed: int = 0
@@ -655,55 +678,86 @@ class Generate:
     def scene_paths(self) -> List[Path]:
         return [Path(p) for p in flat_values(self.data)]
 
+    @property
+    def all_variants(self) -> List[str]:
+        base = VIDEOSCENE_VARIANTS if self.method == "videoscene" else GENERATOR_VARIANTS
+        return list(self.variants or base) + [f"t={t}" for t in self.timesteps]
+
     def inputs(self) -> list[Input]:
         checks = [
             Input("--data", Kind.DATASET, self.scene_paths, check=feature_lift_data, required=True),
             Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".json",), required=True),
-            Input("--method", Kind.CHOICE, self.method, choices=GENERATORS),
+            Input("--method", Kind.CHOICE, self.method, choices=GENERATE_METHODS),
             Input("--condition", Kind.CHOICE, self.condition, choices=("image", "caption", "both")),
         ]
-        checks += [Input("--variants", Kind.CHOICE, v, choices=GENERATOR_VARIANTS) for v in self.variants]
-        checks += [
-            Input(f, Kind.SAFETENSORS, w)
-            for f, w in (("--weights", self.weights), ("--teacher-weights", self.teacher_weights))
-            if w is not None
-        ]
-        return checks
+        choices = VIDEOSCENE_VARIANTS if self.method == "videoscene" else GENERATOR_VARIANTS
+        checks += [Input("--variants", Kind.CHOICE, v, choices=choices) for v in self.variants]
+        from studio.cli.generate import weight_inputs
+
+        return checks + weight_inputs(self)
 
     def main(self) -> None:
         import torch
 
         from studio.cli.devices import chosen_device
         from studio.eval.feature_lift.data import find_scenes
-        from studio.eval.generate import GenerateEvalConfig, VariantModels, evaluate, print_generate_table
+        from studio.eval.generate import print_generate_table
         from studio.io.atomic import atomic_write_text
 
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         folders = find_scenes(self.scene_paths)
-        models = VariantModels.load(self.weights, self.teacher_weights, chosen_device(self.device))
+        device = chosen_device(self.device)
+        if self.method == "videoscene":
+            result, settings = self.evaluate_videoscene(folders, device)
+        else:
+            result, settings = self.evaluate_flashworld(folders, device)
+        result["settings"] = {
+            "method": self.method,
+            "weights": str(self.weights or "embedded"),
+            "teacher_weights": str(self.teacher_weights or "embedded"),
+            "teacher_steps": self.teacher_steps,
+            "guidance_scale": self.guidance_scale,
+            "seed": self.seed,
+            **settings,
+        }
+        atomic_write_text(self.output, json.dumps(result, indent=1) + "\n")
+        print_generate_table(result, f"{self.method} on {', '.join(p.name for p in folders[:3])}")
+        print(f"Wrote {self.output}")
+
+    def evaluate_flashworld(self, folders: List[Path], device) -> tuple[dict, dict]:
+        from studio.eval.generate import GenerateEvalConfig, VariantModels, evaluate
+
+        models = VariantModels.load(self.weights, self.teacher_weights, device)
         cfg = GenerateEvalConfig(
             views=self.views,
             condition=self.condition,
             teacher_steps=self.teacher_steps,
             guidance_scale=self.guidance_scale,
             seed=self.seed,
-            variants=tuple(self.variants),
+            variants=tuple(self.all_variants),
         )
-        result = evaluate(models, folders, cfg)
-        result["settings"] = {
-            "method": self.method,
-            "weights": str(self.weights or "embedded"),
-            "teacher_weights": str(self.teacher_weights or "embedded toy-mv"),
-            "views": self.views,
-            "condition": self.condition,
-            "teacher_steps": self.teacher_steps,
-            "guidance_scale": self.guidance_scale,
-            "seed": self.seed,
-        }
-        atomic_write_text(self.output, json.dumps(result, indent=1) + "\n")
-        print_generate_table(result, f"{self.method} on {', '.join(p.name for p in folders[:3])}")
-        print(f"Wrote {self.output}")
+        return evaluate(models, folders, cfg), {"views": self.views, "condition": self.condition}
+
+    def evaluate_videoscene(self, folders: List[Path], device) -> tuple[dict, dict]:
+        from studio.eval.videoscene import VideoSceneEvalConfig, evaluate
+        from studio.generators.videoscene import POLICY_WEIGHTS, load_videoscene
+
+        needs_policy = {"fixed", "policy"} & set(self.all_variants)
+        policy = self.policy_weights or (POLICY_WEIGHTS if needs_policy else None)
+        model = load_videoscene(self.weights, self.teacher_weights, self.predictor_weights, policy, device)
+        cfg = VideoSceneEvalConfig(
+            gap=self.gap,
+            pairs=self.pairs,
+            teacher_steps=self.teacher_steps,
+            guidance_scale=self.guidance_scale,
+            seed=self.seed,
+            variants=tuple(self.all_variants),
+        )
+        settings = {"gap": self.gap, "pairs": self.pairs, "policy": str(policy)}
+        if policy is not None:
+            settings["fixed_timestep"] = model.timestep
+        return evaluate(model, folders, cfg), settings
 
 
 COMMANDS = {

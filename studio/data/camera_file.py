@@ -47,6 +47,12 @@ def read_cameras(path: Path, size: int) -> tuple[Tensor, Tensor]:
     return opengl_c2w_to_viewmat(c2w), K.expand(len(frames), 3, 3).clone()
 
 
+def check_camera_file(path: Path) -> None:
+    """Raise :class:`StudioInputError` unless ``path`` is a readable camera file (field of view and
+    finite poses)."""
+    read_cameras(Path(path), 8)
+
+
 def write_cameras(path: Path, viewmats: Tensor, fov_deg: float) -> Path:
     """Write cameras ``viewmats`` [V,4,4] (world-to-camera, OpenCV) as a transforms file."""
     from studio.io import atomic_write_text

@@ -27,6 +27,8 @@ class Kind(str, Enum):
 
     DATASET = "dataset folder"
     """A posed dataset: NeRF-synthetic or Nerfstudio folder, with its camera (transforms) files."""
+    CAMERAS = "camera file"
+    """A transforms file without images (``studio.data.camera_file``); its check is given by the command."""
     IMAGE = "image"
     PROMPT = "prompt"
     PROMPT_FILE = "prompt file"
