@@ -204,7 +204,8 @@ def test_eval_and_generate_run_the_pipeline_without_nerfstudio(tmp_path: Path):
             "--gap", "2", "--pairs", "2", "--timesteps", "200", "--teacher-steps", "2", "--device", "cpu"]  # fmt: skip
     entrypoint(args + [x for kv in flags.items() for x in kv])
     result = json.loads(out.read_text())
-    assert set(result["variants"]) == {"coarse", "fixed", "policy", "teacher", "t=200"} and result["n_pairs"] == 2
+    assert set(result["variants"]) == {"coarse", "fixed", "policy", "teacher", "teacher-leap", "t=200"}
+    assert result["n_pairs"] == 2
     for row in result["variants"].values():
         assert 0 < row["psnr"] < 60 and row["seconds"] > 0 and 0 <= row["mask_iou"] <= 1
     assert result["variants"]["t=200"]["timestep"] == 200 and result["settings"]["fixed_timestep"] == 300

@@ -174,7 +174,7 @@ GENERATE_METHODS = ("flashworld", "videoscene")
 """Generators ``studio eval generate --method`` scores."""
 GENERATOR_VARIANTS = ("1-step", "4-step", "teacher")
 """What a generator is scored as (``studio.eval.generate.VARIANTS``; repeated so ``studio`` starts without torch)."""
-VIDEOSCENE_VARIANTS = ("coarse", "fixed", "policy", "teacher")
+VIDEOSCENE_VARIANTS = ("coarse", "fixed", "policy", "teacher", "teacher-leap")
 """What ``studio eval generate --method videoscene`` scores (``studio.eval.videoscene.VARIANTS``)."""
 
 
@@ -660,7 +660,7 @@ class Generate:
     condition: str = "image"
     """flashworld: image, caption (meta.json's) or both."""
     variants: List[str] = field(default_factory=list)
-    """What to score (default: flashworld 1-step 4-step teacher; videoscene coarse fixed policy teacher)."""
+    """What to score (default: flashworld 1-step 4-step teacher; videoscene coarse fixed policy teacher teacher-leap)."""
     timesteps: List[int] = field(default_factory=list)
     """videoscene: also one step at each of these leap timesteps (variants t=N; the validation sweep)."""
     gap: int = 3
@@ -743,7 +743,7 @@ class Generate:
         from studio.eval.videoscene import VideoSceneEvalConfig, evaluate
         from studio.generators.videoscene import POLICY_WEIGHTS, load_videoscene
 
-        needs_policy = {"fixed", "policy"} & set(self.all_variants)
+        needs_policy = {"fixed", "policy", "teacher-leap"} & set(self.all_variants)
         policy = self.policy_weights or (POLICY_WEIGHTS if needs_policy else None)
         model = load_videoscene(self.weights, self.teacher_weights, self.predictor_weights, policy, device)
         cfg = VideoSceneEvalConfig(

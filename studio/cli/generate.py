@@ -164,7 +164,8 @@ class VideoSceneGenerate:
     output: Path
     """The 3DGS .ply to write."""
     timestep: Optional[int] = None
-    """Leap timestep (0-999; default: the policy network's choice)."""
+    """Leap timestep (1-999; default: the policy network's choice). With --teacher: the teacher
+    starts from the coarse video noised to it (default: from pure noise)."""
     fixed: bool = False
     """Use the fixed leap timestep chosen on validation scenes instead of the policy's."""
     teacher: bool = False
@@ -240,7 +241,7 @@ class VideoSceneGenerate:
         with torch.no_grad():
             if self.teacher:
                 say(f"teacher sampling ({self.teacher_steps} steps)")
-                out = model.teacher_generate(inputs, self.teacher_steps, self.guidance_scale, generator)
+                out = model.teacher_generate(inputs, self.teacher_steps, self.guidance_scale, generator, self.timestep)
             else:
                 say("one-step generation")
                 out = model.generate(inputs, self.timestep, generator)

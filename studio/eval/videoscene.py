@@ -9,7 +9,9 @@ e.g. ``studio scenes make --n-test 24``: 15 degrees apart):
 * **variants**: ``coarse`` (the feed-forward predictor's Gaussians of the two views), ``fixed``
   (one step at the fixed leap timestep chosen on validation scenes), ``policy`` (one step at the
   policy network's timestep), ``teacher`` (the multi-step video model from pure noise, DDIM with
-  CFG) and ``t=N`` (one step at timestep N: the validation sweep that chooses the fixed timestep);
+  CFG, ``teacher_steps``), ``teacher-leap`` (the teacher from the coarse video noised to the fixed
+  timestep, DDIM over the same share of ``teacher_steps``, at least 2: what the student distils)
+  and ``t=N`` (one step at timestep N: the validation sweep that chooses the fixed timestep);
   every variant but ``coarse`` reconstructs its Gaussians from its frames the same way;
 * **novel-view scores**: the Gaussians rendered at the novel views at ``res`` (default the video
   model's, 32 px) against the ground truth area-downsampled to it: PSNR, SSIM, mask IoU
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-VARIANTS = ("coarse", "fixed", "policy", "teacher")
+VARIANTS = ("coarse", "fixed", "policy", "teacher", "teacher-leap")
 INPUT_RES = 64
 """Side (pixels) the input views are resized to: the embedded predictor's training resolution."""
 
@@ -128,6 +130,10 @@ def run_variant(model, variant: str, inputs, cfg: VideoSceneEvalConfig, generato
     elif variant == "teacher":
         out = model.teacher_generate(inputs, cfg.teacher_steps, cfg.guidance_scale, generator)
         gaussians, frames, timestep = out.gaussians, out.video, None
+    elif variant == "teacher-leap":
+        steps = max(2, round(cfg.teacher_steps * model.timestep / model.teacher.prior.num_train_timesteps))
+        out = model.teacher_generate(inputs, steps, cfg.guidance_scale, generator, model.timestep)
+        gaussians, frames, timestep = out.gaussians, out.video, model.timestep
     else:
         out = model.generate(inputs, variant_timestep(model, variant), generator)
         gaussians, frames, timestep = out.gaussians, out.video, int(out.timestep[0])

@@ -182,21 +182,29 @@ class VideoScene(nn.Module):
 
     @torch.no_grad()
     def teacher_generate(
-        self, inputs: TwoViews, steps: int = 50, guidance_scale: float = 3.0, generator=None
+        self,
+        inputs: TwoViews,
+        steps: int = 50,
+        guidance_scale: float = 3.0,
+        generator=None,
+        timestep: Optional[int] = None,
     ) -> VideoSceneOutput:
-        """The multi-step teacher: DDIM with CFG from pure noise, first and last frame given, then
-        the same reconstruction."""
+        """The multi-step teacher (first and last frame given, DDIM with CFG), then the same
+        reconstruction: from pure noise (``timestep`` None: the video model alone), or from the
+        coarse video noised to ``timestep`` (the trajectory the student learns to leap)."""
         prior = self.teacher.prior
         coarse = self.coarse(inputs)
         video_c = self.coarse_video(coarse, inputs)
         cond = self.condition(self.teacher, inputs)
         B = video_c.shape[0]
-        x_T = torch.randn(video_c.shape, generator=generator).to(video_c)
-        t_T = torch.full((B,), prior.num_train_timesteps - 1, dtype=torch.long, device=x_T.device)
+        t = prior.num_train_timesteps - 1 if timestep is None else int(timestep)
+        t_start = torch.full((B,), t, dtype=torch.long, device=video_c.device)
+        noise = torch.randn(video_c.shape, generator=generator).to(video_c)
+        x_t = noise if timestep is None else prior.add_noise(video_c * 2.0 - 1.0, noise, t_start)
         uncond = prior.unconditional(cond) if guidance_scale != 1.0 else None
-        x0 = ddim(prior, x_T, t_T, cond, uncond, guidance_scale, steps, clamp_x0=True, generator=generator)
+        x0 = ddim(prior, x_t, t_start, cond, uncond, guidance_scale, steps, clamp_x0=True, generator=generator)
         video = prior.decode(FlashWorld.with_given(x0, cond))
-        return VideoSceneOutput(coarse, video_c, video, self.reconstruct(video, inputs), t_T)
+        return VideoSceneOutput(coarse, video_c, video, self.reconstruct(video, inputs), t_start)
 
 
 def load_videoscene(
