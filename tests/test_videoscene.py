@@ -268,3 +268,28 @@ def test_policy_training_runs_on_arcs_and_writes_a_loadable_policy(tmp_path: Pat
     loaded, fixed = load_policy(tmp_path / "policy.safetensors")
     assert info["steps"] == 3 and fixed == 500 and loaded.actions == (100, 500)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), policy.state_dict().values()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["studio.generators.train", "studio.generators.policy"])
+def test_leap_distillation_and_policy_training_run_under_torchrun_ddp(module, tmp_path: Path):
+    """The student's and the policy's training run as 2-process DDP (torchrun, gloo on CPU); the
+    averaged gradients give other weights than one process."""
+    from conftest import run_single_and_ddp
+    from safetensors.torch import load_file
+
+    flags = save_small_weights(tmp_path / "w")
+    data = "--data.n-object 2 --data.n-multi 0 --data.views 5 --data.res 32 --data.aa 1 --data.spp 1".split()
+    if module == "studio.generators.train":
+        args = ["--phase", "leap", "--init", flags["--teacher-weights"], "--predictor", flags["--predictor-weights"]]
+        args += "--steps 2 --batch 1 --warmup 1 --log-every 2 --workers 1 --ema-decay 0".split()
+    else:
+        args = ["--student", flags["--weights"], "--teacher", flags["--teacher-weights"]]
+        args += ["--predictor", flags["--predictor-weights"], "--width", "8", "--steps", "2", "--batch", "2"]
+        args += ["--workers", "1", "--device", "cpu"]
+    runs = run_single_and_ddp(module, args + data, tmp_path, timeout=900)
+    for _, text in runs.values():
+        assert text.count("Saved ") == 1, text[-3000:]
+    a, b = load_file(str(runs["ddp"][0])), load_file(str(runs["single"][0]))
+    assert a.keys() == b.keys()
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) > 0  # rank 1's batch counted

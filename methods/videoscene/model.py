@@ -30,7 +30,7 @@ from torch import Tensor
 
 from studio.cameras.normalize import compose_frames
 from studio.generators import flashworld, videoscene
-from studio.generators.leap import leap_step
+from studio.generators.leap import freeze_all_but_denoiser, leap_step
 from studio.generators.orbits import OrbitBatch
 from studio.generators.policy import arc_inputs
 from studio.generators.train import FlashWorldLossConfig, dual_loss
@@ -74,7 +74,7 @@ class VideoSceneModel(GeneratorModel):
         self.pipeline.timestep = cfg.timestep
         self.target = copy.deepcopy(self.generator).eval().requires_grad_(False)
         if cfg.phase == "leap":
-            self.generator.head.requires_grad_(False)  # 3D comes from the teacher's 3D mode
+            freeze_all_but_denoiser(self.generator)
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
         return {"generator": [p for p in self.generator.parameters() if p.requires_grad]}

@@ -16,7 +16,8 @@ teacher) whose trajectories start where inference starts: at the coarse 3D rende
   EMA of the student (the trainer's EMA, decay ``--ema-decay``; the consistency-models paper uses 0.95).
 
 Both student and target see the first/last-frame condition (no dropout: the student is only ever
-run conditioned); the student's Gaussian head is not trained (3D comes from the teacher's 3D mode).
+run conditioned); only the student's denoiser learns (:func:`freeze_all_but_denoiser`: 3D comes from
+the teacher's 3D mode, the caption is always empty).
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ from studio.generators.flashworld import FlashWorld
 from studio.generators.losses import generated_mask, masked_mse
 from studio.generators.orbits import OrbitBatch
 from studio.priors.sampling import guided_output
+
+
+def freeze_all_but_denoiser(model: FlashWorld) -> None:
+    """Let only the video model's denoiser (``prior.trainable_parameters()``: UNet and pooled-text
+    MLP) take gradients; the Gaussian head and the text encoder stay as they are."""
+    model.requires_grad_(False)
+    for p in model.prior.trainable_parameters():
+        p.requires_grad_(True)
 
 
 def leap_timesteps(leap_range: tuple[int, int], skip: int) -> np.ndarray:

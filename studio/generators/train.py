@@ -58,7 +58,7 @@ from studio.generators.flashworld import (
     save_flashworld,
     step_timesteps,
 )
-from studio.generators.leap import leap_step
+from studio.generators.leap import freeze_all_but_denoiser, leap_step
 from studio.generators.losses import generated_mask, masked_mse
 from studio.generators.orbits import OrbitBatch, OrbitSet, orbits_from_lift, orbits_from_toydata, sample_orbits
 from studio.io.cache import main_process_first
@@ -296,9 +296,11 @@ def train_flashworld(
 
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         pipeline = videoscene.VideoScene(load_predictor(cfg.predictor or None), teacher, teacher)
-        model.head.requires_grad_(False)  # 3D comes from the teacher's 3D mode
+        freeze_all_but_denoiser(model)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     real = fake = fake_opt = None
     if cfg.phase == "dmd":
         real = copy.deepcopy(model.prior).eval().requires_grad_(False)
