@@ -23,8 +23,8 @@ def main() -> None:
 
     from studio.data.nerf_synthetic import read_nerf_synthetic
     from studio.eval.feature_lift.data import find_scenes
-    from studio.eval.inverse import over_white
-    from studio.eval.videoscene import VideoSceneEvalConfig, _rgba, pair_inputs, render_fn_of, ring_pairs, run_variant
+    from studio.eval.generate import reference_image
+    from studio.eval.videoscene import VideoSceneEvalConfig, pair_inputs, render_fn_of, ring_pairs, run_variant
     from studio.generators.videoscene import load_videoscene
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -47,8 +47,8 @@ def main() -> None:
             inputs = pair_inputs(model, test, i, j, "cpu")
             K = torch.tensor([[test.fx, 0.0, test.cx], [0.0, test.fy, test.cy], [0.0, 0.0, 1.0]])
             K[:2] *= res / test.width
-            tiles = [over_white(x) for x in _rgba([test.image_paths[i], test.image_paths[j]], res)]
-            tiles.append(over_white(_rgba([test.image_paths[novel[0]]], res)[0]))
+            views = (i, j, novel[0])  # the inputs and the truth at the novel view
+            tiles = [reference_image(test.image_paths[v], res)[0].permute(1, 2, 0).numpy() for v in views]
             frames = {}
             for variant in ("coarse", "fixed", "policy", "teacher"):
                 gaussians, video, _, _ = run_variant(model, variant, inputs, cfg, torch.Generator().manual_seed(0))

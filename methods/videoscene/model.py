@@ -31,6 +31,7 @@ from torch import Tensor
 from studio.cameras.normalize import compose_frames
 from studio.generators import flashworld, videoscene
 from studio.generators.leap import freeze_all_but_denoiser, leap_step
+from studio.generators.losses import ema_update
 from studio.generators.orbits import OrbitBatch
 from studio.generators.policy import arc_inputs
 from studio.generators.train import FlashWorldLossConfig, dual_loss
@@ -72,8 +73,8 @@ class VideoSceneModel(GeneratorModel):
         self.pipeline = videoscene.VideoScene(load_predictor(cfg.predictor or None), self.generator, teacher)
         self.pipeline.predictor.requires_grad_(False)
         self.pipeline.timestep = cfg.timestep
-        self.target = copy.deepcopy(self.generator).eval().requires_grad_(False)
         if cfg.phase == "leap":
+            self.target = copy.deepcopy(self.generator).eval().requires_grad_(False)
             freeze_all_but_denoiser(self.generator)
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
@@ -86,13 +87,11 @@ class VideoSceneModel(GeneratorModel):
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         return leap_step(g, g, self.target, self.pipeline, batch, rng, gen, cfg.loss)
 
-    @torch.no_grad()
-    def update_target(self) -> None:
-        for t, p in zip(self.target.parameters(), self.generator.parameters()):
-            t.lerp_(p.detach(), 1.0 - self.config.ema_decay)
-
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        return [TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], lambda step: self.update_target())]
+        if self.config.phase != "leap":
+            return []
+        update = lambda step: ema_update(self.target, self.generator, self.config.ema_decay)  # noqa: E731
+        return [TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], update)]
 
     @torch.no_grad()
     def one_step(self, batch: OrbitBatch):

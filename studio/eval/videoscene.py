@@ -84,10 +84,9 @@ def pair_inputs(model, test, i: int, j: int, device):
     ``i`` and ``j`` of ``test`` (a :class:`~studio.data.nerf_synthetic.FrameSet`), on white at
     :data:`INPUT_RES`."""
     from studio.cameras.convert import opengl_c2w_to_viewmat
-    from studio.eval.inverse import over_white
+    from studio.eval.generate import reference_image
 
-    rgba = _rgba([test.image_paths[i], test.image_paths[j]], INPUT_RES)
-    images = torch.stack([torch.from_numpy(over_white(x)).float().permute(2, 0, 1) for x in rgba])
+    images = torch.cat([reference_image(test.image_paths[v], INPUT_RES) for v in (i, j)])
     c2w = torch.from_numpy(test.camera_to_worlds[[i, j]]).float()
     K = torch.tensor([[test.fx, 0.0, test.cx], [0.0, test.fy, test.cy], [0.0, 0.0, 1.0]])
     K[:2] *= INPUT_RES / test.width

@@ -75,8 +75,13 @@ class FlashWorld(nn.Module):
         """One shared forward pass -> (MV-mode output [B,V,3,h,w] in the prior's prediction type,
         its clean estimate x0 [B,V,3,h,w], the 3D mode's Gaussians)."""
         out, feats = self.prior.forward_features(x_t, t, cond)
-        x0 = self.with_given(self.prior.to_x0(x_t, t, out).clamp(-1.0, 1.0), cond)
+        x0 = self.clean_estimate(x_t, t, out, cond)
         return out, x0, self.head(feats, x0, cond.expand(x_t.shape[0]).tensors["pose"], viewmats, Ks)
+
+    def clean_estimate(self, x_t: Tensor, t: Tensor, out: Tensor, cond: Condition) -> Tensor:
+        """The MV mode's x0 [B,V,3,h,w] of network output ``out`` at ``x_t``, ``t``: clamped to
+        [-1, 1], the views ``cond`` gives replaced by their images."""
+        return self.with_given(self.prior.to_x0(x_t, t, out).clamp(-1.0, 1.0), cond)
 
     @staticmethod
     def with_given(x0: Tensor, cond: Condition) -> Tensor:

@@ -11,7 +11,8 @@ teacher) whose trajectories start where inference starts: at the coarse 3D rende
 * The frozen multi-step teacher takes one DDIM step with classifier-free guidance (its PF-ODE
   solver) to ``t_n = t_{n+k} - solver_skip``: ``x_hat_{t_n}``.
 * Loss: ``|| f_theta(x_{t_{n+k}}, t_{n+k}) - f_theta-(x_hat_{t_n}, t_n) ||^2`` over the generated
-  frames, with ``f`` the clean-frame estimate (v-prediction -> x0, given frames replaced; at
+  frames, with ``f`` the clean-frame estimate (:meth:`FlashWorld.clean_estimate`: v-prediction ->
+  x0, given frames replaced; at
   ``t_n = 0`` the target is the teacher's x0 itself, the boundary condition) and ``theta-`` the
   EMA of the student (the trainer's EMA, decay ``--ema-decay``; the consistency-models paper uses 0.95).
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from studio.generators.flashworld import FlashWorld
 from studio.generators.losses import generated_mask, masked_mse
@@ -46,11 +46,6 @@ def leap_timesteps(leap_range: tuple[int, int], skip: int) -> np.ndarray:
     return np.arange(lo, leap_range[1] + 1, skip)
 
 
-def clean_estimate(model: FlashWorld, x_t: Tensor, t: Tensor, out: Tensor, cond) -> Tensor:
-    """f(x_t, t): the x0 [B,V,3,h,w] of network output ``out``, clamped, given frames replaced."""
-    return FlashWorld.with_given(model.prior.to_x0(x_t, t, out).clamp(-1.0, 1.0), cond)
-
-
 def leap_step(model, net: FlashWorld, target: FlashWorld, pipeline, batch: OrbitBatch, rng, gen, cfg) -> tuple:
     """One leap-flow distillation step (module docstring): ``model`` is the (possibly DDP-wrapped)
     student ``net``, ``target`` its EMA, ``pipeline`` a :class:`VideoScene` whose teacher and
@@ -59,9 +54,7 @@ def leap_step(model, net: FlashWorld, target: FlashWorld, pipeline, batch: Orbit
     teacher = pipeline.teacher
     prior_t, schedule = teacher.prior, teacher.prior.noise_schedule
     with torch.no_grad():
-        inputs = pipeline.prepare(
-            batch.source_images[:, [0, -1]], batch.viewmats[:, [0, -1]], batch.source_Ks[:, [0, -1]]
-        )
+        inputs = pipeline.prepare_arc(batch)
         x = pipeline.coarse_video(pipeline.coarse(inputs), inputs) * 2.0 - 1.0
         cond_t = pipeline.condition(teacher, inputs)
         cond_s = pipeline.condition(net, inputs)
@@ -70,11 +63,11 @@ def leap_step(model, net: FlashWorld, target: FlashWorld, pipeline, batch: Orbit
         t_minus = t_plus - cfg.solver_skip
         x_plus = prior_t.add_noise(x, torch.randn(x.shape, generator=gen).to(x), t_plus)
         out_t = guided_output(prior_t, x_plus, t_plus, cond_t, prior_t.unconditional(cond_t), cfg.guidance_scale)
-        x0_teacher = clean_estimate(teacher, x_plus, t_plus, out_t, cond_t)
+        x0_teacher = teacher.clean_estimate(x_plus, t_plus, out_t, cond_t)
         a, s = schedule.alpha_sigma(t_minus, x)
         x_minus = a * x0_teacher + s * schedule.x0_to_eps(x_plus, t_plus, x0_teacher)
-        goal = clean_estimate(target, x_minus, t_minus, target.prior.predict(x_minus, t_minus, cond_s), cond_s)
+        goal = target.clean_estimate(x_minus, t_minus, target.prior.predict(x_minus, t_minus, cond_s), cond_s)
         goal = torch.where((t_minus == 0).view(-1, 1, 1, 1, 1), x0_teacher, goal)
     out, _, _ = model(x_plus, t_plus, cond_s, inputs.viewmats, inputs.Ks)
-    loss = masked_mse(clean_estimate(net, x_plus, t_plus, out, cond_s), goal, generated_mask(cond_s))
+    loss = masked_mse(net.clean_estimate(x_plus, t_plus, out, cond_s), goal, generated_mask(cond_s))
     return loss, {"leap": float(loss.detach()), "loss": float(loss.detach())}

@@ -16,6 +16,7 @@ meet, unit mean camera distance), the frame the generators place their Gaussians
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -49,12 +50,9 @@ class OrbitBatch:
     """[B,V,3,3] their intrinsics in pixels of R x R."""
 
     def to(self, device) -> "OrbitBatch":
-        keys = ("images", "viewmats", "Ks", "held_images", "held_viewmats", "held_Ks", "alpha", "held_alpha")
-        frame = SceneFrame(self.frame.center.to(device), self.frame.scale.to(device))
-        source = {k: getattr(self, k) for k in ("source_images", "source_Ks")}
-        source = {k: v.to(device) if v is not None else None for k, v in source.items()}
-        moved = {k: getattr(self, k).to(device) for k in keys}
-        return OrbitBatch(**moved, captions=self.captions, frame=frame, **source)
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in fields.items()}
+        return OrbitBatch(**{**moved, "frame": SceneFrame(*(t.to(device) for t in self.frame))})
 
 
 def downsample(images: Tensor, Ks: Tensor, res: int) -> tuple[Tensor, Tensor]:

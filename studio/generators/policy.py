@@ -67,9 +67,7 @@ class LeapPolicy(nn.Module):
     def forward(self, coarse_video: Tensor, cond: Condition) -> Tensor:
         """``coarse_video`` [B,V,3,h,w] in [0,1]; ``cond`` a keyframe condition (``refs``,
         ``ref_mask``) of the video model -> [B,K] predicted rewards (dB gain over the coarse Gaussians)."""
-        B = coarse_video.shape[0]
-        c = cond.expand(B).tensors
-        refs = c["refs"].to(coarse_video) * c["ref_mask"].to(coarse_video)[:, :, None, None, None]
+        refs = cond.expand(coarse_video.shape[0]).tensors["refs"].to(coarse_video)  # zeros where not given
         x = torch.cat([coarse_video * 2.0 - 1.0, refs], 2).flatten(1, 2)
         return self.head(self.body(x).mean((-2, -1)))
 
@@ -155,8 +153,7 @@ def arc_inputs(model, batch):
     the inputs, every other view of the scene is ground truth."""
     from studio.cameras.normalize import to_frame
 
-    images = batch.source_images[:, [0, -1]]
-    inputs = model.prepare(images, batch.viewmats[:, [0, -1]], batch.source_Ks[:, [0, -1]])
+    inputs = model.prepare_arc(batch)
     gt = torch.cat([batch.images[:, 1:-1], batch.held_images], 1)
     vm = to_frame(torch.cat([batch.viewmats[:, 1:-1], batch.held_viewmats], 1), inputs.frame)
     Ks = torch.cat([batch.Ks[:, 1:-1], batch.held_Ks], 1)

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from studio.cameras.rays import plucker_raymaps
+from studio.generators import videoscene
 from studio.generators.flashworld import (
     DEFAULT_WEIGHTS,
     TEACHER_WEIGHTS,
@@ -59,7 +60,7 @@ from studio.generators.flashworld import (
     step_timesteps,
 )
 from studio.generators.leap import freeze_all_but_denoiser, leap_step
-from studio.generators.losses import generated_mask, masked_mse
+from studio.generators.losses import ema_update, generated_mask, masked_mse
 from studio.generators.orbits import OrbitBatch, OrbitSet, orbits_from_lift, orbits_from_toydata, sample_orbits
 from studio.io.cache import main_process_first
 from studio.io.training_state import load_training_state, save_training_state
@@ -73,7 +74,7 @@ from studio.priors.toydata import DataConfig
 
 @dataclass
 class FlashWorldLossConfig:
-    """The losses of both phases (shared by this module and ``ns-train flashworld``)."""
+    """The losses of every phase (shared by this module, ``ns-train flashworld`` and ``ns-train videoscene``)."""
 
     p_image: float = 0.9
     """Probability of keeping the image condition (all given views together; else dropped for CFG)."""
@@ -152,8 +153,6 @@ class FlashWorldTrainConfig:
         return {**{k: getattr(self, k) for k in keep}, **data}
 
     def default_output(self) -> Path:
-        from studio.generators import videoscene
-
         defaults = {"dual": TEACHER_WEIGHTS, "dmd": DEFAULT_WEIGHTS, "leap": videoscene.STUDENT_WEIGHTS}
         return Path(self.output) if self.output else defaults[self.phase]
 
@@ -284,8 +283,6 @@ def train_flashworld(
         arch = {"channels": list(cfg.channels), "n_res": cfg.n_res, "views": cfg.views, "res": cfg.res}
         model = load_flashworld(cfg.init) if cfg.init else FlashWorld(build_toy_mv({"arch": arch}))
     elif cfg.phase == "leap":
-        from studio.generators import videoscene
-
         model = load_flashworld(cfg.init or videoscene.TEACHER_WEIGHTS)
     else:
         model = load_flashworld(cfg.init or TEACHER_WEIGHTS)
@@ -361,9 +358,7 @@ def train_flashworld(
         if cfg.grad_clip > 0:
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), net.parameters()):
-                e.lerp_(p.detach(), 1.0 - cfg.ema_decay)
+        ema_update(ema, net, cfg.ema_decay)
         step += 1
         if step % cfg.log_every == 0 or step == cfg.steps:
             rate = (time.time() - t0) / max(step - start, 1)

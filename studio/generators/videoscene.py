@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from studio.cameras.normalize import SceneFrame, scene_frame, to_frame
 from studio.cameras.paths import interpolate_viewmats
 from studio.generators.flashworld import FlashWorld, load_flashworld
+from studio.generators.orbits import OrbitBatch
 from studio.generators.policy import LeapPolicy, load_policy
 from studio.lift.gaussians import PixelGaussians
 from studio.lift.model import GaussianPredictor, load_predictor
@@ -126,6 +127,12 @@ class VideoScene(nn.Module):
             frame=frame,
         )
 
+    def prepare_arc(self, batch: OrbitBatch) -> TwoViews:
+        """The inputs of an arc batch with source images (``sample_orbits(arc=True, source=True)``):
+        its first and last generated views, at the data's resolution, in the batch's frame."""
+        ends = [0, -1]
+        return self.prepare(batch.source_images[:, ends], batch.viewmats[:, ends], batch.source_Ks[:, ends])
+
     def coarse(self, inputs: TwoViews) -> PixelGaussians:
         """Step 1: the predictor's Gaussians of the two views (normalised frame; depth range
         :data:`NEAR`-:data:`FAR`)."""
@@ -155,8 +162,7 @@ class VideoScene(nn.Module):
         prior = self.student.prior
         x = coarse_video * 2.0 - 1.0
         x_t = prior.add_noise(x, torch.randn(x.shape, generator=generator).to(x), t)
-        x0 = prior.to_x0(x_t, t, prior.predict(x_t, t, cond)).clamp(-1.0, 1.0)
-        return prior.decode(FlashWorld.with_given(x0, cond))
+        return prior.decode(self.student.clean_estimate(x_t, t, prior.predict(x_t, t, cond), cond))
 
     def reconstruct(self, video: Tensor, inputs: TwoViews) -> PixelGaussians:
         """Step 4: Gaussians from frames ``video`` [B,V,3,res,res] in [0,1] (the teacher's 3D mode
