@@ -47,7 +47,7 @@ from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor, nn
 
 from studio.cameras.sampling import OrbitViews, orbit_cameras, relative_pose
-from studio.guidance import BSD, SDS, DreamCraft3DSchedule, UniformTimesteps
+from studio.guidance import BSD, SDS, DreamCraft3DSchedule, UniformTimesteps, ViewPrompting, batch_condition
 from studio.io.inputs import Input, Kind
 from studio.methods.dreamcraft3d.stages import MESH_GROUPS, dreamcraft3d_stages
 from studio.models.generation import GenerationModel, GenerationModelConfig
@@ -146,20 +146,24 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
 
     def populate_modules(self) -> None:
         super().populate_modules()
-        from studio.priors import load_prior
-
         cfg = self.config
         n = cfg.t_anneal_steps
         self.coarse_schedule = UniformTimesteps(
             [0, cfg.t_start[0], cfg.t_end[0], n], [0, cfg.t_start[1], cfg.t_end[1], n]
         )
         self.geometry_schedule = UniformTimesteps(*cfg.geometry_t_range)
-        # priors load on the CPU; the pipeline moves the model (and them) to its device
-        nvs_prior = load_prior(cfg.nvs_prior, device="cpu")
+        nvs_prior = self.load_prior(cfg.nvs_prior)
         self.nvs_guidance = SDS(nvs_prior, cfg.nvs_guidance_scale, "sds", self.coarse_schedule)
         self.text_guidance: Optional[SDS] = None
+        # view words for pretrained text priors (ToyWorld captions have none), relative to the reference view
+        self.text_prompting: Optional[ViewPrompting] = None
+        self._text_conds: Dict[str, Condition] = {}
         if cfg.prompt:
-            prior = load_prior(cfg.text_prior, device="cpu")
+            prior = self.load_prior(cfg.text_prior)
+            if not str(cfg.text_prior).startswith("toy-"):
+                self.text_prompting = ViewPrompting()
+            prompts = self.text_prompting.all_prompts(cfg.prompt) if self.text_prompting else [cfg.prompt]
+            self._text_conds = self.embed_prompts(prior, [*prompts, ""])
             self.text_guidance = SDS(prior, cfg.text_guidance_scale, "sds", self.coarse_schedule)
         texture_schedule = DreamCraft3DSchedule("texture", anneal_steps=cfg.stage_iters[2])
         if cfg.texture_guidance == "bsd":
@@ -181,7 +185,6 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         self.mesh = nn.ParameterDict({name: nn.Parameter(torch.zeros(0, 3)) for name in MESH_GROUPS})
         self.register_buffer("mesh_faces", torch.zeros(0, 3, dtype=torch.long))
         self.register_buffer("mesh_uv", torch.zeros(0, 2))
-        self._text_cond: Optional[Tuple[Condition, Condition]] = None
         self.init_stages(dreamcraft3d_stages(self))
 
     def get_param_groups(self):
@@ -247,12 +250,18 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
             cond = prior.condition(image=batch["ref_rgb"].permute(2, 0, 1)[None], pose=pose.to(self.device))
         return cond, prior.unconditional(cond)
 
-    def text_conditions(self) -> Tuple[Condition, Condition]:
-        if self._text_cond is None:
-            prior = self.text_guidance.prior
-            with torch.no_grad():
-                self._text_cond = (prior.condition(text=self.config.prompt), prior.condition(text=""))
-        return self._text_cond
+    def text_conditions(self, batch: Dict[str, Tensor]) -> Tuple[Condition, Condition]:
+        """(condition [B,...], null condition [1,...]) of the text prior for the batch's random
+        views: the prompt, with a view word from each view's azimuth relative to the reference
+        view (the front) for pretrained priors (DreamFusion Sec. 3.2; the released configs'
+        ``prompt_processor.use_view_dependent_prompt``)."""
+        prompt = self.config.prompt
+        if self.text_prompting is None:
+            prompts = [prompt] * batch["azimuth"].shape[0]
+        else:
+            relative = batch["azimuth"] - batch["ref_azimuth"]
+            prompts = self.text_prompting.prompts(prompt, relative.cpu(), batch["elevation"].cpu())
+        return batch_condition(self._text_conds, prompts), self._text_conds[""]
 
     def guidance_inputs(self, outputs, batch) -> Tuple[Dict[str, Tensor], Tensor, Condition, Condition]:
         """What every stage's losses start from: the reference render, the random views' renders
@@ -280,11 +289,13 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
 
     @torch.no_grad()
     def export(self) -> None:
-        """``<run>/export/gaussians.ply`` and, after the texture stage, ``<run>/export/mesh.glb``."""
+        """``<run>/export/gaussians.ply`` and, from the geometry stage on, the final mesh
+        ``<run>/export/mesh.glb`` (textured after the texture stage), written as ``studio export
+        mesh --load-config`` writes it (``studio.export.result_mesh``)."""
         from nerfstudio.utils.rich_utils import CONSOLE
 
         from studio.export.ply import save_gaussians_ply
-        from studio.mesh.textured import TexturedMesh, save_textured_glb
+        from studio.export.result_mesh import save_result_mesh, state_mesh
 
         if self.config.stage_dir is None:
             return
@@ -292,12 +303,7 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         out.mkdir(parents=True, exist_ok=True)
         save_gaussians_ply(out / "gaussians.ply", self.gaussians.activated().detach().to("cpu"))
         CONSOLE.print(f"Wrote {out / 'gaussians.ply'}")
-        if self.stage.name == "texture":
-            tm = TexturedMesh(
-                self.mesh["mesh_verts"].detach().cpu(),
-                self.mesh_faces.cpu(),
-                self.mesh_uv.cpu(),
-                self.mesh["texture"].detach().clamp(0, 1).cpu(),
-            )
-            save_textured_glb(out / "mesh.glb", tm)
+        mesh = state_mesh(self.state_dict())
+        if mesh is not None:
+            save_result_mesh(out / "mesh.glb", mesh)
             CONSOLE.print(f"Wrote {out / 'mesh.glb'}")

@@ -59,7 +59,7 @@ class CoarseStage(Stage):
             losses["sd_3d"] = cfg.nvs_sds_weight * model.nvs_guidance(images, cond, uncond, step)["loss_sds"]
         if model.text_guidance is not None and cfg.text_sds_weight > 0:
             model.text_guidance.schedule = self.schedule()
-            tc, tu = model.text_conditions()
+            tc, tu = model.text_conditions(batch)
             losses["sd_2d"] = cfg.text_sds_weight * model.text_guidance(images, tc, tu, step)["loss_sds"]
         return losses
 

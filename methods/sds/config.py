@@ -3,8 +3,8 @@
 Nerfstudio's ``--prompt`` alias sets ``--pipeline.model.prompt``. Optimisers: DreamGaussian's for
 the Gaussians (``studio.models.optimizers.GENERATION_OPTIMIZERS``); the NeRF option (group
 ``nerf``: hash grid and MLP) 1e-2, threestudio's rate for its implicit volume; the VSD fake score
-(group ``guidance``) Adam at 1e-3 (ProlificDreamer's LoRA rate is 1e-4 for SD; the small
-embedded prior tolerates more).
+(group ``guidance``) Adam at 1e-4, ProlificDreamer's LoRA rate for Stable Diffusion (the ``tiny``
+preset: 1e-3 for the whole small embedded prior, configs/sds.yaml).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from studio.models.trainer import method_specification
 sds = method_specification(
     "sds",
     VanillaPipelineConfig(datamanager=OrbitDataManagerConfig(), model=SDSModelConfig()),
-    with_groups(GENERATION_OPTIMIZERS, nerf=adam(1e-2), guidance=adam(1e-3)),
+    with_groups(GENERATION_OPTIMIZERS, nerf=adam(1e-2), guidance=adam(1e-4)),
     "Text-to-3D Gaussians by score distillation (SDS, DreamFusion; VSD, ProlificDreamer).",
     max_num_iterations=5000,
     steps_per_eval_image=500,

@@ -22,19 +22,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
-import torch
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 from torch.nn import Parameter
 
 from studio.cameras.sampling import OrbitViews, camera_vector
-from studio.guidance import SDS, VSD, UniformTimesteps, ViewPrompting
+from studio.guidance import SDS, VSD, UniformTimesteps, ViewPrompting, batch_condition
 from studio.io.inputs import Input, Kind
 from studio.models.generation import GenerationModel, GenerationModelConfig
 from studio.models.staged import Stage, StagedModel
 from studio.nerf import HashGridField, HashGridFieldConfig, render_cameras
 from studio.priors import check_prior
 from studio.priors.base import Condition
+
+PAPER_GUIDANCE_SCALES = {"sds": 100.0, "vsd": 7.5}
+"""CFG scale of each guidance when ``guidance_scale`` is not set: DreamFusion Sec. 3 (100) and
+ProlificDreamer Sec. 5 (7.5)."""
 
 
 @dataclass
@@ -52,8 +55,8 @@ class SDSModelConfig(GenerationModelConfig):
     """Text-to-image prior: an embedded name (toy-t2i), a diffusers name (sd-2.1-base, if-i) or a path."""
     guidance: Literal["sds", "vsd"] = "sds"
     """Score distillation variant."""
-    guidance_scale: float = 100.0
-    """CFG scale (DreamFusion 100 for SDS; ProlificDreamer uses 7.5 for VSD)."""
+    guidance_scale: Optional[float] = None
+    """CFG scale (default: the paper's, DreamFusion's 100 for SDS and ProlificDreamer's 7.5 for VSD)."""
     weighting: Literal["sds", "uniform", "fantasia3d"] = "sds"
     """w(t) of the gradient."""
     t_range: Tuple[float, float] = (0.02, 0.98)
@@ -96,16 +99,16 @@ class SDSModel(StagedModel, GenerationModel):
 
     def populate_modules(self) -> None:
         super().populate_modules()
-        from studio.priors import load_prior
-
         cfg = self.config
         self.prior_name = cfg.prior
-        prior = load_prior(self.prior_name, device="cpu")  # the pipeline moves the model (and it) to its device
+        prior = self.load_prior(self.prior_name)
+        self.view_prompting = ViewPrompting() if self._view_dependent(self.prior_name) else None
+        # every prompt a step can ask for, embedded before the guidance clones the prior (VSD)
+        self._cond_cache: Dict[str, Condition] = self.embed_prompts(prior, self._all_prompts())
         schedule = UniformTimesteps(cfg.t_range[0], self._t_max())
         guidance = VSD if cfg.guidance == "vsd" else SDS
-        self.guidance = guidance(prior, guidance_scale=cfg.guidance_scale, weighting=cfg.weighting, schedule=schedule)
-        self.view_prompting = ViewPrompting() if self._view_dependent(self.prior_name) else None
-        self._cond_cache: Dict[str, Condition] = {}
+        scale = cfg.guidance_scale if cfg.guidance_scale is not None else PAPER_GUIDANCE_SCALES[cfg.guidance]
+        self.guidance = guidance(prior, guidance_scale=scale, weighting=cfg.weighting, schedule=schedule)
         self.field = HashGridField(cfg.nerf) if cfg.representation == "nerf" else None
         self.init_stages([DistillStage(self)])
 
@@ -119,23 +122,29 @@ class SDSModel(StagedModel, GenerationModel):
     def _view_dependent(prior: str) -> bool:
         return not str(prior).startswith("toy-")
 
-    def _condition(self, text: str) -> Condition:
-        if text not in self._cond_cache:
-            with torch.no_grad():
-                self._cond_cache[text] = self.guidance.prior.condition(text=text).to(self.device)
-        return self._cond_cache[text]
+    def _view_prompting(self) -> Optional[ViewPrompting]:
+        """The view-dependent prompting in use, or None."""
+        cfg = self.config
+        vdp = cfg.view_dependent_prompt if cfg.view_dependent_prompt is not None else self.view_prompting is not None
+        return (self.view_prompting or ViewPrompting()) if vdp else None
+
+    def _all_prompts(self) -> List[str]:
+        """The prompt (with each view word when view-dependent), the negative prompt and "" (the
+        priors' own null condition)."""
+        cfg = self.config
+        vp = self._view_prompting()
+        prompts = vp.all_prompts(cfg.prompt) if vp is not None else [cfg.prompt]
+        return prompts + [cfg.negative_prompt, ""]
 
     def text_conditions(self, views: OrbitViews) -> Tuple[Condition, Condition]:
         """(conditional [B,...], unconditional [1,...]) embeddings for the batch's views."""
         cfg = self.config
-        vdp = cfg.view_dependent_prompt if cfg.view_dependent_prompt is not None else self.view_prompting is not None
-        if vdp:
-            prompts = (self.view_prompting or ViewPrompting()).prompts(cfg.prompt, views.azimuth, views.elevation)
+        vp = self._view_prompting()
+        if vp is not None:
+            prompts = vp.prompts(cfg.prompt, views.azimuth, views.elevation)
         else:
             prompts = [cfg.prompt] * len(views.azimuth)
-        conds = [self._condition(p) for p in prompts]
-        cond = Condition.cat(conds, [1] * len(conds))
-        return cond, self._condition(cfg.negative_prompt)
+        return batch_condition(self._cond_cache, prompts), self._cond_cache[cfg.negative_prompt]
 
     def render_any(self, cameras: Cameras) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         if self.field is None:

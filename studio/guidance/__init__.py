@@ -9,7 +9,7 @@ The CFG convention is diffusers': eps_u + s (eps_c - eps_u) (``guided_output``; 
 """
 
 from studio.guidance.bsd import BSD, augment_views, finetune, view_dependent_t_range
-from studio.guidance.prompting import VIEWS, ViewPrompting, view_dependent_prompts
+from studio.guidance.prompting import VIEWS, ViewPrompting, batch_condition, view_dependent_prompts
 from studio.guidance.schedules import (
     DreamCraft3DSchedule,
     DreamGaussianLinear,
@@ -31,6 +31,7 @@ __all__ = [
     "TimestepSchedule",
     "UniformTimesteps",
     "ViewPrompting",
+    "batch_condition",
     "augment_views",
     "denoising_loss",
     "fake_score_loss",

@@ -12,10 +12,12 @@ Angles are degrees. Azimuth 0 looks at the object's front, any range is accepted
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import Dict, List, Sequence
 
 import torch
 from torch import Tensor
+
+from studio.priors.base import Condition
 
 VIEWS = ("front", "side", "back", "overhead")
 
@@ -42,6 +44,10 @@ class ViewPrompting:
         idx[el > self.overhead_threshold] = 3
         return idx
 
+    def all_prompts(self, prompt: str) -> List[str]:
+        """``prompt`` with each suffix, in ``VIEWS`` order: every string :meth:`prompts` can return."""
+        return [prompt + s for s in self.suffixes]
+
     def prompts(self, prompt: str, azimuth_deg: Tensor, elevation_deg: Tensor) -> List[str]:
         """``prompt`` + the view suffix of each camera, one string per camera."""
         return [prompt + self.suffixes[i] for i in self.view_index(azimuth_deg, elevation_deg).tolist()]
@@ -50,3 +56,8 @@ class ViewPrompting:
 def view_dependent_prompts(prompt: str, azimuth_deg: Tensor, elevation_deg: Tensor, **thresholds) -> List[str]:
     """Per-view prompts with default (or given) ``ViewPrompting`` thresholds."""
     return ViewPrompting(**thresholds).prompts(prompt, azimuth_deg, elevation_deg)
+
+
+def batch_condition(conditions: Dict[str, Condition], prompts: Sequence[str]) -> Condition:
+    """The conditions of ``prompts`` (each embedded once, batch 1, in ``conditions``) stacked to [B,...]."""
+    return Condition.cat([conditions[p] for p in prompts], [1] * len(prompts))

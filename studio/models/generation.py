@@ -8,15 +8,16 @@ every camera of the batch in one rasterization: ``get_outputs`` returns ``rgb_vi
 single-view ``rgb``/``depth``/``accumulation`` of camera 0 (viewer, evaluation). Subclasses add
 their losses in ``get_loss_dict``; the densification of ``SplatModel`` applies unchanged.
 
-Priors are submodules (they move with the model) but their frozen weights stay out of
-checkpoints: only trainable prior parameters (VSD's fake score, BSD's copies, LoRA) are saved;
+Priors are submodules (they move with the model) and load once, straight onto the run's device
+in ``prior_dtype`` (:meth:`GenerationModel.load_prior`: float16 on CUDA by default, so IF-I-XL
+never passes through the CPU in float32); their frozen weights stay out of checkpoints: only trainable prior parameters (VSD's fake score, BSD's copies, LoRA) are saved;
 loading fills the frozen ones from the priors the model was built with.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Type
+from typing import Dict, Literal, Optional, Sequence, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -25,7 +26,7 @@ from torch import Tensor
 from studio.gaussians.init import initial_params
 from studio.gaussians.trainable import TrainableGaussians
 from studio.models.splat import SplatModel, SplatModelConfig
-from studio.priors.base import DiffusionPrior
+from studio.priors.base import Condition, DiffusionPrior
 
 
 def random_ball(n: int, radius: float, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -53,6 +54,8 @@ class GenerationModelConfig(SplatModelConfig):
     """Initial opacity of every Gaussian."""
     seed: int = 0
     """Seed of the initial Gaussians."""
+    prior_dtype: Optional[Literal["fp16", "bf16", "fp32"]] = None
+    """Precision of pretrained priors (default: fp16 on CUDA, fp32 on the CPU; embedded priors: fp32)."""
 
 
 class GenerationModel(SplatModel):
@@ -71,6 +74,22 @@ class GenerationModel(SplatModel):
         )
         self.scene_extent = max(self.scene_extent, 2.0 * self.config.init_radius)
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_extent)
+
+    def load_prior(self, name_or_path: str) -> DiffusionPrior:
+        """The prior ``name_or_path`` (``studio.priors.load_prior``) on the device the pipeline
+        built this model for, in ``prior_dtype``."""
+        from studio.priors import load_prior
+
+        return load_prior(name_or_path, device=str(self.kwargs.get("device", "cpu")), dtype=self.config.prior_dtype)
+
+    @staticmethod
+    def embed_prompts(prior: DiffusionPrior, prompts: Sequence[str]) -> Dict[str, Condition]:
+        """Each prompt's condition, then the prior's text encoder released (every prompt the run
+        uses must be in ``prompts``; a T5-XXL is ~9.5 GB that training never needs again)."""
+        with torch.no_grad():
+            out = {p: prior.condition(text=p) for p in dict.fromkeys(prompts)}
+        prior.release_text_encoder()
+        return out
 
     def frozen_prior_state(self, prefix: str = "") -> Dict[str, Tensor]:
         """State entries (``prefix`` + name -> tensor) of frozen prior weights and prior buffers."""

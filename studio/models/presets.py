@@ -1,8 +1,10 @@
 """Named presets (``tiny``, ``full``) as overrides of a method's defaults, from ``configs/<method>.yaml``.
 
 The dataclass fields (and the values a method's ``MethodSpecification`` sets) are the defaults;
-a preset file holds, per preset, up to three sections of overrides: ``trainer`` (fields of the
-TrainerConfig), ``model`` (the method's model config) and ``datamanager``. Each override is
+a preset file holds, per preset, up to four sections of overrides: ``trainer`` (fields of the
+TrainerConfig), ``model`` (the method's model config), ``datamanager`` and ``optimizers``
+(``{group: learning rate}``, e.g. the VSD fake score's rate that differs between a small embedded
+prior and a LoRA of a pretrained one). Each override is
 checked against the dataclass when loaded: an unknown field or a value of the wrong type is one
 error (``StudioInputError``). An override applies to a field the user left alone: one whose value
 still equals the method's registered default and that was not named on the command line, so
@@ -22,7 +24,7 @@ import yaml
 
 from studio.io.errors import StudioInputError
 
-SECTIONS = ("trainer", "model", "datamanager")
+SECTIONS = ("trainer", "model", "datamanager", "optimizers")
 PRESET_DIRS: List[Path] = [Path(__file__).resolve().parents[2] / "configs"]
 """Folders searched for ``<method>.yaml`` (the repository's ``configs/``; see ``preset_file``)."""
 
@@ -53,7 +55,8 @@ def preset_file(method: str) -> Path:
 
 
 def load_preset(method: str, preset: Literal["tiny", "full"]) -> Dict[str, Dict[str, Any]]:
-    """The ``{trainer: {...}, model: {...}, datamanager: {...}}`` overrides of ``method``'s preset."""
+    """The ``{trainer: {...}, model: {...}, datamanager: {...}, optimizers: {...}}`` overrides of
+    ``method``'s preset."""
     path = preset_file(method)
     try:
         presets = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -143,15 +146,37 @@ def apply_overrides(
     return applied
 
 
+def apply_learning_rates(
+    optimizers: Dict[str, Dict[str, Any]], rates: Dict[str, Any], explicit: Iterable[str] = (), where: str = "preset"
+) -> List[str]:
+    """Set the learning rate of each optimiser group named in ``rates`` (``{group: lr}``) unless the
+    command line set it (``explicit``: group names); returns the groups set. An unknown group or a
+    non-number is one ``StudioInputError``."""
+    applied = []
+    for group, lr in rates.items():
+        if group not in optimizers:
+            raise StudioInputError(f"{where}: no optimiser group {group!r}; the method has {sorted(optimizers)}.")
+        if not _matches(lr, float) or lr <= 0:
+            raise StudioInputError(f"{where}: the learning rate of {group!r} must be a positive number, not {lr!r}.")
+        if group not in set(explicit):
+            optimizers[group]["optimizer"].lr = float(lr)
+            applied.append(group)
+    return applied
+
+
 def command_line_fields(argv: Sequence[str]) -> Dict[str, set]:
     """Field names given as ``--flag`` on a tyro command line, per section: ``trainer`` (top-level
-    flags), ``model`` (``--pipeline.model.*``), ``datamanager`` (``--pipeline.datamanager.*``)."""
+    flags), ``model`` (``--pipeline.model.*``), ``datamanager`` (``--pipeline.datamanager.*``),
+    ``optimizers`` (the group of ``--optimizers.<group>.optimizer.lr``)."""
     out: Dict[str, set] = {section: set() for section in SECTIONS}
     prefixes = {"pipeline.model.": "model", "pipeline.datamanager.": "datamanager"}
     for token in argv:
         if not token.startswith("--"):
             continue
         name = token[2:].split("=", 1)[0].replace("-", "_")
+        if name.startswith("optimizers.") and name.endswith(".optimizer.lr"):
+            out["optimizers"].add(name[len("optimizers.") : -len(".optimizer.lr")])
+            continue
         for prefix, section in prefixes.items():
             if name.startswith(prefix):
                 out[section].add(name[len(prefix) :])

@@ -42,7 +42,7 @@ from studio.io.inputs import Input, Kind, validate
 from studio.models.checkpoints import restore_training_state, select_checkpoint, training_state
 from studio.models.presets import (
     PRESET_CHOICES,
-    SECTIONS,
+    apply_learning_rates,
     apply_overrides,
     command_line_fields,
     load_preset,
@@ -232,7 +232,13 @@ class StudioTrainerConfig(TrainerConfig):
             "model": (self.pipeline.model, default.pipeline.model),
             "datamanager": (self.pipeline.datamanager, default.pipeline.datamanager),
         }
-        for section in SECTIONS:
+        apply_learning_rates(
+            self.optimizers,
+            values["optimizers"],
+            explicit.get("optimizers", ()),
+            f"configs/{method}.yaml {chosen}.optimizers",
+        )
+        for section in targets:
             target, reference = targets[section]
             apply_overrides(
                 target,

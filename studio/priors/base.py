@@ -97,6 +97,10 @@ class DiffusionPrior(nn.Module):
         return self.condition(text="")
 
     # ---- model space ------------------------------------------------------------------------
+    def release_text_encoder(self) -> None:
+        """Free the text encoder once every prompt the run needs has been embedded (embeddings are
+        cached; a new prompt then raises). No-op for priors whose encoder is small or absent."""
+
     def encode(self, img: Tensor) -> Tensor:
         """[B,3,H,W] in [0,1] -> model space [B,C,h,w] (pixel models: [-1,1])."""
         return img * 2.0 - 1.0

@@ -9,8 +9,10 @@
   cache only. They load offline (``local_files_only=True``) and raise one
   :class:`~studio.io.StudioInputError` line saying what to put where when the weights are absent.
 
-``load_prior`` also takes a toy-prior ``.safetensors`` path or a diffusers folder (Zero123 if it
-has ``cc_projection``, DeepFloyd IF if its text encoder is T5, else Stable Diffusion);
+``load_prior`` also takes a toy-prior ``.safetensors`` path, a diffusers folder (Zero123 if it
+has ``cc_projection``, DeepFloyd IF if its text encoder is T5, else Stable Diffusion), or
+``<name>:<folder>`` to say which adapter reads a folder (``stable-zero123:/models/sz123``: a
+Stable Zero123 snapshot has the same layout as a Zero123 one but another pose convention);
 :func:`register_prior` adds names.
 """
 
@@ -23,14 +25,14 @@ from studio.io.errors import StudioInputError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-Loader = Callable[[str], "object"]  # device -> DiffusionPrior
+Loader = Callable[..., "object"]  # (device, dtype=None) -> DiffusionPrior
 
 
 def _toy_loader(name: str, make: str = "") -> Loader:
     """Loader of the embedded prior ``name``; ``make``: the command that trains it (default
     ``studio prior train <name>``)."""
 
-    def load(device: str = "cpu"):
+    def load(device: str = "cpu", dtype=None):  # the small embedded priors stay float32
         path = WEIGHTS_DIR / f"{name}.safetensors"
         if not path.is_file():
             how = make or f"studio prior train {name}"
@@ -48,10 +50,10 @@ def _diffusers_loader(class_name: str, path: str | Path | None = None) -> Loader
     """Loader of the adapter ``studio.priors.diffusers.<class_name>``: ``path`` a local folder, or
     None for the class's default repository in the local Hugging Face cache."""
 
-    def load(device: str = "cpu"):
+    def load(device: str = "cpu", dtype=None):
         from studio.priors import diffusers
 
-        return getattr(diffusers, class_name)(path, device=device)
+        return getattr(diffusers, class_name)(path, dtype=dtype, device=device)
 
     load.adapter, load.weights_folder = class_name, path
     return load
@@ -88,6 +90,25 @@ def available_priors() -> list[str]:
     return sorted(LOADERS)
 
 
+def _loader_of(key: str) -> Loader | None:
+    """The loader of a registered name, of ``<name>:<folder>`` (a diffusers name's adapter on that
+    folder) or of a diffusers folder; None for anything else (a toy-prior file or an unknown name)."""
+    if key in LOADERS:
+        return LOADERS[key]
+    name, sep, folder = key.partition(":")
+    if sep and name in LOADERS:
+        adapter = getattr(LOADERS[name], "adapter", None)
+        if adapter is None:
+            raise StudioInputError(f"prior {key!r}: only the pretrained priors take a folder after {name!r}:.")
+        if not Path(folder).expanduser().is_dir():
+            raise StudioInputError(f"prior {key!r}: the folder {folder!r} does not exist.")
+        return _diffusers_loader(adapter, Path(folder).expanduser())
+    path = Path(key).expanduser()
+    if path.is_dir():
+        return _diffusers_loader(_folder_class(path), path)
+    return None
+
+
 def check_prior(name_or_path: str | Path) -> None:
     """Check, without reading any weights, that ``load_prior(name_or_path)`` finds its files: the
     embedded file's header, a diffusers snapshot's sub-folders and scheduler config (local path or
@@ -95,12 +116,10 @@ def check_prior(name_or_path: str | Path) -> None:
     from studio.io.headers import check_safetensors
 
     key = str(name_or_path).strip()
-    loader = LOADERS.get(key)
+    loader = _loader_of(key)
     if loader is None:
         path = Path(key).expanduser()
-        if path.is_dir():
-            loader = _diffusers_loader(_folder_class(path), path)
-        elif path.suffix == ".safetensors" or path.exists():
+        if path.suffix == ".safetensors" or path.exists():
             check_safetensors(path, "prior file")
             return
         else:
@@ -121,20 +140,21 @@ def check_prior(name_or_path: str | Path) -> None:
             raise StudioInputError(f"{cls.what}: {folder / 'scheduler' / 'scheduler_config.json'} is missing.")
 
 
-def load_prior(name_or_path: str | Path, device: str = "cpu"):
-    """The prior called ``name_or_path`` (a registered name, a toy-prior .safetensors path or a
-    diffusers folder),
-    in eval mode on ``device`` ("auto" = CUDA when available)."""
+def load_prior(name_or_path: str | Path, device: str = "cpu", dtype=None):
+    """The prior called ``name_or_path`` (a registered name, ``<name>:<folder>``, a toy-prior
+    .safetensors path or a diffusers folder), in eval mode on ``device`` ("auto" = CUDA when
+    available). ``dtype`` (a torch dtype or "fp16"/"bf16"/"fp32") applies to pretrained priors, which
+    load straight onto ``device`` in it (default: float16 on CUDA, float32 on the CPU); the small
+    embedded priors stay float32."""
     if str(device) == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     key = str(name_or_path)
-    if key in LOADERS:
-        return LOADERS[key](device)
+    loader = _loader_of(key)
+    if loader is not None:
+        return loader(device, dtype)
     path = Path(key).expanduser()
-    if path.is_dir():
-        return _diffusers_loader(_folder_class(path), path)(device)
     if path.suffix == ".safetensors" or path.exists():
         if not path.is_file():
             raise StudioInputError(f"Prior file {path} does not exist.")

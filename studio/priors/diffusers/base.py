@@ -161,8 +161,25 @@ def copy_named_(named: dict[str, Tensor], state: dict[str, Tensor]) -> None:
 
 
 class TextCFGMixin:
-    """The CFG null condition of the text priors: the empty prompt and, if ``like`` has a camera
-    (VSD clones), a zero camera."""
+    """What the text priors share: the CFG null condition (the empty prompt and, if ``like`` has a
+    camera (VSD clones), a zero camera) and the text encoder's release. Subclasses embed prompts
+    with :meth:`_text_encoder_or_raise` inside ``self._cached``."""
+
+    text_encoder: nn.Module | None
+
+    def release_text_encoder(self) -> None:
+        """Drop the text encoder (T5-XXL: ~9.5 GB in fp16); cached prompt embeddings stay usable."""
+        self.text_encoder = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _text_encoder_or_raise(self) -> nn.Module:
+        if self.text_encoder is None:
+            raise ValueError(
+                f"{self.what}: the text encoder was released (or not loaded); embed every prompt first "
+                "or pass text_embeddings="
+            )
+        return self.text_encoder
 
     def unconditional(self, like: Condition) -> Condition:
         tensors = {"text": self._embed_text([""])}

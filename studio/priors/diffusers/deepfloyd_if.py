@@ -58,15 +58,10 @@ class DeepFloydIFPrior(TextCFGMixin, DiffusersPrior):
         self.latent_shape = (3, self.image_size, self.image_size)
         self._max_length = 77
 
-    def release_text_encoder(self) -> None:
-        """Drop T5 (cached prompt embeddings stay usable)."""
-        self.text_encoder = None
-
     @torch.no_grad()
     def _embed_text(self, texts: list[str]) -> Tensor:
         def run():
-            if self.text_encoder is None or self.tokenizer is None:
-                raise ValueError(f"{self.what}: the text encoder is not loaded; pass text_embeddings= instead")
+            encoder = self._text_encoder_or_raise()
             tok = self.tokenizer(
                 texts,
                 padding="max_length",
@@ -75,7 +70,7 @@ class DeepFloydIFPrior(TextCFGMixin, DiffusersPrior):
                 add_special_tokens=True,
                 return_tensors="pt",
             )
-            emb = self.text_encoder(tok.input_ids.to(self.device), attention_mask=tok.attention_mask.to(self.device))[0]
+            emb = encoder(tok.input_ids.to(self.device), attention_mask=tok.attention_mask.to(self.device))[0]
             return {"text": emb}
 
         return self._cached(("text",) + tuple(texts), run)["text"]

@@ -42,6 +42,7 @@ class StableDiffusionPrior(TextCFGMixin, LatentVAEMixin, DiffusersPrior):
     @torch.no_grad()
     def _embed_text(self, texts: list[str]) -> Tensor:
         def run():
+            encoder = self._text_encoder_or_raise()
             tok = self.tokenizer(
                 texts,
                 padding="max_length",
@@ -50,9 +51,9 @@ class StableDiffusionPrior(TextCFGMixin, LatentVAEMixin, DiffusersPrior):
                 return_tensors="pt",
             )
             mask = None
-            if getattr(self.text_encoder.config, "use_attention_mask", False):
+            if getattr(encoder.config, "use_attention_mask", False):
                 mask = tok.attention_mask.to(self.device)
-            emb = self.text_encoder(tok.input_ids.to(self.device), attention_mask=mask)[0]
+            emb = encoder(tok.input_ids.to(self.device), attention_mask=mask)[0]
             return {"text": emb}
 
         return self._cached(("text",) + tuple(texts), run)["text"]
