@@ -168,6 +168,10 @@ class Prd:
         print(f"Wrote {self.output}")
 
 
+CAMERA_PROTOCOLS = ("default", "gt")
+"""``studio eval image-to-3d --camera``: the released preprocessing, or the dataset's camera."""
+
+
 GENERATORS = ("flashworld",)
 """Feed-forward generators ``studio eval image-to-3d --method`` also takes (no ns-train run)."""
 GENERATE_METHODS = ("flashworld", "videoscene")
@@ -204,9 +208,14 @@ class ImageTo3D:
     data: Path
     """NeRF-synthetic-format dataset (transforms_train/test.json, RGBA images, optional gt_mesh.obj)."""
     output: Path
-    """Metrics JSON to write (psnr, ssim, mask_iou, chamfer)."""
+    """Metrics JSON to write (psnr, ssim, mask_iou, chamfer; camera, alignment)."""
     view: int = 0
     """Index of the reference frame in transforms_train.json."""
+    camera: str = "default"
+    """default: the released preprocessing (the object recentred in the image, the method's default
+    reference camera), the result mapped into the dataset's frame by a weak-perspective similarity
+    (studio.eval.image_to_3d.default_camera_alignment); gt: the dataset's reference camera and the
+    image's own framing (favourable: the released code cannot know the camera)."""
     method: str = "dreamcraft3d"
     """The ns-train method to run, or a feed-forward generator (flashworld: embedded weights, 1 step)."""
     method_args: str = ""
@@ -223,6 +232,7 @@ class ImageTo3D:
         return [
             Input("--data", Kind.DATASET, self.data, check=nerf_synthetic_dataset, required=True),
             Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".json",), required=True),
+            Input("--camera", Kind.CHOICE, self.camera, choices=CAMERA_PROTOCOLS),
             Input("--method", Kind.CHOICE, self.method, choices=(*image_to_3d_methods(), *GENERATORS)),
             Input("--work-dir", Kind.OUTPUT_DIR, self.work_dir),
         ]
@@ -241,19 +251,26 @@ class ImageTo3D:
             )
         elev, az, dist = orbit_of_c2w(train.camera_to_worlds[self.view])
         orbit = (elev, az, dist, math.degrees(2.0 * math.atan(0.5 * train.width / train.fx)))
+        print(
+            f"Reference view {self.view}: elevation {elev:.1f}, azimuth {az:.1f}, distance {dist:.3f}, fov {orbit[3]:.1f}"
+        )
         if self.method in GENERATORS:
             from studio.eval.generate import image_to_3d_generated
 
-            metrics = image_to_3d_generated(train, test, self.view, orbit, **generator_options(self.method_args))
+            options = generator_options(self.method_args)
+            metrics = image_to_3d_generated(train, test, self.view, orbit, camera=self.camera, **options)
         else:
             metrics = self.reconstructed(train, test, orbit)
         atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
-        print_table(metrics, f"{self.method} from view {self.view} of {self.data.name}")
+        scores = {k: v for k, v in metrics.items() if k not in ("camera", "alignment")}
+        print_table(scores, f"{self.method} from view {self.view} of {self.data.name}, {self.camera} camera")
         print(f"Wrote {self.output}")
 
     def reconstructed(self, train, test, orbit: tuple) -> dict:
         """Metrics of an ns-train run of the method from the reference view (``orbit``: its elevation,
-        azimuth, distance and field of view): test views and the exported mesh's Chamfer distance."""
+        azimuth, distance and field of view; given to the method with ``--camera gt``): test views,
+        the exported mesh's Chamfer distance, ``camera`` and ``alignment``
+        (:func:`studio.eval.image_to_3d.protocol_record`)."""
         import shlex
         import subprocess
         import sys
@@ -262,11 +279,10 @@ class ImageTo3D:
         import torch
         from nerfstudio.cameras.cameras import Cameras
 
-        from studio.eval.image_to_3d import mesh_chamfer, score_views
+        from studio.eval.image_to_3d import mesh_chamfer, protocol_record, reference_alignment, score_views
         from studio.eval.inverse import read_image
         from studio.models.runs import load_run
 
-        elev, az, dist, fov = orbit
         work = self.work_dir or self.output.with_name(self.output.stem + "_run")
         cmd = [
             str(Path(sys.executable).with_name("ns-train")),
@@ -277,21 +293,28 @@ class ImageTo3D:
             str(work),
             "--vis",
             "tensorboard",
-            "--pipeline.datamanager.recentre",
-            "False",
-            "--pipeline.datamanager.reference-view",
-            *(f"{v:.6f}" for v in orbit),
-            *shlex.split(self.method_args),
         ]
-        print(f"Reference view {self.view}: elevation {elev:.1f}, azimuth {az:.1f}, distance {dist:.3f}, fov {fov:.1f}")
+        if self.camera == "gt":
+            cmd += ["--pipeline.datamanager.recentre", "False", "--pipeline.datamanager.reference-view"]
+            cmd += [f"{v:.6f}" for v in orbit]
+        cmd += shlex.split(self.method_args)
         if subprocess.run(cmd).returncode != 0:
             raise StudioInputError(f"the {self.method} run failed (command: {shlex.join(cmd)}).")
         config = max(work.glob(f"*/{self.method}/*/config.yml"), key=lambda p: p.stat().st_mtime)
-        render = load_run(config, with_data=True).pipeline.model.render_any
+        pipeline = load_run(config, with_data=True).pipeline
+        render = pipeline.model.render_any
+        similarity = None
+        if self.camera == "default":
+            data = pipeline.datamanager
+            ref = data.reference_camera
+            similarity = reference_alignment(
+                train, self.view, ref.camera_to_worlds[0].numpy(), float(ref.fx[0, 0]), data.reference.recentring
+            )
 
         def render_fn(c2w: np.ndarray):
+            c2w = c2w if similarity is None else similarity.camera_in_method(c2w)
             cam = Cameras(
-                camera_to_worlds=torch.from_numpy(c2w[None, :3]).float(),
+                camera_to_worlds=torch.from_numpy(np.asarray(c2w[None, :3])).float(),
                 fx=test.fx,
                 fy=test.fy,
                 cx=test.cx,
@@ -305,9 +328,12 @@ class ImageTo3D:
 
         metrics = score_views(render_fn, test, [read_image(p) for p in test.image_paths])
         metrics["chamfer"] = mesh_chamfer(
-            config.parent / "export" / "mesh.glb", self.data / "gt_mesh.obj", self.n_points
+            config.parent / "export" / "mesh.glb",
+            self.data / "gt_mesh.obj",
+            self.n_points,
+            pred_to_gt=None if similarity is None else similarity.matrix(),
         )
-        return metrics
+        return {**metrics, **protocol_record(self.camera, similarity)}
 
 
 @dataclass

@@ -15,22 +15,61 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 from studio.io.errors import StudioInputError
 
 
+class Recentring(NamedTuple):
+    """Where recentring puts the object: the mask's box, rows ``[y0, y1)`` x columns ``[x0, x1)``
+    of the input (pixels), is resized to ``ch`` x ``cw`` pixels and pasted at row ``oy``, column
+    ``ox`` of the square output (``size`` pixels)."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    ch: int
+    cw: int
+    oy: int
+    ox: int
+    size: int
+
+    def zoom(self) -> tuple[float, float]:
+        """Output pixels per input pixel along x and along y (equal up to the rounding of ``cw``, ``ch``)."""
+        return self.cw / (self.x1 - self.x0), self.ch / (self.y1 - self.y0)
+
+    def apply(self, uv: np.ndarray) -> np.ndarray:
+        """Input pixel coordinates [..., 2] (u right, v down; continuous, pixel edges at integers,
+        as ``cv2.resize`` maps them) -> output pixel coordinates [..., 2]."""
+        zx, zy = self.zoom()
+        uv = np.asarray(uv, dtype=np.float64)
+        return np.stack([self.ox + zx * (uv[..., 0] - self.x0), self.oy + zy * (uv[..., 1] - self.y0)], -1)
+
+
+def recentring(mask: np.ndarray, size: int, border_ratio: float) -> Recentring:
+    """The :class:`Recentring` of a [H,W] ``mask`` (foreground > 0.5): its bounding box scaled so
+    its longer side fills ``1 - 2 * border_ratio`` of ``size``, centred."""
+    ys, xs = np.nonzero(mask > 0.5)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    scale = (1.0 - 2.0 * border_ratio) * size / max(y1 - y0, x1 - x0)
+    ch, cw = max(1, round((y1 - y0) * scale)), max(1, round((x1 - x0) * scale))
+    return Recentring(y0, y1, x0, x1, ch, cw, (size - ch) // 2, (size - cw) // 2, size)
+
+
 @dataclass
 class ReferenceView:
     """A preprocessed reference image: ``rgb`` [S,S,3] in [0,1] over white, ``mask`` [S,S] in
-    [0,1], ``depth`` [S,S] or None, ``normal`` [S,S,3] unit vectors or None."""
+    [0,1], ``depth`` [S,S] or None, ``normal`` [S,S,3] unit vectors or None; ``recentring``: where
+    the input's pixels went (the whole image resized to S x S when the framing was kept)."""
 
     rgb: np.ndarray
     mask: np.ndarray
     depth: Optional[np.ndarray] = None
     normal: Optional[np.ndarray] = None
+    recentring: Optional[Recentring] = None
 
 
 def _read(path: Path, what: str) -> np.ndarray:
@@ -101,24 +140,18 @@ def _recentre(
     img: np.ndarray, mask: np.ndarray, size: int, border_ratio: Optional[float], fill: float, interp: int
 ) -> np.ndarray:
     """``img`` cropped to the mask's box and centred with ``border_ratio`` margins in a square of
-    ``size``; ``border_ratio=None`` keeps the framing (a plain resize of a square image)."""
+    ``size`` (:func:`recentring`); ``border_ratio=None`` keeps the framing (a plain resize of a
+    square image)."""
     import cv2
 
     if border_ratio is None:
         return (
             cv2.resize(img, (size, size), interpolation=interp).reshape((size, size) + img.shape[2:]).astype(np.float32)
         )
-
-    ys, xs = np.nonzero(mask > 0.5)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    target = (1.0 - 2.0 * border_ratio) * size
-    scale = target / max(y1 - y0, x1 - x0)
-    crop = img[y0:y1, x0:x1]
-    ch, cw = max(1, round((y1 - y0) * scale)), max(1, round((x1 - x0) * scale))
-    resized = cv2.resize(crop, (cw, ch), interpolation=interp)
+    r = recentring(mask, size, border_ratio)
+    resized = cv2.resize(img[r.y0 : r.y1, r.x0 : r.x1], (r.cw, r.ch), interpolation=interp)
     out = np.full((size, size) + img.shape[2:], fill, dtype=np.float32)
-    oy, ox = (size - ch) // 2, (size - cw) // 2
-    out[oy : oy + ch, ox : ox + cw] = resized.reshape((ch, cw) + img.shape[2:])
+    out[r.oy : r.oy + r.ch, r.ox : r.ox + r.cw] = resized.reshape((r.ch, r.cw) + img.shape[2:])
     return out
 
 
@@ -153,6 +186,11 @@ def load_reference(
     out = ReferenceView(
         rgb=_recentre(rgb_white, mask, size, border_ratio, 1.0, cv2.INTER_AREA).clip(0, 1),
         mask=_recentre(alpha, mask, size, border_ratio, 0.0, cv2.INTER_AREA).clip(0, 1),
+        recentring=(
+            Recentring(0, img.shape[0], 0, img.shape[1], size, size, 0, 0, size)
+            if border_ratio is None
+            else recentring(mask, size, border_ratio)
+        ),
     )
     for extra, what in ((depth_path, "depth map"), (normal_path, "normal map")):
         if extra is None:

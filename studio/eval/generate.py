@@ -213,35 +213,67 @@ def evaluate(models: VariantModels, folders: list[Path], cfg: GenerateEvalConfig
 
 
 def image_to_3d_generated(
-    train, test, view: int, orbit: tuple, variant: str = "1-step", weights=None, teacher_weights=None, seed: int = 0
+    train,
+    test,
+    view: int,
+    orbit: tuple,
+    camera: str = "gt",
+    variant: str = "1-step",
+    weights=None,
+    teacher_weights=None,
+    seed: int = 0,
 ) -> dict:
     """The image-to-3D protocol (``studio eval image-to-3d``) for the generator: from training
-    frame ``view`` (``orbit`` = its elevation, azimuth (degrees), distance and field of view) it
-    generates 4 cameras around the object (the reference and azimuths +90/180/270 at the same
-    elevation and distance) with ``variant`` ("1-step", "4-step" or "teacher"), then scores the
-    test views (PSNR, SSIM, mask IoU) and reports the seconds (model loading excluded). No mesh:
-    ``chamfer`` is None."""
-    from studio.cameras.convert import intrinsics_from_fov, opengl_c2w_to_viewmat
+    frame ``view`` it generates 4 cameras around the object (the reference and azimuths
+    +90/180/270 at the same elevation and distance) with ``variant`` ("1-step", "4-step" or
+    "teacher"), then scores the test views (PSNR, SSIM, mask IoU) and reports the seconds (model
+    loading excluded). No mesh: ``chamfer`` is None.
+
+    ``camera="gt"``: the cameras are the dataset's reference orbit ``orbit`` (elevation, azimuth
+    (degrees), distance, field of view) and the image keeps its framing (composited on white,
+    area-resized). ``camera="default"``: the generator's own default cameras
+    (``studio.generators.flashworld.default_cameras``: elevation 20, fov 40, unit distance,
+    spanning 270 degrees of azimuth in 4 views) and the image recentred as DreamCraft3D's
+    preprocessing does (``load_reference`` with the image-to-3D data manager's border ratio); the
+    test cameras are mapped into the generator's world by
+    :func:`studio.eval.image_to_3d.default_camera_alignment`. The JSON also records ``camera`` and
+    ``alignment`` (:func:`studio.eval.image_to_3d.protocol_record`)."""
+    from studio.cameras.convert import intrinsics_from_fov, opengl_c2w_to_viewmat, viewmat_to_opengl_c2w
     from studio.cameras.normalize import scene_frame, to_frame
     from studio.cameras.sampling import orbit_c2w
-    from studio.eval.image_to_3d import score_views
+    from studio.eval.image_to_3d import protocol_record, reference_alignment, score_views
     from studio.eval.inverse import read_image
-    from studio.generators.flashworld import world_gaussians
+    from studio.generators.flashworld import default_cameras, world_gaussians
 
     models = VariantModels.load(weights, teacher_weights)
     res = models.student.res
-    elev, az, dist, fov = orbit
-    azimuths = torch.tensor([az + 90.0 * k for k in range(4)])
-    c2w = orbit_c2w(torch.full((4,), elev), azimuths, torch.full((4,), dist))
-    viewmats = opengl_c2w_to_viewmat(c2w)[None]
+    similarity = None
+    if camera == "gt":
+        elev, az, dist, fov = orbit
+        azimuths = torch.tensor([az + 90.0 * k for k in range(4)])
+        c2w = orbit_c2w(torch.full((4,), elev), azimuths, torch.full((4,), dist))
+        viewmats, Ks = opengl_c2w_to_viewmat(c2w)[None], intrinsics_from_fov(fov, res, res).expand(1, 4, 3, 3).clone()
+        ref = reference_image(train.image_paths[view], res)
+    else:
+        from studio.data.reference import ReferenceDataManagerConfig
+        from studio.data.single_image import load_reference
+
+        viewmats, Ks = (m[None] for m in default_cameras(4, res, span_deg=270.0))
+        loaded = load_reference(train.image_paths[view], res, ReferenceDataManagerConfig.border_ratio)
+        ref = torch.from_numpy(loaded.rgb).float().permute(2, 0, 1)[None]
+        c2w_m = viewmat_to_opengl_c2w(viewmats[0, 0]).numpy()
+        similarity = reference_alignment(train, view, c2w_m, float(Ks[0, 0, 0, 0]), loaded.recentring)
     frame = scene_frame(viewmats)
-    vm, Ks = to_frame(viewmats, frame), intrinsics_from_fov(fov, res, res).expand(1, 4, 3, 3).clone()
-    ref = reference_image(train.image_paths[view], res)
+    vm = to_frame(viewmats, frame)
     with torch.no_grad():
         gaussians, _, seconds = run_variant(models, variant, ref, "", vm, Ks, GenerateEvalConfig(), seed)
-    scene = world_gaussians(gaussians, frame)
-    metrics = score_views(render_fn_of(scene, test), test, [read_image(p) for p in test.image_paths])
-    return {**metrics, "chamfer": None, "seconds": seconds}
+    base = render_fn_of(world_gaussians(gaussians, frame), test)
+
+    def render(c2w: np.ndarray):
+        return base(c2w if similarity is None else similarity.camera_in_method(c2w))
+
+    metrics = score_views(render, test, [read_image(p) for p in test.image_paths])
+    return {**metrics, "chamfer": None, "seconds": seconds, **protocol_record(camera, similarity)}
 
 
 def print_generate_table(result: dict, title: str, printer=print) -> None:
