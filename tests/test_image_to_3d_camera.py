@@ -156,3 +156,29 @@ def test_camera_flag_choices(tmp_path: Path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "ortho" in lines[0] and "gt" in lines[0]
     assert not (tmp_path / "m.json").exists()
+
+
+def test_generator_scores_under_both_camera_protocols(tmp_path: Path):
+    """flashworld under --camera gt (the dataset's orbit) and default (its default cameras, the
+    input recentred): both scored on the test views, the protocol and alignment recorded."""
+    import json
+
+    from test_flashworld import save_flashworld, small_model
+
+    from studio.cli.main import entrypoint
+    from studio.scenes.toyworld.dataset import MakeConfig, make_dataset
+
+    make_dataset(
+        tmp_path / "scene",
+        MakeConfig(seed=3, kind="object", n_train=2, n_test=2, res=32, spp=1, aa=1, relight=(), sheet=False),
+    )
+    weights = save_flashworld(small_model(), tmp_path / "fw.safetensors")
+    for camera in ("gt", "default"):
+        out = tmp_path / f"{camera}.json"
+        entrypoint(["eval", "image-to-3d", "--method", "flashworld", "--data", str(tmp_path / "scene"),
+                    "--camera", camera, "--output", str(out), f"--method-args=--weights {weights}"])  # fmt: skip
+        metrics = json.loads(out.read_text())
+        assert metrics["camera"] == camera and metrics["psnr"] > 0 and 0 <= metrics["mask_iou"] <= 1
+        assert (metrics["alignment"] is None) == (camera == "gt")
+    matrix = np.array(json.loads((tmp_path / "default.json").read_text())["alignment"]["matrix"])
+    assert matrix.shape == (4, 4) and np.isfinite(matrix).all()
