@@ -53,6 +53,27 @@ def read_run_scene(config_path: Path, device: str = "cpu"):
     return world_gaussians(params, *dataparser_transform(config_path), device=device)
 
 
+def read_run_mesh(config_path: Path):
+    """The final mesh of a mesh-stage run (``dreamcraft3d``) from its latest checkpoint
+    (``studio.export.result_mesh.state_mesh``: a ``TexturedMesh`` after the texture stage, a
+    vertex-coloured ``trimesh.Trimesh`` after the geometry stage), its vertices moved from the
+    dataparser frame into the input data's world frame like ``read_run_scene``'s Gaussians (the
+    identity for a single-image run, which has no dataparser transform); None when the run holds
+    no mesh."""
+    from studio.export.result_mesh import state_mesh
+    from studio.export.transform import dataparser_points_to_world
+    from studio.mesh.textured import TexturedMesh
+
+    config_path = Path(config_path)
+    load_trainer_config(config_path)  # refuses unsafe or foreign configs
+    mesh = state_mesh(load_checkpoint(latest_checkpoint(config_path))["pipeline"], prefix="_model.")
+    if isinstance(mesh, TexturedMesh):
+        mesh.verts = dataparser_points_to_world(mesh.verts, *dataparser_transform(config_path)).float()
+    elif mesh is not None:
+        mesh.vertices = dataparser_points_to_world(mesh.vertices, *dataparser_transform(config_path)).numpy()
+    return mesh
+
+
 def world_gaussians(params: dict, transform: torch.Tensor, scale: float, device: str = "cpu"):
     """Activated Gaussians (``studio.gaussians.Gaussians``) of raw parameters (``PARAM_NAMES``
     at least), moved from the run's dataparser frame (``dataparser_transform``: transform [3,4],
