@@ -45,8 +45,11 @@ class ExportGaussians:
 
 @dataclass
 class ExportMesh:
-    """Extract a vertex-coloured mesh (TSDF fusion of rendered depth, or an opacity level set; a NeRF
-    run's density level set) and write .glb/.obj/.ply."""
+    """Write a run's mesh as .glb/.obj/.ply: a mesh-stage run's final mesh (dreamcraft3d: textured
+    after its texture stage, vertex-coloured after its geometry stage), else a vertex-coloured mesh
+    extracted from the Gaussians (TSDF fusion of rendered depth, or an opacity level set; a NeRF
+    run's density level set). A textured mesh goes to .glb (texture embedded) or .obj (+ .mtl and
+    texture .png beside it); .ply holds vertex colours only."""
 
     output: Path
     """Output mesh file: .glb, .obj or .ply."""
@@ -72,6 +75,8 @@ class ExportMesh:
     """Torch device (default: cuda when available, else cpu)."""
     backend: Literal["auto", "torch", "studio", "gsplat"] = "auto"
     """Gaussian rasterizer backend (``auto``: gsplat on CUDA, studio on CPU)."""
+    texture_size: Optional[int] = None
+    """Width = height of the written texture of a textured mesh, texels (default: the run's)."""
 
     def inputs(self) -> list[Input]:
         return [
@@ -87,8 +92,18 @@ class ExportMesh:
             raise StudioInputError(
                 "Give exactly one of --load-config (a run's config.yml) or --input (a Gaussian .ply)."
             )
-        from studio.export.runs import NerfRun, read_run_scene
+        if self.texture_size is not None and not 16 <= self.texture_size <= 8192:
+            raise StudioInputError(f"--texture-size {self.texture_size} must be between 16 and 8192.")
+        from studio.export.result_mesh import save_result_mesh
+        from studio.export.runs import NerfRun, read_run_mesh, read_run_scene
 
+        final = read_run_mesh(self.load_config) if self.load_config is not None else None
+        if final is not None:
+            save_result_mesh(self.output, final, self.texture_size)
+            print(f"Wrote {self.output}: the run's final mesh, {_describe(final, self.texture_size)}.")
+            return
+        if self.texture_size is not None:
+            raise StudioInputError("--texture-size needs a run with a textured mesh; this result has none.")
         device = self.device or _default_device()
         scene = (
             load_gaussians_ply(self.input).to(device)
@@ -120,6 +135,17 @@ class ExportMesh:
         mesh = field_mesh(run.field, resolution=self.resolution, level=self.density_level)
         mesh.vertices = dataparser_points_to_world(mesh.vertices, run.transform, run.scale).numpy()
         return mesh
+
+
+def _describe(mesh, texture_size: Optional[int]) -> str:
+    """Vertex and face counts of a result mesh, and its written texture size (``texture_size``, else
+    its own) or "vertex colours"."""
+    from studio.mesh.textured import TexturedMesh
+
+    if isinstance(mesh, TexturedMesh):
+        size = texture_size or mesh.texture.shape[0]
+        return f"{len(mesh.verts):,} vertices, {len(mesh.faces):,} faces, {size}x{size} texture"
+    return f"{len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces, vertex colours"
 
 
 @dataclass
