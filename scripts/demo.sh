@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: image-to-3D with DreamCraft3D on the bundled image (a held-out ToyWorld object the
 # embedded priors never saw), with the embedded priors, on CPU (tiny preset). Writes a textured
-# mesh and the Gaussians, checks that both open, renders a turntable and prints `studio view`.
+# mesh and the Gaussians, checks that both open, renders a turntable of the textured mesh and
+# prints `studio view`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -24,8 +25,8 @@ mesh = next(iter(scene.geometry.values()))
 print(f"mesh.glb: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces, texture {mesh.visual.material.baseColorTexture.size}")
 print(f"gaussians.ply: {len(load_gaussians_ply(out / 'gaussians.ply'))} Gaussians")
 PY
-"$BIN/studio" render "${RUN}export/gaussians.ply" --output "${RUN}export/turntable.mp4" --frames 36 --size 128
+"$BIN/studio" render "${RUN}export/mesh.glb" --output "${RUN}export/turntable.mp4" --frames 36 --size 128
 echo
-echo "Outputs in ${RUN}export/: mesh.glb (textured), gaussians.ply, turntable.mp4"
+echo "Outputs in ${RUN}export/: mesh.glb (textured), gaussians.ply, turntable.mp4 (of mesh.glb)"
 echo "Open the Gaussians in the viewer:"
 echo "  $BIN/studio view ${RUN}export/gaussians.ply"
