@@ -1,7 +1,9 @@
 """Image-to-3D data: one preprocessed reference view plus random orbit views.
 
 ``--data image.png`` names the reference image (``studio.data.single_image.load_reference``:
-mask, recentring, optional ``depth_path``/``normal_path``). The reference camera is an orbit view
+mask, recentring, optional ``depth_path``/``normal_path``; without ``depth_path``, ``depth_model``
+makes the depth label with a local monocular estimator, ``studio.data.depth_estimation``). The
+reference camera is an orbit view
 (elevation, azimuth, distance, fov) looking at the origin (``reference_view``); an evaluation on a
 posed dataset sets it from the dataset's camera. Random views use the reference distance and
 field of view (DreamCraft3D's configs do the same).
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -39,6 +41,11 @@ class ReferenceDataManagerConfig(OrbitDataManagerConfig):
     """Optional depth map of the input image (any monotonic scale; Pearson loss)."""
     normal_path: Optional[Path] = None
     """Optional camera-space normal map of the input image (RGB = (n + 1) / 2)."""
+    depth_model: Optional[str] = None
+    """Local transformers depth-estimation snapshot (DPT, Depth Anything; a folder or a cached repo
+    id) that makes the depth label when ``depth_path`` is not given (released preprocessing: Omnidata)."""
+    depth_model_output: Literal["disparity", "depth"] = "disparity"
+    """What ``depth_model`` predicts: relative inverse depth (DPT, Depth Anything) or depth (Omnidata)."""
     reference_view: Tuple[float, float, float, float] = (15.0, 0.0, 1.8, 40.0)
     """Reference camera: elevation, azimuth (degrees), distance, horizontal fov (degrees)."""
     recentre: bool = True
@@ -67,6 +74,11 @@ class ReferenceDataManager(OrbitDataManager):
             self.reference = load_reference(Path(config.data), size, border, config.depth_path, config.normal_path)
         except StudioInputError as err:
             raise StudioInputError(f"--data {config.data}: {err}") from None
+        if self.reference.depth is None and config.depth_model is not None:
+            from studio.data.depth_estimation import DepthEstimator
+
+            estimator = DepthEstimator(config.depth_model, str(device), config.depth_model_output)
+            self.reference.depth = estimator(self.reference.rgb, self.reference.mask)
         elev, az, dist, fov = (torch.tensor([float(v)]) for v in config.reference_view)
         self.reference_views = OrbitViews(elev, az, dist, fov)
         self.reference_camera: Cameras = orbit_cameras(self.reference_views, size)

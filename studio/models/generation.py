@@ -94,7 +94,8 @@ class GenerationModel(SplatModel):
     def frozen_prior_state(self, prefix: str = "") -> Dict[str, Tensor]:
         """State entries (``prefix`` + name -> tensor) of frozen prior weights and prior buffers."""
         out: Dict[str, Tensor] = {}
-        for name, module in self.named_modules():
+        # every name of a shared prior (BSD's teacher is also the novel-view guidance's prior)
+        for name, module in self.named_modules(remove_duplicate=False):
             if isinstance(module, DiffusionPrior):
                 for pname, param in module.named_parameters():
                     if not param.requires_grad:

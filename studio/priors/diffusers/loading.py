@@ -1,7 +1,7 @@
 """Loading a diffusers snapshot folder under the offline rule.
 
 ``snapshot_folder`` finds the folder: a local path, or a repo id already in the Hugging Face cache
-(:mod:`studio.priors.pretrained`; nothing is downloaded). Every ``from_pretrained`` here runs with
+(:mod:`studio.io.pretrained`; nothing is downloaded). Every ``from_pretrained`` here runs with
 ``local_files_only=True``. Missing weights, a missing sub-folder or an unreadable component raise
 one :class:`~studio.io.errors.StudioInputError` line saying what to put where.
 """
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from studio.io.errors import StudioInputError
-from studio.priors.pretrained import require_components, resolve_pretrained
+from studio.io.pretrained import require_components, resolve_pretrained
 from studio.priors.schedule import DIFFUSERS_PREDICTION_TYPES
 
 _DTYPES = {
