@@ -37,6 +37,25 @@ def test_orbit_cameras_match_toyworld_convention():
     assert torch.isfinite(top).all() and torch.allclose(top[0, :, 3], torch.tensor([0.0, 0.0, 2.0]), atol=1e-5)
 
 
+def test_resolution_milestones_and_progressive_views():
+    """Render size steps up at its milestones (DreamCraft3D coarse: 128, then 384 from step 3000);
+    progressive views open linearly from the front view to the full ranges by ``progressive_until``."""
+    from studio.data.orbit import OrbitDataManagerConfig, progressive_sampler
+
+    cfg = OrbitDataManagerConfig(resolution=128, resolution_milestones=(3000,), milestone_resolutions=(384,))
+    assert [cfg.resolution_at(s) for s in (0, 2999, 3000, 9000)] == [128, 128, 384, 384]
+    with pytest.raises(StudioInputError, match="one size per step"):
+        OrbitDataManagerConfig(resolution_milestones=(10, 20), milestone_resolutions=(64,)).resolution_at(0)
+    full = OrbitSampler((-10.0, 45.0), (-180.0, 180.0), (1.8, 1.8), (40.0, 40.0))
+    start = progressive_sampler(full, (0.0, 30.0), 0, 200)
+    assert start.elevation_range == (0.0, 0.0) and start.azimuth_range == (30.0, 30.0)
+    half = progressive_sampler(full, (0.0, 30.0), 100, 200)
+    assert half.elevation_range == (-5.0, 22.5) and half.azimuth_range == (-75.0, 105.0)
+    assert progressive_sampler(full, (0.0, 30.0), 200, 200) is full
+    views = half.sample(256, torch.Generator().manual_seed(0))
+    assert views.azimuth.min() >= -75.0 and views.azimuth.max() <= 105.0
+
+
 def test_relative_pose_is_zero123_convention():
     ref = OrbitViews(torch.tensor([10.0]), torch.tensor([30.0]), torch.tensor([1.8]), torch.tensor([40.0]))
     tgt = OrbitViews(

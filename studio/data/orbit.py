@@ -2,12 +2,17 @@
 
 ``next_train`` returns a batch of ``Cameras`` sampled by ``studio.cameras.sampling.OrbitSampler``
 and a dict with their ``elevation``, ``azimuth``, ``distance`` (degrees / world units) for
-view-dependent prompting and camera-conditioned guidance. Evaluation uses a fixed ring of views.
+view-dependent prompting and camera-conditioned guidance. Evaluation uses a fixed ring of views. Two schedules of threestudio's random-camera data module, which
+DreamCraft3D's released configs use: resolution milestones (the render size grows at given steps)
+and progressive views (``progressive_until``: the elevation and azimuth ranges open linearly from
+the front view to their full extent).
 Used by ``sds`` and the image-to-3D methods (which add their reference view on top).
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple, Type
 
@@ -18,6 +23,7 @@ from nerfstudio.data.datamanagers.random_cameras_datamanager import TrivialDatas
 
 from studio.cameras.sampling import OrbitSampler, OrbitViews, orbit_cameras
 from studio.data.base import StudioDataManager
+from studio.io.errors import StudioInputError
 
 
 @dataclass
@@ -26,7 +32,13 @@ class OrbitDataManagerConfig(DataManagerConfig):
 
     _target: Type = field(default_factory=lambda: OrbitDataManager)
     resolution: int = 64
-    """Training render size in pixels (square)."""
+    """Training render size in pixels (square), until the first of ``resolution_milestones``."""
+    resolution_milestones: Tuple[int, ...] = ()
+    """Steps at which the training render size changes (increasing)."""
+    milestone_resolutions: Tuple[int, ...] = ()
+    """The render size from each of ``resolution_milestones`` on (same length)."""
+    progressive_until: int = 0
+    """Steps over which the view ranges open from the front view to the full ranges (0: off)."""
     eval_resolution: int = 128
     """Evaluation and viewer render size."""
     views_per_batch: int = 1
@@ -43,6 +55,28 @@ class OrbitDataManagerConfig(DataManagerConfig):
     def sampler(self) -> OrbitSampler:
         return OrbitSampler(self.elevation_range, self.azimuth_range, self.distance_range, self.fov_range)
 
+    def resolution_at(self, step: int) -> int:
+        """The training render size at ``step``."""
+        if len(self.resolution_milestones) != len(self.milestone_resolutions):
+            raise StudioInputError(
+                f"--pipeline.datamanager.resolution-milestones has {len(self.resolution_milestones)} steps but "
+                f"milestone-resolutions has {len(self.milestone_resolutions)} sizes; give one size per step."
+            )
+        passed = bisect.bisect_right(list(self.resolution_milestones), step)
+        return self.resolution if passed == 0 else int(self.milestone_resolutions[passed - 1])
+
+
+def progressive_sampler(sampler: OrbitSampler, front: Tuple[float, float], step: int, until: int) -> OrbitSampler:
+    """``sampler`` with its elevation and azimuth ranges shrunk towards the ``front`` view
+    (elevation, azimuth; degrees) by ``1 - step / until`` (threestudio's ``progressive_view``:
+    r = min(step / until, 1), range = (1 - r) front + r full range)."""
+    if until <= 0 or step >= until:
+        return sampler
+    r = step / until
+    elevation = tuple((1.0 - r) * front[0] + r * v for v in sampler.elevation_range)
+    azimuth = tuple((1.0 - r) * front[1] + r * v for v in sampler.azimuth_range)
+    return dataclasses.replace(sampler, elevation_range=elevation, azimuth_range=azimuth)
+
 
 def views_batch(views: OrbitViews) -> Dict[str, torch.Tensor]:
     return {"elevation": views.elevation, "azimuth": views.azimuth, "distance": views.distance, "fov": views.fov}
@@ -56,7 +90,7 @@ class OrbitDataManager(StudioDataManager):
     def setup_data(self) -> None:
         config = self.config
         self.sampler = self.make_sampler()
-        self.resolution = config.resolution
+        self.resolution = config.resolution_at(0)
         self.views_per_batch = config.views_per_batch
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.eval_views = self.sampler.ring(config.num_eval_views)
@@ -70,9 +104,16 @@ class OrbitDataManager(StudioDataManager):
     def make_sampler(self) -> OrbitSampler:
         return self.config.sampler()
 
+    def front_view(self) -> Tuple[float, float]:
+        """(elevation, azimuth) in degrees the progressive view ranges open from: the middle of the
+        ranges (the reference view for image-to-3D)."""
+        return 0.5 * sum(self.config.elevation_range), 0.5 * sum(self.config.azimuth_range)
+
     def next_train(self, step: int) -> Tuple[Cameras, Dict]:
         self.train_count += 1
-        views = self.sampler.sample(self.views_per_batch, self.generator)
+        self.resolution = self.config.resolution_at(step)
+        sampler = progressive_sampler(self.sampler, self.front_view(), step, self.config.progressive_until)
+        views = sampler.sample(self.views_per_batch, self.generator)
         return orbit_cameras(views, self.resolution).to(self.device), views_batch(views)
 
     def _eval_view(self, index: int) -> Tuple[Cameras, Dict]:

@@ -91,6 +91,10 @@ class ReferenceDataManager(OrbitDataManager):
         sampler.distance_range, sampler.fov_range = (dist, dist), (fov, fov)
         return sampler
 
+    def front_view(self) -> Tuple[float, float]:
+        """The reference view's (elevation, azimuth): random views open progressively from it."""
+        return float(self.config.reference_view[0]), float(self.config.reference_view[1])
+
     def reference_batch(self) -> Dict[str, torch.Tensor]:
         """The reference camera and targets (built once, on the data manager's device)."""
         if self._reference_batch is None:
