@@ -2,13 +2,15 @@
 returns a dict of losses (keys ``loss_*``; other keys are detached diagnostics to log).
 
 * ``SDS`` (DreamFusion), ``VSD`` (ProlificDreamer / SwiftBrush), ``BSD`` (DreamCraft3D);
-* timestep schedules as data (``schedules``); view-dependent prompts (``prompting``).
+* timestep schedules as data (``schedules``); view-dependent prompts (``prompting``) and
+  Perp-Neg's view-dependent negative prompts for SDS (``perp_neg``).
 
 The CFG convention is diffusers': eps_u + s (eps_c - eps_u) (``guided_output``; it and the DDIM
 ``sample`` live in ``studio.priors.sampling``).
 """
 
 from studio.guidance.bsd import BSD, augment_views, finetune, view_dependent_t_range
+from studio.guidance.perp_neg import Negatives, PerpNeg, perp_neg_combine
 from studio.guidance.prompting import VIEWS, ViewPrompting, batch_condition, view_dependent_prompts
 from studio.guidance.schedules import (
     DreamCraft3DSchedule,
@@ -28,6 +30,8 @@ __all__ = [
     "VIEWS",
     "DreamCraft3DSchedule",
     "DreamGaussianLinear",
+    "Negatives",
+    "PerpNeg",
     "TimestepSchedule",
     "UniformTimesteps",
     "ViewPrompting",
@@ -38,6 +42,7 @@ __all__ = [
     "finetune",
     "guided_output",
     "model_latents",
+    "perp_neg_combine",
     "sample",
     "sds_weight",
     "step_value",

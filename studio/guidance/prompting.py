@@ -22,6 +22,12 @@ from studio.priors.base import Condition
 VIEWS = ("front", "side", "back", "overhead")
 
 
+def wrap_azimuth(azimuth_deg: Tensor) -> Tensor:
+    """Azimuths (degrees, [B] or a scalar, any range) wrapped to [-180, 180), float64 [B] on the CPU."""
+    az = torch.as_tensor(azimuth_deg, dtype=torch.float64).reshape(-1).cpu()
+    return torch.remainder(az + 180.0, 360.0) - 180.0
+
+
 @dataclass(frozen=True)
 class ViewPrompting:
     """Thresholds (degrees) and the suffix of each view in ``VIEWS`` order."""
@@ -34,10 +40,8 @@ class ViewPrompting:
     def view_index(self, azimuth_deg: Tensor, elevation_deg: Tensor) -> Tensor:
         """Index into ``VIEWS`` per camera, LongTensor [B] (azimuth/elevation [B] or scalars)."""
         az, el = torch.broadcast_tensors(
-            torch.as_tensor(azimuth_deg, dtype=torch.float64).reshape(-1),
-            torch.as_tensor(elevation_deg, dtype=torch.float64).reshape(-1),
+            wrap_azimuth(azimuth_deg), torch.as_tensor(elevation_deg, dtype=torch.float64).reshape(-1).cpu()
         )
-        az = torch.remainder(az + 180.0, 360.0) - 180.0  # [-180, 180)
         idx = torch.ones(az.shape, dtype=torch.long)  # side
         idx[az.abs() < self.front_threshold] = 0
         idx[az.abs() > 180.0 - self.back_threshold] = 2

@@ -11,6 +11,9 @@ eps_u + s (eps_c - eps_u). The gradient is applied through the reparameterised (
 0.5 ||x - sg(x - g)||^2 / B, whose derivative in x is g / B (``surrogate_loss``): the batch mean of the per-image
 gradients, which makes the loss scale independent of the batch size (threestudio's convention).
 
+With ``negatives`` (Perp-Neg, ``studio.guidance.perp_neg``), eps_hat is Perp-Neg's guided noise,
+eps_u + s [(eps_c - eps_u) - sum_k w_k perp(eps_neg_k - eps_u, eps_c - eps_u)], instead of CFG.
+
 Everything the prior sees runs under ``torch.no_grad``; only the final loss (and ``encode``, for
 latent priors) carries the graph back to the renders.
 
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from studio.guidance.perp_neg import Negatives, perp_neg_eps
 from studio.guidance.schedules import StepValue, TimestepSchedule, UniformTimesteps, step_value
 from studio.priors.base import Condition, DiffusionPrior, freeze
 from studio.priors.sampling import guided_output
@@ -115,14 +119,19 @@ class SDS(nn.Module):
         uncond: Condition | None,
         step: int,
         generator: torch.Generator | None = None,
+        negatives: Negatives | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """(w(t) (eps_hat(x_t) - eps) [B,C,h,w], t [B]) for model-space ``x`` [B,C,h,w]."""
+        """(w(t) (eps_hat(x_t) - eps) [B,C,h,w], t [B]) for model-space ``x`` [B,C,h,w]; eps_hat
+        is CFG's, or Perp-Neg's with ``negatives`` (then ``uncond`` is required)."""
         B = x.shape[0]
         prior = self.prior
         t = self.schedule.sample(step, B, generator, prior.num_train_timesteps, x.device)
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_t = prior.add_noise(x, eps, t)
-        eps_hat = prior.to_eps(x_t, t, guided_output(prior, x_t, t, cond, uncond, self.guidance_scale))
+        if negatives is None:
+            eps_hat = prior.to_eps(x_t, t, guided_output(prior, x_t, t, cond, uncond, self.guidance_scale))
+        else:
+            eps_hat = perp_neg_eps(prior, x_t, t, cond, uncond, negatives, self.guidance_scale)
         w = sds_weight(prior.noise_schedule.abar(t, x), self.weighting)
         return clip_gradient(w * (eps_hat - eps), self.grad_clip, step), t
 
@@ -134,15 +143,18 @@ class SDS(nn.Module):
         step: int,
         generator: torch.Generator | None = None,
         as_latents: bool = False,
+        negatives: Negatives | None = None,
     ) -> dict[str, Tensor]:
         """``images`` [B,3,H,W] in [0,1] (or model-space latents with ``as_latents``); ``cond`` and
-        ``uncond`` of batch 1 or B (``uncond=None``: ``prior.unconditional(cond)``).
+        ``uncond`` of batch 1 or B (``uncond=None``: ``prior.unconditional(cond)``); ``negatives``:
+        Perp-Neg's negative conditions [B*K] and weights [B,K] (``PerpNeg.conditions``; then
+        ``cond`` is the positive), None for CFG.
 
         Returns {"loss_sds", "sds_t" (mean t), "sds_grad_norm" (mean per-image L2 norm)}."""
         x = model_latents(self.prior, images, as_latents)
-        if uncond is None and self.guidance_scale != 1.0:
+        if uncond is None and (self.guidance_scale != 1.0 or negatives is not None):
             uncond = self.prior.unconditional(cond)
-        grad, t = self.gradient(x, cond, uncond, step, generator)
+        grad, t = self.gradient(x, cond, uncond, step, generator, negatives)
         return {
             "loss_sds": surrogate_loss(x, grad),
             "sds_t": t.float().mean(),
