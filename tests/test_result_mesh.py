@@ -80,7 +80,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     ckpt_path = latest_checkpoint(coarse)
     ckpt = load_checkpoint(ckpt_path)
     for key, value in ckpt["pipeline"].items():
-        if key.startswith(("_model.mesh.", "_model.mesh_")):
+        if key.startswith(("_model.mesh.", "_model.mesh_", "_model.dmtet.")):
             ckpt["pipeline"][key] = value[:0]
     torch.save(ckpt, ckpt_path)
     return {"texture": texture, "geometry": geometry, "coarse": coarse}
@@ -167,16 +167,28 @@ def test_textured_mesh_to_ply_is_refused(runs, tmp_path, capsys):
 
 @pytest.mark.parametrize("suffix", ["ply", "glb"])
 def test_geometry_stage_writes_its_vertex_coloured_mesh(runs, tmp_path, suffix, capsys):
+    """In the (DMTet) geometry stage the export is the DMTet marched at the checkpoint's signed
+    distance, deformation and grid colours."""
+    from studio.mesh.dmtet import deformable_surface
+
     config = runs["geometry"]
     state = _state(config)
-    assert state["_model.mesh.texture"].shape[0] == 0 and state["_model.mesh_faces"].shape[0] > 0
+    assert state["_model.mesh.texture"].shape[0] == 0 and state["_model.dmtet.dmtet_sdf"].shape[0] > 0
+    lo, hi = state["_model.dmtet_box"]
+    verts, faces, colors = deformable_surface(
+        lo,
+        hi,
+        int(state["_model.dmtet_resolution"]),
+        *(state[f"_model.dmtet.dmtet_{k}"].float() for k in ("sdf", "deform")),
+        state["_model.dmtet.dmtet_color"].float().clamp(0, 1),
+    )
+    assert len(faces) > 100
     out = tmp_path / f"mesh.{suffix}"
     _export(config, out)
     mesh = trimesh.load(out, force="mesh", process=False)
-    assert np.allclose(mesh.vertices, state["_model.mesh.mesh_verts"].numpy(), atol=1e-6)
-    assert np.array_equal(mesh.faces, state["_model.mesh_faces"].numpy())
-    colors = mesh.visual.vertex_colors[:, :3]
-    assert np.array_equal(colors, _as_uint8(state["_model.mesh.mesh_colors"]))
+    assert np.allclose(mesh.vertices, verts.numpy(), atol=1e-6)
+    assert np.array_equal(mesh.faces, faces.numpy())
+    assert np.array_equal(mesh.visual.vertex_colors[:, :3], _as_uint8(colors))
     with pytest.raises(SystemExit):
         _export(config, tmp_path / "other.glb", "--texture-size", "64")
     assert "textured mesh only" in capsys.readouterr().err

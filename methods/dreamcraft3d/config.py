@@ -1,7 +1,8 @@
 """``ns-train dreamcraft3d --data image.png [--prompt "..."]``: one reference image + random views + DreamCraft3D.
 
 ``--load-stage`` starts from a saved stage. Optimisers: DreamGaussian rates for the coarse
-Gaussians (``GENERATION_OPTIMIZERS``, as ``sds``); mesh vertices 5e-4 (the released DMTet stage
+Gaussians (``GENERATION_OPTIMIZERS``, as ``sds``); the DMTet's signed distance and deformation
+5e-3 (released geometry config), its grid colours 1e-2 (as vertex colours); mesh vertices 5e-4 (the released DMTet stage
 uses 5e-3 on SDF values of a 128 grid; vertices move in world units), vertex colours 1e-2,
 texture 3e-3 (the released hash-grid texture uses 1e-2; Adam moves every texel of an explicit
 texture by about the learning rate per step whatever its gradient, so the guidance's noise
@@ -22,6 +23,9 @@ dreamcraft3d = method_specification(
     VanillaPipelineConfig(datamanager=ReferenceDataManagerConfig(), model=DreamCraft3DModelConfig()),
     with_groups(
         GENERATION_OPTIMIZERS,
+        dmtet_sdf=adam(5e-3),
+        dmtet_deform=adam(5e-3),
+        dmtet_color=adam(1e-2),
         mesh_verts=adam(5e-3 * 0.1),
         mesh_colors=adam(1e-2),
         texture=adam(3e-3),

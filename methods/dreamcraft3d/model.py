@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Literal, NamedTuple, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -49,11 +49,21 @@ from torch import Tensor, nn
 from studio.cameras.sampling import OrbitViews, orbit_cameras, relative_pose
 from studio.guidance import BSD, SDS, DreamCraft3DSchedule, UniformTimesteps, ViewPrompting, batch_condition
 from studio.io.inputs import Input, Kind
-from studio.methods.dreamcraft3d.stages import MESH_GROUPS, dreamcraft3d_stages
+from studio.methods.dreamcraft3d.stages import DMTET_GROUPS, MESH_GROUPS, dreamcraft3d_stages
 from studio.models.generation import GenerationModel, GenerationModelConfig
 from studio.models.staged import StagedModel
 from studio.priors import check_prior
 from studio.priors.base import Condition
+
+
+class DMTetGrid(NamedTuple):
+    """A tet grid: ``vertices`` [V,3], ``tets`` [T,4], the cube edge ``cell`` (world units) and the
+    lattice points per axis ``dims`` (``vertices`` is that lattice, the last axis fastest)."""
+
+    vertices: Tensor
+    tets: Tensor
+    cell: float
+    dims: Tuple[int, int, int]
 
 
 @dataclass
@@ -114,8 +124,11 @@ class DreamCraft3DModelConfig(GenerationModelConfig):
     finetune_render_score: bool = False
     """BSD: each round also fine-tunes the render-score copy on the raw renders, so that
     eps_bootstrapped - eps_lora isolates the augmentation (``studio.guidance.bsd``; released: off)."""
+    geometry_representation: Literal["dmtet", "vertices"] = "dmtet"
+    """Geometry stage: a DMTet re-meshed every step (released), or the vertices of one mesh of the
+    coarse result moved directly."""
     mesh_resolution: int = 64
-    """Voxels along the longest side for the coarse-to-mesh conversion."""
+    """Cubes (DMTet) or voxels (the vertex mesh) along the longest side of the coarse result's bounds."""
     mesh_extraction: Literal["density", "tsdf"] = "density"
     """Coarse-to-mesh conversion (``studio.export.extract_mesh``): a level set of the Gaussians'
     opacity field (as DreamGaussian), or TSDF fusion of rendered depths."""
@@ -183,6 +196,11 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         else:
             self.texture_guidance = SDS(nvs_prior, cfg.nvs_guidance_scale, "sds", texture_schedule)
         self.mesh = nn.ParameterDict({name: nn.Parameter(torch.zeros(0, 3)) for name in MESH_GROUPS})
+        self.dmtet = nn.ParameterDict({name: nn.Parameter(torch.zeros(0, 3)) for name in DMTET_GROUPS})
+        self.register_buffer("dmtet_box", torch.zeros(2, 3))
+        self.register_buffer("dmtet_resolution", torch.tensor(cfg.mesh_resolution))  # for readers of checkpoints
+        self._dmtet_grid: Optional[tuple] = None  # (key, DMTetGrid): the grid follows the box
+        self._dmtet_surface: Optional[tuple] = None  # (key, surface) of the current parameters
         self.register_buffer("mesh_faces", torch.zeros(0, 3, dtype=torch.long))
         self.register_buffer("mesh_uv", torch.zeros(0, 2))
         self.init_stages(dreamcraft3d_stages(self))
@@ -191,16 +209,19 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         groups = super().get_param_groups()
         for name in MESH_GROUPS:
             groups[name] = [self.mesh[name]]
+        for name in DMTET_GROUPS:
+            groups[name] = [self.dmtet[name]]
         if isinstance(self.texture_guidance, BSD):
             groups["guidance"] = self.texture_guidance.trainable_parameters()
         return groups
 
     def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
         state_dict = dict(state_dict)
-        for name in MESH_GROUPS:
-            key = f"mesh.{name}"
-            if key in state_dict:
-                self.mesh[name] = nn.Parameter(torch.zeros_like(state_dict[key]))
+        for container, names in ((self.mesh, MESH_GROUPS), (self.dmtet, DMTET_GROUPS)):
+            for name in names:
+                key = f"{'mesh' if container is self.mesh else 'dmtet'}.{name}"
+                if key in state_dict:
+                    container[name] = nn.Parameter(torch.zeros_like(state_dict[key]))
         for name in ("mesh_faces", "mesh_uv"):
             if name in state_dict:
                 setattr(self, name, torch.zeros_like(state_dict[name]))
@@ -224,6 +245,38 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         views = OrbitViews(batch["ref_elevation"], batch["ref_azimuth"], batch["ref_distance"], batch["ref_fov"])
         rgb, alpha, depth, bg = self.render_any(orbit_cameras(views, batch["ref_rgb"].shape[0]))
         return {"rgb": rgb[0], "alpha": alpha[0], "depth": depth[0], "background": bg}
+
+    # ---- DMTet geometry ------------------------------------------------------------------------
+    def dmtet_grid(self) -> "DMTetGrid":
+        """The Kuhn tet grid of ``mesh_resolution`` cubes over ``dmtet_box`` (rebuilt when the box
+        changes, never saved: a checkpoint holds the box)."""
+        key = (tuple(self.dmtet_box.flatten().tolist()), self.config.mesh_resolution, str(self.dmtet_box.device))
+        if self._dmtet_grid is None or self._dmtet_grid[0] != key:
+            from studio.mesh.dmtet import tet_grid
+
+            lo, hi = self.dmtet_box
+            vertices, tets = tet_grid(lo, hi, self.config.mesh_resolution)
+            cell = float((hi - lo).max()) / self.config.mesh_resolution
+            dims = tuple(int(n) for n in torch.round((vertices.max(0).values - lo) / cell).long() + 1)
+            self._dmtet_grid = (key, DMTetGrid(vertices, tets, cell, dims))
+        return self._dmtet_grid[1]
+
+    def dmtet_surface(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """Marching tetrahedra of the DMTet: vertices [M,3], faces [F,3], colours [M,3]; computed
+        once per parameter update (renders and losses of a step share it)."""
+        from studio.mesh.dmtet import deformable_surface
+
+        params = [self.dmtet[name] for name in DMTET_GROUPS]
+        key = (tuple(p._version for p in params), tuple(id(p) for p in params), torch.is_grad_enabled())
+        if self._dmtet_surface is None or self._dmtet_surface[0] != key:
+            grid = self.dmtet_grid()
+            sdf, deform, color = params
+            lo, hi = self.dmtet_box
+            mesh = deformable_surface(
+                lo, hi, self.config.mesh_resolution, sdf, deform, color.clamp(0, 1), (grid.vertices, grid.tets)
+            )
+            self._dmtet_surface = (key, mesh)
+        return self._dmtet_surface[1]
 
     # ---- conditions and losses ---------------------------------------------------------------
     def nvs_conditions(self, batch: Dict[str, Tensor], views: OrbitViews) -> Tuple[Condition, Condition]:

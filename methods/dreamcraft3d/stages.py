@@ -7,6 +7,7 @@ is entered (mesh extraction, UV unwrapping), swapping the new parameters into th
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Dict, List, Tuple
 
 import torch
@@ -20,6 +21,8 @@ from studio.models.staged import Stage
 
 MESH_GROUPS = ("mesh_verts", "mesh_colors", "texture")
 """Optimiser groups (and ``model.mesh`` entries) of the mesh stages."""
+DMTET_GROUPS = ("dmtet_sdf", "dmtet_deform", "dmtet_color")
+"""Optimiser groups (and ``model.dmtet`` entries) of the DMTet geometry stage."""
 
 
 class CoarseStage(Stage):
@@ -122,12 +125,69 @@ class GeometryStage(CoarseStage):
         from studio.mesh.regularizers import normal_consistency
 
         losses = super().get_loss_dict(outputs, batch)
-        model, cfg = self.model, self.model.config
+        cfg = self.model.config
         half = max(1, cfg.stage_iters[1] // 2)
         start, end = cfg.normal_consistency_weight
         w = step_value([0, start, end, half], self.guidance_step())
-        losses["normal_consistency"] = w * normal_consistency(model.mesh["mesh_verts"], model.mesh_faces)
+        verts, faces, _ = self.surface()
+        losses["normal_consistency"] = w * normal_consistency(verts, faces)
         return losses
+
+    def surface(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """The stage's mesh: vertices [M,3] (differentiable), faces [F,3], vertex colours [M,3]."""
+        mesh = self.model.mesh
+        return mesh["mesh_verts"], self.model.mesh_faces, mesh["mesh_colors"].clamp(0, 1)
+
+
+class DMTetGeometryStage(GeometryStage):
+    """The released geometry stage: a DMTet (``studio.mesh.dmtet``) whose signed distance starts as
+    ``level - D`` of the coarse Gaussians' opacity field ``D`` (the level set the vertex-edit
+    stage meshes), on a Kuhn tet grid of ``mesh_resolution`` cubes over their bounds; the signed
+    distance, a deformation of each grid vertex (at most half a cell, ``tanh``) and a colour per
+    grid vertex are optimised by the same losses, the mesh re-extracted by marching tetrahedra
+    every step (released ``tetrahedra-sdf-grid`` with ``isosurface_deformable_grid``)."""
+
+    @torch.no_grad()
+    def enter(self) -> None:
+        from studio.export.density import opacity_field
+        from studio.export.mesh import extraction_bounds
+
+        model, cfg = self.model, self.model.config
+        g = model.gaussians.activated().detach()
+        box = extraction_bounds(g)
+        model.dmtet_box.data = box.float().to(model.device)
+        _, _, cell, dims = model.dmtet_grid()
+        lo = box[0].to(g.means.device)
+        density = opacity_field(g, lo, cell, dims).reshape(-1)
+        rgb = (0.5 + 0.28209479177387814 * g.sh[:, 0]).clamp(0, 1)  # SH band 0 (3DGS convention)
+        weighted = [opacity_field(replace(g, opacities=g.opacities * rgb[:, c]), lo, cell, dims) for c in range(3)]
+        colour = torch.stack([w.reshape(-1) for w in weighted], -1) / density[:, None].clamp_min(1e-6)
+        colour = torch.where(density[:, None] > 1e-6, colour, torch.full_like(colour, 0.5))
+        level = cfg.mesh_density_level if cfg.mesh_density_level is not None else 0.1
+        model.replace_param(model.dmtet, "dmtet_sdf", level - density)
+        model.replace_param(model.dmtet, "dmtet_deform", torch.zeros(len(density), 3))
+        model.replace_param(model.dmtet, "dmtet_color", colour.clamp(0, 1))
+
+    def surface(self) -> Tuple[Tensor, Tensor, Tensor]:
+        return self.model.dmtet_surface()
+
+    def render(self, cameras) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        verts, faces, colors = self.surface()
+        return render_triangles(self.model, cameras, verts, faces, {"color": colors})
+
+    def saved_tensors(self) -> Dict[str, Tensor]:
+        return {
+            **CoarseStage.saved_tensors(self),
+            "dmtet_box": self.model.dmtet_box,
+            **{k: v for k, v in self.model.dmtet.items()},
+        }
+
+    def load_tensors(self, tensors: Dict[str, Tensor]) -> None:
+        CoarseStage.load_tensors(self, tensors)
+        model = self.model
+        model.dmtet_box.data = tensors["dmtet_box"].float().to(model.dmtet_box.device)
+        for k in list(model.dmtet.keys()):
+            model.dmtet[k] = torch.nn.Parameter(tensors[k].clone())
 
 
 class TextureStage(Stage):
@@ -141,12 +201,8 @@ class TextureStage(Stage):
 
         model, cfg = self.model, self.model.config
         mesh = model.mesh
-        tm = unwrap_with_colors(
-            mesh["mesh_verts"].detach().cpu(),
-            model.mesh_faces.cpu(),
-            mesh["mesh_colors"].detach().clamp(0, 1).cpu(),
-            cfg.texture_size,
-        )
+        verts, faces, colors = (x.detach().cpu() for x in model.stages[1].surface())
+        tm = unwrap_with_colors(verts, faces, colors, cfg.texture_size)
         model.mesh_faces = torch.as_tensor(tm.faces, dtype=torch.long, device=model.device)
         model.mesh_uv = torch.as_tensor(tm.uv, dtype=torch.float32, device=model.device)
         model.replace_param(mesh, "mesh_verts", torch.as_tensor(tm.verts, dtype=torch.float32))
@@ -197,25 +253,32 @@ class TextureStage(Stage):
 def render_mesh_stage(model, cameras, textured: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """The model's mesh (vertex colours, or its texture) rendered at ``cameras``: rgb [C,H,W,3],
     alpha and depth [C,H,W,1], background [3]."""
+    mesh = model.mesh
+    if textured:
+        return render_triangles(
+            model, cameras, mesh["mesh_verts"], model.mesh_faces, {}, model.mesh_uv, mesh["texture"].clamp(0, 1)
+        )
+    return render_triangles(
+        model, cameras, mesh["mesh_verts"], model.mesh_faces, {"color": mesh["mesh_colors"].clamp(0, 1)}
+    )
+
+
+def render_triangles(
+    model, cameras, verts: Tensor, faces: Tensor, vertex_attrs: Dict[str, Tensor], uv=None, texture=None
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A triangle mesh (``verts`` [V,3], ``faces`` [F,3]; vertex colours in ``vertex_attrs`` or a
+    ``uv`` [V,2] + ``texture`` [Th,Tw,3]) over the model's background at ``cameras``: rgb
+    [C,H,W,3], alpha and depth [C,H,W,1], background [3]."""
     from studio.mesh.render import render_mesh
 
     viewmats, Ks, width, height = cameras_to_viewmats(cameras.to(model.device))
     bg = model.background()
-    mesh = model.mesh
     out = render_mesh(
-        mesh["mesh_verts"],
-        model.mesh_faces,
-        viewmats,
-        Ks,
-        width,
-        height,
-        vertex_attrs={} if textured else {"color": mesh["mesh_colors"].clamp(0, 1)},
-        uv=model.mesh_uv if textured else None,
-        texture=mesh["texture"].clamp(0, 1) if textured else None,
-        background=bg,
+        verts, faces, viewmats, Ks, width, height, vertex_attrs=vertex_attrs, uv=uv, texture=texture, background=bg
     )
     return out["rgb"], out["alpha"], out["depth"], bg
 
 
 def dreamcraft3d_stages(model) -> List[Stage]:
-    return [CoarseStage(model), GeometryStage(model), TextureStage(model)]
+    geometry = DMTetGeometryStage if model.config.geometry_representation == "dmtet" else GeometryStage
+    return [CoarseStage(model), geometry(model), TextureStage(model)]

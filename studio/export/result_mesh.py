@@ -1,7 +1,8 @@
 """The final mesh of a mesh-stage run (``dreamcraft3d``), read from its model state, and its writer.
 
 ``state_mesh`` is the one place that knows which state tensors make a mesh: a textured mesh after
-the texture stage, a vertex-coloured one after the geometry stage, none before.
+the texture stage, a vertex-coloured one after the geometry stage (the vertex mesh, or the DMTet
+marched), none before.
 ``save_result_mesh`` writes either as .glb (texture embedded), .obj (+ .mtl + texture .png beside
 it) or .ply (vertex-coloured only: a .ply holds no texture, so a textured mesh is refused); the
 run's own ``export/mesh.glb`` is written by the same function, so both paths give the same file.
@@ -46,12 +47,33 @@ def state_mesh(state: Mapping[str, Tensor], prefix: str = "") -> Optional[Result
         return state.get(prefix + name, torch.zeros(0)).detach().cpu()
 
     verts, faces, texture = get("mesh.mesh_verts").float(), get("mesh_faces").long(), get("mesh.texture")
+    if faces.shape[0] == 0 and get("dmtet.dmtet_sdf").shape[0] > 0:  # in a DMTet geometry stage
+        return dmtet_state_mesh(get)
     if faces.shape[0] == 0:
         return None
     if texture.shape[0] > 0:
         return TexturedMesh(verts, faces, get("mesh_uv").float(), texture.float().clamp(0.0, 1.0))
     colors = to_uint8(get("mesh.mesh_colors").float().clamp(0.0, 1.0))
     return trimesh.Trimesh(verts.numpy(), faces.numpy(), vertex_colors=colors, process=False)
+
+
+def dmtet_state_mesh(get) -> trimesh.Trimesh:
+    """The vertex-coloured mesh of a DMTet geometry stage: ``dmtet_box`` [2,3], ``dmtet_resolution``
+    and ``dmtet.dmtet_sdf`` [V], ``dmtet.dmtet_deform`` [V,3], ``dmtet.dmtet_color`` [V,3]
+    (``studio.mesh.dmtet.deformable_surface``), read with ``get(name)``."""
+    from studio.mesh.dmtet import deformable_surface
+
+    lo, hi = get("dmtet_box").float()
+    with torch.no_grad():
+        verts, faces, colors = deformable_surface(
+            lo,
+            hi,
+            int(get("dmtet_resolution")),
+            get("dmtet.dmtet_sdf").float(),
+            get("dmtet.dmtet_deform").float(),
+            get("dmtet.dmtet_color").float().clamp(0.0, 1.0),
+        )
+    return trimesh.Trimesh(verts.numpy(), faces.numpy(), vertex_colors=to_uint8(colors), process=False)
 
 
 def resize_texture(texture: Tensor, size: int) -> Tensor:
