@@ -96,6 +96,19 @@ def test_nvs_tiny_run(classifier):
     assert out["settings"]["seeds"] == [1, 4] and out["settings"]["mask_threshold"] == ep.MASK_THRESHOLD
 
 
+def test_nvs_64_is_scored_at_64_and_at_32(classifier):
+    from studio.priors.toy import build_toy_prior
+
+    arch = {"channels": [16, 32, 32], "n_res": 1, "ctx_dim": 32, "heads": 2, "image_size": 64}
+    out = ep.evaluate_nvs(build_toy_prior("toy-nvs", {"arch": arch}).eval(), classifier, [1], azimuths=(90,), steps=1)
+    assert out["images"]["samples"].shape == (1, 1, 1, 64, 64, 3) and out["images"]["true"].shape == (1, 1, 64, 64, 3)
+    assert out["settings"]["res"] == 64 and set(out["azimuths_32"]) == {"90", "all"}
+    small = out["azimuths_32"]["90"]
+    assert small["copy_reference"] == ep.score_views(*(ep.object_views(1, (90,))[None, k] for k in (0, 1)))
+    assert small["psnr"] != out["azimuths"]["90"]["psnr"]
+    assert ep.resize_views(np.full((2, 1, 64, 64, 3), 7, np.uint8), 32).shape == (2, 1, 32, 32, 3)
+
+
 def test_nvs_leaves_snowmen_out_of_the_classifier_columns(classifier):
     rows = ep.evaluate_nvs(load_prior("toy-nvs"), classifier, [0], azimuths=(90,), steps=1)["azimuths"]  # a snowman
     assert rows["90"]["psnr"] > 0 and rows["90"]["category"] is None and rows["90"]["colour_true"] is None

@@ -199,6 +199,57 @@ def test_version_1_t2i_files_load_without_pooled_text(tmp_path):
     assert load_toy_prior(path).text_pool is None
 
 
+def test_nvs_64_predicts_saves_and_loads(tmp_path):
+    prior = _jitter(build_toy_prior("toy-nvs", {"arch": {**SMALL["arch"], "image_size": 64}})).eval()
+    assert prior.image_size == 64 and prior.latent_shape == (3, 64, 64)
+    assert prior.ref_encoder.pos.shape[1] == 16**2 and prior.null_tokens.shape[1] == 16**2 + 1
+    x, t = torch.randn(2, 3, 64, 64), torch.tensor([10, 700])
+    cond = prior.condition(image=torch.rand(2, 3, 32, 32), pose=torch.randn(2, 4))  # a 32 px reference is resized
+    assert cond.tensors["ref"].shape == (2, 3, 64, 64)
+    with torch.no_grad():
+        out = prior.predict(x, t, cond)
+        assert out.shape == (2, 3, 64, 64)
+        loaded = load_toy_prior(save_toy_prior(prior, tmp_path / "nvs64.safetensors"))
+        torch.testing.assert_close(loaded.predict(x, t, cond), out, atol=2e-2, rtol=2e-2)  # fp16 file
+    assert loaded.image_size == 64 and loaded.config["arch"]["image_size"] == 64
+    with pytest.raises(ValueError, match="image_size"):
+        build_toy_prior("toy-nvs", {"arch": {**SMALL["arch"], "image_size": 30}})
+
+
+def test_files_without_image_size_are_32px():
+    from studio.priors.registry import WEIGHTS_DIR
+    from studio.priors.toy import read_toy_config
+
+    path = WEIGHTS_DIR / "toy-nvs.safetensors"
+    assert "image_size" not in read_toy_config(path)["arch"]  # the committed file predates the field
+    prior = load_toy_prior(path)
+    assert prior.image_size == 32 and prior.latent_shape == (3, 32, 32)
+
+
+def test_init_from_copies_matching_tensors_and_resizes_the_token_grid(tmp_path):
+    from studio.priors.toy import init_from
+
+    small = _jitter(build_toy_prior("toy-nvs", SMALL))
+    with torch.no_grad():  # positions that vary along x only: the 8x8 grid's column index
+        small.ref_encoder.pos.copy_(torch.arange(8.0).repeat(8)[None, :, None].expand_as(small.ref_encoder.pos))
+    path = save_toy_prior(small, tmp_path / "nvs32.safetensors")
+    source = load_toy_prior(path).state_dict()
+    big = build_toy_prior("toy-nvs", {"arch": {**SMALL["arch"], "image_size": 64}})
+    report = init_from(big, path)
+    assert report["resized"] == ["null_tokens", "ref_encoder.pos"] and report["fresh"] == []
+    state = big.state_dict()
+    assert report["copied"] == len(state) - 2
+    for name, value in state.items():
+        if name not in report["resized"]:
+            assert torch.equal(value, source[name]), name
+    pos = state["ref_encoder.pos"].reshape(16, 16, -1)
+    assert torch.equal(pos, pos[:1].expand_as(pos))  # still constant along y
+    assert (pos[0, 1:, 0] >= pos[0, :-1, 0]).all() and pos.min() == 0.0 and pos.max() == 7.0  # bilinear ramp
+    assert torch.equal(state["null_tokens"][:, -1], source["null_tokens"][:, -1])  # the pose token is kept
+    with pytest.raises(ValueError, match="toy-t2i"):
+        init_from(big, save_toy_prior(build_toy_prior("toy-t2i", SMALL), tmp_path / "t2i.safetensors"))
+
+
 def test_ddim_sampler_is_seeded():
     prior = _jitter(build_toy_prior("toy-t2i", SMALL)).eval()
     c = prior.condition(text="a red box")
@@ -249,5 +300,16 @@ def test_cli_train_and_sample(tmp_path):
     from PIL import Image
 
     assert Image.open(grid).size == (3 * 32, 32)
+    # a 16 px prior from those 32 px weights (--data-res, --init), recorded in its training metadata
+    small = tmp_path / "w" / "toy-nvs-16.safetensors"
+    args = dict(name="toy-nvs", steps=1, batch=2, data_seeds=2, data_views=2, data_spp=1, data_aa=1, workers=1)
+    Train(**args, data_res=16, init=out, cache_dir=tmp_path / "cache", output=small, device="cpu").main()
+    config = load_prior(small).config
+    assert config["arch"]["image_size"] == 16 and config["training"]["data"]["res"] == 16
+    assert config["training"]["init"]["path"] == str(out) and config["training"]["init"]["fresh"] == []
+    Sample(name=str(small), output=grid, n=2, steps=2, elevation_delta=(0.0,), scene_seed=3, scale=1).main()
+    assert Image.open(grid).size == (3 * 16, 16)
+    with pytest.raises(StudioInputError, match="--data-res"):
+        Train(**args, data_res=12, output=small).main()
     with pytest.raises(StudioInputError, match="must end in .png"):
         validate(Sample(name=str(out), output=tmp_path / "grid.jpg").inputs())

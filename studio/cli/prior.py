@@ -4,6 +4,8 @@
   renders (once, cached under ``~/.cache/distill-studio/priors-data``) ToyWorld training-split views,
   trains with AdamW + EMA and writes fp16 safetensors (+ a JSON copy of the config) atomically,
   by default to ``studio/priors/weights/<name>.safetensors`` (what ``load_prior(name)`` reads).
+  ``--data-res 64 --init studio/priors/weights/toy-nvs.safetensors`` trains a 64x64 prior from the
+  32x32 weights (progressive resolution; ``toy-nvs-64``).
 * ``studio prior sample toy-t2i --prompt "a glossy red sphere" --output grid.png``: DDIM + CFG
   samples, one row per prompt. ``studio prior sample toy-nvs --scene-seed 5 --output grid.png``:
   a reference view (rendered from a ToyWorld scene, or ``--reference image.png``) followed by
@@ -83,6 +85,13 @@ class Train(ToyDataOptions):
     channels: Tuple[int, ...] = (32, 64, 64)
     """UNet widths per resolution (32, 16, 8), those of the committed weights; (64, 128, 128) is ~3x
     slower per step on the CPU and was not measured."""
+    data_res: int = 32
+    """Image size (pixels, square, a multiple of 8) of the training renders and of the prior (its
+    ``arch.image_size``); 64 costs about 4x per step."""
+    init: Optional[Path] = None
+    """Start from this toy-prior file of the same kind (every tensor of the same shape copied, the
+    token-grid positions resized), e.g. the 32x32 studio/priors/weights/toy-nvs.safetensors for a
+    --data-res 64 prior (progressive resolution); recorded as ``training.init``."""
 
     def inputs(self) -> list[Input]:
         return [
@@ -91,9 +100,11 @@ class Train(ToyDataOptions):
             Input("--preview", Kind.OUTPUT_FILE, self.preview, suffixes=(".png",)),
             Input("--cache-dir", Kind.OUTPUT_DIR, self.cache_dir),
             Input("--checkpoint", Kind.OUTPUT_FILE, self.checkpoint, suffixes=(".pt",)),
+            Input("--init", Kind.SAFETENSORS, self.init, suffixes=(".safetensors",)),
         ]
 
     def main(self) -> None:
+        import dataclasses
         import time
 
         import torch
@@ -108,7 +119,7 @@ class Train(ToyDataOptions):
         )
 
         from studio.io.training_state import CheckpointMismatchError
-        from studio.priors.toy import save_toy_prior
+        from studio.priors.toy import read_toy_config, save_toy_prior
         from studio.priors.toydata import load_or_make
         from studio.priors.train import TrainConfig, default_output, resolve_device, train_prior
 
@@ -116,10 +127,19 @@ class Train(ToyDataOptions):
         checkpoint = self.checkpoint or output.with_suffix(".train-state.pt")
         if self.steps < 1 or self.batch < 1 or self.data_seeds < 1 or self.data_views < 2:
             raise StudioInputError("--steps, --batch and --data-seeds must be >= 1 and --data-views >= 2.")
+        if self.data_res < 8 or self.data_res % 8:
+            raise StudioInputError(f"--data-res must be a multiple of 8 (pixels), got {self.data_res}.")
+        if self.init is not None:
+            try:
+                kind = read_toy_config(self.init)["kind"]
+            except ValueError as err:
+                raise StudioInputError(f"--init: {err}") from None
+            if kind != self.name:
+                raise StudioInputError(f"--init: {self.init} is a {kind} prior, not {self.name}.")
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         console = Console()
-        dcfg = self.data_config()
+        dcfg = dataclasses.replace(self.data_config(), res=self.data_res)
         cols = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -147,9 +167,10 @@ class Train(ToyDataOptions):
             seed=self.seed,
             data=dcfg,
             time_budget=self.time_budget,
-            arch={"channels": list(self.channels)},
+            arch={"channels": list(self.channels), "image_size": self.data_res},
             checkpoint=str(checkpoint),
             stop_after=self.stop_after,
+            init=None if self.init is None else str(self.init),
         )
         console.log(
             f"Training {self.name} on {data.n_seeds * data.n_views} views ({device}, {torch.get_num_threads()} threads)"
@@ -205,7 +226,7 @@ class Sample:
     eta: float = 0.0
     """DDIM eta (0: deterministic)."""
     reference: Optional[Path] = None
-    """toy-nvs: reference image (RGBA is composited on white; resized to 32x32; object centred)."""
+    """toy-nvs: reference image (RGBA is composited on white; resized to the prior's size; object centred)."""
     scene_seed: int = 0
     """toy-nvs without --reference: render the reference from this ToyWorld seed (any split)."""
     elevation: float = 20.0
@@ -251,7 +272,7 @@ class Sample:
 
         rows = []
         if isinstance(prior, ToyNVSPrior):
-            ref = self._reference()  # [1,3,32,32] in [0,1]
+            ref = self._reference(prior.image_size)  # [1,3,S,S] in [0,1]
             az = torch.arange(self.n, dtype=torch.float32) * (2 * math.pi / self.n)
             for de in self.elevation_delta:
                 pose = ToyNVSPrior.relative_pose(0.0, 0.0, 0.0, math.radians(de), az, 0.0)
@@ -272,7 +293,8 @@ class Sample:
         write_png((grid.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8), self.output, self.scale)
         print(f"Wrote {self.output}")
 
-    def _reference(self):
+    def _reference(self, size: int):
+        """The reference view [1, 3, size, size] in [0, 1]: --reference resized, or a ToyWorld render."""
         import math
 
         import numpy as np
@@ -285,10 +307,10 @@ class Sample:
             rgba = np.asarray(im.convert("RGBA"), np.float32) / 255.0
             rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
             t = torch.from_numpy(rgb).permute(2, 0, 1)[None]
-            return torch.nn.functional.interpolate(t, size=(32, 32), mode="area") if t.shape[-1] != 32 else t
+            return torch.nn.functional.interpolate(t, size=(size, size), mode="area") if t.shape[-1] != size else t
         from studio.priors.toydata import DataConfig, render_views
 
-        cfg = DataConfig(aa=16, spp=64)
+        cfg = DataConfig(res=size, aa=16, spp=64)
         out = render_views(
             self.scene_seed,
             math.radians(self.elevation),
@@ -356,21 +378,30 @@ def print_t2i_table(metrics: dict) -> None:
 def print_nvs_table(metrics: dict) -> None:
     """One row per azimuth of ``evaluate_nvs``'s metrics: PSNR (dB), SSIM, mask IoU and the classifier's
     category/colour agreement of the samples, the classifier on the true views, and PSNR/SSIM/mask IoU
-    of the reference view copied (the baseline)."""
+    of the reference view copied (the baseline); a second table at 32x32 for a prior of another size."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     s = metrics["settings"]
     title = (
         f"{metrics['prior']}: {s['objects']} objects (seeds {s['seeds'][0]}-{s['seeds'][-1]}) x {s['n_per_view']} "
         f"samples, elevation {s['elevation']:g} deg, {s['steps']} DDIM steps, guidance {s['guidance']:g}"
     )
-    table = Table(title=escape(title))
+    for key in ("azimuths", "azimuths_32"):
+        if key in metrics:
+            res = s.get("res", 32) if key == "azimuths" else 32
+            Console().print(_nvs_rows(metrics[key], escape(f"{title}, at {res}x{res}")))
+
+
+def _nvs_rows(rows: dict, title: str):
+    """The rich table of one set of ``score_nvs`` rows."""
+    from rich.table import Table
+
+    table = Table(title=title)
     cols = ("azimuth", "n", "PSNR", "SSIM", "mask IoU", "category", "colour", "true views", "reference copied")
     for col in cols:
         table.add_column(col, justify="right")
-    for az, row in metrics["azimuths"].items():
+    for az, row in rows.items():
         ref = row["copy_reference"]
         table.add_row(
             az if az == "all" else f"+{az} deg",
@@ -383,7 +414,7 @@ def print_nvs_table(metrics: dict) -> None:
             f"{_pct(row['category_true'])}/{_pct(row['colour_true'])}",
             f"{ref['psnr']:.2f}/{ref['ssim']:.3f}/{ref['mask_iou']:.3f}",
         )
-    Console().print(table)
+    return table
 
 
 @dataclass
@@ -391,7 +422,7 @@ class Eval:
     """Measure a toy prior's samples on held-out ToyWorld scenes into metrics.json (and a PNG sheet)."""
 
     name: tyro.conf.Positional[str]
-    """Prior: toy-t2i, toy-nvs or a toy-prior .safetensors path."""
+    """Prior: toy-t2i, toy-nvs, toy-nvs-64 or a toy-prior .safetensors path."""
     output: Path
     """Metrics JSON to write."""
     split: Optional[Literal["test", "validation"]] = None
@@ -484,7 +515,8 @@ class Eval:
             raise StudioInputError(f"{self.name}: studio prior eval measures the toy priors (toy-t2i, toy-nvs).")
         images = result.pop("images")
         training = {k: v for k, v in prior.config.get("training", {}).items() if k in ("steps", "seconds", "device")}
-        made = {"channels": prior.config["arch"]["channels"], **training}  # which weights were measured
+        arch = prior.config["arch"]
+        made = {"channels": arch["channels"], "image_size": prior.image_size, **training}  # which weights were measured
         metrics = {"prior": str(self.name), "kind": prior.kind, "prior_training": made, **result}
         metrics["classifier"] = str(DEFAULT_WEIGHTS)
         atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")

@@ -20,7 +20,10 @@ small nose, are left out of these columns).
 
 Deterministic given ``seed``: each caption's (object's) noise comes from its own generator, seeded
 by ``seed`` and the caption (object seed), so it does not depend on which others are evaluated.
-Images are uint8 ``[N, H, W, 3]`` on white (32 x 32, the priors' space) unless said otherwise.
+Images are uint8 ``[N, H, W, 3]`` on white (the prior's size, 32 x 32 unless its ``image_size`` says
+otherwise) unless said otherwise. A toy-nvs prior of another size (``toy-nvs-64``) is scored at its
+own size against views rendered at it, and again at 32 x 32 (:data:`COMPARE_RES`: its samples
+area-resized, the views rendered at 32), the numbers comparable with a 32 x 32 prior's.
 """
 
 from __future__ import annotations
@@ -64,7 +67,11 @@ MASK_THRESHOLD = 0.75
 views of 40 test objects at 32 x 32 this mask matches the renderer's alpha > 0.5 with IoU 0.94 on
 average (0.80 at worst: a pale object); 0.7 / 0.8 / 0.9 give 0.93 / 0.93 / 0.88."""
 NVS_RENDER = DataConfig(aa=16, spp=64)
-"""Renderer settings of the reference and true views of :func:`evaluate_nvs` (32 x 32)."""
+"""Renderer settings of the reference and true views of :func:`evaluate_nvs` (32 x 32; ``res`` is
+replaced by the prior's image size)."""
+COMPARE_RES = 32
+"""Common resolution (px) of :func:`evaluate_nvs`'s ``"azimuths_32"`` rows: a prior of another size is
+also scored with its samples area-resized to it, against views rendered at it (as a 32 px prior)."""
 SCAN_LIMIT = 50_000
 """Seeds :func:`caption_seeds` looks through before it gives up on a caption."""
 
@@ -235,16 +242,24 @@ def evaluate_t2i(
 
 # ----------------------------------------------------------------------------------------- toy-nvs
 def object_views(
-    seed: int, azimuths_deg: Sequence[float], elevation_deg: float = 20.0, radius_scale: float = 1.1
+    seed: int, azimuths_deg: Sequence[float], elevation_deg: float = 20.0, radius_scale: float = 1.1, res: int = 32
 ) -> np.ndarray:
     """The reference view (azimuth 0) and the true views at ``azimuths_deg`` of single-object scene
     ``seed``, at one elevation and distance (``radius_scale`` x the framing distance), rendered with
-    :data:`NVS_RENDER` -> uint8 [1 + len(azimuths_deg), H, W, 3]."""
+    :data:`NVS_RENDER` at ``res`` px -> uint8 [1 + len(azimuths_deg), res, res, 3]."""
     azimuths = np.radians([0.0, *azimuths_deg])
+    cfg = dataclasses.replace(NVS_RENDER, res=res)
     out = render_views(
-        seed, math.radians(elevation_deg), azimuths, radius_scale, NVS_RENDER, np.random.default_rng(seed), False
+        seed, math.radians(elevation_deg), azimuths, radius_scale, cfg, np.random.default_rng(seed), False
     )
     return out["images"]
+
+
+def resize_views(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``[..., H, W, 3]`` -> uint8 ``[..., size, size, 3]`` (area average, for shrinking)."""
+    flat = images.reshape(-1, *images.shape[-3:])
+    small = torch.nn.functional.interpolate(to_float(flat), size=(size, size), mode="area")
+    return to_uint8(small).reshape(*images.shape[:-3], size, size, 3)
 
 
 def foreground(images: np.ndarray) -> np.ndarray:
@@ -317,12 +332,15 @@ def evaluate_nvs(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Novel views of each single-object scene of ``seeds`` at +``azimuths`` (degrees) from its
-    reference view (:func:`object_views` at ``elevation`` degrees), ``n_per_view`` samples each,
-    scored against the true views (:func:`score_nvs`). Returns {"azimuths": the scores, "settings",
-    "seconds", "images": {"reference": uint8 [S, H, W, 3], "true": [S, A, H, W, 3], "samples":
-    [S, A, n, H, W, 3]} (not JSON: pop it before writing)}."""
+    reference view (:func:`object_views` at ``elevation`` degrees and the prior's ``image_size``),
+    ``n_per_view`` samples each, scored against the true views (:func:`score_nvs`). Returns
+    {"azimuths": the scores, "settings", "seconds", "images": {"reference": uint8 [S, H, W, 3],
+    "true": [S, A, H, W, 3], "samples": [S, A, n, H, W, 3]} (not JSON: pop it before writing)};
+    a prior whose size is not :data:`COMPARE_RES` also gets "azimuths_32": its samples
+    (:func:`resize_views`) and reference scored against views rendered at that size."""
     t0 = time.time()
-    views = np.stack([object_views(s, azimuths, elevation) for s in seeds])  # [S, 1 + A, H, W, 3]
+    res = prior.image_size
+    views = np.stack([object_views(s, azimuths, elevation, res=res) for s in seeds])  # [S, 1 + A, H, W, 3]
     log(f"rendered {len(seeds)} objects x {1 + len(azimuths)} views ({time.time() - t0:.0f}s)")
     el = math.radians(elevation)
     pose = ToyNVSPrior.relative_pose(el, 0.0, 0.0, el, torch.tensor(np.radians(azimuths)).float(), 0.0)
@@ -337,9 +355,14 @@ def evaluate_nvs(
     labels = [a if a["category"] in classifier.vocabulary["category"] else dict.fromkeys(a) for a in labels]
     settings = {"objects": len(seeds), "seeds": [int(s) for s in seeds], "azimuths": [float(a) for a in azimuths]}
     settings.update(elevation=elevation, n_per_view=n_per_view, seed=seed, steps=steps, guidance=guidance)
-    settings["mask_threshold"] = MASK_THRESHOLD
+    settings.update(mask_threshold=MASK_THRESHOLD, res=res)
+    out = {"azimuths": score_nvs(classifier, samples, views[:, 1:], views[:, 0], labels, azimuths)}
+    if res != COMPARE_RES:
+        small = np.stack([object_views(s, azimuths, elevation, res=COMPARE_RES) for s in seeds])
+        shrunk = resize_views(samples, COMPARE_RES)
+        out[f"azimuths_{COMPARE_RES}"] = score_nvs(classifier, shrunk, small[:, 1:], small[:, 0], labels, azimuths)
     return {
-        "azimuths": score_nvs(classifier, samples, views[:, 1:], views[:, 0], labels, azimuths),
+        **out,
         "settings": settings,
         "seconds": round(time.time() - t0, 1),
         "images": {"reference": views[:, 0], "true": views[:, 1:], "samples": samples},

@@ -2,8 +2,8 @@
 
 ``LOADERS`` maps each name to a loader ``fn(device) -> DiffusionPrior``:
 
-* ``toy-t2i``, ``toy-nvs``, ``toy-mv`` (multi-view): the embedded priors, from the committed files
-  ``studio/priors/weights/<name>.safetensors`` (package data);
+* ``toy-t2i``, ``toy-nvs``, ``toy-nvs-64`` (64x64, trained from ``toy-nvs``), ``toy-mv`` (multi-view):
+  the embedded priors, from the committed files ``studio/priors/weights/<name>.safetensors`` (package data);
 * ``sd-2.1-base``, ``if-i``, ``zero123``, ``stable-zero123``, ``wan2.2-ti2v`` (multi-view): the diffusers adapters
   (:mod:`studio.priors.diffusers`) with their default repositories, from the local Hugging Face
   cache only. They load offline (``local_files_only=True``) and raise one
@@ -72,6 +72,11 @@ def _folder_class(folder: Path) -> str:
 LOADERS: dict[str, Loader] = {
     "toy-t2i": _toy_loader("toy-t2i"),
     "toy-nvs": _toy_loader("toy-nvs"),
+    "toy-nvs-64": _toy_loader(
+        "toy-nvs-64",
+        "studio prior train toy-nvs --data-res 64 --init studio/priors/weights/toy-nvs.safetensors "
+        "--output studio/priors/weights/toy-nvs-64.safetensors",
+    ),
     "toy-mv": _toy_loader("toy-mv", "python -m studio.generators.train --phase dual"),
     "wan2.2-ti2v": _diffusers_loader("WanMultiViewPrior"),
     "sd-2.1-base": _diffusers_loader("StableDiffusionPrior"),

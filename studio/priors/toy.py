@@ -1,4 +1,4 @@
-"""The embedded toy priors: small pixel-space (32x32 RGB) diffusion models trained on ToyWorld.
+"""The embedded toy priors: small pixel-space (32x32 RGB by default) diffusion models trained on ToyWorld.
 
 * ``toy-t2i`` (:class:`ToyT2IPrior`): text -> image. A compact UNet conditioned, by cross-attention
   at its lowest resolution (8x8), on the tokens of a small learned text encoder
@@ -27,6 +27,13 @@ coarse structure, and v-prediction keeps the loss well scaled at both ends of th
 eps-prediction makes the x0 estimate at high noise unstable. Guidance code converts with
 ``to_eps`` / ``to_x0`` and never needs to know.
 
+Resolution: ``arch["image_size"]`` (S px square, default 32, so files without it are 32x32); the
+model space is ``[3, S, S]``. The UNet is convolutional and attends at S/4 (its lowest level, with
+three levels); only toy-nvs's reference-token positions (``ref_encoder.pos`` [1, (S/4)^2, D]) and
+null tokens (``null_tokens`` [1, (S/4)^2 + 1, D]) depend on S. :func:`init_from` starts a prior of
+one size from the weights of another (progressive resolution: the 64x64 ``toy-nvs-64`` starts from
+the 32x32 ``toy-nvs``), copying every tensor of the same shape and resizing those grids.
+
 Files: one fp16 ``.safetensors`` holding the EMA weights, with the JSON config (kind, architecture,
 vocabulary, schedule, training record) in the file's metadata under ``"studio_config"`` (a copy is
 written beside it as ``<name>.json`` for people). :func:`save_toy_prior` writes atomically;
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
@@ -58,12 +66,12 @@ class ToyPrior(DiffusionPrior):
 
     kind: str = ""
     prediction_type = "v"
-    image_size = 32
-    latent_shape = (3, 32, 32)
 
     def __init__(self, config: dict):
         super().__init__()
         self.config = copy.deepcopy(config)
+        self.image_size = int(self.config.get("arch", {}).get("image_size", 32))
+        self.latent_shape = (3, self.image_size, self.image_size)
         sched = self.config.setdefault("schedule", {"name": "cosine", "num_train_timesteps": 1000})
         self.prediction_type = self.config.setdefault("prediction_type", "v")
         self.register_buffer(
@@ -170,15 +178,17 @@ class ToyT2IPrior(ToyPrior):
 
 class ToyNVSPrior(ToyPrior):
     """Zero123-style novel-view toy prior (see the module docstring). Condition fields: ``ref``
-    [B,3,32,32] (model space), ``pose`` [B,4], ``uncond`` [B,1] (1 = the CFG null condition)."""
+    [B,3,S,S] (model space, S = ``image_size``), ``pose`` [B,4], ``uncond`` [B,1] (1 = the CFG null condition)."""
 
     kind = "toy-nvs"
 
     def __init__(self, config: dict):
         super().__init__(config)
-        arch = self.config.setdefault("arch", {})
-        for key, value in {"channels": [32, 64, 128], "n_res": 2, "heads": 4, "ctx_dim": 128, "pose_dim": 4}.items():
-            arch.setdefault(key, value)
+        arch = self.complete_arch(
+            {"channels": [32, 64, 128], "n_res": 2, "heads": 4, "ctx_dim": 128, "pose_dim": 4, "image_size": 32}
+        )
+        if self.image_size % 4 or self.image_size % 2 ** (len(arch["channels"]) - 1):
+            raise ValueError(f"toy-nvs image_size {self.image_size} must divide by 4 and by the UNet's downsampling")
         D = arch["ctx_dim"]
         self.unet = ToyUNet(6, 3, arch["channels"], arch["n_res"], D, arch["heads"])
         temb = self.unet.temb_dim
@@ -202,12 +212,12 @@ class ToyNVSPrior(ToyPrior):
 
     def condition(self, text=None, image=None, pose=None) -> Condition:
         if image is None or pose is None:
-            raise ValueError("toy-nvs needs a reference image [B,3,32,32] in [0,1] and a relative pose [B,4]")
-        ref = self.encode(
-            F.interpolate(image.float(), size=(self.image_size,) * 2, mode="area")
-            if image.shape[-1] != self.image_size
-            else image.float()
-        ).to(self.device)
+            raise ValueError("toy-nvs needs a reference image [B,3,H,W] in [0,1] and a relative pose [B,4]")
+        image = image.float()
+        if image.shape[-1] != self.image_size:  # area when shrinking, bilinear when enlarging
+            mode = "area" if image.shape[-1] > self.image_size else "bilinear"
+            image = F.interpolate(image, size=(self.image_size,) * 2, mode=mode)
+        ref = self.encode(image).to(self.device)
         pose = torch.as_tensor(pose, dtype=torch.float32, device=self.device).reshape(
             -1, self.config["arch"]["pose_dim"]
         )
@@ -296,3 +306,48 @@ def load_toy_prior(path: Union[str, Path], device: Union[str, torch.device] = "c
     state = {k: v.float() for k, v in load_file(str(path)).items() if not k.startswith("head.")}
     prior.load_state_dict(state)
     return prior.to(device).eval()
+
+
+def resize_token_grid(tokens: Tensor, side: int, extra: int = 0) -> Tensor:
+    """Tokens ``[1, g*g + extra, D]`` laid out on a g x g grid (row-major, then ``extra`` tokens
+    with no position) -> ``[1, side*side + extra, D]``: the grid resized bilinearly, the extra
+    tokens kept as they are."""
+    n = tokens.shape[1] - extra
+    g = math.isqrt(n)
+    if g * g != n:
+        raise ValueError(f"{n} tokens are not a square grid")
+    grid = tokens[:, :n].reshape(1, g, g, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=(side, side), mode="bilinear", align_corners=False)
+    return torch.cat([grid.permute(0, 2, 3, 1).reshape(1, side * side, -1).to(tokens), tokens[:, n:]], 1)
+
+
+GRID_TOKENS = {"ref_encoder.pos": 0, "null_tokens": 1}
+"""toy-nvs tensors laid out on the (S/4) x (S/4) token grid: name -> tokens after the grid (the
+last null token stands for the pose token)."""
+
+
+def init_from(prior: ToyPrior, path: Union[str, Path]) -> dict:
+    """Initialise ``prior`` in place from the toy-prior file ``path`` of the same kind (another
+    resolution, e.g. 32x32 weights for a 64x64 prior: progressive-resolution training): every
+    tensor whose name and shape match is copied; the :data:`GRID_TOKENS` tensors are resized on
+    their token grid (:func:`resize_token_grid`); the rest keeps its fresh initialisation.
+    Returns {"path", "copied": n, "resized": [names], "fresh": [names]}."""
+    from safetensors.torch import load_file
+
+    kind = read_toy_config(path)["kind"]
+    if kind != prior.kind:
+        raise ValueError(f"{path} is a {kind} prior, not {prior.kind}")
+    source = load_file(str(path))
+    state = prior.state_dict()
+    copied, resized, fresh = 0, [], []
+    for name, target in state.items():
+        src = source.get(name)
+        if src is not None and src.shape == target.shape:
+            target.copy_(src.to(target))
+            copied += 1
+        elif src is not None and name in GRID_TOKENS:
+            target.copy_(resize_token_grid(src.float(), prior.image_size // 4, GRID_TOKENS[name]).to(target))
+            resized.append(name)
+        else:
+            fresh.append(name)
+    return {"path": str(path), "copied": copied, "resized": resized, "fresh": fresh}

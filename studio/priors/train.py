@@ -15,6 +15,10 @@ Training runs in sittings: with ``TrainConfig.checkpoint`` the whole state (weig
 step, random generators) is written there atomically every ``checkpoint_every`` steps and when a
 sitting ends (``stop_after`` seconds); ``train_prior(..., resume=True)`` continues from it and gives
 the same weights as one uninterrupted run.
+
+``TrainConfig.init`` starts from another toy-prior file of the same kind (:func:`studio.priors.toy.init_from`):
+a 64x64 toy-nvs from the 32x32 weights, the progressive-resolution start of pixel-space diffusion
+(convolutions and attention are resolution-agnostic; only the token-grid positions are resized).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from torch import Tensor
 
 from studio.io.training_state import load_training_state, save_training_state
 from studio.priors.base import Condition
-from studio.priors.toy import ToyNVSPrior, ToyPrior, ToyT2IPrior, build_toy_prior, save_toy_prior
+from studio.priors.toy import ToyNVSPrior, ToyPrior, ToyT2IPrior, build_toy_prior, init_from, save_toy_prior
 from studio.priors.toydata import DataConfig, ToyData
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -62,6 +66,9 @@ class TrainConfig:
     """Steps between checkpoints."""
     stop_after: float = 0.0
     """Seconds of this sitting (0: run to ``steps``); then the state is checkpointed and the loop returns."""
+    init: Optional[str] = None
+    """Toy-prior file of the same kind to start from (:func:`studio.priors.toy.init_from`; e.g. the
+    32x32 weights for a 64x64 prior); None: fresh initialisation."""
 
     def signature(self) -> dict:
         """What a resumed run must share with the run that wrote the checkpoint."""
@@ -70,6 +77,8 @@ class TrainConfig:
         out.update(
             arch=dict(self.arch), data={k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.data).items()}
         )
+        if self.init:  # only when set, so the checkpoints of runs without --init stay valid
+            out["init"] = self.init
         return out
 
 
@@ -171,6 +180,9 @@ def train_prior(
     torch.manual_seed(cfg.seed)
     if prior is None:
         prior = build_toy_prior(cfg.name, {"arch": dict(cfg.arch)} if cfg.arch else None)
+    if data.images.shape[2] != prior.image_size:
+        raise ValueError(f"{cfg.name} is {prior.image_size}x{prior.image_size}, the data {data.images.shape[2]} px")
+    init = init_from(prior, cfg.init) if cfg.init else None  # a resumed run then loads its own state
     prior = prior.to(device).train()
     ema = copy.deepcopy(prior).eval()
     for p in ema.parameters():
@@ -245,6 +257,7 @@ def train_prior(
         "seconds_per_step": round(seconds / max(step, 1), 3),
         "device": str(device),
         "torch": torch.__version__,
+        "init": init,
         "data": {
             **{k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg.data).items()},
             "n_images": int(data.n_seeds * data.n_views),
