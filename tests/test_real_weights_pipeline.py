@@ -99,16 +99,18 @@ def test_dreamcraft3d_all_stages_with_pretrained_priors(snapshots, tmp_path: Pat
     assert not any("text_encoder" in k or "image_encoder" in k or ".vae." in k for k in state)
 
 
-def test_sds_vsd_with_stable_diffusion(snapshots, tmp_path: Path):
-    """VSD on a Stable Diffusion snapshot: only the LoRA fake score (+ camera MLP) is saved."""
+@pytest.mark.parametrize("guidance", ["vsd", "perp-neg"])
+def test_sds_with_stable_diffusion(snapshots, tmp_path: Path, guidance: str):
+    """VSD on a Stable Diffusion snapshot saves only the LoRA fake score (+ camera MLP); SDS with
+    Perp-Neg saves nothing of the prior."""
+    extra = ["--pipeline.model.guidance", "vsd"] if guidance == "vsd" else ["--pipeline.model.perp-neg", "True"]
     result = _ns_train(
         "sds",
         "--prompt",
         "a red glossy torus",
         "--pipeline.model.prior",
         str(snapshots["sd"]),
-        "--pipeline.model.guidance",
-        "vsd",
+        *extra,
         "--max-num-iterations",
         "4",
         out=tmp_path / "runs",
@@ -117,7 +119,10 @@ def test_sds_vsd_with_stable_diffusion(snapshots, tmp_path: Path):
     ckpt = next((tmp_path / "runs").glob("*/sds/*/nerfstudio_models/*.ckpt"))
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["pipeline"]
     prior_keys = [k for k in state if "guidance" in k]
-    assert prior_keys and all("lora" in k or "class_embedding" in k for k in prior_keys), prior_keys[:5]
+    if guidance == "vsd":
+        assert prior_keys and all("lora" in k or "class_embedding" in k for k in prior_keys), prior_keys[:5]
+    else:
+        assert prior_keys == []
 
 
 def test_prompts_embedded_then_text_encoder_released(snapshots):

@@ -47,7 +47,16 @@ from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor, nn
 
 from studio.cameras.sampling import OrbitViews, orbit_cameras, relative_pose
-from studio.guidance import BSD, SDS, DreamCraft3DSchedule, UniformTimesteps, ViewPrompting, batch_condition
+from studio.guidance import (
+    BSD,
+    SDS,
+    DreamCraft3DSchedule,
+    Negatives,
+    PerpNeg,
+    UniformTimesteps,
+    ViewPrompting,
+    batch_condition,
+)
 from studio.io.inputs import Input, Kind
 from studio.methods.dreamcraft3d.stages import DMTET_GROUPS, MESH_GROUPS, dreamcraft3d_stages
 from studio.models.generation import GenerationModel, GenerationModelConfig
@@ -97,6 +106,10 @@ class DreamCraft3DModelConfig(GenerationModelConfig):
     """CFG scale of the novel-view prior (released code: 5 for stable-zero123)."""
     text_guidance_scale: float = 20.0
     """CFG scale of the text prior (released code: 20 for DeepFloyd IF)."""
+    perp_neg: bool = True
+    """Perp-Neg for the text prior's SDS (``studio.guidance.perp_neg``): the prompt interpolated
+    between view prompts, the other views as perpendicular negatives weighted by azimuth (released:
+    ``prompt_processor.use_perp_neg: true`` with IF). Pretrained text priors only (they have view words)."""
     texture_guidance_scale: float = 2.0
     """CFG scale of the bootstrapped prior in the texture stage (released: 2)."""
     t_start: Tuple[float, float] = (0.7, 0.85)
@@ -303,18 +316,23 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
             cond = prior.condition(image=batch["ref_rgb"].permute(2, 0, 1)[None], pose=pose.to(self.device))
         return cond, prior.unconditional(cond)
 
-    def text_conditions(self, batch: Dict[str, Tensor]) -> Tuple[Condition, Condition]:
-        """(condition [B,...], null condition [1,...]) of the text prior for the batch's random
-        views: the prompt, with a view word from each view's azimuth relative to the reference
-        view (the front) for pretrained priors (DreamFusion Sec. 3.2; the released configs'
-        ``prompt_processor.use_view_dependent_prompt``)."""
-        prompt = self.config.prompt
+    def text_conditions(self, batch: Dict[str, Tensor]) -> Tuple[Condition, Condition, Optional[Negatives]]:
+        """(condition [B,...], null condition [1,...], Perp-Neg negatives or None) of the text prior
+        for the batch's random views: the prompt, with a view word from each view's azimuth relative
+        to the reference view (the front) for pretrained priors (DreamFusion Sec. 3.2; the released
+        configs' ``prompt_processor.use_view_dependent_prompt``); with ``perp_neg``, Perp-Neg's
+        interpolated positive and its negatives (``PerpNeg.conditions``)."""
+        prompt, null = self.config.prompt, self._text_conds[""]
         if self.text_prompting is None:
-            prompts = [prompt] * batch["azimuth"].shape[0]
-        else:
-            relative = batch["azimuth"] - batch["ref_azimuth"]
-            prompts = self.text_prompting.prompts(prompt, relative.cpu(), batch["elevation"].cpu())
-        return batch_condition(self._text_conds, prompts), self._text_conds[""]
+            return batch_condition(self._text_conds, [prompt] * batch["azimuth"].shape[0]), null, None
+        relative = batch["azimuth"] - batch["ref_azimuth"]
+        if self.config.perp_neg:
+            positive, negatives = PerpNeg(prompting=self.text_prompting).conditions(
+                self._text_conds, prompt, relative, batch["elevation"]
+            )
+            return positive, null, negatives
+        prompts = self.text_prompting.prompts(prompt, relative.cpu(), batch["elevation"].cpu())
+        return batch_condition(self._text_conds, prompts), null, None
 
     def guidance_inputs(self, outputs, batch) -> Tuple[Dict[str, Tensor], Tensor, Condition, Condition]:
         """What every stage's losses start from: the reference render, the random views' renders

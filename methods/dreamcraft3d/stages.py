@@ -62,8 +62,9 @@ class CoarseStage(Stage):
             losses["sd_3d"] = cfg.nvs_sds_weight * model.nvs_guidance(images, cond, uncond, step)["loss_sds"]
         if model.text_guidance is not None and cfg.text_sds_weight > 0:
             model.text_guidance.schedule = self.schedule()
-            tc, tu = model.text_conditions(batch)
-            losses["sd_2d"] = cfg.text_sds_weight * model.text_guidance(images, tc, tu, step)["loss_sds"]
+            tc, tu, negatives = model.text_conditions(batch)
+            text_sds = model.text_guidance(images, tc, tu, step, negatives=negatives)
+            losses["sd_2d"] = cfg.text_sds_weight * text_sds["loss_sds"]
         return losses
 
 

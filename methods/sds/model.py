@@ -27,7 +27,8 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from studio.cameras.sampling import OrbitViews, camera_vector
-from studio.guidance import SDS, VSD, UniformTimesteps, ViewPrompting, batch_condition
+from studio.guidance import SDS, VSD, Negatives, PerpNeg, UniformTimesteps, ViewPrompting, batch_condition
+from studio.io.errors import StudioInputError
 from studio.io.inputs import Input, Kind
 from studio.models.generation import GenerationModel, GenerationModelConfig
 from studio.models.staged import Stage, StagedModel
@@ -69,6 +70,10 @@ class SDSModelConfig(GenerationModelConfig):
     """Append view words to the prompt (default: on for real priors, off for toy ones)."""
     opacity_weight: float = 0.0
     """Weight of a binary-entropy opacity regulariser on the rendered alpha (0: off)."""
+    perp_neg: bool = False
+    """Perp-Neg (``studio.guidance.perp_neg``) instead of plain CFG: view-interpolated prompts, the
+    other views as perpendicular negatives (threestudio's ``prompt_processor.use_perp_neg``); needs
+    view-dependent prompting and ``guidance sds``."""
     representation: Literal["gaussians", "nerf"] = "gaussians"
     """The optimised scene: Gaussians, or a NeRF (hash-grid field + volume rendering, ``studio.nerf``)."""
     nerf: HashGridFieldConfig = field(default_factory=HashGridFieldConfig)
@@ -109,6 +114,10 @@ class SDSModel(StagedModel, GenerationModel):
         guidance = VSD if cfg.guidance == "vsd" else SDS
         scale = cfg.guidance_scale if cfg.guidance_scale is not None else PAPER_GUIDANCE_SCALES[cfg.guidance]
         self.guidance = guidance(prior, guidance_scale=scale, weighting=cfg.weighting, schedule=schedule)
+        if cfg.perp_neg and (cfg.guidance != "sds" or self._view_prompting() is None):
+            raise StudioInputError(
+                "--pipeline.model.perp-neg needs --pipeline.model.guidance sds and view-dependent prompts."
+            )
         self.field = HashGridField(cfg.nerf) if cfg.representation == "nerf" else None
         self.init_stages([DistillStage(self)])
 
@@ -136,15 +145,21 @@ class SDSModel(StagedModel, GenerationModel):
         prompts = vp.all_prompts(cfg.prompt) if vp is not None else [cfg.prompt]
         return prompts + [cfg.negative_prompt, ""]
 
-    def text_conditions(self, views: OrbitViews) -> Tuple[Condition, Condition]:
-        """(conditional [B,...], unconditional [1,...]) embeddings for the batch's views."""
+    def text_conditions(self, views: OrbitViews) -> Tuple[Condition, Condition, Optional[Negatives]]:
+        """(conditional [B,...], unconditional [1,...], Perp-Neg negatives or None) for the batch's views."""
         cfg = self.config
         vp = self._view_prompting()
+        uncond = self._cond_cache[cfg.negative_prompt]
+        if vp is not None and cfg.perp_neg:
+            positive, negatives = PerpNeg(prompting=vp).conditions(
+                self._cond_cache, cfg.prompt, views.azimuth, views.elevation
+            )
+            return positive, uncond, negatives
         if vp is not None:
             prompts = vp.prompts(cfg.prompt, views.azimuth, views.elevation)
         else:
             prompts = [cfg.prompt] * len(views.azimuth)
-        return batch_condition(self._cond_cache, prompts), self._cond_cache[cfg.negative_prompt]
+        return batch_condition(self._cond_cache, prompts), uncond, None
 
     def render_any(self, cameras: Cameras) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         if self.field is None:
@@ -171,13 +186,13 @@ class SDSModel(StagedModel, GenerationModel):
     def base_losses(self, outputs, batch) -> Dict[str, Tensor]:
         """The guidance loss (SDS, or VSD and its fake score's loss) and the opacity regulariser."""
         views = OrbitViews(batch["elevation"], batch["azimuth"], batch["distance"], batch["fov"])
-        cond, uncond = self.text_conditions(views)
+        cond, uncond, negatives = self.text_conditions(views)
         images = outputs["rgb_views"].permute(0, 3, 1, 2)
         if isinstance(self.guidance, VSD):
             out = self.guidance(images, cond, uncond, self.step, camera=camera_vector(views).to(self.device))
             losses = {"loss_vsd": out["loss_vsd"], "loss_vsd_fake": out["loss_vsd_fake"]}
         else:
-            losses = {"loss_sds": self.guidance(images, cond, uncond, self.step)["loss_sds"]}
+            losses = {"loss_sds": self.guidance(images, cond, uncond, self.step, negatives=negatives)["loss_sds"]}
         if self.config.opacity_weight > 0:
             a = outputs["alpha_views"].clamp(1e-4, 1 - 1e-4)
             losses["opacity_loss"] = self.config.opacity_weight * -(a * a.log() + (1 - a) * (1 - a).log()).mean()
