@@ -68,6 +68,10 @@ def test_dreamcraft3d_all_stages_with_pretrained_priors(snapshots, tmp_path: Pat
         nvs_prior,
         "--pipeline.model.text-prior",
         str(snapshots[text]),
+        "--pipeline.model.texture-prior",  # the released texture stage: BSD on SD with the prompt
+        "text",
+        "--pipeline.model.texture-text-prior",
+        str(snapshots["sd"]),
         "--pipeline.datamanager.depth-model",
         str(snapshots["depth"]),
         "--pipeline.model.stage-iters",
@@ -95,7 +99,9 @@ def test_dreamcraft3d_all_stages_with_pretrained_priors(snapshots, tmp_path: Pat
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["pipeline"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     prior_keys = [k for k in state if "guidance" in k]
-    assert prior_keys and all("lora" in k or "camera" in k for k in prior_keys), prior_keys[:5]
+    assert prior_keys and all("lora" in k or "camera" in k or "class_embedding" in k for k in prior_keys), prior_keys[
+        :5
+    ]
     assert not any("text_encoder" in k or "image_encoder" in k or ".vae." in k for k in state)
 
 

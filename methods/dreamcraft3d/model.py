@@ -57,12 +57,13 @@ from studio.guidance import (
     ViewPrompting,
     batch_condition,
 )
+from studio.io.errors import StudioInputError
 from studio.io.inputs import Input, Kind
 from studio.methods.dreamcraft3d.stages import DMTET_GROUPS, MESH_GROUPS, dreamcraft3d_stages
 from studio.models.generation import GenerationModel, GenerationModelConfig
 from studio.models.staged import StagedModel
 from studio.priors import check_prior
-from studio.priors.base import Condition
+from studio.priors.base import Condition, DiffusionPrior
 
 
 class DMTetGrid(NamedTuple):
@@ -119,6 +120,12 @@ class DreamCraft3DModelConfig(GenerationModelConfig):
     t_anneal_steps: int = 200
     geometry_t_range: Tuple[float, float] = (0.2, 0.5)
     """Geometry-stage timestep range (the coarse stage's final range; released config: 0.02-0.5)."""
+    texture_prior: Literal["auto", "novel-view", "text"] = "auto"
+    """Prior the texture stage distils: ``text``: ``texture_text_prior`` with the prompt and view words
+    (released texture config: SD-2.1-base, front/back thresholds 30); ``novel-view``: the novel-view
+    prior bootstrapped from the reference image; ``auto``: text when ``--prompt`` is given, else novel-view."""
+    texture_text_prior: str = "sd-2.1-base"
+    """Text prior of the texture stage (``texture_prior text``; released: SD-2.1-base)."""
     texture_guidance: Literal["bsd", "sds"] = "bsd"
     """Texture-stage guidance: BSD (DreamCraft3D) or plain SDS (ablation)."""
     bootstrap_every: int = 1000
@@ -162,6 +169,10 @@ class DreamCraft3DModelConfig(GenerationModelConfig):
                 Input("--prompt", Kind.PROMPT, self.prompt),
                 Input("--pipeline.model.text-prior", Kind.PRIOR, self.text_prior, check=check_prior),
             ]
+            if self.texture_prior != "novel-view":
+                items.append(
+                    Input("--pipeline.model.texture-text-prior", Kind.PRIOR, self.texture_text_prior, check=check_prior)
+                )
         return items
 
 
@@ -183,18 +194,26 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         self.text_guidance: Optional[SDS] = None
         # view words for pretrained text priors (ToyWorld captions have none), relative to the reference view
         self.text_prompting: Optional[ViewPrompting] = None
+        self._text_priors: Dict[str, Tuple[DiffusionPrior, Dict[str, Condition]]] = {}
         self._text_conds: Dict[str, Condition] = {}
         if cfg.prompt:
-            prior = self.load_prior(cfg.text_prior)
+            prior, self._text_conds = self.prompt_prior(cfg.text_prior)
             if not str(cfg.text_prior).startswith("toy-"):
                 self.text_prompting = ViewPrompting()
-            prompts = self.text_prompting.all_prompts(cfg.prompt) if self.text_prompting else [cfg.prompt]
-            self._text_conds = self.embed_prompts(prior, [*prompts, ""])
             self.text_guidance = SDS(prior, cfg.text_guidance_scale, "sds", self.coarse_schedule)
+        # the texture stage: the novel-view prior, or a text prior with the released texture stage's view words
+        self.texture_prompting: Optional[ViewPrompting] = None
+        self._texture_conds: Dict[str, Condition] = {}
+        texture_base = nvs_prior
+        if self.texture_uses_text():
+            texture_base, self._texture_conds = self.prompt_prior(cfg.texture_text_prior)
+            if not str(cfg.texture_text_prior).startswith("toy-"):
+                self.texture_prompting = ViewPrompting(front_threshold=30.0, back_threshold=30.0)
+        self.texture_image_size = int(texture_base.image_size)
         texture_schedule = DreamCraft3DSchedule("texture", anneal_steps=cfg.stage_iters[2])
         if cfg.texture_guidance == "bsd":
             self.texture_guidance = BSD(
-                nvs_prior,
+                texture_base,
                 cfg.texture_guidance_scale,
                 schedule=texture_schedule,
                 bootstrap_every=cfg.bootstrap_every,
@@ -207,7 +226,8 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
                 finetune_render_score=cfg.finetune_render_score,
             )
         else:
-            self.texture_guidance = SDS(nvs_prior, cfg.nvs_guidance_scale, "sds", texture_schedule)
+            scale = cfg.text_guidance_scale if self.texture_uses_text() else cfg.nvs_guidance_scale
+            self.texture_guidance = SDS(texture_base, scale, "sds", texture_schedule)
         self.mesh = nn.ParameterDict({name: nn.Parameter(torch.zeros(0, 3)) for name in MESH_GROUPS})
         self.dmtet = nn.ParameterDict({name: nn.Parameter(torch.zeros(0, 3)) for name in DMTET_GROUPS})
         self.register_buffer("dmtet_box", torch.zeros(2, 3))
@@ -217,6 +237,25 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         self.register_buffer("mesh_faces", torch.zeros(0, 3, dtype=torch.long))
         self.register_buffer("mesh_uv", torch.zeros(0, 2))
         self.init_stages(dreamcraft3d_stages(self))
+
+    def texture_uses_text(self) -> bool:
+        """Whether the texture stage distils a text prior (``texture_prior``; ``auto``: with a prompt)."""
+        cfg = self.config
+        if cfg.texture_prior == "text" and not cfg.prompt:
+            raise StudioInputError("--pipeline.model.texture-prior text needs --prompt.")
+        return cfg.texture_prior == "text" or (cfg.texture_prior == "auto" and bool(cfg.prompt))
+
+    def prompt_prior(self, name: str) -> Tuple[DiffusionPrior, Dict[str, Condition]]:
+        """The text prior ``name`` (loaded once per name) and the conditions of the prompt with each
+        view word and of "", embedded before any guidance clones it; its text encoder is then freed."""
+        if name not in self._text_priors:
+            prior = self.load_prior(name)
+            prompt = self.config.prompt
+            self._text_priors[name] = (
+                prior,
+                self.embed_prompts(prior, [*ViewPrompting().all_prompts(prompt), prompt, ""]),
+            )
+        return self._text_priors[name]
 
     def get_param_groups(self):
         groups = super().get_param_groups()
@@ -333,6 +372,20 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
             return positive, null, negatives
         prompts = self.text_prompting.prompts(prompt, relative.cpu(), batch["elevation"].cpu())
         return batch_condition(self._text_conds, prompts), null, None
+
+    def texture_conditions(self, batch: Dict[str, Tensor], views: OrbitViews) -> Tuple[Condition, Condition]:
+        """(condition [N,...], null condition) of the texture stage's prior for ``views`` [N]: the
+        novel-view prior's (``nvs_conditions``), or the prompt with view words by azimuth from the
+        reference view (texture thresholds 30 / 30) and the empty prompt."""
+        if not self.texture_uses_text():
+            return self.nvs_conditions(batch, views)
+        prompt, n = self.config.prompt, views.azimuth.shape[0]
+        if self.texture_prompting is None:
+            prompts = [prompt] * n
+        else:
+            relative = (views.azimuth - batch["ref_azimuth"].to(views.azimuth.device)).cpu()
+            prompts = self.texture_prompting.prompts(prompt, relative, views.elevation.cpu())
+        return batch_condition(self._texture_conds, prompts), self._texture_conds[""]
 
     def guidance_inputs(self, outputs, batch) -> Tuple[Dict[str, Tensor], Tensor, Condition, Condition]:
         """What every stage's losses start from: the reference render, the random views' renders

@@ -219,7 +219,10 @@ class TextureStage(Stage):
 
     def get_loss_dict(self, outputs, batch) -> Dict[str, Tensor]:
         model, cfg = self.model, self.model.config
-        ref, images, cond, uncond = model.guidance_inputs(outputs, batch)
+        ref = model.render_reference(batch)
+        images = outputs["rgb_views"].permute(0, 3, 1, 2)
+        views = OrbitViews(batch["elevation"], batch["azimuth"], batch["distance"], batch["fov"])
+        cond, uncond = model.texture_conditions(batch, views)
         mask = batch["ref_mask"]
         eroded = 1.0 - torch.nn.functional.max_pool2d((1.0 - mask).permute(2, 0, 1)[None], 9, 1, 4)[0].permute(1, 2, 0)
         losses = {"ref_rgb": cfg.rgb_weight * ((ref["rgb"] - batch["ref_rgb"]).abs() * eroded).mean()}
@@ -239,8 +242,8 @@ class TextureStage(Stage):
         """One BSD round on the model's ``bootstrap_orbit`` views."""
         model = self.model
         views, offsets = model.bootstrap_orbit(batch)
-        cond, uncond = model.nvs_conditions(batch, OrbitViews(*(v.to(model.device) for v in views)))
-        size = model.nvs_guidance.prior.image_size
+        cond, uncond = model.texture_conditions(batch, OrbitViews(*(v.to(model.device) for v in views)))
+        size = model.texture_image_size
         # BSD renders under no_grad itself; its fine-tuning needs gradients
         model.texture_guidance.bootstrap(
             lambda cams: model.render_any(cams)[0].permute(0, 3, 1, 2),
