@@ -58,6 +58,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         "4",
         "--pipeline.model.mesh-resolution",
         "24",
+        "--pipeline.model.geometry-representation",  # the tiny preset edits vertices; DMTet is the default
+        "dmtet",
         "--pipeline.model.texture-size",
         str(TEXTURE),
         "--pipeline.datamanager.resolution",
