@@ -299,6 +299,8 @@ def _method_commands() -> list[Command]:
         extra = ["--preset", "tiny", "--vis", "tensorboard"]
         if hasattr(config.pipeline.model, "prompt"):  # methods with an optional prompt: tried with one
             config.pipeline.model.prompt = GOOD[Kind.PROMPT](Path(), None)
+        config.preset = "tiny"
+        config.apply_preset({"model": {"prompt"}})  # the inputs of the configuration the commands run
         out.append(Command(f"ns-train {name}", "ns-train", [name], config.inputs(), extra))
     return out
 

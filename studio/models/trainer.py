@@ -217,11 +217,25 @@ class StudioTrainerConfig(TrainerConfig):
         return items
 
     def resolve(self, explicit: Optional[Dict[str, set]] = None) -> None:
-        """Apply the preset to the fields not in ``explicit`` (per section: ``trainer``, ``model``,
-        ``datamanager``) and still at the method's registered defaults, then validate the inputs
-        (the preset may choose them, e.g. the embedded priors of ``tiny``)."""
+        """Apply the preset (``apply_preset``), then validate the inputs (the preset may choose
+        them, e.g. the embedded priors of ``tiny``)."""
         requested = self.preset
-        chosen = resolve_preset(requested)
+        chosen = self.apply_preset(explicit)
+        self.validate_inputs()
+        if requested == "auto":
+            reason = "CUDA is available" if chosen == "full" else "no CUDA device"
+            CONSOLE.print(f"Using the '{chosen}' preset ({reason}); --preset tiny|full forces one.")
+        self.resolve_run_length()
+        for group in self.optimizers.values():
+            scheduler = group.get("scheduler")
+            if scheduler is not None and hasattr(scheduler, "max_steps"):
+                scheduler.max_steps = self.schedule_length()
+
+    def apply_preset(self, explicit: Optional[Dict[str, set]] = None) -> str:
+        """Apply the preset to the fields not in ``explicit`` (per section: ``trainer``, ``model``,
+        ``datamanager``, ``optimizers``) and still at the method's registered defaults; returns the
+        preset chosen (``auto`` resolved)."""
+        chosen = resolve_preset(self.preset)
         self.preset = chosen
         method = self.method_name or ""
         values = load_preset(method, chosen)
@@ -247,15 +261,7 @@ class StudioTrainerConfig(TrainerConfig):
                 explicit.get(section, ()),
                 f"configs/{method}.yaml {chosen}.{section}",
             )
-        self.validate_inputs()
-        if requested == "auto":
-            reason = "CUDA is available" if chosen == "full" else "no CUDA device"
-            CONSOLE.print(f"Using the '{chosen}' preset ({reason}); --preset tiny|full forces one.")
-        self.resolve_run_length()
-        for group in self.optimizers.values():
-            scheduler = group.get("scheduler")
-            if scheduler is not None and hasattr(scheduler, "max_steps"):
-                scheduler.max_steps = self.schedule_length()
+        return chosen
 
     def resolve_run_length(self) -> None:
         """Hook for methods whose ``max_num_iterations`` follows from other settings (after the preset)."""
