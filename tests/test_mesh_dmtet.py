@@ -16,8 +16,8 @@ BOX = (torch.tensor([-1.0, -1.0, -1.0]), torch.tensor([1.0, 1.0, 1.0]))
 
 def test_tet_grid_fills_the_box_and_is_conforming():
     """Positive tets that exactly fill the box; every interior triangle is shared by two tets."""
-    vertices, tets = tet_grid(*BOX, 4)
-    assert vertices.shape == (125, 3) and tets.shape == (4**3 * 6, 4)
+    vertices, tets, _, dims = tet_grid(*BOX, 4)
+    assert dims == (5, 5, 5) and vertices.shape == (125, 3) and tets.shape == (4**3 * 6, 4)
     corners = vertices[tets]
     volume = torch.det(torch.stack([corners[:, k] - corners[:, 0] for k in (1, 2, 3)], -1)).abs() / 6
     assert volume.min() > 0 and volume.sum().item() == pytest.approx(8.0, rel=1e-5)
@@ -28,7 +28,7 @@ def test_tet_grid_fills_the_box_and_is_conforming():
 
 
 def test_sphere_is_watertight_outward_and_on_the_surface():
-    vertices, tets = tet_grid(*BOX, 24)
+    vertices, tets, _, _ = tet_grid(*BOX, 24)
     surface = marching_tetrahedra(vertices, vertices.norm(dim=-1) - 0.6, tets)
     mesh = trimesh.Trimesh(surface.vertices.numpy(), surface.faces.numpy(), process=False)
     assert mesh.is_watertight and mesh.is_winding_consistent
@@ -40,7 +40,7 @@ def test_sphere_is_watertight_outward_and_on_the_surface():
 def test_gradients_move_the_surface():
     """Lowering the signed distance everywhere by d grows a sphere's radius by d (for a true
     distance), and the mesh follows a grid deformation."""
-    vertices, tets = tet_grid(*BOX, 16)
+    vertices, tets, _, _ = tet_grid(*BOX, 16)
     sdf = (vertices.norm(dim=-1) - 0.5).requires_grad_()
     offset = torch.zeros_like(vertices, requires_grad=True)
     surface = marching_tetrahedra(vertices + offset, sdf, tets)
@@ -54,7 +54,7 @@ def test_gradients_move_the_surface():
 
 
 def test_empty_and_full_fields_have_no_surface():
-    vertices, tets = tet_grid(*BOX, 4)
+    vertices, tets, _, _ = tet_grid(*BOX, 4)
     for sdf in (torch.ones(len(vertices)), -torch.ones(len(vertices))):
         surface = marching_tetrahedra(vertices, sdf, tets)
         assert surface.vertices.shape == (0, 3) and surface.faces.shape == (0, 3)

@@ -171,16 +171,13 @@ def test_textured_mesh_to_ply_is_refused(runs, tmp_path, capsys):
 def test_geometry_stage_writes_its_vertex_coloured_mesh(runs, tmp_path, suffix, capsys):
     """In the (DMTet) geometry stage the export is the DMTet marched at the checkpoint's signed
     distance, deformation and grid colours."""
-    from studio.mesh.dmtet import deformable_surface
+    from studio.mesh.dmtet import deformable_surface, tet_grid
 
     config = runs["geometry"]
     state = _state(config)
     assert state["_model.mesh.texture"].shape[0] == 0 and state["_model.dmtet.dmtet_sdf"].shape[0] > 0
-    lo, hi = state["_model.dmtet_box"]
     verts, faces, colors = deformable_surface(
-        lo,
-        hi,
-        int(state["_model.dmtet_resolution"]),
+        tet_grid(*state["_model.dmtet_box"], int(state["_model.dmtet_resolution"])),
         *(state[f"_model.dmtet.dmtet_{k}"].float() for k in ("sdf", "deform")),
         state["_model.dmtet.dmtet_color"].float().clamp(0, 1),
     )

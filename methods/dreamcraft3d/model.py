@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Dict, List, Literal, NamedTuple, Optional, Tuple, Type
+from typing import TYPE_CHECKING, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -65,15 +65,8 @@ from studio.models.staged import StagedModel
 from studio.priors import check_prior
 from studio.priors.base import Condition, DiffusionPrior
 
-
-class DMTetGrid(NamedTuple):
-    """A tet grid: ``vertices`` [V,3], ``tets`` [T,4], the cube edge ``cell`` (world units) and the
-    lattice points per axis ``dims`` (``vertices`` is that lattice, the last axis fastest)."""
-
-    vertices: Tensor
-    tets: Tensor
-    cell: float
-    dims: Tuple[int, int, int]
+if TYPE_CHECKING:
+    from studio.mesh.dmtet import TetGrid
 
 
 @dataclass
@@ -232,7 +225,7 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         self.dmtet = nn.ParameterDict({name: nn.Parameter(torch.zeros(0, 3)) for name in DMTET_GROUPS})
         self.register_buffer("dmtet_box", torch.zeros(2, 3))
         self.register_buffer("dmtet_resolution", torch.tensor(cfg.mesh_resolution))  # for readers of checkpoints
-        self._dmtet_grid: Optional[tuple] = None  # (key, DMTetGrid): the grid follows the box
+        self._dmtet_grid: Optional[tuple] = None  # (key, TetGrid): the grid follows the box
         self._dmtet_surface: Optional[tuple] = None  # (key, surface) of the current parameters
         self.register_buffer("mesh_faces", torch.zeros(0, 3, dtype=torch.long))
         self.register_buffer("mesh_uv", torch.zeros(0, 2))
@@ -299,18 +292,14 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         return {"rgb": rgb[0], "alpha": alpha[0], "depth": depth[0], "background": bg}
 
     # ---- DMTet geometry ------------------------------------------------------------------------
-    def dmtet_grid(self) -> "DMTetGrid":
+    def dmtet_grid(self) -> "TetGrid":
         """The Kuhn tet grid of ``mesh_resolution`` cubes over ``dmtet_box`` (rebuilt when the box
         changes, never saved: a checkpoint holds the box)."""
         key = (tuple(self.dmtet_box.flatten().tolist()), self.config.mesh_resolution, str(self.dmtet_box.device))
         if self._dmtet_grid is None or self._dmtet_grid[0] != key:
             from studio.mesh.dmtet import tet_grid
 
-            lo, hi = self.dmtet_box
-            vertices, tets = tet_grid(lo, hi, self.config.mesh_resolution)
-            cell = float((hi - lo).max()) / self.config.mesh_resolution
-            dims = tuple(int(n) for n in torch.round((vertices.max(0).values - lo) / cell).long() + 1)
-            self._dmtet_grid = (key, DMTetGrid(vertices, tets, cell, dims))
+            self._dmtet_grid = (key, tet_grid(*self.dmtet_box, self.config.mesh_resolution))
         return self._dmtet_grid[1]
 
     def dmtet_surface(self) -> Tuple[Tensor, Tensor, Tensor]:
@@ -321,13 +310,8 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         params = [self.dmtet[name] for name in DMTET_GROUPS]
         key = (tuple(p._version for p in params), tuple(id(p) for p in params), torch.is_grad_enabled())
         if self._dmtet_surface is None or self._dmtet_surface[0] != key:
-            grid = self.dmtet_grid()
             sdf, deform, color = params
-            lo, hi = self.dmtet_box
-            mesh = deformable_surface(
-                lo, hi, self.config.mesh_resolution, sdf, deform, color.clamp(0, 1), (grid.vertices, grid.tets)
-            )
-            self._dmtet_surface = (key, mesh)
+            self._dmtet_surface = (key, deformable_surface(self.dmtet_grid(), sdf, deform, color.clamp(0, 1)))
         return self._dmtet_surface[1]
 
     # ---- conditions and losses ---------------------------------------------------------------

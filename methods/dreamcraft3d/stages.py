@@ -152,15 +152,16 @@ class DMTetGeometryStage(GeometryStage):
     def enter(self) -> None:
         from studio.export.density import opacity_field
         from studio.export.mesh import extraction_bounds
+        from studio.gaussians.sh import sh_to_rgb
 
         model, cfg = self.model, self.model.config
         g = model.gaussians.activated().detach()
         box = extraction_bounds(g)
         model.dmtet_box.data = box.float().to(model.device)
-        _, _, cell, dims = model.dmtet_grid()
-        lo = box[0].to(g.means.device)
+        grid = model.dmtet_grid()
+        lo, cell, dims = box[0].to(g.means.device), grid.cell, grid.dims
         density = opacity_field(g, lo, cell, dims).reshape(-1)
-        rgb = (0.5 + 0.28209479177387814 * g.sh[:, 0]).clamp(0, 1)  # SH band 0 (3DGS convention)
+        rgb = sh_to_rgb(g.sh[:, 0]).clamp(0, 1)
         weighted = [opacity_field(replace(g, opacities=g.opacities * rgb[:, c]), lo, cell, dims) for c in range(3)]
         colour = torch.stack([w.reshape(-1) for w in weighted], -1) / density[:, None].clamp_min(1e-6)
         colour = torch.where(density[:, None] > 1e-6, colour, torch.full_like(colour, 0.5))

@@ -61,14 +61,12 @@ def dmtet_state_mesh(get) -> trimesh.Trimesh:
     """The vertex-coloured mesh of a DMTet geometry stage: ``dmtet_box`` [2,3], ``dmtet_resolution``
     and ``dmtet.dmtet_sdf`` [V], ``dmtet.dmtet_deform`` [V,3], ``dmtet.dmtet_color`` [V,3]
     (``studio.mesh.dmtet.deformable_surface``), read with ``get(name)``."""
-    from studio.mesh.dmtet import deformable_surface
+    from studio.mesh.dmtet import deformable_surface, tet_grid
 
-    lo, hi = get("dmtet_box").float()
+    grid = tet_grid(*get("dmtet_box").float(), int(get("dmtet_resolution")))
     with torch.no_grad():
         verts, faces, colors = deformable_surface(
-            lo,
-            hi,
-            int(get("dmtet_resolution")),
+            grid,
             get("dmtet.dmtet_sdf").float(),
             get("dmtet.dmtet_deform").float(),
             get("dmtet.dmtet_color").float().clamp(0.0, 1.0),

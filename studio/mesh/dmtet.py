@@ -20,7 +20,7 @@ Signed distance convention: negative inside, positive outside.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import NamedTuple, Tuple
 
 import torch
 from torch import Tensor
@@ -31,25 +31,32 @@ _CUBE_TETS = torch.tensor([[0, 1, 3, 7], [0, 1, 5, 7], [0, 2, 3, 7], [0, 2, 6, 7
 _CORNERS = torch.tensor([[x, y, z] for z in (0, 1) for y in (0, 1) for x in (0, 1)])  # [8,3], index x + 2y + 4z
 
 
-def tet_grid(lo: Tensor, hi: Tensor, resolution: int) -> Tuple[Tensor, Tensor]:
-    """The Kuhn tetrahedral grid over the box ``[lo, hi]`` ([3] world units each) with
-    ``resolution`` cubes along its longest side (cubic cells; the box grows to whole cells).
+class TetGrid(NamedTuple):
+    """A tetrahedral grid: ``vertices`` [V,3], ``tets`` [T,4] long, the cube edge ``cell`` (world
+    units) and the lattice points per axis ``dims`` (``vertices`` is that lattice, the last axis fastest)."""
 
-    Returns:
-        vertices [V,3] float32 (lattice points ``lo + cell * (i, j, k)``, ``k`` fastest), tets [T,4] long.
-    """
+    vertices: Tensor
+    tets: Tensor
+    cell: float
+    dims: Tuple[int, int, int]
+
+
+def tet_grid(lo: Tensor, hi: Tensor, resolution: int) -> TetGrid:
+    """The Kuhn tetrahedral grid over the box ``[lo, hi]`` ([3] world units each) with
+    ``resolution`` cubes along its longest side (cubic cells; the box grows to whole cells):
+    vertices float32 at the lattice points ``lo + cell * (i, j, k)``, on ``lo``'s device."""
     if resolution < 1:
         raise ValueError("tet_grid needs resolution >= 1")
     cell = float((hi - lo).max()) / resolution
-    dims = torch.clamp(torch.ceil((hi - lo) / cell).long(), min=1)  # cubes per axis
-    nx, ny, nz = (int(d) + 1 for d in dims)  # lattice points per axis
+    cubes_per_axis = torch.clamp(torch.ceil((hi - lo).cpu() / cell).long(), min=1)
+    nx, ny, nz = (int(d) + 1 for d in cubes_per_axis)  # lattice points per axis
     idx = torch.stack(torch.meshgrid(*(torch.arange(n) for n in (nx, ny, nz)), indexing="ij"), -1).reshape(-1, 3)
     vertices = lo.float().cpu() + cell * idx.float()
-    cubes = torch.stack(torch.meshgrid(*(torch.arange(int(d)) for d in dims), indexing="ij"), -1).reshape(-1, 1, 3)
-    corner = cubes + _CORNERS[None]  # [C,8,3]
+    cubes = torch.stack(torch.meshgrid(*(torch.arange(int(d)) for d in cubes_per_axis), indexing="ij"), -1)
+    corner = cubes.reshape(-1, 1, 3) + _CORNERS[None]  # [C,8,3]
     flat = (corner[..., 0] * ny + corner[..., 1]) * nz + corner[..., 2]  # [C,8]
     tets = flat[:, _CUBE_TETS].reshape(-1, 4)  # [C*6,4]
-    return vertices.to(lo.device), tets.to(lo.device)
+    return TetGrid(vertices.to(lo.device), tets.to(lo.device), cell, (nx, ny, nz))
 
 
 @dataclass
@@ -114,14 +121,9 @@ def marching_tetrahedra(vertices: Tensor, sdf: Tensor, tets: Tensor) -> TetSurfa
     return TetSurface(points, faces, edges, weights)
 
 
-def deformable_surface(
-    lo: Tensor, hi: Tensor, resolution: int, sdf: Tensor, deform: Tensor, color: Tensor, grid=None
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """A deformable DMTet's mesh: the :func:`tet_grid` of ``resolution`` cubes over ``[lo, hi]``
-    (or ``grid`` = its (vertices, tets), already built), each vertex moved by at most half a cube,
+def deformable_surface(grid: TetGrid, sdf: Tensor, deform: Tensor, color: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """A deformable DMTet's mesh: the ``grid``'s vertices each moved by at most half a cube,
     ``0.5 * cell * tanh(deform)`` (``deform`` [V,3]), marched at ``sdf`` [V]; ``color`` [V,C]
     interpolated like the positions. Returns vertices [M,3], faces [F,3], colours [M,C]."""
-    vertices, tets = grid if grid is not None else tet_grid(lo, hi, resolution)
-    cell = float((hi - lo).max()) / resolution
-    surface = marching_tetrahedra(vertices + 0.5 * cell * torch.tanh(deform), sdf, tets)
+    surface = marching_tetrahedra(grid.vertices + 0.5 * grid.cell * torch.tanh(deform), sdf, grid.tets)
     return surface.vertices, surface.faces, surface.interpolate(color)
