@@ -40,23 +40,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Dict, List, Literal, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Callable, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor, nn
 
 from studio.cameras.sampling import OrbitViews, orbit_cameras, relative_pose
-from studio.guidance import (
-    BSD,
-    SDS,
-    DreamCraft3DSchedule,
-    Negatives,
-    PerpNeg,
-    UniformTimesteps,
-    ViewPrompting,
-    batch_condition,
-)
+from studio.guidance import BSD, SDS, DreamCraft3DSchedule, Negatives, UniformTimesteps, ViewPrompting, view_conditions
 from studio.io.errors import StudioInputError
 from studio.io.inputs import Input, Kind
 from studio.methods.dreamcraft3d.stages import DMTET_GROUPS, MESH_GROUPS, dreamcraft3d_stages
@@ -196,9 +187,11 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
             self.text_guidance = SDS(prior, cfg.text_guidance_scale, "sds", self.coarse_schedule)
         # the texture stage: the novel-view prior, or a text prior with the released texture stage's view words
         self.texture_prompting: Optional[ViewPrompting] = None
-        self._texture_conds: Dict[str, Condition] = {}
+        self._texture_conds: Dict[str, Condition] = {}  # non-empty: the texture stage distils a text prior
         texture_base = nvs_prior
-        if self.texture_uses_text():
+        if cfg.texture_prior == "text" and not cfg.prompt:
+            raise StudioInputError("--pipeline.model.texture-prior text needs --prompt.")
+        if cfg.texture_prior == "text" or (cfg.texture_prior == "auto" and cfg.prompt):
             texture_base, self._texture_conds = self.prompt_prior(cfg.texture_text_prior)
             if not str(cfg.texture_text_prior).startswith("toy-"):
                 self.texture_prompting = ViewPrompting(front_threshold=30.0, back_threshold=30.0)
@@ -219,7 +212,7 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
                 finetune_render_score=cfg.finetune_render_score,
             )
         else:
-            scale = cfg.text_guidance_scale if self.texture_uses_text() else cfg.nvs_guidance_scale
+            scale = cfg.text_guidance_scale if self._texture_conds else cfg.nvs_guidance_scale
             self.texture_guidance = SDS(texture_base, scale, "sds", texture_schedule)
         self.mesh = nn.ParameterDict({name: nn.Parameter(torch.zeros(0, 3)) for name in MESH_GROUPS})
         self.dmtet = nn.ParameterDict({name: nn.Parameter(torch.zeros(0, 3)) for name in DMTET_GROUPS})
@@ -230,13 +223,6 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
         self.register_buffer("mesh_faces", torch.zeros(0, 3, dtype=torch.long))
         self.register_buffer("mesh_uv", torch.zeros(0, 2))
         self.init_stages(dreamcraft3d_stages(self))
-
-    def texture_uses_text(self) -> bool:
-        """Whether the texture stage distils a text prior (``texture_prior``; ``auto``: with a prompt)."""
-        cfg = self.config
-        if cfg.texture_prior == "text" and not cfg.prompt:
-            raise StudioInputError("--pipeline.model.texture-prior text needs --prompt.")
-        return cfg.texture_prior == "text" or (cfg.texture_prior == "auto" and bool(cfg.prompt))
 
     def prompt_prior(self, name: str) -> Tuple[DiffusionPrior, Dict[str, Condition]]:
         """The text prior ``name`` (loaded once per name) and the conditions of the prompt with each
@@ -262,11 +248,11 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
 
     def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
         state_dict = dict(state_dict)
-        for container, names in ((self.mesh, MESH_GROUPS), (self.dmtet, DMTET_GROUPS)):
+        for prefix, names in (("mesh", MESH_GROUPS), ("dmtet", DMTET_GROUPS)):
             for name in names:
-                key = f"{'mesh' if container is self.mesh else 'dmtet'}.{name}"
+                key = f"{prefix}.{name}"
                 if key in state_dict:
-                    container[name] = nn.Parameter(torch.zeros_like(state_dict[key]))
+                    getattr(self, prefix)[name] = nn.Parameter(torch.zeros_like(state_dict[key]))
         for name in ("mesh_faces", "mesh_uv"):
             if name in state_dict:
                 setattr(self, name, torch.zeros_like(state_dict[name]))
@@ -341,43 +327,43 @@ class DreamCraft3DModel(StagedModel, GenerationModel):
 
     def text_conditions(self, batch: Dict[str, Tensor]) -> Tuple[Condition, Condition, Optional[Negatives]]:
         """(condition [B,...], null condition [1,...], Perp-Neg negatives or None) of the text prior
-        for the batch's random views: the prompt, with a view word from each view's azimuth relative
-        to the reference view (the front) for pretrained priors (DreamFusion Sec. 3.2; the released
-        configs' ``prompt_processor.use_view_dependent_prompt``); with ``perp_neg``, Perp-Neg's
-        interpolated positive and its negatives (``PerpNeg.conditions``)."""
-        prompt, null = self.config.prompt, self._text_conds[""]
-        if self.text_prompting is None:
-            return batch_condition(self._text_conds, [prompt] * batch["azimuth"].shape[0]), null, None
+        for the batch's random views (``studio.guidance.view_conditions``): for pretrained priors
+        the prompt with a view word from each view's azimuth relative to the reference view (the
+        front; DreamFusion Sec. 3.2, the released configs' ``use_view_dependent_prompt``) or, with
+        ``perp_neg``, Perp-Neg's interpolated positive and its negatives."""
         relative = batch["azimuth"] - batch["ref_azimuth"]
-        if self.config.perp_neg:
-            positive, negatives = PerpNeg(prompting=self.text_prompting).conditions(
-                self._text_conds, prompt, relative, batch["elevation"]
-            )
-            return positive, null, negatives
-        prompts = self.text_prompting.prompts(prompt, relative.cpu(), batch["elevation"].cpu())
-        return batch_condition(self._text_conds, prompts), null, None
+        cond, negatives = view_conditions(
+            self._text_conds,
+            self.config.prompt,
+            relative,
+            batch["elevation"],
+            self.text_prompting,
+            self.config.perp_neg,
+        )
+        return cond, self._text_conds[""], negatives
 
     def texture_conditions(self, batch: Dict[str, Tensor], views: OrbitViews) -> Tuple[Condition, Condition]:
         """(condition [N,...], null condition) of the texture stage's prior for ``views`` [N]: the
         novel-view prior's (``nvs_conditions``), or the prompt with view words by azimuth from the
         reference view (texture thresholds 30 / 30) and the empty prompt."""
-        if not self.texture_uses_text():
+        if not self._texture_conds:
             return self.nvs_conditions(batch, views)
-        prompt, n = self.config.prompt, views.azimuth.shape[0]
-        if self.texture_prompting is None:
-            prompts = [prompt] * n
-        else:
-            relative = (views.azimuth - batch["ref_azimuth"].to(views.azimuth.device)).cpu()
-            prompts = self.texture_prompting.prompts(prompt, relative, views.elevation.cpu())
-        return batch_condition(self._texture_conds, prompts), self._texture_conds[""]
+        relative = views.azimuth - batch["ref_azimuth"].to(views.azimuth.device)
+        cond, _ = view_conditions(
+            self._texture_conds, self.config.prompt, relative, views.elevation, self.texture_prompting
+        )
+        return cond, self._texture_conds[""]
 
-    def guidance_inputs(self, outputs, batch) -> Tuple[Dict[str, Tensor], Tensor, Condition, Condition]:
+    def guidance_inputs(
+        self, outputs, batch, conditions: Optional[Callable] = None
+    ) -> Tuple[Dict[str, Tensor], Tensor, Condition, Condition]:
         """What every stage's losses start from: the reference render, the random views' renders
-        [B,3,H,W] and the novel-view prior's (condition, null condition) for them."""
+        [B,3,H,W] and the (condition, null condition) for them of ``conditions(batch, views)``
+        (default ``nvs_conditions``; the texture stage's: ``texture_conditions``)."""
         ref = self.render_reference(batch)
         images = outputs["rgb_views"].permute(0, 3, 1, 2)
         views = OrbitViews(batch["elevation"], batch["azimuth"], batch["distance"], batch["fov"])
-        cond, uncond = self.nvs_conditions(batch, views)
+        cond, uncond = (conditions or self.nvs_conditions)(batch, views)
         return ref, images, cond, uncond
 
     def bootstrap_orbit(self, batch: Dict[str, Tensor]) -> Tuple[OrbitViews, Tensor]:

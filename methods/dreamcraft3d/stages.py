@@ -220,10 +220,7 @@ class TextureStage(Stage):
 
     def get_loss_dict(self, outputs, batch) -> Dict[str, Tensor]:
         model, cfg = self.model, self.model.config
-        ref = model.render_reference(batch)
-        images = outputs["rgb_views"].permute(0, 3, 1, 2)
-        views = OrbitViews(batch["elevation"], batch["azimuth"], batch["distance"], batch["fov"])
-        cond, uncond = model.texture_conditions(batch, views)
+        ref, images, cond, uncond = model.guidance_inputs(outputs, batch, model.texture_conditions)
         mask = batch["ref_mask"]
         eroded = 1.0 - torch.nn.functional.max_pool2d((1.0 - mask).permute(2, 0, 1)[None], 9, 1, 4)[0].permute(1, 2, 0)
         losses = {"ref_rgb": cfg.rgb_weight * ((ref["rgb"] - batch["ref_rgb"]).abs() * eroded).mean()}

@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from studio.cameras.sampling import OrbitViews, camera_vector
-from studio.guidance import SDS, VSD, Negatives, PerpNeg, UniformTimesteps, ViewPrompting, batch_condition
+from studio.guidance import SDS, VSD, Negatives, UniformTimesteps, ViewPrompting, view_conditions
 from studio.io.errors import StudioInputError
 from studio.io.inputs import Input, Kind
 from studio.models.generation import GenerationModel, GenerationModelConfig
@@ -148,18 +148,10 @@ class SDSModel(StagedModel, GenerationModel):
     def text_conditions(self, views: OrbitViews) -> Tuple[Condition, Condition, Optional[Negatives]]:
         """(conditional [B,...], unconditional [1,...], Perp-Neg negatives or None) for the batch's views."""
         cfg = self.config
-        vp = self._view_prompting()
-        uncond = self._cond_cache[cfg.negative_prompt]
-        if vp is not None and cfg.perp_neg:
-            positive, negatives = PerpNeg(prompting=vp).conditions(
-                self._cond_cache, cfg.prompt, views.azimuth, views.elevation
-            )
-            return positive, uncond, negatives
-        if vp is not None:
-            prompts = vp.prompts(cfg.prompt, views.azimuth, views.elevation)
-        else:
-            prompts = [cfg.prompt] * len(views.azimuth)
-        return batch_condition(self._cond_cache, prompts), uncond, None
+        cond, negatives = view_conditions(
+            self._cond_cache, cfg.prompt, views.azimuth, views.elevation, self._view_prompting(), cfg.perp_neg
+        )
+        return cond, self._cond_cache[cfg.negative_prompt], negatives
 
     def render_any(self, cameras: Cameras) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         if self.field is None:

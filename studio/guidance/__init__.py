@@ -10,7 +10,7 @@ The CFG convention is diffusers': eps_u + s (eps_c - eps_u) (``guided_output``; 
 """
 
 from studio.guidance.bsd import BSD, augment_views, finetune, view_dependent_t_range
-from studio.guidance.perp_neg import Negatives, PerpNeg, perp_neg_combine
+from studio.guidance.perp_neg import Negatives, PerpNeg, perp_neg_combine, view_conditions
 from studio.guidance.prompting import VIEWS, ViewPrompting, batch_condition, view_dependent_prompts
 from studio.guidance.schedules import (
     DreamCraft3DSchedule,
@@ -48,6 +48,7 @@ __all__ = [
     "step_value",
     "surrogate_loss",
     "variational_score",
+    "view_conditions",
     "view_dependent_prompts",
     "view_dependent_t_range",
 ]

@@ -38,12 +38,12 @@ of the view being generated vanishes where the positive is that view (f_fs(1) ~ 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from studio.guidance.prompting import VIEWS, ViewPrompting, wrap_azimuth
+from studio.guidance.prompting import VIEWS, ViewPrompting, batch_condition, wrap_azimuth
 from studio.priors.base import Condition, DiffusionPrior
 
 FRONT, SIDE, BACK, OVERHEAD = (VIEWS.index(v) for v in ("front", "side", "back", "overhead"))
@@ -145,6 +145,26 @@ class PerpNeg:
         positive = mix_conditions(table.index(v.positive[:, 0]), table.index(v.positive[:, 1]), v.r)
         negatives = Negatives(table.index(v.negative.reshape(-1)), v.weights)
         return positive, negatives
+
+
+def view_conditions(
+    conditions: Dict[str, Condition],
+    prompt: str,
+    azimuth_deg: Tensor,
+    elevation_deg: Tensor,
+    prompting: Optional[ViewPrompting] = None,
+    perp_neg: bool = False,
+) -> Tuple[Condition, Optional[Negatives]]:
+    """The text condition [B,...] of cameras at ``azimuth_deg`` / ``elevation_deg`` [B] (degrees,
+    0 = the front) from ``conditions``, the embedded conditions (batch 1) of the prompts: ``prompt``
+    for every camera without ``prompting``; with it the prompt with each camera's view word, or
+    with ``perp_neg`` Perp-Neg's interpolated positive (:meth:`PerpNeg.conditions`). The second
+    value is Perp-Neg's negatives, else None."""
+    if prompting is None:
+        return batch_condition(conditions, [prompt] * azimuth_deg.reshape(-1).shape[0]), None
+    if perp_neg:
+        return PerpNeg(prompting=prompting).conditions(conditions, prompt, azimuth_deg, elevation_deg)
+    return batch_condition(conditions, prompting.prompts(prompt, azimuth_deg, elevation_deg)), None
 
 
 def mix_conditions(a: Condition, b: Condition, r: Tensor) -> Condition:
