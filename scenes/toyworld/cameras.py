@@ -11,9 +11,11 @@ import math
 
 import numpy as np
 
-PATHS = ("orbit", "random", "forward", "arc")
+PATHS = ("orbit", "random", "forward", "arc", "ring")
 ARC_VIEWS = 5
 """Views per arc of the ``arc`` path's train split."""
+RING_ELEVATION = 15.0
+"""Elevation (degrees) of the ``ring`` path's train views: below the test ring (20-40 deg), so never a test view."""
 
 
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
@@ -53,6 +55,10 @@ def camera_path(kind: str, n: int, split: str, target, radius: float, seed: int 
       each arc at elevation ``U(0, 50)`` deg (+-5 per view), from azimuth ``U(0, 360)`` over a span
       of ``U(30, 70)`` deg, evenly, distance ``radius x U(1, 1.25)`` (the Gaussian predictor's
       training arcs, :mod:`studio.lift.data`; seeded); test and val views as ``orbit``'s rings.
+    * ``ring``: train views evenly spaced in azimuth (360/n deg apart from azimuth 0) at
+      :data:`RING_ELEVATION`, so any k evenly strided of them are spread around the object (the
+      sparse-view protocol's inputs, e.g. views 0, 3, 6 of 9: 120 deg apart); test and val views
+      as ``orbit``'s rings.
     """
     target = np.asarray(target, dtype=np.float64)
     mats = []
@@ -64,7 +70,10 @@ def camera_path(kind: str, n: int, split: str, target, radius: float, seed: int 
             az = az0 + span * (i % ARC_VIEWS) / (ARC_VIEWS - 1)
             dist = radius * rng.uniform(1.0, 1.25)
             mats.append(look_at(_sph(dist, elev0 + rng.uniform(-5.0, 5.0), az, target), target))
-    elif kind in ("orbit", "arc"):
+    elif kind == "ring" and split == "train":
+        for i in range(n):
+            mats.append(look_at(_sph(radius, RING_ELEVATION, 360.0 * i / max(n, 1), target), target))
+    elif kind in ("orbit", "arc", "ring"):
         for i in range(n):
             if split == "train":
                 s = (i + 0.5) / n

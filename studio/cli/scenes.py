@@ -48,8 +48,9 @@ class Make:
     """Lighting environment: sky, sunset, studio, overcast or night."""
     relight: str = ",".join(_DEFAULTS.relight)
     """Comma-separated environments of the relit test splits test_<env>/ ('' for none)."""
-    path: Literal["orbit", "random", "forward", "arc"] = _DEFAULTS.path  # type: ignore[assignment]
-    """Camera path (arc: train views in arcs of 5, the trajectories videoscene trains on; test ring as orbit)."""
+    path: Literal["orbit", "random", "forward", "arc", "ring"] = _DEFAULTS.path  # type: ignore[assignment]
+    """Camera path (arc: train views in arcs of 5, the trajectories videoscene trains on; ring: train views evenly
+    spaced in azimuth at 15 deg elevation, the sparse-view inputs; test ring as orbit for both)."""
     fov: float = _DEFAULTS.fov_deg
     """Horizontal field of view in degrees."""
     aovs: Literal["all", "test", "none"] = "all"
