@@ -2,6 +2,8 @@
 returns a dict of losses (keys ``loss_*``; other keys are detached diagnostics to log).
 
 * ``SDS`` (DreamFusion), ``VSD`` (ProlificDreamer / SwiftBrush), ``BSD`` (DreamCraft3D);
+* ``VPSDS`` (VP3D's visual-prompted SDS: a text prior and a visual-prompt prior in one
+  compositional CFG);
 * timestep schedules as data (``schedules``); view-dependent prompts (``prompting``) and
   Perp-Neg's view-dependent negative prompts for SDS (``perp_neg``).
 
@@ -20,6 +22,7 @@ from studio.guidance.schedules import (
     step_value,
 )
 from studio.guidance.sds import SDS, model_latents, sds_weight, surrogate_loss
+from studio.guidance.vp_sds import VPSDS, shares_model_space, visual_direction
 from studio.guidance.vsd import VSD, denoising_loss, fake_score_loss, variational_score
 from studio.priors.sampling import guided_output, sample
 
@@ -27,6 +30,7 @@ __all__ = [
     "BSD",
     "SDS",
     "VSD",
+    "VPSDS",
     "VIEWS",
     "DreamCraft3DSchedule",
     "DreamGaussianLinear",
@@ -45,10 +49,12 @@ __all__ = [
     "perp_neg_combine",
     "sample",
     "sds_weight",
+    "shares_model_space",
     "step_value",
     "surrogate_loss",
     "variational_score",
     "view_conditions",
+    "visual_direction",
     "view_dependent_prompts",
     "view_dependent_t_range",
 ]
