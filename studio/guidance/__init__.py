@@ -1,7 +1,8 @@
 """Score-distillation guidance: each guidance takes renders, conditions and the training step and
 returns a dict of losses (keys ``loss_*``; other keys are detached diagnostics to log).
 
-* ``SDS`` (DreamFusion), ``VSD`` (ProlificDreamer / SwiftBrush), ``BSD`` (DreamCraft3D);
+* ``SDS`` (DreamFusion), ``VSD`` (ProlificDreamer / SwiftBrush), ``BSD`` (DreamCraft3D), ``CSDS``
+  (Sparse3D's category score distillation, with ``category_prompt``);
 * ``VPSDS`` (VP3D's visual-prompted SDS: a text prior and a visual-prompt prior in one
   compositional CFG);
 * timestep schedules as data (``schedules``); view-dependent prompts (``prompting``) and
@@ -12,6 +13,7 @@ The CFG convention is diffusers': eps_u + s (eps_c - eps_u) (``guided_output``; 
 """
 
 from studio.guidance.bsd import BSD, augment_views, finetune, view_dependent_t_range
+from studio.guidance.csds import CSDS, category_prompt
 from studio.guidance.perp_neg import Negatives, PerpNeg, perp_neg_combine, view_conditions
 from studio.guidance.prompting import VIEWS, ViewPrompting, batch_condition, view_dependent_prompts
 from studio.guidance.schedules import (
@@ -28,6 +30,7 @@ from studio.priors.sampling import guided_output, sample
 
 __all__ = [
     "BSD",
+    "CSDS",
     "SDS",
     "VSD",
     "VPSDS",
@@ -41,6 +44,7 @@ __all__ = [
     "ViewPrompting",
     "batch_condition",
     "augment_views",
+    "category_prompt",
     "denoising_loss",
     "fake_score_loss",
     "finetune",
