@@ -1,4 +1,4 @@
-"""``studio eval prd``, ``image-to-3d``, ``text-to-3d``, ``attributes``, ``feature-lift`` and ``generate``.
+"""``studio eval prd``, ``image-to-3d``, ``sparse-view``, ``text-to-3d``, ``attributes``, ``feature-lift`` and ``generate``.
 
 ``studio eval prd --load-config CFG [--data DIR] [--env NAME=PATH ...] --output metrics.json``:
 
@@ -12,6 +12,12 @@ and prints them as a table.
 reconstructs from one training view of a NeRF-synthetic-format dataset with an image-to-3D
 method (``dreamcraft3d``), then scores the test views and the geometry
 (``studio.eval.image_to_3d``).
+
+``studio eval sparse-view --method sparse3d|sds --data DIR --views 0 3 6 --output metrics.json [--method-args "..."]``:
+reconstructs with ``ns-train sparse3d`` from 2-3 training views of a NeRF-synthetic scene (a
+sub-dataset of those frames and the test split; ``sds`` is the plain-SDS baseline: no epipolar
+controller, no C-SDS), then scores the test views (PSNR, SSIM, mask IoU, depth MAE against the
+depth AOVs) and the geometry (Chamfer distance to ``gt_mesh.obj``; ``studio.eval.sparse_view``).
 
 ``studio eval text-to-3d --method sds --prompts FILE --output metrics.json [--sheet sheet.png]``:
 generates a result per caption of FILE (one a line; blank lines and ``#`` comments ignored) with a
@@ -277,9 +283,14 @@ class ImageTo3D:
 
         import numpy as np
         import torch
-        from nerfstudio.cameras.cameras import Cameras
 
-        from studio.eval.image_to_3d import mesh_chamfer, protocol_record, reference_alignment, score_views
+        from studio.eval.image_to_3d import (
+            frame_camera,
+            mesh_chamfer,
+            protocol_record,
+            reference_alignment,
+            score_views,
+        )
         from studio.eval.inverse import read_image
         from studio.models.runs import load_run
 
@@ -313,17 +324,8 @@ class ImageTo3D:
 
         def render_fn(c2w: np.ndarray):
             c2w = c2w if similarity is None else similarity.camera_in_method(c2w)
-            cam = Cameras(
-                camera_to_worlds=torch.from_numpy(np.asarray(c2w[None, :3])).float(),
-                fx=test.fx,
-                fy=test.fy,
-                cx=test.cx,
-                cy=test.cy,
-                width=test.width,
-                height=test.height,
-            )
             with torch.no_grad():
-                rgb, alpha, _, _ = render(cam)
+                rgb, alpha, _, _ = render(frame_camera(test, c2w))
             return rgb[0].cpu(), alpha[0, ..., 0].cpu()
 
         metrics = score_views(render_fn, test, [read_image(p) for p in test.image_paths])
@@ -334,6 +336,123 @@ class ImageTo3D:
             pred_to_gt=None if similarity is None else similarity.matrix(),
         )
         return {**metrics, **protocol_record(self.camera, similarity)}
+
+
+@dataclass
+class SparseView:
+    """Reconstruct from 2-3 posed views with sparse3d (or its plain-SDS baseline); score test views and geometry."""
+
+    data: Path
+    """NeRF-synthetic scene (transforms_train/test.json, RGBA images; optional depth_XXXX.exr beside the test
+    images and gt_mesh.obj), e.g. `studio scenes make --path ring --n-train 9`."""
+    output: Path
+    """Metrics JSON to write (psnr, ssim, mask_iou, lpips, depth_mae, chamfer; geometry, views, settings)."""
+    views: List[int] = field(default_factory=lambda: [0, 3, 6])
+    """The input frames: 2 or 3 distinct indices into transforms_train.json."""
+    method: str = "sparse3d"
+    """sparse3d (as configured) or sds (the baseline: --pipeline.model.controller False --pipeline.model.csds none)."""
+    method_args: str = ""
+    """Extra ns-train arguments, one string (after the method's flags, so they win); write it as
+    --method-args="--pipeline.model.csds classifier" (with "=": a value starting with "--" is read as an option)."""
+    work_dir: Optional[Path] = None
+    """Where the sub-dataset and the run go (default: next to --output, <output stem>_run/)."""
+    n_points: int = 20000
+    """Surface samples per mesh for the Chamfer distance."""
+
+    def inputs(self) -> list[Input]:
+        from studio.eval.sparse_view import VARIANTS
+
+        return [
+            Input("--data", Kind.DATASET, self.data, check=nerf_synthetic_dataset, required=True),
+            Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".json",), required=True),
+            Input("--method", Kind.CHOICE, self.method, choices=tuple(VARIANTS)),
+            Input("--work-dir", Kind.OUTPUT_DIR, self.work_dir),
+        ]
+
+    def main(self) -> None:
+        import shlex
+        import subprocess
+        import sys
+        import time
+
+        from studio.data.nerf_synthetic import read_nerf_synthetic
+        from studio.eval import sparse_view as sv
+        from studio.io.atomic import atomic_write_text
+        from studio.models.registry import registered_config
+
+        if not (self.data / "transforms_test.json").is_file():
+            raise StudioInputError(
+                f"--data {self.data} has no transforms_test.json: the test views are what is scored."
+            )
+        train, test = read_nerf_synthetic(self.data, "train"), read_nerf_synthetic(self.data, "test")
+        views = sv.check_views(self.views, len(train.image_paths))
+        if registered_config(sv.METHOD) is None:
+            raise StudioInputError(
+                f"the {sv.METHOD} method is not installed (no nerfstudio.method_configs entry point)."
+            )
+        work = self.work_dir or self.output.with_name(self.output.stem + "_run")
+        name = f"{self.data.resolve().name}_views{'-'.join(map(str, views))}"
+        sub = sv.write_subset(self.data, views, work / name)
+        ns_train = str(Path(sys.executable).with_name("ns-train"))
+        cmd = sv.train_command(ns_train, self.method, sub, work / "runs", shlex.split(self.method_args))
+        print("$", shlex.join(cmd), flush=True)
+        t0 = time.time()
+        if subprocess.run(cmd).returncode != 0:
+            raise StudioInputError(f"the {self.method} run failed (command: {shlex.join(cmd)}).")
+        seconds = time.time() - t0
+        config = max((work / "runs").glob(f"{name}/{sv.METHOD}/*/config.yml"), key=lambda p: p.stat().st_mtime)
+        metrics = {**self.scores(config, test), "views": views, "method": self.method, "config": str(config)}
+        metrics["settings"] = {
+            "command": shlex.join(cmd),
+            "method_args": self.method_args,
+            "train_seconds": round(seconds, 1),
+            "n_points": self.n_points,
+            "mesh_extraction": sv.MESH_EXTRACTION,
+            "n_test_views": len(test.image_paths),
+        }
+        atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
+        print_table({k: metrics[k] for k in sv.METRIC_KEYS}, f"{self.method} from views {views} of {self.data.name}")
+        print(f"Wrote {self.output}")
+
+    def scores(self, config: Path, test) -> dict:
+        """The test-view scores of the run ``config`` and its Chamfer distance (``geometry``: "mesh",
+        "centres" when no surface could be extracted, None without gt_mesh.obj)."""
+        import numpy as np
+        import torch
+
+        from studio.eval import sparse_view as sv
+        from studio.eval.image_to_3d import frame_camera, mesh_chamfer
+        from studio.export import extract_mesh, save_mesh
+        from studio.export.runs import load_gaussians_from_config
+        from studio.metrics import lpips_if_available
+        from studio.models.runs import load_run
+
+        model = load_run(config, with_data=True).pipeline.model
+
+        def render(c2w: np.ndarray):
+            with torch.no_grad():
+                rgb, alpha, depth, _ = model.render_any(frame_camera(test, c2w))
+            return rgb[0].cpu(), alpha[0, ..., 0].cpu(), depth[0, ..., 0].cpu()
+
+        metrics = sv.score_test_views(render, test, lpips=lpips_if_available())
+        gt_mesh = self.data / "gt_mesh.obj"
+        metrics.update(chamfer=None, geometry=None)
+        if gt_mesh.is_file():
+            gaussians = load_gaussians_from_config(config, device=str(model.device))
+            try:
+                mesh = extract_mesh(gaussians, **sv.MESH_EXTRACTION)
+            except StudioInputError as err:
+                print(f"No mesh extracted ({err}); Chamfer distance of the Gaussian centres instead.")
+                metrics.update(
+                    chamfer=sv.centre_chamfer(gaussians.means, gaussians.opacities, gt_mesh, self.n_points),
+                    geometry="centres",
+                )
+            else:
+                path = config.parent / "export" / "sparse_view_mesh.ply"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_mesh(path, mesh)
+                metrics.update(chamfer=mesh_chamfer(path, gt_mesh, self.n_points), geometry="mesh")
+        return metrics
 
 
 @dataclass
@@ -790,6 +909,7 @@ COMMANDS = {
     "prd": Prd,
     "generate": Generate,
     "image-to-3d": ImageTo3D,
+    "sparse-view": SparseView,
     "text-to-3d": TextTo3D,
     "attributes": Attributes,
     "feature-lift": FeatureLift,

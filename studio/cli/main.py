@@ -33,7 +33,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
         "studio.cli.eval",
         "COMMANDS",
         "evaluate: prd (NVS, albedo, roughness, normals, relighting), image-to-3d (reconstruct from one view, score the "
-        "others), text-to-3d (generate per caption, score turntable views), attributes (the ToyWorld attribute classifier's held-out accuracy)",
+        "others), sparse-view (reconstruct from 2-3 views, score the others), text-to-3d (generate per caption, score turntable views), attributes (the ToyWorld attribute classifier's held-out accuracy)",
     ),
     "features": (
         "studio.cli.features",

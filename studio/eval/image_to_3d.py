@@ -26,6 +26,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from studio.data.single_image import Recentring
 from studio.io.errors import StudioInputError
@@ -178,6 +179,29 @@ def protocol_record(camera: str, similarity: Optional[Similarity]) -> dict:
     return {"camera": camera, "alignment": {"scale": similarity.scale, "matrix": similarity.matrix().tolist()}}
 
 
+def frame_camera(frames, c2w: np.ndarray):
+    """Nerfstudio ``Cameras`` (one camera) of an OpenGL camera-to-world ``c2w`` ([3,4] or [4,4])
+    with the intrinsics and size of ``frames`` (a :class:`studio.data.nerf_synthetic.FrameSet`)."""
+    from nerfstudio.cameras.cameras import Cameras
+
+    return Cameras(
+        camera_to_worlds=torch.from_numpy(np.asarray(c2w[None, :3])).float(),
+        fx=frames.fx,
+        fy=frames.fy,
+        cx=frames.cx,
+        cy=frames.cy,
+        width=frames.width,
+        height=frames.height,
+    )
+
+
+def mask_iou(pred_alpha: Tensor, gt_alpha: Tensor, threshold: float = 0.5) -> float:
+    """IoU of the masks ``alpha > threshold`` of two alpha maps [H,W] (1 when both are empty)."""
+    pred_m, gt_m = pred_alpha > threshold, gt_alpha > threshold
+    union = (pred_m | gt_m).sum()
+    return float((pred_m & gt_m).sum() / union) if union > 0 else 1.0
+
+
 def score_views(render_fn, frames, images: list, lpips=None) -> Dict[str, float]:
     """Mean PSNR, SSIM and mask IoU of ``render_fn(c2w [4,4], frames) -> (rgb [H,W,3], alpha
     [H,W])`` against RGBA ground truth ``images`` (float [H,W,4] in [0,1]); with ``lpips`` (the
@@ -191,9 +215,7 @@ def score_views(render_fn, frames, images: list, lpips=None) -> Dict[str, float]
         target = torch.from_numpy(over_white(gt)).float()
         p.append(float(psnr(rgb, target)))
         s.append(float(ssim(rgb.permute(2, 0, 1), target.permute(2, 0, 1))))
-        pred_m, gt_m = alpha > 0.5, torch.from_numpy(gt[..., 3] > 0.5)
-        union = (pred_m | gt_m).sum()
-        iou.append(float((pred_m & gt_m).sum() / union) if union > 0 else 1.0)
+        iou.append(mask_iou(alpha, torch.from_numpy(gt[..., 3])))
         if lpips is not None:
             lp.append(float(lpips(rgb.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None])))
     out = {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "mask_iou": float(np.mean(iou))}
