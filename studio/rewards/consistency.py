@@ -57,8 +57,9 @@ class VisualConsistency:
         self.model.to(device)
         return self
 
-    def _features(self, images: Tensor) -> Tensor:
-        """Unit-norm features: ``[B,D]`` (global) or ``[B,D,h,w]`` (``pooling="patch"``)."""
+    def features(self, images: Tensor) -> Tensor:
+        """Unit-norm features of images ``[B,3,H,W]``: ``[B,D]`` (global) or ``[B,D,h,w]`` (``pooling="patch"``,
+        unit norm per patch); the reward is their dot product, averaged over patches."""
         if self.image_text:
             return self.model.embed_images(images)
         device = next(self.model.parameters()).device
@@ -77,7 +78,7 @@ class VisualConsistency:
                 prompt = F.interpolate(
                     prompt, size=renders.shape[-2:], mode="bilinear", align_corners=False, antialias=True
                 )
-            target = self._features(prompt)
-        f = self._features(renders)
+            target = self.features(prompt)
+        f = self.features(renders)
         cos = (f * target).sum(1)
         return cos if cos.dim() == 1 else cos.mean((-2, -1))
