@@ -3,7 +3,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
 import torch
+from fault_driver import run_folder, train
+from PIL import Image
+from safetensors.torch import load_file
 
 from studio.guidance import SDS, VPSDS, UniformTimesteps, shares_model_space
 from studio.priors.analytic import GaussianMixturePrior
@@ -113,3 +121,121 @@ def test_vpsds_particles_land_on_the_mode_both_prompts_name():
     end = _particles(vp, (c, u, image.condition("up"), image.condition("")))
     assert (end[:, 0] > 0.3).all() and (end[:, 1] > 0.3).all(), end[(end[:, 1] <= 0.3)]
     assert (end - torch.tensor([0.6, 0.6])).norm(dim=1).mean() < 0.15
+
+
+# ---- the method ------------------------------------------------------------------------------
+MUSHROOM = Path(__file__).resolve().parents[1] / "scenes" / "toyworld_mushroom" / "test" / "r_000.png"
+FAST = ["--preset", "tiny", "--pipeline.model.stage-iters", "2", "2", "--pipeline.model.visual-prompt-steps", "4"]
+
+
+@pytest.fixture(scope="module")
+def reward_model(tmp_path_factory) -> Path:
+    """A randomly initialised toy-clip file: the runs test the plumbing, not the embedded weights."""
+    from studio.rewards.contrastive import ToyCLIP, save_toy_clip
+
+    torch.manual_seed(0)
+    return save_toy_clip(ToyCLIP(), tmp_path_factory.mktemp("clip") / "clip.safetensors")
+
+
+def _png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(np.float32) / 255.0
+
+
+def _train(tmp_path: Path, reward_model: Path, *args: str):
+    out = tmp_path / "runs"
+    result = train(
+        ["vp3d", "--prompt", "a matte red cone", *FAST, "--pipeline.model.reward-model", str(reward_model), *args], out
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_folder(out)
+
+
+def test_vp3d_samples_a_visual_prompt_trains_both_stages_and_saves_gaussians(tmp_path, reward_model):
+    from studio.export.runs import read_run_scene
+
+    run = _train(tmp_path, reward_model)
+    prompt = _png(run / "visual_prompt.png")
+    assert prompt.shape == (32, 32, 3) and prompt.std() > 0.02  # a sampled image, not the blank buffer
+    stage = load_file(str(run / "geometry.safetensors"))
+    assert np.abs(stage["visual_prompt_image"][0].permute(1, 2, 0).numpy() - prompt).max() <= 1 / 255 + 1e-6
+    ckpt = next((run / "nerfstudio_models").glob("*.ckpt"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["pipeline"]
+    assert state["_model.visual_prompt_ready"] and not any("vp_sds" in k for k in state)  # no frozen prior weights
+    gaussians = read_run_scene(run / "config.yml")
+    assert len(gaussians.means) == 3000 and torch.isfinite(gaussians.means).all()
+
+
+def test_vp3d_takes_the_users_visual_prompt(tmp_path, reward_model):
+    from studio.data.single_image import load_reference
+
+    run = _train(tmp_path, reward_model, "--visual-prompt", str(MUSHROOM))
+    expected = load_reference(MUSHROOM, 32, 0.2).rgb
+    assert np.abs(_png(run / "visual_prompt.png") - expected).max() <= 1 / 255 + 1e-6
+
+
+def test_vp3d_refuses_a_missing_visual_prompt_with_one_line_and_no_folder(tmp_path, monkeypatch, capsys):
+    import nerfstudio.scripts.train as ns_train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ns_train, "launch", lambda **kw: pytest.fail("a missing visual prompt passed validation"))
+    argv = ["ns-train", "vp3d", "--prompt", "a red cone", "--preset", "tiny", "--visual-prompt", "no.png"]
+    monkeypatch.setattr(sys, "argv", argv + ["--output-dir", "runs", "--vis", "tensorboard"])
+    with pytest.raises(SystemExit) as stop:
+        ns_train.entrypoint()
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert (
+        stop.value.code == 2
+        and len(errors) == 1
+        and errors[0].startswith("error: --visual-prompt")
+        and "no.png does not exist" in errors[0]
+    ), err
+    assert "Traceback" not in err and not any(tmp_path.iterdir())
+
+
+def test_rewards_move_the_gaussians_toward_higher_rewards(reward_model):
+    """Both rewards back-propagate through the rasterizer into the Gaussians' positions, colours,
+    scales and opacities, and a few Adam steps on the Gaussians raise them."""
+    from studio.cameras.nerfstudio import cameras_to_viewmats
+    from studio.cameras.sampling import OrbitSampler, orbit_cameras
+    from studio.gaussians.init import initial_params
+    from studio.gaussians.trainable import TrainableGaussians
+    from studio.guidance.rewards import RewardGuidance
+    from studio.models.generation import random_ball
+    from studio.render import rasterize
+    from studio.rewards import VisualConsistency, load_image_text_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    gaussians = TrainableGaussians(
+        initial_params(random_ball(500, 0.5, gen), torch.full((500, 3), 0.5), 0, opacity=0.5)
+    )
+    viewmats, Ks, w, h = cameras_to_viewmats(orbit_cameras(OrbitSampler().ring(2), 32))
+    prompt_image = torch.ones(1, 3, 32, 32)
+    prompt_image[:, :, 8:24, 8:24] = torch.tensor([0.8, 0.1, 0.1])[:, None, None]
+    rewards = RewardGuidance(load_image_text_model(reward_model), VisualConsistency("toy-vit"), 1.0, 1.0)
+
+    def evaluate():
+        g = gaussians.activated()
+        out = rasterize(
+            g.means, g.quats, g.scales, g.opacities, g.sh, viewmats, Ks, w, h, background=torch.ones(3), sh_degree=0
+        )
+        return rewards(out.color.permute(0, 3, 1, 2).clamp(0, 1), "a matte red cone", prompt_image)
+
+    first = evaluate()
+    sum(v for k, v in first.items() if k.startswith("loss_")).backward()
+    for name in ("means", "features_dc", "scales", "opacities"):  # quats: the initial Gaussians are isotropic
+        grad = gaussians.params[name].grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+    opt = torch.optim.Adam(gaussians.params.parameters(), lr=0.02)
+    for _ in range(15):
+        opt.zero_grad()
+        out = evaluate()
+        sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+        opt.step()
+    last = evaluate()
+    assert (
+        last["reward_alignment"] > first["reward_alignment"]
+        and last["reward_consistency"] > first["reward_consistency"]
+    )
