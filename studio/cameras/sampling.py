@@ -56,6 +56,18 @@ def orbit_c2w(
     return torch.stack([right, cam_up, back, eye], -1)
 
 
+def orbit_viewmats(elevation: Tensor, azimuth: Tensor, distance: Tensor) -> Tensor:
+    """[...,4,4] world-to-camera matrices (OpenCV axes, as ``studio.render.rasterize`` takes) of
+    orbit cameras at (elevation, azimuth (degrees), distance) [...] looking at the origin, +Z up."""
+    from studio.cameras.convert import opengl_c2w_to_viewmat
+
+    shape = elevation.shape
+    c2w = orbit_c2w(elevation.reshape(-1), azimuth.reshape(-1), distance.reshape(-1))
+    full = torch.eye(4, dtype=c2w.dtype, device=c2w.device).repeat(c2w.shape[0], 1, 1)
+    full[:, :3] = c2w
+    return opengl_c2w_to_viewmat(full).reshape(*shape, 4, 4)
+
+
 def relative_pose(reference: OrbitViews, target: OrbitViews) -> Tensor:
     """Zero-1-to-3's relative camera [N,4]: (polar angle change in radians, sin and cos of the
     azimuth change, distance change), target minus reference, with polar = 90 deg - elevation

@@ -32,7 +32,7 @@ from studio.io import StudioInputError
 from studio.io.headers import check_prompt
 from studio.io.inputs import Input, Kind
 
-TRAINABLE = ("toy-t2i", "toy-nvs")
+TRAINABLE = ("toy-t2i", "toy-nvs", "toy-epipolar")
 """The embedded priors ``studio prior train`` makes."""
 
 
@@ -56,7 +56,8 @@ class Train(ToyDataOptions):
     """Train an embedded toy prior on ToyWorld's training split (2-core CPU, one thread: ~70 min with the defaults; a GPU: minutes)."""
 
     name: tyro.conf.Positional[str]
-    """Which prior: toy-t2i (text -> image) or toy-nvs (reference image + relative camera -> view)."""
+    """Which prior: toy-t2i (text -> image), toy-nvs (reference image + relative camera -> view) or
+    toy-epipolar (Sparse3D's epipolar controller on the frozen toy-nvs: 2-3 posed views -> view)."""
     steps: int = 6000
     """Optimiser steps (the committed weights: 6000)."""
     time_budget: float = 0.0
@@ -72,6 +73,9 @@ class Train(ToyDataOptions):
     """Images per step."""
     lr: float = 5e-4
     """Peak learning rate (AdamW; 200-step warm-up, cosine decay to 10%); the committed toy-t2i used 1e-3."""
+    ema_decay: float = 0.999
+    """Decay of the weights' exponential moving average (the saved weights); runs of a few thousand
+    steps or fewer want a shorter average (toy-epipolar: 0.995)."""
     output: Optional[Path] = None
     """Weights file (.safetensors; default studio/priors/weights/<name>.safetensors)."""
     preview: Optional[Path] = None
@@ -164,10 +168,11 @@ class Train(ToyDataOptions):
             steps=self.steps,
             batch=self.batch,
             lr=self.lr,
+            ema_decay=self.ema_decay,
             seed=self.seed,
             data=dcfg,
             time_budget=self.time_budget,
-            arch={"channels": list(self.channels), "image_size": self.data_res},
+            arch={} if self.name == "toy-epipolar" else {"channels": list(self.channels), "image_size": self.data_res},
             checkpoint=str(checkpoint),
             stop_after=self.stop_after,
             init=None if self.init is None else str(self.init),

@@ -2,15 +2,19 @@
 
 ``LOADERS`` maps each name to a loader ``fn(device) -> DiffusionPrior``:
 
-* ``toy-t2i``, ``toy-nvs``, ``toy-nvs-64`` (64x64, trained from ``toy-nvs``), ``toy-mv`` (multi-view):
-  the embedded priors, from the committed files ``studio/priors/weights/<name>.safetensors`` (package data);
+* ``toy-t2i``, ``toy-nvs``, ``toy-nvs-64`` (64x64, trained from ``toy-nvs``), ``toy-mv`` (multi-view),
+  ``toy-epipolar`` (Sparse3D's epipolar controller on ``toy-nvs``): the embedded priors, from the committed files ``studio/priors/weights/<name>.safetensors`` (package data);
 * ``sd-2.1-base``, ``if-i``, ``zero123``, ``stable-zero123``, ``wan2.2-ti2v`` (multi-view): the diffusers adapters
   (:mod:`studio.priors.diffusers`) with their default repositories, from the local Hugging Face
   cache only. They load offline (``local_files_only=True``) and raise one
-  :class:`~studio.io.StudioInputError` line saying what to put where when the weights are absent.
+  :class:`~studio.io.StudioInputError` line saying what to put where when the weights are absent;
+* ``zero123-epipolar``, ``stable-zero123-epipolar``: Sparse3D's epipolar controller on a Zero123 /
+  Stable Zero123 snapshot (:mod:`studio.priors.diffusers.zero123_epipolar`; its trained
+  ``controlnet/`` + ``epipolar/`` in the same folder, else a fresh one: exactly Zero123).
 
 ``load_prior`` also takes a toy-prior ``.safetensors`` path, a diffusers folder (Zero123 if it
-has ``cc_projection``, DeepFloyd IF if its text encoder is T5, else Stable Diffusion), or
+has ``cc_projection``, with the epipolar controller if it also has ``epipolar/``, DeepFloyd IF if
+its text encoder is T5, else Stable Diffusion), or
 ``<name>:<folder>`` to say which adapter reads a folder (``stable-zero123:/models/sz123``: a
 Stable Zero123 snapshot has the same layout as a Zero123 one but another pose convention);
 :func:`register_prior` adds names.
@@ -60,9 +64,10 @@ def _diffusers_loader(class_name: str, path: str | Path | None = None) -> Loader
 
 
 def _folder_class(folder: Path) -> str:
-    """The adapter for a diffusers folder: Zero123 has ``cc_projection``, IF a T5 text encoder."""
+    """The adapter for a diffusers folder: Zero123 has ``cc_projection`` (+ ``epipolar/``: with
+    Sparse3D's controller), IF a T5 text encoder."""
     if (folder / "cc_projection").exists() or any(folder.glob("cc_projection*")):
-        return "Zero123Prior"
+        return "Zero123EpipolarPrior" if (folder / "epipolar").is_dir() else "Zero123Prior"
     config = folder / "text_encoder" / "config.json"
     if config.is_file() and "T5" in config.read_text(errors="ignore"):
         return "DeepFloydIFPrior"
@@ -78,11 +83,16 @@ LOADERS: dict[str, Loader] = {
         "--output studio/priors/weights/toy-nvs-64.safetensors",
     ),
     "toy-mv": _toy_loader("toy-mv", "python -m studio.generators.train --phase dual"),
+    "toy-epipolar": _toy_loader(
+        "toy-epipolar", "studio prior train toy-epipolar --batch 16 --lr 3e-4 --ema-decay 0.995 --threads 1"
+    ),
     "wan2.2-ti2v": _diffusers_loader("WanMultiViewPrior"),
     "sd-2.1-base": _diffusers_loader("StableDiffusionPrior"),
     "if-i": _diffusers_loader("DeepFloydIFPrior"),
     "zero123": _diffusers_loader("Zero123Prior"),
     "stable-zero123": _diffusers_loader("StableZero123Prior"),
+    "zero123-epipolar": _diffusers_loader("Zero123EpipolarPrior"),
+    "stable-zero123-epipolar": _diffusers_loader("StableZero123EpipolarPrior"),
 }
 
 

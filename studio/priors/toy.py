@@ -97,6 +97,14 @@ class ToyPrior(DiffusionPrior):
             len(self.tokenizer), arch["max_len"], arch["text_dim"], arch["text_layers"], arch["heads"]
         )
 
+    def saved_state(self) -> Dict[str, Tensor]:
+        """The tensors a toy-prior file stores (default: the whole state dict)."""
+        return self.state_dict()
+
+    def load_saved_state(self, state: Dict[str, Tensor]) -> None:
+        """Load what :meth:`saved_state` stored."""
+        self.load_state_dict(state)
+
     def _t(self, t: Union[Tensor, int], B: int) -> Tensor:
         t = torch.as_tensor(t, device=self.device)
         return t.reshape(-1).expand(B) if t.numel() == 1 else t.reshape(B)
@@ -235,27 +243,37 @@ class ToyNVSPrior(ToyPrior):
             }
         )
 
-    def predict(self, x_t: Tensor, t: Tensor, cond: Condition) -> Tensor:
-        B = x_t.shape[0]
-        c = cond.expand(B).tensors
+    def network_inputs(self, x_t: Tensor, cond: Condition) -> tuple[Tensor, Tensor, Tensor]:
+        """What the UNet reads for ``x_t`` [B,3,S,S] under ``cond``: the input concat(x_t, ref)
+        [B,6,S,S], the cross-attention tokens [B,(S/4)^2+1,D] and the pose embedding added to
+        the time embedding [B,temb] (null tokens and zeros where ``uncond``)."""
+        c = cond.expand(x_t.shape[0]).tensors
         keep = 1.0 - c["uncond"].to(x_t)  # [B,1]
         ref = c["ref"].to(x_t) * keep[:, :, None, None]
         pose = c["pose"].to(x_t)
         tokens = torch.cat([self.ref_encoder(ref), self.pose_token(pose)[:, None]], 1)
         tokens = keep[:, :, None] * tokens + (1.0 - keep[:, :, None]) * self.null_tokens.to(x_t)
-        extra = self.pose_emb(pose) * keep
-        return self.unet(torch.cat([x_t, ref], 1), self._t(t, B), tokens, None, extra)
+        return torch.cat([x_t, ref], 1), tokens, self.pose_emb(pose) * keep
+
+    def predict(self, x_t: Tensor, t: Tensor, cond: Condition) -> Tensor:
+        x_in, tokens, extra = self.network_inputs(x_t, cond)
+        return self.unet(x_in, self._t(t, x_t.shape[0]), tokens, None, extra)
 
 
 PRIOR_CLASSES: Dict[str, type] = {"toy-t2i": ToyT2IPrior, "toy-nvs": ToyNVSPrior}
 
 
 def build_toy_prior(kind: str, config: Optional[dict] = None) -> ToyPrior:
-    """A freshly initialised toy prior of ``kind`` ("toy-t2i", "toy-nvs" or "toy-mv")."""
+    """A freshly initialised toy prior of ``kind`` ("toy-t2i", "toy-nvs", "toy-mv" or "toy-epipolar",
+    whose base prior loads by the name in ``config["base"]``)."""
     if kind == "toy-mv" and kind not in PRIOR_CLASSES:  # defined on top of ToyPrior, so imported here
         from studio.priors.toy_mv import ToyMVPrior
 
         PRIOR_CLASSES[kind] = ToyMVPrior
+    if kind == "toy-epipolar" and kind not in PRIOR_CLASSES:
+        from studio.priors.epipolar import EpipolarNVSPrior
+
+        PRIOR_CLASSES[kind] = EpipolarNVSPrior
     if kind not in PRIOR_CLASSES:
         raise ValueError(f"unknown toy prior {kind!r}; one of {sorted(PRIOR_CLASSES)}")
     config = dict(config or {})
@@ -279,7 +297,7 @@ def save_toy_prior(prior: ToyPrior, path: Union[str, Path], extra: Optional[dict
     cfg["format_version"] = FORMAT_VERSION
     if extra:
         cfg.setdefault("training", {}).update(extra)
-    tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in prior.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in prior.saved_state().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"studio_config": json.dumps(cfg), "format": "pt"})
     atomic_write_text(path.with_suffix(".json"), json.dumps(cfg, indent=1) + "\n")
@@ -304,7 +322,7 @@ def load_toy_prior(path: Union[str, Path], device: Union[str, torch.device] = "c
     prior = build_toy_prior(cfg["kind"], cfg)
     # a toy-mv file also carries FlashWorld's Gaussian head (studio.generators.flashworld), not the prior's
     state = {k: v.float() for k, v in load_file(str(path)).items() if not k.startswith("head.")}
-    prior.load_state_dict(state)
+    prior.load_saved_state(state)
     return prior.to(device).eval()
 
 

@@ -171,6 +171,47 @@ class ToyUNet(nn.Module):
             self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1) if lvl != 0 else nn.Identity())
         self.out = nn.Sequential(_gn(ch), nn.SiLU(), zero_init(nn.Conv2d(ch, out_ch, 3, padding=1)))
 
+    def attend(self, at: nn.Module, h: Tensor, ctx: Tensor, ctx_mask: Optional[Tensor], views: int) -> Tensor:
+        """``at`` applied to ``h`` [B*V,C,H,W] (identity where the level has no attention); with
+        ``views`` > 1 the V views of each sample are tiled into one [B,C,V*H,W] map first."""
+        if not isinstance(at, AttnBlock):
+            return h
+        if views == 1:
+            return at(h, ctx, ctx_mask)
+        BV, C, H, W = h.shape
+        tiled = h.view(BV // views, views, C, H, W).transpose(1, 2).reshape(BV // views, C, views * H, W)
+        out = at(tiled, ctx, ctx_mask)
+        return out.view(BV // views, C, views, H, W).transpose(1, 2).reshape(BV, C, H, W)
+
+    def time_embedding(self, t: Tensor, extra_emb: Optional[Tensor] = None) -> Tensor:
+        """[B,temb_dim]: the sinusoidal embedding of ``t`` through the MLP, plus ``extra_emb``."""
+        temb = self.time(timestep_embedding(t, self.channels[0]))
+        return temb if extra_emb is None else temb + extra_emb
+
+    def encode(
+        self,
+        x: Tensor,
+        temb: Tensor,
+        ctx: Tensor,
+        ctx_mask: Optional[Tensor] = None,
+        views: int = 1,
+        input_residual: Optional[Tensor] = None,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The down path and middle: (middle features [B*V,C,h,w], skip features, shallowest
+        first). ``input_residual`` [B*V,channels[0],H,W] is added after ``conv_in`` (where a
+        ControlNet adds its condition, Zhang et al. 2023, Sec. 3.2)."""
+        h = self.conv_in(x)
+        if input_residual is not None:
+            h = h + input_residual
+        hs = []
+        for blocks, attn, down in zip(self.down, self.down_attn, self.downsample):
+            for blk, at in zip(blocks, attn):
+                h = self.attend(at, blk(h, temb), ctx, ctx_mask, views)
+                hs.append(h)
+            h = down(h)
+        h = self.mid2(self.attend(self.mid_attn, self.mid1(h, temb), ctx, ctx_mask, views), temb)
+        return h, hs
+
     def forward(
         self,
         x: Tensor,
@@ -180,34 +221,21 @@ class ToyUNet(nn.Module):
         extra_emb: Optional[Tensor] = None,
         views: int = 1,
         return_features: bool = False,
+        residuals: Optional[tuple[list[Tensor], Tensor]] = None,
     ):
         """Output [B*V,out_ch,H,W]; with ``return_features`` also the last decoder features
-        [B*V,channels[0],H,W] (what FlashWorld's Gaussian head reads)."""
-        temb = self.time(timestep_embedding(t, self.channels[0]))
-        if extra_emb is not None:
-            temb = temb + extra_emb
-
-        def attend(at: nn.Module, h: Tensor) -> Tensor:
-            if not isinstance(at, AttnBlock):
-                return h
-            if views == 1:
-                return at(h, ctx, ctx_mask)
-            BV, C, H, W = h.shape
-            tiled = h.view(BV // views, views, C, H, W).transpose(1, 2).reshape(BV // views, C, views * H, W)
-            out = at(tiled, ctx, ctx_mask)
-            return out.view(BV // views, C, views, H, W).transpose(1, 2).reshape(BV, C, H, W)
-
-        h = self.conv_in(x)
-        hs = []
-        for blocks, attn, down in zip(self.down, self.down_attn, self.downsample):
-            for blk, at in zip(blocks, attn):
-                h = attend(at, blk(h, temb))
-                hs.append(h)
-            h = down(h)
-        h = self.mid2(attend(self.mid_attn, self.mid1(h, temb)), temb)
+        [B*V,channels[0],H,W] (what FlashWorld's Gaussian head reads). ``residuals`` (skip
+        residuals in :meth:`encode`'s order, middle residual) are added to the skip and middle
+        features before the decoder reads them: a ControlNet's output."""
+        temb = self.time_embedding(t, extra_emb)
+        h, hs = self.encode(x, temb, ctx, ctx_mask, views)
+        if residuals is not None:
+            skips, mid = residuals
+            hs = [a + b for a, b in zip(hs, skips)]
+            h = h + mid
         for blocks, attn, up in zip(self.up, self.up_attn, self.upsample):
             for blk, at in zip(blocks, attn):
-                h = attend(at, blk(torch.cat([h, hs.pop()], 1), temb))
+                h = self.attend(at, blk(torch.cat([h, hs.pop()], 1), temb), ctx, ctx_mask, views)
             if not isinstance(up, nn.Identity):
                 h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
         out = self.out(h)

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from studio.cameras.convert import intrinsics_from_fov
+from studio.cameras.sampling import orbit_viewmats
 from studio.io.training_state import load_training_state, save_training_state
 from studio.priors.base import Condition
 from studio.priors.toy import ToyNVSPrior, ToyPrior, ToyT2IPrior, build_toy_prior, init_from, save_toy_prior
@@ -100,8 +102,8 @@ class Batcher:
             self.ids, self.mask = prior.tokenizer([str(c) for c in data.captions])
             self.null_ids, self.null_mask = prior.tokenizer([""])
         else:
-            if self.V < 2:
-                raise ValueError("toy-nvs needs at least 2 views per seed")
+            if self.V < 2 + int(prior.kind == "toy-epipolar"):
+                raise ValueError(f"{prior.kind} needs at least {2 + int(prior.kind == 'toy-epipolar')} views per seed")
             self.elev = torch.from_numpy(data.elevation).float()
             self.azim = torch.from_numpy(data.azimuth).float()
             self.radius = torch.from_numpy(data.radius).float()
@@ -122,6 +124,8 @@ class Batcher:
             ids, mask = self.ids[s].clone(), self.mask[s].clone()
             ids[drop], mask[drop] = self.null_ids, self.null_mask
             return x0, {"ids": ids.to(self.device), "mask": mask.to(self.device)}
+        if self.prior.kind == "toy-epipolar":
+            return self.epipolar_batch(s, drop)
         v2 = (v + torch.randint(1, self.V, (B,), generator=g)) % self.V  # a different view of the same seed
         x0, ref = self._img(s, v2), self._img(s, v)
         pose = ToyNVSPrior.relative_pose(
@@ -129,9 +133,34 @@ class Batcher:
         )
         return x0, {"ref": ref, "pose": pose.to(self.device), "uncond": drop.float()[:, None].to(self.device)}
 
+    def epipolar_batch(self, s: Tensor, drop: Tensor) -> tuple[Tensor, dict]:
+        """A target view of each seed ``s`` [B] and 2 or 3 other views as the posed inputs (one
+        count per batch, drawn with equal odds), cameras from the data's orbit angles."""
+        g, B = self.gen, s.shape[0]
+        K = 2 + int(torch.rand(1, generator=g).item() < 0.5)
+        order = torch.rand(B, self.V, generator=g).argsort(1)[:, : K + 1]  # distinct views per seed
+        rows = s[:, None].expand(B, K + 1)
+        mats = orbit_viewmats(
+            torch.rad2deg(self.elev[rows, order]), torch.rad2deg(self.azim[rows, order]), self.radius[rows, order]
+        )
+        x0 = self._img(s, order[:, 0])
+        views = (self._img(rows[:, 1:].reshape(-1), order[:, 1:].reshape(-1)) + 1.0) * 0.5
+        return x0, {
+            "views": views.view(B, K, *views.shape[1:]),
+            "view_mats": mats[:, 1:].to(self.device),
+            "target_mats": mats[:, 0].to(self.device),
+            "uncond": drop.float()[:, None].to(self.device),
+        }
+
 
 def embed(prior: ToyPrior, c: dict) -> Condition:
     """Condition of a training batch (with gradients into the text encoder for toy-t2i)."""
+    if prior.kind == "toy-epipolar":
+        S, fov = prior.image_size, prior.config["training_fov_deg"]
+        K = intrinsics_from_fov(fov, S, S).to(c["views"].device)
+        cond = prior.condition_views(c["views"], c["view_mats"], K, c["target_mats"], K)
+        cond.tensors["uncond"] = c["uncond"]
+        return cond
     if isinstance(prior, ToyT2IPrior):
         return Condition({"text": prior.text_encoder(c["ids"], c["mask"]), "text_mask": c["mask"]})
     return Condition({"ref": c["ref"], "pose": c["pose"], "uncond": c["uncond"]})
@@ -182,6 +211,8 @@ def train_prior(
         prior = build_toy_prior(cfg.name, {"arch": dict(cfg.arch)} if cfg.arch else None)
     if data.images.shape[2] != prior.image_size:
         raise ValueError(f"{cfg.name} is {prior.image_size}x{prior.image_size}, the data {data.images.shape[2]} px")
+    if prior.kind == "toy-epipolar":  # the cameras of the training renders (condition_views needs intrinsics)
+        prior.config["training_fov_deg"] = cfg.data.fov_deg
     init = init_from(prior, cfg.init) if cfg.init else None  # a resumed run then loads its own state
     prior = prior.to(device).train()
     ema = copy.deepcopy(prior).eval()

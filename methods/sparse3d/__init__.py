@@ -1,0 +1,1 @@
+"""``ns-train sparse3d``: sparse-view reconstruction with a multiview-consistent prior and C-SDS (Sparse3D)."""
