@@ -85,12 +85,13 @@ class DiffusersPrior(DiffusionPrior):
         self.training = mode
         return self
 
-    def _run_unet(self, sample: Tensor, t: int | Tensor, context: Tensor, cond: Condition) -> Tensor:
+    def _run_unet(self, sample: Tensor, t: int | Tensor, context: Tensor, cond: Condition, **unet_kwargs) -> Tensor:
         """Raw UNet output in the UNet's dtype (callers cast back); on clones with a camera MLP the
-        condition's ``"camera"`` [B, camera_dim] (absent: zeros, the "no camera" input) goes in too."""
+        condition's ``"camera"`` [B, camera_dim] (absent: zeros, the "no camera" input) goes in too.
+        ``unet_kwargs`` (e.g. ControlNet residuals, already in the UNet's dtype) pass through."""
         b = sample.shape[0]
         dtype = self.unet.dtype
-        kwargs = {}
+        kwargs = dict(unet_kwargs)
         if self._clone_camera_dim:
             cam = cond.tensors.get("camera")
             if cam is None:
