@@ -21,9 +21,11 @@ depth AOVs) and the geometry (Chamfer distance to ``gt_mesh.obj``; ``studio.eval
 
 ``studio eval text-to-3d --method sds --prompts FILE --output metrics.json [--sheet sheet.png]``:
 generates a result per caption of FILE (one a line; blank lines and ``#`` comments ignored) with a
-text-to-3D method, renders ``--views`` turntable views of it and scores them with the ToyWorld
-attribute classifier (category, colour, material accuracy over views; ``studio.eval.text_to_3d``);
-writes per-caption rows and view-weighted means, and a render sheet (a row per caption).
+text-to-3D method (``sds``, ``vp3d``), renders ``--views`` turntable views of it and scores them
+with the ToyWorld attribute classifier (category, colour, material accuracy over views) and the
+embedded image-text model toy-clip (``alignment`` of the views with the caption, ``consistency`` of
+adjacent views; with ``--clip PATH`` a local CLIP's too; ``studio.eval.text_to_3d``); writes
+per-caption rows and their means, and a render sheet (a row per caption).
 
 ``studio eval attributes --output metrics.json [--train] [--weights PATH]``: accuracy of the
 ToyWorld attribute classifier (category, colour, material; ``studio.eval.classifier``) on held-out
@@ -400,7 +402,10 @@ class SparseView:
         if subprocess.run(cmd).returncode != 0:
             raise StudioInputError(f"the {self.method} run failed (command: {shlex.join(cmd)}).")
         seconds = time.time() - t0
-        config = max((work / "runs").glob(f"{name}/{sv.METHOD}/*/config.yml"), key=lambda p: p.stat().st_mtime)
+        configs = list((work / "runs").glob(f"*/{sv.METHOD}/*/config.yml"))
+        if not configs:
+            raise StudioInputError(f"the {self.method} run wrote no config.yml under {work / 'runs'}.")
+        config = max(configs, key=lambda p: p.stat().st_mtime)
         metrics = {**self.scores(config, test), "views": views, "method": self.method, "config": str(config)}
         metrics["settings"] = {
             "command": shlex.join(cmd),
@@ -457,12 +462,14 @@ class SparseView:
 
 @dataclass
 class TextTo3D:
-    """Generate from each caption of a prompt file with a text-to-3D method; score turntable views with the classifier."""
+    """Generate from each caption of a prompt file with a text-to-3D method; score turntable views with
+    the classifier and image-text models."""
 
     prompts: Path
     """Text file of captions, one a line (blank lines and # comments ignored; at most 100)."""
     output: Path
-    """Metrics JSON to write: per caption {n, category, colour, material, most_often, config} and overall means."""
+    """Metrics JSON to write: per caption {n, category, colour, material, most_often, alignment,
+    consistency, config} and overall means."""
     method: str = "sds"
     """The ns-train method to run."""
     method_args: str = ""
@@ -478,8 +485,12 @@ class TextTo3D:
     """Elevation of the turntable views in degrees."""
     work_dir: Optional[Path] = None
     """Where the runs go, one folder per caption (default: next to --output, <output stem>_runs/)."""
+    clip: Optional[Path] = None
+    """A local CLIP folder (transformers CLIPModel.save_pretrained) or toy-clip file: adds
+    alignment_clip and consistency_clip, the same scores under that model."""
 
     def inputs(self) -> list[Input]:
+        from studio.guidance.rewards import check_image_text_model
         from studio.models.registry import text_to_3d_methods
 
         return [
@@ -488,7 +499,21 @@ class TextTo3D:
             Input("--sheet", Kind.OUTPUT_FILE, self.sheet, suffixes=(".png",)),
             Input("--method", Kind.CHOICE, self.method, choices=tuple(text_to_3d_methods())),
             Input("--work-dir", Kind.OUTPUT_DIR, self.work_dir),
+            Input("--clip", Kind.PRIOR, self.clip, check=check_image_text_model),
         ]
+
+    def image_text_models(self) -> dict:
+        """{"": toy-clip, "_clip": the --clip model}: the models of the alignment/consistency
+        columns, by column suffix (loaded before any run, so a missing model fails first)."""
+        from studio.eval.text_to_3d import IMAGE_TEXT_MODEL
+        from studio.guidance.rewards import check_image_text_model
+        from studio.rewards import load_image_text_model
+
+        check_image_text_model(IMAGE_TEXT_MODEL)
+        models = {"": load_image_text_model(IMAGE_TEXT_MODEL)}
+        if self.clip is not None:
+            models["_clip"] = load_image_text_model(self.clip)
+        return models
 
     def generate(self, caption: str, work: Path) -> Path:
         """Run ``ns-train <method> --prompt caption`` into ``work``; the run's config.yml."""
@@ -508,7 +533,7 @@ class TextTo3D:
 
         from studio.eval.classifier import load_attribute_classifier
         from studio.eval.priors import weighted_means
-        from studio.eval.text_to_3d import caption_views, score_caption
+        from studio.eval.text_to_3d import caption_views, embedding_scores, score_caption
         from studio.export.runs import load_gaussians_from_config
         from studio.io.atomic import atomic_path, atomic_write_text
         from studio.io.headers import check_prompt_file
@@ -520,20 +545,33 @@ class TextTo3D:
         work = self.work_dir or self.output.with_name(self.output.stem + "_runs")
         sheet = self.sheet or self.output.with_name(self.output.stem + "_sheet.png")
         classifier = load_attribute_classifier()
+        models = self.image_text_models()
         rows, frames = {}, []
         for k, caption in enumerate(captions):
             config = self.generate(caption, work / f"{k:03d}")
             views = caption_views(load_gaussians_from_config(config), self.views, self.size, self.elevation)
-            rows[caption] = {**score_caption(classifier, views, caption), "config": str(config)}
+            row = score_caption(classifier, views, caption)
+            for suffix, model in models.items():
+                row.update({name + suffix: v for name, v in embedding_scores(model, views, caption).items()})
+            rows[caption] = {**row, "config": str(config)}
             frames.append(views)
         settings = {"method": self.method, "method_args": self.method_args, "views": self.views}
         settings.update(size=self.size, elevation=self.elevation)
-        metrics = {"captions": rows, "overall": weighted_means(list(rows.values())), "settings": settings}
+        settings.update({f"alignment{s}_model": m.name for s, m in models.items()})
+        overall = weighted_means(list(rows.values()))
+        for suffix in models:
+            for name in ("alignment", "consistency"):
+                values = [r[name + suffix] for r in rows.values() if r[name + suffix] is not None]
+                overall[name + suffix] = sum(values) / len(values) if values else None
+        metrics = {"captions": rows, "overall": overall, "settings": settings}
         with atomic_path(sheet) as tmp:
             Image.fromarray(make_sheet(np.concatenate(frames), self.views)).save(tmp, format="PNG")
         atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
         table = {"caption": rows, "overall": {"all": metrics["overall"]}}
         print_accuracy_table(table, f"{self.method}: classifier on {self.views} turntable views per result")
+        for suffix, model in models.items():
+            a, c = overall["alignment" + suffix], overall["consistency" + suffix]
+            print(f"{model.name}: alignment {a:.4f}, adjacent-view consistency " + ("-" if c is None else f"{c:.4f}"))
         print(f"Wrote {self.output} and {sheet}")
 
 
