@@ -9,10 +9,10 @@ docstring describes the method): the frozen base is a Zero123 / Stable Zero123 s
   with :func:`~studio.priors.diffusers.zero123.zero123_pose` of the adapter's variant, computed
   from both cameras' orbit angles about the origin, +Z up (:func:`~studio.priors.epipolar.orbit_angles`).
 * **Epipolar attention** (:class:`~studio.priors.epipolar.EpipolarAttention`, float32): reads the
-  input views as *pixels* in [-1, 1], area-downsampled to ``view_size`` (default twice the latent
-  size, so its S/2 feature map is at the latent resolution; resized there bilinearly otherwise).
-  Our choice: its view encoder takes 3 channels, and pixels keep the colours the controller may
-  copy, which the VAE latents of a 64 px view would blur.
+  input views as *pixels* in [-1, 1], resized (bilinear, antialiased) to ``view_size`` (default
+  twice the latent size, so its S/2 feature map is at the latent resolution; resized there
+  bilinearly otherwise). Our choice over the VAE latents: its view encoder takes 3 channels (as
+  the toy's), and it appends the pixels themselves, the colours the controller can copy.
 * **ControlNet**: ``ControlNetModel.from_unet(unet)``, a trainable copy of Zero123's time embedding,
   8-channel ``conv_in``, down blocks and middle block, in the UNet's dtype. Its
   ``controlnet_cond_embedding`` is diffusers' own with one stage (``conditioning_embedding_out_channels
