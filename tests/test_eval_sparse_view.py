@@ -98,6 +98,9 @@ def test_bad_views_on_the_command_line_are_one_error_line_and_write_nothing(tmp_
 
 
 def test_method_flags():
+    from studio.models.registry import sparse_view_methods
+
+    assert sv.METHOD in sparse_view_methods()  # both variants run the registered sparse-view method
     base = sv.train_command("ns-train", "sparse3d", Path("sub"), Path("runs"), ["--max-num-iterations", "5"])
     assert base[:2] == ["ns-train", "sparse3d"] and base[-2:] == ["--max-num-iterations", "5"]
     assert "--pipeline.model.csds" not in base

@@ -380,7 +380,7 @@ class SparseView:
         from studio.data.nerf_synthetic import read_nerf_synthetic
         from studio.eval import sparse_view as sv
         from studio.io.atomic import atomic_write_text
-        from studio.models.registry import registered_config
+        from studio.models.registry import sparse_view_methods
 
         if not (self.data / "transforms_test.json").is_file():
             raise StudioInputError(
@@ -388,10 +388,8 @@ class SparseView:
             )
         train, test = read_nerf_synthetic(self.data, "train"), read_nerf_synthetic(self.data, "test")
         views = sv.check_views(self.views, len(train.image_paths))
-        if registered_config(sv.METHOD) is None:
-            raise StudioInputError(
-                f"the {sv.METHOD} method is not installed (no nerfstudio.method_configs entry point)."
-            )
+        if sv.METHOD not in sparse_view_methods():
+            raise StudioInputError(f"the {sv.METHOD} method is not installed as a sparse-view method.")
         work = self.work_dir or self.output.with_name(self.output.stem + "_run")
         name = f"{self.data.resolve().name}_views{'-'.join(map(str, views))}"
         sub = sv.write_subset(self.data, views, work / name)

@@ -3,7 +3,8 @@
 Lists of methods (the tests', the viewer's, ``studio eval``'s) come from here, so a new method
 joins them by its entry-point line. Capabilities are read off the registered configs: a method is
 an inverse-rendering one when its model can relight (``render_relit``), an image-to-3D one when
-its data manager takes one reference image (``ReferenceDataManagerConfig``), a text-to-3D one when
+its data manager takes one reference image (``ReferenceDataManagerConfig``), a sparse-view one when it
+takes 2-3 posed views (``SparseViewDataManagerConfig``), a text-to-3D one when
 its model takes a ``prompt`` and its data manager is an orbit one without a reference image.
 """
 
@@ -47,6 +48,18 @@ def image_to_3d_methods() -> List[str]:
         n
         for n, s in registered_methods().items()
         if isinstance(s.config.pipeline.datamanager, ReferenceDataManagerConfig)
+    )
+
+
+def sparse_view_methods() -> List[str]:
+    """Methods that reconstruct from 2-3 posed views (a ``SparseViewDataManagerConfig``): what ``studio eval
+    sparse-view`` runs (its ``--method sds`` is the baseline of such a method, not the text-to-3D ``sds``)."""
+    from studio.data.sparse_views import SparseViewDataManagerConfig
+
+    return sorted(
+        n
+        for n, s in registered_methods().items()
+        if isinstance(s.config.pipeline.datamanager, SparseViewDataManagerConfig)
     )
 
 
