@@ -414,7 +414,10 @@ class SparseView:
             "n_test_views": len(test.image_paths),
         }
         atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
-        print_table({k: metrics[k] for k in sv.METRIC_KEYS}, f"{self.method} from views {views} of {self.data.name}")
+        print_table(
+            {k: metrics[k] for k in sv.METRIC_KEYS},
+            f"{self.method}, views {' '.join(map(str, views))}, {self.data.name}",
+        )
         print(f"Wrote {self.output}")
 
     def scores(self, config: Path, test) -> dict:
