@@ -1,5 +1,6 @@
-"""``studio eval text-to-3d``: the prompt-file parser, the classifier scoring of turntable views of
-a result, and the command (its ns-train run replaced by a known coloured ball of Gaussians)."""
+"""``studio eval text-to-3d``: the prompt-file parser, the classifier and image-text scoring of
+turntable views of a result, and the command (its ns-train run replaced by a known coloured ball of
+Gaussians)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,31 @@ def test_turntable_views_of_a_red_ball_score_as_the_caption_says():
     assert snowman["category"] is None and snowman["material"] is None and snowman["colour"] == 1.0
 
 
+def _random_clip(tmp: Path) -> Path:
+    """A randomly initialised toy-clip file (the ``--clip`` model of the command test)."""
+    from studio.rewards.contrastive import ToyCLIP, save_toy_clip
+
+    torch.manual_seed(0)
+    return save_toy_clip(ToyCLIP(), tmp / "clip.safetensors")
+
+
+def test_embedding_scores_of_the_embedded_toy_clip():
+    """toy-clip aligns a red ball's views with "a matte red sphere" better than with a blue torus;
+    a ball looks alike from every side (consistency ~1), a ball and a box in turn do not."""
+    from studio.eval.text_to_3d import IMAGE_TEXT_MODEL, caption_views, embedding_scores
+    from studio.rewards import load_image_text_model
+
+    torch.set_num_threads(1)
+    model = load_image_text_model(IMAGE_TEXT_MODEL)
+    red = caption_views(_ball((0.8, 0.1, 0.1)), views=4, size=32)
+    blue = caption_views(_ball((0.1, 0.2, 0.8)), views=4, size=32)
+    right, wrong = embedding_scores(model, red, "a matte red sphere"), embedding_scores(model, red, "a blue torus")
+    assert right["alignment"] > wrong["alignment"] and right["consistency"] == wrong["consistency"] > 0.99
+    mixed = embedding_scores(model, np.stack([red[0], blue[1], red[2], blue[3]]), "a matte red sphere")
+    assert mixed["consistency"] < right["consistency"] - 0.05
+    assert embedding_scores(model, red[:1], "a matte red sphere")["consistency"] is None
+
+
 def test_command_writes_metrics_and_sheet(tmp_path, monkeypatch):
     import studio.export.runs
     from studio.cli.eval import TextTo3D
@@ -95,7 +121,9 @@ def test_command_writes_metrics_and_sheet(tmp_path, monkeypatch):
     )
     prompts = _prompts(tmp_path, "\n".join(colours))
     out = tmp_path / "res" / "metrics.json"
-    entrypoint(["eval", "text-to-3d", "--prompts", str(prompts), "--output", str(out), "--views", "3", "--size", "32"])
+    clip = _random_clip(tmp_path)
+    argv = ["--prompts", str(prompts), "--output", str(out), "--views", "3", "--size", "32", "--clip", str(clip)]
+    entrypoint(["eval", "text-to-3d", *argv])
     metrics = json.loads(out.read_text())
     assert [c for c, _ in generated] == list(colours)
     assert generated[0][1] == tmp_path / "res" / "metrics_runs" / "000"
@@ -104,7 +132,11 @@ def test_command_writes_metrics_and_sheet(tmp_path, monkeypatch):
     assert snow["category"] is None and snow["colour"] == 1.0
     overall = metrics["overall"]
     assert (overall["captions"], overall["n"], overall["category"], overall["colour"]) == (2, 6, 1.0, 1.0)
-    assert metrics["settings"]["method"] == "sds"
+    assert metrics["settings"]["method"] == "sds" and metrics["settings"]["alignment_clip_model"] == str(clip)
+    for name in ("alignment", "consistency", "alignment_clip", "consistency_clip"):  # a ball: every view alike
+        assert all(-1.0 <= metrics["captions"][c][name] <= 1.0 for c in colours), name
+        assert overall[name] == pytest.approx(np.mean([metrics["captions"][c][name] for c in colours]))
+    assert red["consistency"] > 0.99 and snow["consistency_clip"] > 0.99
     sheet = np.asarray(Image.open(tmp_path / "res" / "metrics_sheet.png"))
     assert sheet.shape == (2 * 32, 3 * 32, 3)
 
