@@ -140,12 +140,9 @@ class GeometryStage(Stage):
 
     name = "geometry"
 
-    def t_range(self) -> Tuple[float, float]:
-        return tuple(self.model.config.t_range)
-
     def get_loss_dict(self, outputs, batch) -> Dict[str, Tensor]:
         model = self.model
-        model.vp_sds.schedule = UniformTimesteps(*self.t_range())
+        model.vp_sds.schedule = model.schedules[self.name]
         images = outputs["rgb_views"].permute(0, 3, 1, 2)
         cond, uncond, image_cond, image_uncond = model.conditions(batch)
         out = model.vp_sds(images, cond, uncond, image_cond, image_uncond, model.step)
@@ -172,9 +169,6 @@ class AppearanceStage(GeometryStage):
     """VP-SDS at lower noise levels plus the differentiable rewards."""
 
     name = "appearance"
-
-    def t_range(self) -> Tuple[float, float]:
-        return tuple(self.model.config.appearance_t_range)
 
     def get_loss_dict(self, outputs, batch) -> Dict[str, Tensor]:
         losses = super().get_loss_dict(outputs, batch)
@@ -206,8 +200,11 @@ class VP3DModel(StagedModel, GenerationModel):
             text_scale=cfg.text_guidance_scale,
             visual_scale=cfg.visual_guidance_scale,
             weighting=cfg.weighting,
-            schedule=UniformTimesteps(*cfg.t_range),
         )
+        self.schedules = {
+            "geometry": UniformTimesteps(*cfg.t_range),
+            "appearance": UniformTimesteps(*cfg.appearance_t_range),
+        }
         self.rewards = self._load_rewards(device)
         size = int(text_prior.image_size)
         self.register_buffer("visual_prompt_image", torch.ones(1, 3, size, size))
