@@ -45,13 +45,15 @@ class Sparse3DModelConfig(GenerationModelConfig):
 
     _target: Type = field(default_factory=lambda: Sparse3DModel)
     stage_names: ClassVar[Tuple[str, ...]] = ("distill",)
-    prior: str = "toy-epipolar"
-    """Multiview-consistent prior (``studio.priors.epipolar``): the embedded toy-epipolar or a path."""
+    prior: str = "zero123-epipolar"
+    """Multiview-consistent prior: the embedded toy-epipolar (``studio.priors.epipolar``), or
+    zero123-epipolar[:FOLDER] (a Zero123 snapshot with the controller, ``studio.priors.diffusers``)."""
     controller: bool = True
     """Use the epipolar controller (False: the base novel-view prior alone, nearest input view)."""
-    csds: Literal["none", "classifier", "reference"] = "reference"
+    csds: Literal["none", "classifier", "reference"] = "classifier"
     """Detail term: none (SDS only), classifier (SDS + classifier-score C-SDS) or reference (C-SDS
-    with the category prior as SDS's reference; replaces SDS)."""
+    with the category prior as SDS's reference; replaces SDS; needs both priors on one latent grid,
+    so not Zero123 at 256 px with SD-2.1-base at 512 px)."""
     category: Optional[str] = None
     """Object category for C-SDS (``--category``; default: the dataset's meta.json "category")."""
     category_prior: str = "sd-2.1-base"
