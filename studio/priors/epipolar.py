@@ -306,19 +306,9 @@ class EpipolarNVSPrior(ToyPrior):
         e1, a1, r1 = orbit_angles(target_mats)
         if near_far is None:
             near_far = default_near_far(view_mats, view_Ks, target_mats, S)
-        return Condition(
-            {
-                "ref": views[rows, nearest],
-                "pose": ToyNVSPrior.relative_pose(e0, a0, r0, e1, a1, r1).to(dev),
-                "uncond": torch.zeros(B, 1, device=dev),
-                "views": views,
-                "view_mats": view_mats,
-                "view_Ks": view_Ks,
-                "target_mat": target_mats,
-                "target_K": target_Ks,
-                "near_far": torch.as_tensor(near_far, dtype=torch.float32, device=dev).reshape(B, 2),
-            }
-        )
+        pose = ToyNVSPrior.relative_pose(e0, a0, r0, e1, a1, r1).to(dev)
+        controller = controller_fields(views, view_mats, view_Ks, target_mats, target_Ks, near_far)
+        return Condition({"ref": views[rows, nearest], "pose": pose, **controller})
 
     def unconditional(self, like: Condition) -> Condition:
         """``like`` with the reference, pose and controller dropped (the CFG null condition)."""
@@ -352,3 +342,14 @@ class EpipolarNVSPrior(ToyPrior):
 
 CONTROLLER_FIELDS = ("views", "view_mats", "view_Ks", "target_mat", "target_K", "near_far")
 """Condition fields the epipolar attention reads, in its argument order."""
+
+
+def controller_fields(
+    views: Tensor, view_mats: Tensor, view_Ks: Tensor, target_mats: Tensor, target_Ks: Tensor, near_far: Tensor
+) -> dict:
+    """The controller's condition fields (:data:`CONTROLLER_FIELDS`, batch B = ``target_mats``'s)
+    and ``uncond`` zeros [B,1] (the controller on)."""
+    B, dev = target_mats.shape[0], target_mats.device
+    near_far = torch.as_tensor(near_far, dtype=torch.float32, device=dev).reshape(B, 2)
+    values = dict(zip(CONTROLLER_FIELDS, (views, view_mats, view_Ks, target_mats, target_Ks, near_far)))
+    return {"uncond": torch.zeros(B, 1, device=dev), **values}

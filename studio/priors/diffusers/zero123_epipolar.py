@@ -46,7 +46,14 @@ from studio.priors.base import Condition
 from studio.priors.diffusers.base import resize_square
 from studio.priors.diffusers.loading import load_component, load_state_dict
 from studio.priors.diffusers.zero123 import Zero123Prior, zero123_pose
-from studio.priors.epipolar import CONTROLLER_FIELDS, EpipolarAttention, default_near_far, nearest_view, orbit_angles
+from studio.priors.epipolar import (
+    CONTROLLER_FIELDS,
+    EpipolarAttention,
+    controller_fields,
+    default_near_far,
+    nearest_view,
+    orbit_angles,
+)
 
 log = logging.getLogger(__name__)
 
@@ -206,18 +213,8 @@ class Zero123EpipolarPrior(Zero123Prior):
         views = resize_square(images.flatten(0, 1), V).view(B, K, 3, V, V) * 2.0 - 1.0
         if near_far is None:
             near_far = default_near_far(view_mats, view_Ks, target_mats, V)
-        return Condition(
-            {
-                **base.index(keep).tensors,
-                "uncond": torch.zeros(B, 1, device=dev),
-                "views": views,
-                "view_mats": view_mats,
-                "view_Ks": view_Ks,
-                "target_mat": target_mats,
-                "target_K": target_Ks,
-                "near_far": torch.as_tensor(near_far, dtype=torch.float32, device=dev).reshape(B, 2),
-            }
-        )
+        controller = controller_fields(views, view_mats, view_Ks, target_mats, target_Ks, near_far)
+        return Condition({**base.index(keep).tensors, **controller})
 
     def unconditional(self, like: Condition) -> Condition:
         """``like`` with Zero123's fields zeroed (its CFG null condition) and the controller dropped."""
