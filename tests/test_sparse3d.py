@@ -155,7 +155,7 @@ def _ns_train(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("csds", ["reference", "classifier"])
+@pytest.mark.parametrize("csds", ["reference", pytest.param("classifier", marks=pytest.mark.slow)])  # ~40 s each
 def test_sparse3d_trains_from_three_views(tiny_prior, tmp_path: Path, csds: str):
     _, prior_file = tiny_prior
     data = _three_views(tmp_path / "data")
