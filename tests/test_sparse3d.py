@@ -191,6 +191,7 @@ def test_sparse3d_refuses_bad_inputs(tiny_prior, tmp_path: Path):
     data = _three_views(tmp_path / "data")
     (data / "meta.json").unlink()  # no category: C-SDS must be told one
     args = ["sparse3d", "--data", str(data), "--preset", "tiny", "--pipeline.model.prior", str(tiny_prior[1])]
+    args += ["--pipeline.model.csds", "classifier"]
     out = _ns_train(*args, "--output-dir", str(tmp_path / "runs"))
     assert out.returncode == 2 and "error:" in out.stderr and "--category NAME" in out.stderr
     assert not (tmp_path / "runs").exists()
