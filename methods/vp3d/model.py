@@ -136,7 +136,7 @@ class VP3DModelConfig(GenerationModelConfig):
 
 
 class GeometryStage(Stage):
-    """VP-SDS over the full timestep range; Gaussians densified."""
+    """VP-SDS with t ~ U(``t_range``); Gaussians densified."""
 
     name = "geometry"
 
