@@ -85,6 +85,30 @@ def default_near_far(view_mats: Tensor, view_Ks: Tensor, target_mats: Tensor, si
     return torch.stack([(d - bound).clamp(min=1e-2), d + bound], -1)
 
 
+def batch_views(
+    images: Tensor, view_mats: Tensor, view_Ks: Tensor, target_mats: Tensor, target_Ks: Tensor, device
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The arguments of ``condition_views`` as float32 on ``device``, broadcast to the targets'
+    batch B: images [B,K,3,H,W] (from [K,3,H,W] or [B,K,3,H,W]), view_mats [B,K,4,4], view_Ks
+    [B,K,3,3], target_mats [B,4,4], target_Ks [B,3,3]."""
+
+    def f32(x: Tensor) -> Tensor:
+        return torch.as_tensor(x, dtype=torch.float32, device=device)
+
+    target_mats = f32(target_mats).reshape(-1, 4, 4)
+    images = f32(images)
+    images = images[None] if images.dim() == 4 else images
+    B, K = target_mats.shape[0], images.shape[1]
+    images = images.expand(B, *images.shape[1:])
+    return (
+        images,
+        f32(view_mats).expand(B, K, 4, 4),
+        f32(view_Ks).expand(B, K, 3, 3),
+        target_mats,
+        f32(target_Ks).expand(B, 3, 3),
+    )
+
+
 def project(points: Tensor, viewmats: Tensor, Ks: Tensor, size: int) -> tuple[Tensor, Tensor]:
     """World points [B,N,3] into K cameras [B,K,4,4] / [B,K,3,3] (pixels of ``size``-px images)
     -> grid_sample coordinates [B,K,N,2] (align_corners=False: -1 and 1 are the image edges) and
@@ -101,7 +125,7 @@ def target_rays(target_mats: Tensor, target_Ks: Tensor, size: int, grid: int) ->
     """Origins, unit directions and Plücker coordinates ([B,P,3], [B,P,3], [B,P,6]; P = grid^2,
     row-major) of the rays through the centres of a ``grid x grid`` lattice over a ``size``-px
     target image."""
-    pl = plucker_raymaps(target_mats, _scaled(target_Ks, grid / size), grid, grid).flatten(2).transpose(1, 2)
+    pl = plucker_raymaps(target_mats, scale_intrinsics(target_Ks, grid / size), grid, grid).flatten(2).transpose(1, 2)
     d = pl[..., :3]
     return camera_centres(target_mats)[:, None].expand_as(d), d, pl
 
@@ -186,7 +210,7 @@ class EpipolarAttention(nn.Module):
         return self.out(out[:, 0]).view(B, g, g, C).permute(0, 3, 1, 2)
 
 
-def _scaled(Ks: Tensor, s: float) -> Tensor:
+def scale_intrinsics(Ks: Tensor, s: float) -> Tensor:
     """Intrinsics for an image ``s`` times the size (focal lengths and principal point scaled)."""
     out = Ks.clone()
     out[..., :2, :] = out[..., :2, :] * s
@@ -284,21 +308,14 @@ class EpipolarNVSPrior(ToyPrior):
         ``view_Ks`` [(B,)(K,)3,3] (broadcast); all intrinsics in pixels of H x W images (square). ``near_far``
         [B,2]: depth range along the target rays (default :func:`default_near_far`)."""
         dev, S = self.device, self.image_size
-        images = torch.as_tensor(images, dtype=torch.float32, device=dev)
-        target_mats = torch.as_tensor(target_mats, dtype=torch.float32, device=dev).reshape(-1, 4, 4)
-        B = target_mats.shape[0]
-        if images.dim() == 4:
-            images = images[None]
-        H = images.shape[-1]
-        n = images.shape[1]
-        images = images.expand(B, *images.shape[1:])
-        view_mats = torch.as_tensor(view_mats, dtype=torch.float32, device=dev).expand(B, n, 4, 4)
-        view_Ks = torch.as_tensor(view_Ks, dtype=torch.float32, device=dev).expand(B, n, 3, 3)
+        images, view_mats, view_Ks, target_mats, target_Ks = batch_views(
+            images, view_mats, view_Ks, target_mats, target_Ks, dev
+        )
+        B, H = target_mats.shape[0], images.shape[-1]
         if H != S:
             flat = F.interpolate(images.flatten(0, 1), size=(S, S), mode="area" if H > S else "bilinear")
             images = flat.view(B, -1, 3, S, S)
-        view_Ks = _scaled(view_Ks, S / H)
-        target_Ks = _scaled(torch.as_tensor(target_Ks, dtype=torch.float32, device=dev).expand(B, 3, 3), S / H)
+        view_Ks, target_Ks = scale_intrinsics(view_Ks, S / H), scale_intrinsics(target_Ks, S / H)
         views = self.encode(images)
         nearest = nearest_view(view_mats, target_mats)
         rows = torch.arange(B, device=dev)

@@ -49,10 +49,12 @@ from studio.priors.diffusers.zero123 import Zero123Prior, zero123_pose
 from studio.priors.epipolar import (
     CONTROLLER_FIELDS,
     EpipolarAttention,
+    batch_views,
     controller_fields,
     default_near_far,
     nearest_view,
     orbit_angles,
+    scale_intrinsics,
 )
 
 log = logging.getLogger(__name__)
@@ -189,18 +191,11 @@ class Zero123EpipolarPrior(Zero123Prior):
         :func:`~studio.priors.epipolar.default_near_far`). Zero123's fields are those of
         ``condition(image=nearest view, pose=zero123_pose(...))``."""
         dev, V = self.device, self.arch["view_size"]
-        images = torch.as_tensor(images, dtype=torch.float32, device=dev)
-        target_mats = torch.as_tensor(target_mats, dtype=torch.float32, device=dev).reshape(-1, 4, 4)
-        B = target_mats.shape[0]
-        if images.dim() == 4:
-            images = images[None]
-        K, H = images.shape[1], images.shape[-1]
-        images = images.expand(B, *images.shape[1:])
-        view_mats = torch.as_tensor(view_mats, dtype=torch.float32, device=dev).expand(B, K, 4, 4)
-        view_Ks = torch.as_tensor(view_Ks, dtype=torch.float32, device=dev).expand(B, K, 3, 3)
-        target_Ks = torch.as_tensor(target_Ks, dtype=torch.float32, device=dev).expand(B, 3, 3)
-        to_view = torch.tensor([V / H, V / H, 1.0], device=dev)[:, None]  # intrinsics of V px images
-        view_Ks, target_Ks = view_Ks * to_view, target_Ks * to_view
+        images, view_mats, view_Ks, target_mats, target_Ks = batch_views(
+            images, view_mats, view_Ks, target_mats, target_Ks, dev
+        )
+        B, K, H = images.shape[0], images.shape[1], images.shape[-1]
+        view_Ks, target_Ks = scale_intrinsics(view_Ks, V / H), scale_intrinsics(target_Ks, V / H)  # V px images
 
         # Zero123's reference: every input view is embedded (cached while the views stay the same),
         # its pose to the target computed, and the nearest view's row kept
