@@ -33,9 +33,17 @@ def ssim(pred: Tensor, target: Tensor, window: int = 11) -> Tensor:
     return kornia.metrics.ssim(pred, target, window, max_val=1.0, eps=0.0, padding="valid").mean()
 
 
+def _alexnet_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
 def _alexnet_weights_present() -> bool:
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    return any(hub.glob("alexnet-owt-*.pth"))
+    return any(_alexnet_dir().glob("alexnet-owt-*.pth"))
+
+
+def lpips_missing_reason() -> str:
+    """One line saying why ``lpips_if_available`` returns None and what would enable LPIPS."""
+    return f"LPIPS not computed: no AlexNet weights (alexnet-owt-*.pth) in {_alexnet_dir()}; nothing is downloaded."
 
 
 @functools.lru_cache(maxsize=1)

@@ -18,6 +18,9 @@ from studio.eval.inverse import (
     albedo_scale,
     aligned_albedo_psnr,
     angular_error_deg,
+    default_interior_band_px,
+    evaluate_inverse,
+    interior_mask,
     masked_angular_error_deg,
     masked_mse,
     masked_psnr,
@@ -67,6 +70,89 @@ def test_masked_mse_and_psnr_use_only_masked_pixels():
     mask = torch.tensor([[True, True], [False, False]])
     assert abs(float(masked_mse(pred, gt, mask)) - 0.005) < 1e-7
     assert abs(float(masked_psnr(pred, gt, mask)) - (-10 * math.log10(0.005))) < 1e-4
+
+
+def test_interior_band_width_scales_with_resolution():
+    assert default_interior_band_px(128, 128) == 3
+    assert default_interior_band_px(256, 512) == 6
+    assert default_interior_band_px(800, 800) == 19
+    assert default_interior_band_px(16, 16) == 1
+
+
+def _disc_truth(tmp_path: Path, size: int = 64):
+    """A test view and one relit split of a disc of radius 20 px (RGBA PNGs), its camera stand-ins
+    and the relit image over white."""
+    from studio.eval.inverse import TestTruth, ViewTruth
+
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    alpha = (np.hypot(yy - size / 2, xx - size / 2) < 20).astype(np.float32)
+    rgba = np.concatenate([np.full((size, size, 3), 77 / 255, np.float32), alpha[..., None]], -1)  # 8-bit exact
+    path = tmp_path / "r_000.png"
+    Image.fromarray(np.round(rgba * 255).astype(np.uint8)).save(path)
+    env = tmp_path / "env.hdr"
+    from studio.pbr.envmap import write_hdr
+
+    write_hdr(env, np.ones((4, 8, 3), np.float32))
+    rgb = rgba[..., :3] * alpha[..., None] + 1.0 - alpha[..., None]
+    truth = TestTruth(views=[ViewTruth(rgb=rgb, mask=alpha > 0.5)], relit={"sun": (env, [path])})
+    return truth, [object()], torch.from_numpy(rgb), torch.from_numpy(alpha)
+
+
+def _relit_metrics(truth, cameras, relit_image, band_px=3, lpips=None):
+    gbuffers = {"rgb": torch.from_numpy(truth.views[0].rgb)}
+    return evaluate_inverse(
+        _Indexable(cameras),
+        truth,
+        render_gbuffers=lambda cam: gbuffers,
+        render_relit=lambda cam, light, scale: relit_image,
+        light_resolution=4,
+        lpips=lpips,
+        interior_band_px=band_px,
+    )
+
+
+class _Indexable(list):
+    """Stand-in for Nerfstudio Cameras: len() and slicing."""
+
+
+def test_interior_relight_psnr_ignores_the_silhouette_band(tmp_path):
+    """An error confined to the 3-px band inside the silhouette lowers the whole-image PSNR but not
+    the interior one; an error in the interior lowers both."""
+    truth, cameras, gt, alpha = _disc_truth(tmp_path)
+    band = (alpha > 0.5) & ~interior_mask(alpha, 3)
+    assert band.sum() > 50  # a ring of pixels
+    in_band = gt.clone()
+    in_band[band] = 1.0 - in_band[band]
+    edge = _relit_metrics(truth, cameras, in_band)
+    assert edge["relight_psnr"]["sun"] < 25.0
+    assert edge["relight_psnr_interior"]["sun"] > 100.0  # exact inside (the MSE clamps at 1e-12)
+
+    inside = gt.clone()
+    inside[interior_mask(alpha, 3)] += 0.1
+    core = _relit_metrics(truth, cameras, inside)
+    assert abs(core["relight_psnr_interior"]["sun"] - 20.0) < 0.01
+    assert core["relight_psnr"]["sun"] > core["relight_psnr_interior"]["sun"]  # diluted by unchanged pixels
+    # a wider band than the corrupted ring still ignores it; a 1-px band does not
+    assert _relit_metrics(truth, cameras, in_band, band_px=5)["relight_psnr_interior"]["sun"] > 100.0
+    assert _relit_metrics(truth, cameras, in_band, band_px=1)["relight_psnr_interior"]["sun"] < 30.0
+
+
+def test_lpips_keys_are_none_without_weights_and_filled_with_them(tmp_path):
+    truth, cameras, gt, _ = _disc_truth(tmp_path)
+    without = _relit_metrics(truth, cameras, gt)
+    assert tuple(without) == METRIC_KEYS
+    assert without["nvs_lpips"] is None and without["relight_lpips"] is None
+    calls = []
+
+    def fake_lpips(pred, target):  # [B,3,H,W] in [0,1], as studio.metrics.lpips_if_available's callable
+        assert pred.shape == target.shape == (1, 3, *gt.shape[:2])
+        calls.append(1)
+        return (pred - target).abs().mean()
+
+    shifted = (gt + 0.1).clamp(0, 1)
+    with_lpips = _relit_metrics(truth, cameras, shifted, lpips=fake_lpips)
+    assert with_lpips["nvs_lpips"] == 0.0
+    assert with_lpips["relight_lpips"]["sun"] > 0.0 and len(calls) == 2
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -163,6 +249,7 @@ def prd_config(tmp_path_factory) -> Path:
 
 def _eval_with(prd_config, tmp_path, monkeypatch, mode: str):
     """``studio eval prd`` on the mushroom's test split with a _TruthModel in place of the run's model."""
+    import studio.metrics
     import studio.models.runs
     from studio.cli.main import entrypoint
     from studio.data.dataparser import StudioDataParserConfig
@@ -176,6 +263,7 @@ def _eval_with(prd_config, tmp_path, monkeypatch, mode: str):
         return SimpleNamespace(pipeline=SimpleNamespace(model=model))
 
     monkeypatch.setattr(studio.models.runs, "load_run", fake_load_run)
+    monkeypatch.setattr(studio.metrics, "lpips_if_available", lambda: None)  # as without local weights
     out = tmp_path / f"{mode}.json"
     entrypoint(
         [
@@ -208,7 +296,11 @@ def test_eval_prd_of_the_ground_truth_is_perfect(prd_config, tmp_path, monkeypat
     assert len(model.relit_scales) == 8
     for s in model.relit_scales:
         torch.testing.assert_close(s, torch.ones(3), atol=1e-5, rtol=0)
-    assert "albedo_psnr" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "albedo_psnr" in printed
+    assert metrics["relight_psnr_interior"]["studio"] > 60.0
+    assert metrics["nvs_lpips"] is None and metrics["relight_lpips"] is None  # no LPIPS weights (fixture)
+    assert sum("LPIPS not computed" in line for line in printed.splitlines()) == 1
 
     scaled, model = _eval_with(prd_config, tmp_path, monkeypatch, "scaled")
     assert scaled["albedo_psnr"] > 60.0
@@ -221,6 +313,7 @@ def test_eval_prd_of_known_errors(prd_config, tmp_path, monkeypatch):
     metrics, _ = _eval_with(prd_config, tmp_path, monkeypatch, "corrupt")
     assert abs(metrics["nvs_psnr"] - 20.0) < 0.01 and metrics["nvs_ssim"] < 0.99
     assert abs(metrics["relight_psnr"]["studio"] - 20.0) < 0.01
+    assert abs(metrics["relight_psnr_interior"]["studio"] - 20.0) < 0.01
     assert abs(metrics["roughness_mse"] - ROUGHNESS_OFFSET**2) < 1e-5
     assert abs(metrics["normal_mae_deg"] - TILT_DEG) < 0.5
     assert metrics["albedo_psnr"] < 30.0

@@ -3,8 +3,10 @@
 ``studio eval prd --load-config CFG [--data DIR] [--env NAME=PATH ...] --output metrics.json``:
 
 Evaluates a trained ``prd`` run on its dataset's test split: novel-view PSNR/SSIM, scale-aligned
-albedo PSNR, roughness MSE, normal angular error and relighting PSNR per ``test_<env>/`` split
-(protocols: ``studio.eval.inverse``). The run is loaded without executing anything from it
+albedo PSNR, roughness MSE, normal angular error and relighting PSNR per ``test_<env>/`` split, over
+the whole image and over the object's interior (a silhouette band of ``--interior-band-px`` left
+out), and LPIPS when its weights are local (else one line says why; protocols: ``studio.eval.inverse``).
+The run is loaded without executing anything from it
 (restricted config loader, ``weights_only`` checkpoint). Writes the metrics as JSON (atomically)
 and prints them as a table.
 
@@ -114,13 +116,16 @@ class Prd:
     load_config: Path
     """config.yml of the trained run."""
     output: Path
-    """Metrics JSON to write (nvs_psnr, nvs_ssim, albedo_psnr, roughness_mse, normal_mae_deg, relight_psnr)."""
+    """Metrics JSON to write (studio.eval.inverse.METRIC_KEYS: nvs_psnr, nvs_ssim, nvs_lpips, albedo_psnr,
+    roughness_mse, normal_mae_deg, relight_psnr, relight_psnr_interior, relight_lpips)."""
     data: Optional[Path] = None
     """Dataset folder (default: the run's own)."""
     env: List[str] = field(default_factory=list)
     """Environment maps NAME=PATH of relit splits test_NAME/ (override or add to meta.json's)."""
     light_resolution: int = 64
     """Cube-face resolution of the relighting lights."""
+    interior_band_px: Optional[int] = None
+    """Silhouette band (pixels) relight_psnr_interior leaves out (default: 3 px per 128 px of the shorter side)."""
 
     def inputs(self) -> list[Input]:
         return [
@@ -143,9 +148,12 @@ class Prd:
         from studio.eval.inverse import evaluate_inverse, load_test_truth
         from studio.io.atomic import atomic_write_text
         from studio.io.config_loader import load_trainer_config
+        from studio.metrics import lpips_if_available, lpips_missing_reason
         from studio.models.registry import relighting_methods
         from studio.models.runs import load_run
 
+        if self.interior_band_px is not None and self.interior_band_px < 1:
+            raise StudioInputError(f"--interior-band-px {self.interior_band_px} must be at least 1.")
         envs = env_paths(self.env)
         config = load_trainer_config(self.load_config)
         if getattr(config, "method_name", None) not in relighting_methods():
@@ -159,6 +167,7 @@ class Prd:
         outputs = StudioDataParserConfig(data=data).setup().get_dataparser_outputs("test")
         truth = load_test_truth(data, outputs.image_filenames, envs)
 
+        lpips = lpips_if_available()
         pipeline = load_run(self.load_config, with_data=True, data=data).pipeline
         model = pipeline.model
         device = model.device
@@ -170,9 +179,13 @@ class Prd:
             render_relit=model.render_relit,
             light_resolution=self.light_resolution,
             device=device,
+            lpips=lpips,
+            interior_band_px=self.interior_band_px,
         )
         atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
         print_table(metrics, f"prd on {data.name}")
+        if lpips is None:
+            print(lpips_missing_reason())
         print(f"Wrote {self.output}")
 
 

@@ -20,6 +20,16 @@ value):
 * ``relight_psnr``: ``{env: PSNR}`` of ``render_relit(camera, light, albedo_scale=s)`` against
   ``test_<env>/`` composited over white (whole image), with the albedo scale ``s`` above (none
   when there is no albedo ground truth).
+* ``relight_psnr_interior``: ``{env: PSNR}`` of the same images over the object's interior only:
+  the test view's ground-truth mask (alpha > 0.5) eroded by ``interior_band_px`` pixels
+  (Chebyshev distance, ``studio.render.masks.silhouette_band``), so a band of that width inside
+  the silhouette is left out, where a pixel mixes surface and background and an error in the
+  silhouette would dominate the whole-image PSNR. Default width ``default_interior_band_px``:
+  3 px at 128 px images, scaled with the shorter image side (6 px at 256, 19 px at 800). A view
+  whose interior is empty is skipped.
+* ``nvs_lpips`` / ``relight_lpips`` (``{env: LPIPS}``): LPIPS (AlexNet, torchmetrics) of the same
+  whole images as ``nvs_psnr`` / ``relight_psnr``, only when its weights are local
+  (``studio.metrics.lpips_if_available``; never downloaded), else ``None``.
 
 Keys whose ground truth is missing are ``None``.
 """
@@ -42,7 +52,17 @@ from studio.io.errors import StudioInputError
 from studio.metrics import psnr, ssim
 from studio.pbr.tonemap import linear_to_srgb, srgb_to_linear
 
-METRIC_KEYS = ("nvs_psnr", "nvs_ssim", "albedo_psnr", "roughness_mse", "normal_mae_deg", "relight_psnr")
+METRIC_KEYS = (
+    "nvs_psnr",
+    "nvs_ssim",
+    "nvs_lpips",
+    "albedo_psnr",
+    "roughness_mse",
+    "normal_mae_deg",
+    "relight_psnr",
+    "relight_psnr_interior",
+    "relight_lpips",
+)
 BLENDER_STUDIOLIGHTS = Path("/usr/share/blender/datafiles/studiolights/world")
 _MIN_PRED = 1e-4
 
@@ -77,6 +97,26 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 def masked_psnr(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """PSNR (dB, values in [0,1]) over the masked pixels."""
     return -10.0 * torch.log10(masked_mse(pred, target, mask).clamp(min=1e-12))
+
+
+def default_interior_band_px(height: int, width: int) -> int:
+    """Silhouette band (pixels) that ``relight_psnr_interior`` leaves out: 3 px at 128 px images,
+    scaled with the shorter image side, at least 1."""
+    return max(1, round(3 * min(height, width) / 128))
+
+
+def interior_mask(alpha: Tensor, band_px: int) -> Tensor:
+    """Object pixels farther than ``band_px`` pixels (Chebyshev) from the background: the mask
+    ``alpha > 0.5`` ([H,W] or [H,W,1], in [0,1]) eroded by ``band_px``; boolean [H,W]."""
+    from studio.render.masks import silhouette_band
+
+    alpha = alpha[..., 0] if alpha.ndim == 3 else alpha
+    return silhouette_band(alpha.float(), band_px)[0]
+
+
+def _lpips_value(lpips: Callable[[Tensor, Tensor], Tensor], pred: Tensor, target: Tensor) -> float:
+    """LPIPS of two [H,W,3] images in [0,1] with the callable of ``lpips_if_available``."""
+    return float(lpips(pred.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None]))
 
 
 def angular_error_deg(pred: Tensor, target: Tensor) -> Tensor:
@@ -240,12 +280,19 @@ def evaluate_inverse(
     light_resolution: int = 64,
     device: str | torch.device = "cpu",
     progress: Optional[Callable[[str], None]] = None,
+    lpips: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
+    interior_band_px: Optional[int] = None,
 ) -> Dict[str, object]:
     """All metrics (module docstring) of one model over the test ``cameras`` (Nerfstudio
-    ``Cameras``, same order as ``truth.views``). Returns a dict with exactly ``METRIC_KEYS``."""
+    ``Cameras``, same order as ``truth.views``). Returns a dict with exactly ``METRIC_KEYS``.
+
+    ``lpips``: the callable of ``studio.metrics.lpips_if_available`` ([B,3,H,W] in [0,1]); None
+    leaves ``nvs_lpips`` / ``relight_lpips`` None. ``interior_band_px``: pixels of the silhouette
+    band ``relight_psnr_interior`` leaves out (default ``default_interior_band_px`` of each image).
+    """
     if len(cameras) != len(truth.views):
         raise StudioInputError(f"{len(cameras)} test cameras but {len(truth.views)} test images.")
-    nvs_p, nvs_s, normal_err, rough_err = [], [], [], []
+    nvs_p, nvs_s, nvs_l, normal_err, rough_err = [], [], [], [], []
     albedo_preds, albedo_gts, albedo_masks = [], [], []
     with torch.no_grad():
         for i, view in enumerate(truth.views):
@@ -261,6 +308,8 @@ def evaluate_inverse(
             pred = out["rgb"][..., :3].clamp(0, 1)
             nvs_p.append(float(psnr(pred, gt)))
             nvs_s.append(float(ssim(pred.permute(2, 0, 1), gt.permute(2, 0, 1))))
+            if lpips is not None:
+                nvs_l.append(_lpips_value(lpips, pred, gt))
             if not mask.any():
                 continue
             if view.albedo is not None and "albedo" in out:
@@ -276,10 +325,13 @@ def evaluate_inverse(
         metrics: Dict[str, object] = {
             "nvs_psnr": float(np.mean(nvs_p)) if nvs_p else None,
             "nvs_ssim": float(np.mean(nvs_s)) if nvs_s else None,
+            "nvs_lpips": float(np.mean(nvs_l)) if nvs_l else None,
             "albedo_psnr": None,
             "roughness_mse": float(np.mean(rough_err)) if rough_err else None,
             "normal_mae_deg": float(np.mean(normal_err)) if normal_err else None,
             "relight_psnr": None,
+            "relight_psnr_interior": None,
+            "relight_lpips": None,
         }
         scale = None
         if albedo_preds:
@@ -288,21 +340,33 @@ def evaluate_inverse(
             from studio.pbr.cubemap import CubemapLight
             from studio.pbr.envmap import read_envmap
 
-            relit: Dict[str, Optional[float]] = {}
+            relit: Dict[str, Dict[str, Optional[float]]] = {
+                key: {} for key in ("relight_psnr", "relight_psnr_interior", "relight_lpips")
+            }
             for name, (env_path, images) in truth.relit.items():
-                if env_path is None:
-                    relit[name] = None
-                    continue
-                if progress:
-                    progress(f"relighting under {name}")
-                light = CubemapLight.from_equirect(read_envmap(env_path), resolution=light_resolution).to(device)
-                values = []
-                for i, path in enumerate(images):
-                    gt = torch.from_numpy(over_white(read_image(path)))
-                    pred = render_relit(cameras[i : i + 1], light, None if scale is None else scale.to(device))
-                    values.append(float(psnr(pred.detach().float().cpu()[..., :3].clamp(0, 1), gt)))
-                relit[name] = float(np.mean(values))
-            metrics["relight_psnr"] = relit
+                values: Dict[str, List[float]] = {key: [] for key in relit}
+                if env_path is not None:
+                    if progress:
+                        progress(f"relighting under {name}")
+                    light = CubemapLight.from_equirect(read_envmap(env_path), resolution=light_resolution).to(device)
+                    for i, path in enumerate(images):
+                        gt = torch.from_numpy(over_white(read_image(path)))
+                        pred = render_relit(cameras[i : i + 1], light, None if scale is None else scale.to(device))
+                        pred = pred.detach().float().cpu()[..., :3].clamp(0, 1)
+                        values["relight_psnr"].append(float(psnr(pred, gt)))
+                        mask = torch.from_numpy(truth.views[i].mask)
+                        band = default_interior_band_px(*mask.shape) if interior_band_px is None else interior_band_px
+                        inside = interior_mask(mask, band)
+                        if inside.any():
+                            values["relight_psnr_interior"].append(float(masked_psnr(pred, gt, inside)))
+                        if lpips is not None:
+                            values["relight_lpips"].append(_lpips_value(lpips, pred, gt))
+                for key, per_view in values.items():
+                    relit[key][name] = float(np.mean(per_view)) if per_view else None
+            metrics["relight_psnr"] = relit["relight_psnr"]
+            metrics["relight_psnr_interior"] = relit["relight_psnr_interior"]
+            if lpips is not None:
+                metrics["relight_lpips"] = relit["relight_lpips"]
     for key, value in list(metrics.items()):
         if isinstance(value, float) and not math.isfinite(value):
             metrics[key] = None
