@@ -25,6 +25,7 @@ from studio.features.base import FeatureModel
 from studio.features.dinov2 import HFDinoFeatures, check_folder
 from studio.features.vit import ToyViT
 from studio.io.errors import StudioInputError
+from studio.io.pretrained import resolve_embedded_or_path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 EMBEDDED = {"toy-vit": WEIGHTS_DIR / "toy-vit.safetensors"}
@@ -40,22 +41,13 @@ def available_feature_models() -> list[str]:
 
 def _resolve(spec: str | Path) -> tuple[str, Path]:
     """("file", path) of an embedded name or a file, ("folder", path) of a folder; else raises."""
-    key = str(spec).strip()
-    if key in EMBEDDED:
-        path = EMBEDDED[key]
-        if not path.is_file():
-            raise StudioInputError(
-                f"The embedded feature model {key!r} has no weights at {path}; run `studio features train` to make them."
-            )
-        return "file", path
-    path = Path(key).expanduser()
-    if path.is_dir():
-        return "folder", path
-    if path.is_file():
-        return "file", path
-    raise StudioInputError(
-        f"Feature model {key!r} is neither {' nor '.join(map(repr, EMBEDDED))} nor an existing path; pass a "
-        ".safetensors file written by `studio features train` or a local DINOv2 folder (config.json + model.safetensors)."
+    return resolve_embedded_or_path(
+        spec,
+        EMBEDDED,
+        "feature model",
+        "run `studio features train` to make them",
+        "pass a .safetensors file written by `studio features train` or a local DINOv2 folder "
+        "(config.json + model.safetensors)",
     )
 
 

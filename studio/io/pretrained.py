@@ -28,6 +28,7 @@ __all__ = [
     "resolve_pretrained",
     "require_components",
     "download_hint",
+    "resolve_embedded_or_path",
 ]
 
 # repo id -> (human name, extra advice for getting it)
@@ -149,4 +150,28 @@ def require_components(
     raise StudioInputError(
         f"{what} weights at '{folder}' are incomplete: missing {names} "
         f"(a complete diffusers snapshot has {', '.join(c + '/' for c in components)}){how}."
+    )
+
+
+def resolve_embedded_or_path(
+    spec: Union[str, os.PathLike], embedded: dict, what: str, make_hint: str, path_hint: str
+) -> tuple[str, Path]:
+    """Where a model named by ``spec`` lives: ``("file", path)`` for an embedded name (a key of
+    ``embedded``, mapping to its committed weights file) or an existing file, ``("folder", path)`` for
+    an existing folder. Otherwise one StudioInputError sentence: ``what`` names the kind of model,
+    ``make_hint`` says how to make missing embedded weights, ``path_hint`` what path to pass."""
+    key = str(spec).strip()
+    if key in embedded:
+        path = Path(embedded[key])
+        if not path.is_file():
+            raise StudioInputError(f"The embedded {what} {key!r} has no weights at {path}; {make_hint}.")
+        return "file", path
+    path = Path(key).expanduser()
+    if path.is_dir():
+        return "folder", path
+    if path.is_file():
+        return "file", path
+    names = " nor ".join(map(repr, embedded))
+    raise StudioInputError(
+        f"{what[0].upper() + what[1:]} {key!r} is neither {names} nor an existing path; {path_hint}."
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from studio.io.errors import StudioInputError
+from studio.io.pretrained import resolve_embedded_or_path
 from studio.rewards.base import ImageTextModel
 from studio.rewards.clip import CLIPImageTextModel
 from studio.rewards.contrastive import load_toy_clip
@@ -35,22 +35,13 @@ def available_image_text_models() -> list[str]:
 
 def _resolve(name_or_path: str | Path) -> tuple[str, Path]:
     """("file", path) of an embedded name or a file, ("folder", path) of a folder; else raises."""
-    key = str(name_or_path).strip()
-    if key in EMBEDDED:
-        path = EMBEDDED[key]
-        if not path.is_file():
-            raise StudioInputError(
-                f"The embedded image-text model {key!r} has no weights at {path}; run `python -m studio.rewards.train` to make them."
-            )
-        return "file", path
-    path = Path(key).expanduser()
-    if path.is_dir():
-        return "folder", path
-    if path.is_file():
-        return "file", path
-    raise StudioInputError(
-        f"Image-text model {key!r} is neither {' nor '.join(map(repr, EMBEDDED))} nor an existing path; pass a toy-clip "
-        ".safetensors file or a local CLIP folder (CLIPModel.save_pretrained: config.json, model.safetensors, tokenizer)."
+    return resolve_embedded_or_path(
+        name_or_path,
+        EMBEDDED,
+        "image-text model",
+        "run `python -m studio.rewards.train` to make them",
+        "pass a toy-clip .safetensors file or a local CLIP folder (CLIPModel.save_pretrained: config.json, "
+        "model.safetensors, tokenizer)",
     )
 
 
