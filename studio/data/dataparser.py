@@ -1,8 +1,9 @@
 """Nerfstudio DataParser that detects the dataset format from ``--data`` alone.
 
-* NeRF-synthetic folders are read by ``studio.data.nerf_synthetic``: world coordinates are kept
-  as they are (identity dataparser transform, scale 1), RGBA images stay RGBA so the model
-  composites them over its own background.
+* NeRF-synthetic and TensoIR-Synthetic folders are read by ``studio.data.nerf_synthetic`` /
+  ``studio.data.tensoir``: world coordinates are kept as they are (identity dataparser transform,
+  scale 1), RGBA images stay RGBA so the model composites them over its own background (and
+  takes the alpha as the object mask).
 * Nerfstudio ``transforms.json`` datasets are validated here, then parsed by Nerfstudio's own
   parser (per-frame intrinsics, OpenCV distortion, orientation/centering/scaling, train/eval
   split); its ``dataparser_transform`` / ``dataparser_scale`` are what exports undo.
@@ -22,18 +23,17 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from nerfstudio.data.scene_box import SceneBox
 
 from studio.cameras.nerfstudio import camera_extent
-from studio.data.formats import DatasetFormat, detect_format, nerfstudio_transforms_file, validate_dataset
-from studio.data.nerf_synthetic import read_nerf_synthetic
+from studio.data.formats import DatasetFormat, detect_format, nerfstudio_transforms_file, read_frames, validate_dataset
 from studio.io.inputs import Input, Kind
 
 
 @dataclass
 class StudioDataParserConfig(DataParserConfig):
-    """Reads NeRF-synthetic or Nerfstudio datasets, chosen by what ``data`` contains."""
+    """Reads NeRF-synthetic, TensoIR-Synthetic or Nerfstudio datasets, chosen by what ``data`` contains."""
 
     _target: Type = field(default_factory=lambda: StudioDataParser)
     data: Path = Path()
-    """Dataset folder (transforms_train.json or transforms.json) or a transforms.json file."""
+    """Dataset folder (transforms_train.json, TensoIR's train_000/metadata.json or transforms.json) or a transforms.json file."""
     scene_box_half_size: float = 1.5
     """Largest half side (world units) of the NeRF-synthetic scene box (random initialisation); smaller when cameras are nearer."""
     downscale_factor: int = 1
@@ -63,10 +63,10 @@ class StudioDataParser(DataParser):
         fmt = detect_format(self.config.data)
         if fmt is DatasetFormat.NERFSTUDIO:
             return self._nerfstudio_outputs(split)
-        return self._nerf_synthetic_outputs(split)
+        return self._frame_set_outputs(split, fmt)
 
-    def _nerf_synthetic_outputs(self, split: str) -> DataparserOutputs:
-        frames = read_nerf_synthetic(self.config.data, split if split in ("train", "val", "test") else "test")
+    def _frame_set_outputs(self, split: str, fmt: DatasetFormat) -> DataparserOutputs:
+        frames = read_frames(self.config.data, split if split in ("train", "val", "test") else "test")
         cameras = Cameras(
             camera_to_worlds=torch.from_numpy(frames.camera_to_worlds[:, :3, :4]),
             fx=frames.fx,
@@ -89,7 +89,7 @@ class StudioDataParser(DataParser):
             scene_box=SceneBox(aabb=torch.tensor([[-half] * 3, [half] * 3], dtype=torch.float32)),
             dataparser_scale=1.0,
             metadata={
-                "dataset_format": DatasetFormat.NERF_SYNTHETIC.value,
+                "dataset_format": fmt.value,
                 "camera_extent": camera_extent(cameras.camera_to_worlds),
             },
         )

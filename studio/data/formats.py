@@ -10,7 +10,8 @@ from enum import Enum
 from pathlib import Path
 
 from studio.data.checks import check_same_size, frames_of, pose_of, read_json
-from studio.data.nerf_synthetic import SPLITS, read_nerf_synthetic
+from studio.data.nerf_synthetic import SPLITS, FrameSet, read_nerf_synthetic
+from studio.data.tensoir import is_tensoir, read_tensoir
 from studio.io.errors import StudioInputError
 from studio.io.headers import check_ply
 
@@ -18,20 +19,32 @@ from studio.io.headers import check_ply
 class DatasetFormat(str, Enum):
     NERF_SYNTHETIC = "nerf-synthetic"
     NERFSTUDIO = "nerfstudio"
+    TENSOIR = "tensoir"
 
 
 def detect_format(data: Path) -> DatasetFormat:
-    """``transforms_train.json`` -> NeRF-synthetic; ``transforms.json`` (or that file) -> Nerfstudio."""
+    """``transforms_train.json`` -> NeRF-synthetic; ``train_000/metadata.json`` (or ``test_000/``) ->
+    TensoIR-Synthetic; ``transforms.json`` (or that file) -> Nerfstudio."""
     if data.is_file() and data.suffix == ".json":
         return DatasetFormat.NERFSTUDIO
     if not data.exists():
         raise StudioInputError(f"--data {data} does not exist.")
     if (data / "transforms_train.json").exists():
         return DatasetFormat.NERF_SYNTHETIC
+    if is_tensoir(data):
+        return DatasetFormat.TENSOIR
     if (data / "transforms.json").exists():
         return DatasetFormat.NERFSTUDIO
     raise StudioInputError(
-        f"--data {data} holds neither transforms_train.json (NeRF-synthetic) nor transforms.json (Nerfstudio)."
+        f"--data {data} holds neither transforms_train.json (NeRF-synthetic), train_000/metadata.json "
+        "(TensoIR-Synthetic) nor transforms.json (Nerfstudio)."
+    )
+
+
+def read_frames(data: Path, split: str) -> FrameSet:
+    """One split of a NeRF-synthetic or TensoIR-Synthetic folder (the formats read into a ``FrameSet``)."""
+    return (
+        read_tensoir(data, split) if detect_format(data) is DatasetFormat.TENSOIR else read_nerf_synthetic(data, split)
     )
 
 
@@ -70,9 +83,9 @@ def _validate_nerfstudio(data: Path) -> None:
 def validate_dataset(data: Path) -> DatasetFormat:
     """Detect the format and check every split's frames, poses and images; returns the format."""
     fmt = detect_format(data)
-    if fmt is DatasetFormat.NERF_SYNTHETIC:
+    if fmt is not DatasetFormat.NERFSTUDIO:
         for split in SPLITS:
-            read_nerf_synthetic(data, split)
+            read_frames(data, split)
     else:
         _validate_nerfstudio(data)
     return fmt
