@@ -1,6 +1,6 @@
 """``studio eval prd``, ``image-to-3d``, ``sparse-view``, ``text-to-3d``, ``attributes``, ``feature-lift`` and ``generate``.
 
-``studio eval prd --load-config CFG [--data DIR] [--env NAME=PATH ...] --output metrics.json``:
+``studio eval prd --load-config CFG [--data DIR] [--env NAME=PATH ...] [--envmap-dir DIR] --output metrics.json``:
 
 Evaluates a trained ``prd`` run on its dataset's test split: novel-view PSNR/SSIM, scale-aligned
 albedo PSNR, roughness MSE, normal angular error and relighting PSNR per ``test_<env>/`` split, over
@@ -8,7 +8,8 @@ the whole image and over the object's interior (a silhouette band of ``--interio
 out), and LPIPS when its weights are local (else one line says why; protocols: ``studio.eval.inverse``).
 The run is loaded without executing anything from it
 (restricted config loader, ``weights_only`` checkpoint). Writes the metrics as JSON (atomically)
-and prints them as a table.
+and prints them as a table. The dataset is a NeRF-synthetic folder or a TensoIR-Synthetic scene
+(relit images ``test_XXX/rgba_<env>.png``, env maps ``<env>.hdr`` in ``--envmap-dir``).
 
 ``studio eval image-to-3d --data DIR --view FRAME --output metrics.json [--method-args "..."]``:
 reconstructs from one training view of a NeRF-synthetic-format dataset with an image-to-3D
@@ -77,6 +78,31 @@ def nerf_synthetic_dataset(data: Path) -> None:
         raise StudioInputError(f"dataset {data} is not a NeRF-synthetic folder (transforms_train/test.json).")
 
 
+def relighting_dataset(data: Path) -> None:
+    """A valid NeRF-synthetic or TensoIR-Synthetic folder (``studio eval prd`` needs its test views and AOVs)."""
+    from studio.data.formats import DatasetFormat, validate_dataset
+
+    if validate_dataset(Path(data)) not in (DatasetFormat.NERF_SYNTHETIC, DatasetFormat.TENSOIR):
+        raise StudioInputError(
+            f"dataset {data} is neither a NeRF-synthetic folder (transforms_train/test.json) nor a "
+            "TensoIR-Synthetic scene (train_XXX/ and test_XXX/ view folders)."
+        )
+
+
+def envmap_folder(folder: Path) -> None:
+    """A folder holding at least one readable .hdr/.exr environment map (headers checked)."""
+    from studio.pbr.envmap import envmaps_in
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StudioInputError(f"{folder} is not a folder of .hdr/.exr environment maps.")
+    maps = envmaps_in(folder)
+    if not maps:
+        raise StudioInputError(f"{folder} holds no .hdr or .exr environment map, so nothing can be relit.")
+    for path in maps.values():
+        check_envmap(path)
+
+
 def env_paths(items: List[str]) -> dict[str, Path]:
     """``--env NAME=PATH`` items as {name: path}."""
     envs = {}
@@ -122,6 +148,8 @@ class Prd:
     """Dataset folder (default: the run's own)."""
     env: List[str] = field(default_factory=list)
     """Environment maps NAME=PATH of relit splits test_NAME/ (override or add to meta.json's)."""
+    envmap_dir: Optional[Path] = None
+    """Folder of <env>.hdr/.exr maps for the relit splits without one (TensoIR's Environment_Maps/high_res_envmaps_1k)."""
     light_resolution: int = 64
     """Cube-face resolution of the relighting lights."""
     interior_band_px: Optional[int] = None
@@ -131,7 +159,7 @@ class Prd:
         return [
             Input("--load-config", Kind.CONFIG, self.load_config, required=True),
             Input("--output", Kind.OUTPUT_FILE, self.output, suffixes=(".json",), required=True),
-            Input("--data", Kind.DATASET, self.data, check=nerf_synthetic_dataset),
+            Input("--data", Kind.DATASET, self.data, check=relighting_dataset),
             Input(
                 "--env",
                 Kind.EXR,
@@ -139,6 +167,7 @@ class Prd:
                 check=lambda items: [check_envmap(p) for p in env_paths(items).values()],
                 pattern="NAME={}",
             ),
+            Input("--envmap-dir", Kind.EXR, self.envmap_dir, check=envmap_folder),
         ]
 
     def main(self) -> None:
@@ -163,9 +192,9 @@ class Prd:
             )
         data = Path(self.data if self.data is not None else config.pipeline.datamanager.dataparser.data)
         if self.data is None:
-            nerf_synthetic_dataset(data)
+            relighting_dataset(data)
         outputs = StudioDataParserConfig(data=data).setup().get_dataparser_outputs("test")
-        truth = load_test_truth(data, outputs.image_filenames, envs)
+        truth = load_test_truth(data, outputs.image_filenames, envs, self.envmap_dir)
 
         lpips = lpips_if_available()
         pipeline = load_run(self.load_config, with_data=True, data=data).pipeline

@@ -10,7 +10,8 @@ value):
 * ``nvs_psnr`` / ``nvs_ssim``: the composite ``rgb`` against the test images composited over
   white, over the whole image (``studio.metrics``).
 * ``albedo_psnr`` (TensoIR protocol, scale-aligned): object pixels are those with ground-truth
-  alpha > 0.5. Ground-truth albedo (sRGB 8-bit) is decoded to linear; one per-channel scale
+  alpha > 0.5. Ground-truth albedo (sRGB 8-bit) is decoded to linear (TensoIR-Synthetic's
+  ``albedo.png`` is linear 8-bit already); one per-channel scale
   ``s_c = median(gt_c / pred_c)`` is taken over the object pixels of *all* test views (pixels
   with ``pred_c <= 1e-4`` left out); the prediction ``clamp(s * pred, 0, 1)`` and the ground
   truth are encoded to sRGB and the PSNR is computed over the object pixels of each view.
@@ -18,8 +19,8 @@ value):
 * ``normal_mae_deg``: mean angle in degrees between predicted and ground-truth world normals
   over object pixels (a pixel without a predicted normal counts 90 degrees).
 * ``relight_psnr``: ``{env: PSNR}`` of ``render_relit(camera, light, albedo_scale=s)`` against
-  ``test_<env>/`` composited over white (whole image), with the albedo scale ``s`` above (none
-  when there is no albedo ground truth).
+  ``test_<env>/`` (TensoIR-Synthetic: each test view's ``rgba_<env>.png``) composited over white
+  (whole image), with the albedo scale ``s`` above (none when there is no albedo ground truth).
 * ``relight_psnr_interior``: ``{env: PSNR}`` of the same images over the object's interior only:
   the test view's ground-truth mask (alpha > 0.5) eroded by ``interior_band_px`` pixels
   (Chebyshev distance, ``studio.render.masks.silhouette_band``), so a band of that width inside
@@ -221,17 +222,60 @@ def _metal_albedo_fix(albedo_lin: np.ndarray, meta: dict) -> np.ndarray:
     return np.broadcast_to(color, albedo_lin.shape).copy()
 
 
-def load_test_truth(
-    root: Path, image_paths: Sequence[Path], envs: Optional[Dict[str, Optional[Path]]] = None
+def _tensoir_truth(
+    root: Path, image_paths: Sequence[Path], envs: Dict[str, Optional[Path]], envmap_dir: Optional[Path]
 ) -> TestTruth:
-    """Ground truth of the test views ``image_paths`` (RGBA ``r_*.png`` of ``root/test``).
+    """``load_test_truth`` of a TensoIR-Synthetic scene (``studio.data.tensoir``): per view folder
+    ``rgba.png`` over white, its alpha as mask, ``albedo.png`` (linear), ``normal.png``; relit
+    images ``rgba_<env>.png`` of every non-training env, scored where ``envs`` or ``envmap_dir``
+    (``<env>.hdr``/``.exr``) has its map; the others are skipped with a one-line warning."""
+    import sys
+
+    from studio.data.tensoir import read_view_aovs, relit_images
+    from studio.pbr.envmap import envmaps_in
+
+    views = []
+    for path in image_paths:
+        rgba = read_image(Path(path))
+        albedo, normal = read_view_aovs(Path(path).parent)
+        views.append(ViewTruth(rgb=over_white(rgba), mask=rgba[..., 3] > 0.5, albedo=albedo, normal=normal))
+    images = relit_images(root, image_paths)
+    unknown = sorted(set(envs) - set(images))
+    if unknown:
+        raise StudioInputError(f"--env {unknown[0]}: the test views of {root} have no rgba_{unknown[0]}.png.")
+    maps = {**(envmaps_in(envmap_dir) if envmap_dir is not None else {}), **envs}
+    relit: Dict[str, tuple[Optional[Path], List[Path]]] = {}
+    for name, paths in images.items():
+        if maps.get(name) is None:
+            where = f"in --envmap-dir {envmap_dir}" if envmap_dir is not None else "(no --envmap-dir given)"
+            print(
+                f"warning: no environment map {name}.hdr {where}: relighting under {name} is skipped.", file=sys.stderr
+            )
+            continue
+        relit[name] = (maps[name], paths)
+    return TestTruth(views=views, relit=relit)
+
+
+def load_test_truth(
+    root: Path,
+    image_paths: Sequence[Path],
+    envs: Optional[Dict[str, Optional[Path]]] = None,
+    envmap_dir: Optional[Path] = None,
+) -> TestTruth:
+    """Ground truth of the test views ``image_paths`` (RGBA ``r_*.png`` of ``root/test``, or the
+    ``test_XXX/rgba.png`` of a TensoIR-Synthetic scene: ``_tensoir_truth``).
 
     AOVs are read beside each image when present: ``albedo_XXXX.png`` (sRGB 8-bit),
     ``roughness_XXXX.png`` (linear), ``normal_XXXX.exr`` (world unit normals); a Blender dataset
     without a roughness pass but with a uniform material in meta.json (``material.rough``) uses
-    that value. ``envs`` overrides/adds env maps of the relit splits (default: meta.json).
+    that value. ``envs`` overrides/adds env maps of the relit splits (default: meta.json);
+    ``envmap_dir`` gives ``<name>.hdr``/``.exr`` to the relit splits that have no map otherwise.
     """
-    from studio.pbr.envmap import read_envmap
+    from studio.data.tensoir import is_tensoir
+    from studio.pbr.envmap import envmaps_in, read_envmap
+
+    if is_tensoir(root):
+        return _tensoir_truth(root, image_paths, dict(envs or {}), envmap_dir)
 
     meta_path = root / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
@@ -258,6 +302,9 @@ def load_test_truth(
         views.append(view)
     env_maps = default_env_maps(root, meta)
     env_maps.update(envs or {})
+    for name, path in (envmaps_in(envmap_dir) if envmap_dir is not None else {}).items():
+        if env_maps.get(name) is None and (name in env_maps or (root / f"test_{name}").is_dir()):
+            env_maps[name] = path
     relit: Dict[str, tuple[Optional[Path], List[Path]]] = {}
     for name, env_path in env_maps.items():
         images = _relit_images(root, name, [Path(p) for p in image_paths])

@@ -38,6 +38,7 @@ __all__ = [
     "equirect_solid_angles",
     "sample_equirect",
     "read_envmap",
+    "envmaps_in",
     "write_exr",
     "write_hdr",
 ]
@@ -158,6 +159,18 @@ def read_envmap(path: str | os.PathLike) -> np.ndarray:
         except Exception as e:  # noqa: BLE001 - try the next decoder, report all
             errors.append(f"{reader.__name__[1:]}: {e}")
     raise OSError(f"cannot read environment map {path} ({'; '.join(errors)})")
+
+
+ENVMAP_SUFFIXES = (".hdr", ".exr")
+
+
+def envmaps_in(folder: str | os.PathLike) -> dict[str, Path]:
+    """``{name: path}`` of the .hdr / .exr files directly in ``folder`` (name = file stem; .hdr wins a tie)."""
+    found: dict[str, Path] = {}
+    for path in sorted(Path(folder).iterdir(), key=lambda p: (p.suffix.lower() != ".hdr", p.name)):
+        if path.is_file() and path.suffix.lower() in ENVMAP_SUFFIXES:
+            found.setdefault(path.stem, path)
+    return found
 
 
 def write_hdr(path: str | os.PathLike, image: np.ndarray) -> None:
