@@ -94,7 +94,7 @@ def test_channels_and_env_rotation(renderer, sun_env):
         assert image.shape == (H, W, 3), name
         assert image.dtype == np.float32, name
         assert np.isfinite(image).all() and image.min() >= 0.0 and image.max() <= 1.0, name
-    assert learned["rgb"].std() > 0.01  # the object is visible
+    assert learned["composite"].std() > 0.01  # the object is visible
     assert renderer.render(viewmat, K, W, H, "normal").dtype == np.uint8
 
     renderer.set_environment(str(sun_env), 0.0)
@@ -105,6 +105,36 @@ def test_channels_and_env_rotation(renderer, sun_env):
     np.testing.assert_allclose(turned["albedo"], lit["albedo"], atol=1e-6)
     np.testing.assert_allclose(lit["albedo"], learned["albedo"], atol=1e-6)
     renderer.set_environment(LEARNED_ENV, 0.0)
+
+
+def test_pbr_channel_is_the_pbr_part_only(renderer, sun_env):
+    """Under a new light, the pbr channel does not change when the radiance field's colours do;
+    the radiance residual (1 - p_x) I_radiance and the composite do."""
+    assert PRD_CHANNELS[0] == "pbr"  # the viewer opens on the relit PBR image
+    viewmat, K = _view(renderer)
+    renderer.set_environment(str(sun_env), 0.0)
+    params = renderer.model.gaussians.params
+    saved = {name: params[name].detach().clone() for name in ("features_dc", "progress")}
+    try:
+        with torch.no_grad():
+            params["progress"].fill_(0.0)  # p = 0.5 on every Gaussian (a logit of 0)
+        before = renderer.render_channels(viewmat, K, W, H)
+        with torch.no_grad():
+            params["features_dc"].add_(torch.tensor([1.0, -1.0, 0.5]))  # other radiance colours
+        after = renderer.render_channels(viewmat, K, W, H)
+    finally:
+        with torch.no_grad():
+            for name, value in saved.items():
+                params[name].copy_(value)
+        renderer.set_environment(LEARNED_ENV, 0.0)
+    covered = before["progress"][..., 0] > 0.2
+    assert covered.sum() > 50
+    np.testing.assert_allclose(after["pbr"], before["pbr"], atol=1e-6)
+    assert np.abs(after["radiance"] - before["radiance"])[covered].mean() > 0.1
+    for name in ("radiance_residual", "composite"):
+        assert np.abs(after[name] - before[name])[covered].mean() > 0.05, name
+    for image in (before, after):
+        np.testing.assert_allclose(image["radiance_residual"], (1.0 - image["progress"]) * image["radiance"], atol=1e-5)
 
 
 def test_rotated_light_turns_counter_clockwise(renderer, sun_env):

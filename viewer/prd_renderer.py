@@ -2,9 +2,20 @@
 
 ``PRDRenderer`` offers ``GaussianRenderer``'s interface to ``studio.viewer.app`` (``render(viewmat,
 K, width, height, mode) -> uint8 [H,W,3]``, cameras in the input data's world frame, OpenCV axes)
-and renders with ``PRDModel.render_gbuffers``. The modes are the PRD channels (``PRD_CHANNELS``):
-the composite ``rgb``, ``pbr``, ``radiance``, ``albedo`` (linear, shown sRGB-encoded),
-``roughness``, ``metallic``, ``normal`` (world, shown as n/2 + 1/2) and ``progress`` (p_x).
+and renders with ``PRDModel.render_gbuffers``. The modes are the PRD channels (``PRD_CHANNELS``),
+with ``p_x`` the splatted progress and ``I_radiance`` the radiance field's image over the background:
+
+* ``pbr`` (the default): the PBR image alone, shaded under the chosen light, over the background
+  by the coverage: what relighting shows and ``studio eval prd`` scores (``render_relit``); it
+  does not depend on the radiance field;
+* ``radiance_residual``: ``(1 - p_x) * I_radiance``, the part of the composite that is baked under
+  the training light and does not follow the chosen one (the background where ``p_x = 0``);
+* ``composite``: PRD Eq. 5, ``p_x * I_pbr + (1 - p_x) * I_radiance`` (the ``pbr`` part under the
+  chosen light plus the un-relit residual: the training image under the learned light, a
+  mixture of two lights under any other);
+* ``radiance`` (the radiance field), ``albedo`` (linear, shown sRGB-encoded), ``roughness``,
+  ``metallic``, ``normal`` (world, shown as n/2 + 1/2) and ``progress`` (p_x).
+
 Straight-colour channels are composited over the model's background by the coverage.
 
 The PBR shading uses the learned light (``LEARNED_ENV``) or an equirect .exr/.hdr file (Blender's
@@ -31,7 +42,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PRD_CHANNELS = ("rgb", "pbr", "radiance", "albedo", "roughness", "metallic", "normal", "progress")
+PRD_CHANNELS = (
+    "pbr",
+    "radiance_residual",
+    "composite",
+    "radiance",
+    "albedo",
+    "roughness",
+    "metallic",
+    "normal",
+    "progress",
+)
 LEARNED_ENV = "learned"
 FILE_LIGHT_RESOLUTION = 32
 BLENDER_STUDIOLIGHTS = Path("/usr/share/blender/datafiles/studiolights/world")
@@ -270,19 +291,21 @@ class PRDRenderer:
             return straight.clamp(0.0, 1.0) * acc + (1.0 - acc) * bg
 
         normal_world = out["normal"] @ self.rotation.to(out["normal"])  # A^T n for each row n
+        progress = out["progress"].clamp(0.0, 1.0)
         images = {
-            "rgb": out["rgb"],
             "pbr": over(out["pbr"]),
+            "radiance_residual": (1.0 - progress) * over(out["radiance"]),
+            "composite": out["rgb"],
             "radiance": over(out["radiance"]),
             "albedo": over(linear_to_srgb(out["albedo"].clamp(0.0, 1.0))),
             "roughness": over(out["roughness"]),
             "metallic": over(out["metallic"]),
             "normal": over(normal_world * 0.5 + 0.5),
-            "progress": out["progress"].clamp(0.0, 1.0).expand(-1, -1, 3),
+            "progress": progress.expand(-1, -1, 3),
         }
         return {k: v.clamp(0.0, 1.0).float().cpu().numpy() for k, v in images.items()}
 
-    def render(self, viewmat: np.ndarray, K: np.ndarray, width: int, height: int, mode: str = "rgb") -> np.ndarray:
+    def render(self, viewmat: np.ndarray, K: np.ndarray, width: int, height: int, mode: str = "pbr") -> np.ndarray:
         """Image of channel ``mode`` (one of ``PRD_CHANNELS``) seen by (viewmat [4,4], K [3,3])."""
         if mode not in PRD_CHANNELS:
             raise ValueError(f"Unknown render mode {mode!r}; choose one of {PRD_CHANNELS}.")
