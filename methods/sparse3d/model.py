@@ -5,11 +5,13 @@ the render background and of the silhouette, ``studio.models.reference_losses``)
 orbit views are distilled from the multiview-consistent prior conditioned on the inputs
 (``studio.priors.epipolar``: the epipolar controller on a Zero123-style base):
 
-* ``csds none``: SDS (DreamFusion Eq. 3) with the multiview prior, classifier-free guided;
-* ``csds reference`` (default): C-SDS, SDS's sampled noise replaced by the category prior's
-  prediction, ``w(t) (eps_mv(x_t; inputs) - eps(x_t; y_cat))`` (``studio.guidance.csds``);
-* ``csds classifier``: the SDS term plus the classifier-score form ``w(t) (eps(x_t; y_cat) -
-  eps(x_t; ""))`` on the category prior (Classifier Score Distillation's gradient).
+* ``csds none`` (the tiny preset, chosen on validation objects): SDS (DreamFusion Eq. 3) with the
+  multiview prior, classifier-free guided;
+* ``csds reference``: C-SDS, SDS's sampled noise replaced by the category prior's prediction,
+  ``w(t) (eps_mv(x_t; inputs) - eps(x_t; y_cat))`` (``studio.guidance.csds``);
+* ``csds classifier`` (the full preset): the SDS term plus the classifier-score form
+  ``w(t) (eps(x_t; y_cat) - eps(x_t; ""))`` on the category prior (Classifier Score Distillation's
+  gradient).
 
 ``controller False`` sets the controller's residuals to zero: the base novel-view prior alone,
 conditioned on the input view nearest to each random view (the plain-SDS baseline of
