@@ -174,3 +174,143 @@ def test_environment_rotation():
     bright = world.reshape(-1, 3)[np.argmax(env[..., 0].reshape(-1))]
     # brightest world direction w has rot @ w = +x, i.e. w = rot^T x = -y
     assert torch.allclose(bright, torch.tensor([0.0, -1.0, 0.0]), atol=0.15)
+
+
+# ---- distillation progress ---------------------------------------------------------------------
+def _radial_quats(normals: torch.Tensor) -> torch.Tensor:
+    """(w,x,y,z) rotations taking +z to each unit normal [N,3] (none may be -z)."""
+    q = torch.stack([1.0 + normals[:, 2], -normals[:, 1], normals[:, 0], torch.zeros_like(normals[:, 0])], -1)
+    return q / q.norm(dim=-1, keepdim=True)
+
+
+def _progress_run(progress: torch.Tensor, light=None, rotation=None, radiance_srgb=(0.6, 0.4, 0.2)):
+    """A PBRRun of flat Gaussians on the unit sphere (shortest axis radial, albedo RED everywhere,
+    one radiance colour ``radiance_srgb``) with the given progress [N,1]."""
+    from studio.export.pbr import PBRRun
+    from studio.gaussians import Gaussians
+    from studio.gaussians.sh import rgb_to_sh
+    from studio.pbr.cubemap import CubemapLight
+
+    _, means, _, _, opacities, _, roughness, metallic = _sphere_scene(2000)
+    means = means[means[:, 2] > -0.99]  # _radial_quats needs normals away from -z
+    n = len(means)
+    gaussians = Gaussians(
+        means=means,
+        quats=_radial_quats(means),
+        scales=torch.tensor([0.03, 0.03, 0.003]).repeat(n, 1),
+        opacities=opacities[:n],
+        sh=rgb_to_sh(torch.tensor(radiance_srgb)).repeat(n, 1, 1),
+    )
+    return PBRRun(
+        gaussians=gaussians,
+        albedo=torch.tensor(RED).repeat(n, 1),
+        roughness=roughness[:n],
+        metallic=metallic[:n],
+        progress=progress(means) if callable(progress) else progress,
+        light=light if light is not None else CubemapLight(8, init_radiance=1.0, learnable=False),
+        rotation=rotation if rotation is not None else torch.eye(3),
+    )
+
+
+def test_low_progress_half_is_blended_and_warned():
+    """p = 0 on the lower half: the albedo there is the radiance field's colour undone by the
+    (uniform) light, the upper half keeps the PBR albedo; half the surface is reported."""
+    from studio.export.pbr import blended_albedo, low_progress_fraction, low_progress_warning
+    from studio.pbr.tonemap import srgb_to_linear
+
+    run = _progress_run(lambda m: (m[:, 2:3] > 0).float())
+    albedo = blended_albedo(run)
+    up = run.gaussians.means[:, 2] > 0
+    torch.testing.assert_close(albedo[up], run.albedo[up])
+    expected = srgb_to_linear(torch.tensor([0.6, 0.4, 0.2]))  # E(n) / pi = 1 under radiance 1
+    torch.testing.assert_close(albedo[~up], expected.expand(int((~up).sum()), 3), atol=2e-3, rtol=0)
+    fraction = low_progress_fraction(run.progress, run.gaussians.opacities)
+    assert abs(fraction - 0.5) < 0.01
+    line = low_progress_warning(fraction, blended=True)
+    assert line is not None and "50%" in line and "\n" not in line
+    assert "weakly trained" in low_progress_warning(fraction, blended=False)
+
+
+def test_full_progress_keeps_the_pbr_albedo_and_does_not_warn():
+    from studio.export.pbr import blended_albedo, low_progress_fraction, low_progress_warning
+
+    run = _progress_run(lambda m: torch.ones(len(m), 1))
+    torch.testing.assert_close(blended_albedo(run), run.albedo)
+    fraction = low_progress_fraction(run.progress, run.gaussians.opacities)
+    assert fraction == 0.0 and low_progress_warning(fraction, blended=True) is None
+
+
+def test_radiance_albedo_undoes_the_light_in_the_training_frame():
+    """Light bright towards training +x; training dir = rot @ world dir maps world -y to +x, so the
+    Gaussians facing world -y are lit most and need the darkest albedo for the same radiance."""
+    from studio.export.pbr import radiance_albedo
+    from studio.pbr.cubemap import CubemapLight, cube_directions
+
+    light = CubemapLight(16, learnable=False)
+    with torch.no_grad():
+        dirs = cube_directions(16)
+        light.log_radiance.copy_(torch.log(0.05 + 2.0 * dirs[..., 0:1].clamp(min=0).expand(*dirs.shape[:-1], 3)))
+    rot = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    run = _progress_run(lambda m: torch.zeros(len(m), 1), light=light, rotation=rot, radiance_srgb=(0.3, 0.3, 0.3))
+    albedo = radiance_albedo(run)[:, 0]
+    y = run.gaussians.means[:, 1]
+    assert float(albedo[y < -0.7].mean()) < 0.5 * float(albedo[y > 0.7].mean())
+
+
+def _sphere_around(gaussians, **kwargs):
+    """Stand-in for ``extract_mesh``: an icosphere around the Gaussians (their median distance)."""
+    centre = gaussians.means.mean(0).cpu().numpy()
+    radius = float((gaussians.means - gaussians.means.mean(0)).norm(dim=-1).median())
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=radius)
+    return trimesh.Trimesh(mesh.vertices + centre, mesh.faces, process=False)
+
+
+def test_export_pbr_of_an_untrained_run_warns_and_records_progress(prd_run, tmp_path, monkeypatch):
+    """An untrained prd run has p ~ 0 everywhere: the export bakes the blended albedo (not the PBR
+    albedo's uniform initial grey), warns, and writes the low-progress share into the .glb. The
+    mesh extraction (tested in test_export_mesh) is replaced by a sphere around the Gaussians."""
+    import studio.export.mesh
+    from studio.export.pbr import export_pbr
+
+    monkeypatch.setattr(studio.export.mesh, "extract_mesh", _sphere_around)
+    colours = {}
+    for blend in (True, False):
+        out = tmp_path / f"asset_{blend}.glb"
+        info = export_pbr(prd_run[1], out, texture_size=32, env_height=8, backend="torch", blend_low_progress=blend)
+        assert info["low_progress_fraction"] > 0.99
+        assert info["warning"] is not None and "100%" in info["warning"]
+        record = trimesh.load(out, force="mesh").metadata["studio_pbr"]
+        assert record["low_progress_fraction"] == pytest.approx(info["low_progress_fraction"])
+        assert record["albedo"] == info["albedo"] == ("blended" if blend else "pbr")
+        material = trimesh.load(out, force="mesh").visual.material
+        colours[blend] = np.asarray(material.baseColorTexture.convert("RGB")).astype(float)
+    assert np.abs(colours[False] - 188.0).max() <= 1.0  # sRGB of the initial albedo 0.5
+    assert np.abs(colours[True] - 188.0).mean() > 5.0
+
+
+def test_export_pbr_cli_prints_the_low_progress_warning(prd_run, tmp_path, monkeypatch, capsys):
+    import studio.export.mesh
+    from studio.cli.main import entrypoint
+
+    monkeypatch.setattr(studio.export.mesh, "extract_mesh", _sphere_around)
+    out = tmp_path / "asset.glb"
+    entrypoint(
+        [
+            "export",
+            "pbr",
+            "--load-config",
+            str(prd_run[1]),
+            "--output",
+            str(out),
+            "--texture-size",
+            "32",
+            "--env-height",
+            "8",
+            "--backend",
+            "torch",
+            "--device",
+            "cpu",
+        ]
+    )
+    lines = [line for line in capsys.readouterr().out.splitlines() if "p < 0.5" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: 100% of the surface")

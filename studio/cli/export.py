@@ -176,6 +176,9 @@ class ExportPBR:
     """Torch device (default: cuda when available, else cpu)."""
     backend: Literal["auto", "torch", "studio", "gsplat"] = "auto"
     """Gaussian rasterizer backend (``auto``: gsplat on CUDA, studio on CPU)."""
+    blend_low_progress: bool = True
+    """Bake the albedo as p * PBR albedo + (1 - p) * an albedo estimated from the radiance field, so
+    regions the PBR part never learned (low distillation progress p) keep the run's colours."""
 
     def inputs(self) -> list[Input]:
         return [
@@ -205,7 +208,10 @@ class ExportPBR:
             k=self.neighbors,
             backend=self.backend,
             device=self.device or _default_device(),
+            blend_low_progress=self.blend_low_progress,
         )
+        if info["warning"]:
+            print(info["warning"])
         print(
             f"Wrote {info['output']} ({info['glb_bytes']:,} bytes): {info['vertices']:,} vertices, {info['faces']:,} faces, "
             f"{self.texture_size}x{self.texture_size} baseColor + metallicRoughness textures "

@@ -9,10 +9,29 @@
   (``studio.export.bake``);
 * the recovered environment light as an equirect .exr (linear radiance, Blender convention,
   rotated into the input world frame), next to it (``<stem>_env.exr``) or at ``env_output``.
+
+The distillation progress ``p`` of each Gaussian says how much of its colour the PBR part carries
+(PRD Eq. 5: ``C = p I_pbr + (1 - p) I_radiance``). Where ``p`` is low the PBR attributes were
+barely trained (the composite showed the radiance field there), so the export uses ``p``:
+
+* the albedo baked is the per-Gaussian blend ``p * albedo + (1 - p) * radiance_albedo``
+  (``blended_albedo``), with ``radiance_albedo`` the albedo that reproduces the radiance field's
+  view-independent colour under the learned light with Lambertian shading (``radiance_albedo``):
+  where the PBR part is untrained the asset keeps the colours the run shows instead of the
+  albedo's initial grey. Its lighting is only partly removed (specular highlights, shadows and
+  ambient occlusion remain). ``blend_low_progress=False`` bakes the PBR albedo as it is;
+  roughness and metallic are always the PBR ones (the radiance field has no estimate of them);
+* the share of the surface with ``p < 0.5`` (opacity-weighted Gaussian count,
+  ``low_progress_fraction``) is returned, written into the .glb (the mesh's glTF ``extras``,
+  ``studio_pbr``) and, above ``LOW_PROGRESS_WARN_FRACTION``, announced by a one-line warning
+  (``low_progress_warning``).
+
+A ``no-progress`` run (pure PBR) counts as ``p = 1`` everywhere.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +44,10 @@ from torch import Tensor
 from studio.io.errors import StudioInputError
 
 LIGHT_KEY = "_model.light.log_radiance"
+LOW_PROGRESS = 0.5
+"""Progress below which a Gaussian's materials count as weakly trained."""
+LOW_PROGRESS_WARN_FRACTION = 0.1
+"""Share of the surface with ``p < LOW_PROGRESS`` above which the export warns."""
 
 
 @dataclass
@@ -32,8 +55,8 @@ class PBRRun:
     """A loaded ``prd`` run in the input data's world coordinates.
 
     ``gaussians``: ``studio.gaussians.Gaussians`` (activated, world frame); ``albedo`` [N,3]
-    (linear, [0,1]), ``roughness`` [N,1], ``metallic`` [N,1], ``progress`` [N,1], aligned with the
-    Gaussians; ``light``: the ``CubemapLight`` (training frame); ``rotation`` [3,3]: the dataparser
+    (linear, [0,1]), ``roughness`` [N,1], ``metallic`` [N,1], ``progress`` [N,1] (1 for a
+    ``no-progress`` run), aligned with the Gaussians; ``light``: the ``CubemapLight`` (training frame); ``rotation`` [3,3]: the dataparser
     rotation A (training direction = A @ world direction).
     """
 
@@ -77,6 +100,8 @@ def load_pbr_run(config_path: str | os.PathLike, device: str = "cpu") -> PBRRun:
     transform, scale = dataparser_transform(config_path)
     gaussians = world_gaussians(raw, transform, scale, device)
     pbr = {k: v.detach().float() for k, v in activate_pbr(raw).items()}
+    if getattr(model_cfg, "ablation", None) == "no-progress":  # pure PBR: the model ignores p
+        pbr["progress"] = torch.ones_like(pbr["progress"])
     log_radiance = state[LIGHT_KEY].float()
     light = CubemapLight(int(log_radiance.shape[1]), learnable=False)
     with torch.no_grad():
@@ -90,6 +115,62 @@ def load_pbr_run(config_path: str | os.PathLike, device: str = "cpu") -> PBRRun:
         light=light.to(device),
         rotation=torch.as_tensor(transform, dtype=torch.float32)[:3, :3].to(device),
     )
+
+
+# ---- distillation progress ---------------------------------------------------------------------
+def low_progress_fraction(progress: Tensor, opacities: Tensor) -> float:
+    """Opacity-weighted share of the Gaussians whose progress ``p`` [N,1] is below ``LOW_PROGRESS``
+    (opacities [N] in [0,1]); 0 when every opacity is 0."""
+    weight = opacities.reshape(-1).float()
+    low = (progress.reshape(-1) < LOW_PROGRESS).float()
+    total = float(weight.sum())
+    return float((weight * low).sum()) / total if total > 0 else 0.0
+
+
+def low_progress_warning(fraction: float, blended: bool) -> Optional[str]:
+    """One line about the share ``fraction`` of the surface with ``p < 0.5``; None below
+    ``LOW_PROGRESS_WARN_FRACTION``. ``blended``: whether its albedo was blended (``blended_albedo``)."""
+    if fraction <= LOW_PROGRESS_WARN_FRACTION:
+        return None
+    what = (
+        "its albedo is blended with one estimated from the radiance field, with lighting partly baked in"
+        if blended
+        else "its materials are weakly trained"
+    )
+    return f"warning: {100 * fraction:.0f}% of the surface has distillation progress p < {LOW_PROGRESS}: {what}."
+
+
+@torch.no_grad()
+def radiance_albedo(run: PBRRun) -> Tensor:
+    """Per-Gaussian albedo [N,3] (linear, [0,1]) estimated from the radiance field.
+
+    The view-independent colour ``rgb = 0.5 + SH_C0 * sh[:, 0]`` (sRGB, as the run's images) is
+    decoded to linear and divided by Lambertian shading under the learned light,
+    ``E(n) / pi`` (``studio.pbr.shading``'s diffuse term), with ``n`` the Gaussian's shortest axis
+    turned away from the opacity-weighted centre of the Gaussians (an outward normal for a
+    compact object) and ``E`` floored at 5% of its mean over the Gaussians (no blow-up where
+    the light barely reaches).
+    """
+    from studio.gaussians.pbr import shortest_axis_normals
+    from studio.gaussians.sh import sh_to_rgb
+    from studio.pbr.tonemap import srgb_to_linear
+
+    g = run.gaussians
+    weight = g.opacities.reshape(-1, 1).float()
+    centre = (g.means * weight).sum(0) / weight.sum().clamp(min=1e-12)
+    outward = -shortest_axis_normals(g.means, g.quats, g.scales, centre)  # world frame
+    normals = outward @ run.rotation.to(outward).T  # the light's (training) frame
+    irradiance = run.light.irradiance(normals).clamp(min=0.0)
+    irradiance = irradiance.clamp(min=float(0.05 * irradiance.mean()) + 1e-8)
+    linear = srgb_to_linear(sh_to_rgb(g.sh[:, 0]).clamp(0.0, 1.0))
+    return (linear * math.pi / irradiance).clamp(0.0, 1.0)
+
+
+def blended_albedo(run: PBRRun) -> Tensor:
+    """``p * albedo + (1 - p) * radiance_albedo(run)`` per Gaussian [N,3] (linear, [0,1]): the
+    albedo of the PRD composite, the PBR one where ``p = 1``, the radiance field's where ``p = 0``."""
+    p = run.progress.reshape(-1, 1).clamp(0.0, 1.0)
+    return p * run.albedo + (1.0 - p) * radiance_albedo(run)
 
 
 # ---- environment light -------------------------------------------------------------------------
@@ -137,12 +218,15 @@ def export_pbr(
     k: int = 8,
     backend: str = "auto",
     device: str = "cpu",
+    blend_low_progress: bool = True,
 ) -> dict:
     """Extract, unwrap and bake a ``prd`` run; write the .glb and the environment .exr.
 
     Mesh options as ``studio export mesh`` (``extract_mesh``); ``texture_size``: texels per side
-    of both textures; ``env_height``: rows of the equirect light (width twice that).
-    Returns a summary dict (paths, sizes, counts).
+    of both textures; ``env_height``: rows of the equirect light (width twice that);
+    ``blend_low_progress``: bake ``blended_albedo`` (default) rather than the PBR albedo alone.
+    Returns a summary dict (paths, sizes, counts, ``low_progress_fraction``, ``albedo``: "blended"
+    or "pbr", ``warning``: ``low_progress_warning``'s line or None).
     """
     from studio.export.bake import bake_pbr_textures
     from studio.export.mesh import extract_mesh
@@ -169,13 +253,21 @@ def export_pbr(
         g.quats,
         g.scales,
         g.opacities,
-        run.albedo,
+        blended_albedo(run) if blend_low_progress else run.albedo,
         run.roughness,
         run.metallic,
         texture_size=texture_size,
         k=k,
     )
-    glb_bytes = save_glb(output, baked.to_trimesh())
+    fraction = low_progress_fraction(run.progress, g.opacities)
+    albedo_source = "blended" if blend_low_progress else "pbr"
+    asset = baked.to_trimesh()
+    asset.metadata["studio_pbr"] = {
+        "low_progress_fraction": fraction,
+        "low_progress_threshold": LOW_PROGRESS,
+        "albedo": albedo_source,
+    }
+    glb_bytes = save_glb(output, asset)
     env = environment_equirect(run.light, env_height, 2 * env_height, run.rotation)
     write_exr(env_path, env)
     return {
@@ -188,4 +280,7 @@ def export_pbr(
         "texture_size": texture_size,
         "coverage": float(baked.coverage.mean()),
         "env_shape": tuple(env.shape),
+        "low_progress_fraction": fraction,
+        "albedo": albedo_source,
+        "warning": low_progress_warning(fraction, blend_low_progress),
     }
