@@ -9,6 +9,11 @@ Modules (one concept each):
 * ``cubemap``  -- ``CubemapLight`` (learnable ``exp`` cubemap), GGX-prefiltered mips, SH irradiance.
 * ``tonemap``  -- ACES (Narkowicz fit) and sRGB.
 * ``shading``  -- ``shade``: deferred shading of G-buffers with a ``CubemapLight``.
+* ``visibility`` -- environment visibility baked into a grid of SH (ambient occlusion, V(x, w)).
+* ``gaussian_density`` -- Gaussians splatted into a density (and colour) grid; rays marched through it.
+* ``shadow_rays`` -- the brightest texels of a light and their ray-traced visibility (sharp shadows).
+* ``indirect`` -- indirect light from the radiance field: SH irradiance volume, per-Gaussian SH.
+* ``transport`` -- ``shade_transport``: ``shade`` with baked visibility, shadow rays and indirect light.
 """
 
 from . import tonemap  # the module (its `tonemap` function is `tonemap.tonemap`)

@@ -51,6 +51,7 @@ __all__ = [
     "sh_basis",
     "sh_project",
     "sh_irradiance",
+    "cosine_lobe",
     "CubemapLight",
     "level_resolution",
 ]
@@ -213,6 +214,13 @@ def prefilter_cube(cube: torch.Tensor, roughness: float) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- SH irradiance
 _SH_A = (math.pi, 2.0 * math.pi / 3.0, math.pi / 4.0)
+_SH_BAND = (0, 1, 1, 1, 2, 2, 2, 2, 2)  # degree of each coefficient of ``sh_basis``
+
+
+def cosine_lobe(count: int = 9, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Clamped-cosine convolution factors ``A_l`` ``[count]`` of the first ``count`` (1, 4 or 9)
+    coefficients of ``sh_basis``: ``E(n) = sum_k A_k L_k Y_k(n)`` (R&H 2001)."""
+    return torch.tensor([_SH_A[_SH_BAND[k]] for k in range(count)], device=device, dtype=dtype)
 
 
 def sh_basis(d: torch.Tensor) -> torch.Tensor:
@@ -248,7 +256,7 @@ def sh_project(cube: torch.Tensor) -> torch.Tensor:
 
 def sh_irradiance(coeffs: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
     """Irradiance ``E(n)`` ``[..., C]`` from radiance SH ``coeffs`` ``[9, C]`` (R&H 2001)."""
-    a = torch.tensor([_SH_A[0]] + [_SH_A[1]] * 3 + [_SH_A[2]] * 5, device=coeffs.device, dtype=coeffs.dtype)
+    a = cosine_lobe(9, device=coeffs.device, dtype=coeffs.dtype)
     return sh_basis(normal.to(coeffs.dtype)) @ (coeffs * a[:, None])
 
 
@@ -322,7 +330,11 @@ class CubemapLight(nn.Module):
         return cube_lookup(self.radiance(), dirs)
 
     def prefiltered(self) -> list[torch.Tensor]:
-        cube = self.radiance()
+        return self.prefilter(self.radiance())
+
+    def prefilter(self, cube: torch.Tensor) -> list[torch.Tensor]:
+        """The mip chain of this light's levels for any radiance ``cube`` ``[6, R, R, C]`` (e.g. a
+        part of the light), as ``specular(..., levels)`` reads it."""
         return [
             prefilter_cube(downsample_cube(cube, res), r)
             for r, res in zip(self.roughness_levels, self.level_resolutions)

@@ -35,9 +35,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from studio.gaussians.bounds import gaussian_bounds
-from studio.pbr.cubemap import sh_basis
+from studio.pbr.cubemap import cosine_lobe, sh_basis
+from studio.pbr.gaussian_density import trilinear_splat
 
-_COSINE_LOBE = (math.pi, 2.0 * math.pi / 3.0, math.pi / 4.0)  # clamped-cosine SH convolution, degrees 0-2
+
+def grid_lookup(values: Tensor, aabb: Tensor, points: Tensor) -> Tensor:
+    """Trilinear lookup of a cell-centred grid ``values`` [R,R,R,C] (index order x, y, z) over
+    ``aabb`` [2,3] at world ``points`` [..., 3], clamped to the box -> [..., C]."""
+    lo, hi = aabb[0], aabb[1]
+    u = ((points - lo) / (hi - lo)).clamp(0.0, 1.0) * 2.0 - 1.0  # [-1, 1]
+    grid = values.permute(3, 2, 1, 0)[None]  # [1, C, D=z, H=y, W=x]
+    flat = u.reshape(1, -1, 1, 1, 3)
+    out = F.grid_sample(grid, flat, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0, :, :, 0, 0].T.reshape(points.shape[:-1] + (values.shape[-1],))
 
 
 @dataclass
@@ -53,16 +63,11 @@ class VisibilityGrid:
 
     def _lookup(self, points: Tensor) -> Tensor:
         """Trilinear SH coefficients [..., 9] at world ``points`` [..., 3] (clamped to the box)."""
-        lo, hi = self.aabb[0], self.aabb[1]
-        u = ((points - lo) / (hi - lo)).clamp(0.0, 1.0) * 2.0 - 1.0  # [-1, 1]
-        grid = self.coeffs.permute(3, 2, 1, 0)[None]  # [1, 9, D=z, H=y, W=x]
-        flat = u.reshape(1, -1, 1, 1, 3)
-        out = F.grid_sample(grid, flat, mode="bilinear", padding_mode="border", align_corners=False)
-        return out[0, :, :, 0, 0].T.reshape(points.shape[:-1] + (9,))
+        return grid_lookup(self.coeffs, self.aabb, points)
 
     def ambient_occlusion(self, points: Tensor, normals: Tensor) -> Tensor:
         """``AO(n)`` [..., 1] in [0, 1] at ``points`` with unit ``normals`` (both [..., 3])."""
-        a = torch.tensor([_COSINE_LOBE[0]] + [_COSINE_LOBE[1]] * 3 + [_COSINE_LOBE[2]] * 5, device=points.device)
+        a = cosine_lobe(9, device=points.device)
         c = self._lookup(points + self.cell_size() * normals)
         return ((c * a * sh_basis(normals)).sum(-1, keepdim=True) / math.pi).clamp(0.0, 1.0)
 
@@ -102,16 +107,7 @@ def density_grid(means: Tensor, scales: Tensor, opacities: Tensor, aabb: Tensor,
     s = scales.sort(dim=-1, descending=True).values
     mass = 4.0 * opacities * 2.0 * math.pi * s[:, 0] * s[:, 1] / h**3
     g = ((means - lo) / (hi - lo) * resolution - 0.5).clamp(0.0, resolution - 1.0)  # voxel-centre coords
-    i0 = g.floor().long().clamp(max=resolution - 2) if resolution > 1 else g.floor().long()
-    t = g - i0
-    grid = torch.zeros(resolution**3, device=means.device)
-    for corner in range(8):
-        off = torch.tensor([(corner >> k) & 1 for k in range(3)], device=means.device)
-        w = torch.where(off.bool(), t, 1.0 - t).prod(-1)
-        idx = (i0 + off).clamp(max=resolution - 1)
-        flat = (idx[:, 0] * resolution + idx[:, 1]) * resolution + idx[:, 2]
-        grid.index_add_(0, flat, mass * w)
-    return grid.reshape(resolution, resolution, resolution)
+    return trilinear_splat(g, mass[:, None], resolution)[..., 0]
 
 
 @torch.no_grad()
