@@ -262,6 +262,21 @@ def test_environment_convention():
     assert np.allclose(est, ref, rtol=0.05)
 
 
+def test_sun_environment_is_a_small_dominant_sun():
+    """``sun``: the brightest pixel is in SUN_DIRECTION, and the disc (within 3 deg) gives most of
+    the irradiance of an upward surface (hard shadows), from a few pixels only."""
+    img = environments.make_environment("sun")
+    H, W = img.shape[:2]
+    d = environments.directions(H, W).reshape(-1, 3)
+    sun = np.array(environments.SUN_DIRECTION) / np.linalg.norm(environments.SUN_DIRECTION)
+    assert float(d[np.argmax(img.sum(-1))] @ sun) > math.cos(math.radians(2.0))
+    disc = d @ sun > math.cos(math.radians(3.0))
+    lum = img.reshape(-1, 3) @ np.array([0.2126, 0.7152, 0.0722])
+    weight = lum * np.clip(d[:, 2], 0, None) * np.repeat(environments.solid_angles(H, W), W)
+    assert weight[disc].sum() > 0.7 * weight.sum() and disc.sum() < 40
+    assert np.array_equal(img, environments.make_environment("sun"))
+
+
 def test_furnace_diffuse_sphere():
     """Uniform env of radiance 1, grey rough dielectric sphere: radiance ~ albedo + specular albedo."""
     desc = make_scene(0, "object")

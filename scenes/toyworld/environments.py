@@ -11,6 +11,9 @@ Environments (by name; all deterministic, ``ENVIRONMENTS`` lists them):
 * ``studio``: dark grey room with three rectangular softboxes (key, fill, rim) and a white top.
 * ``overcast``: bright, soft, nearly uniform sky with a dim ground (almost no shadows).
 * ``night``: dark blue with one small cold spotlight from above (high contrast).
+* ``sun``: a dim blue sky and a small, very bright white sun (1.5 deg radius, 50 deg high, from
+  +X-Y, ``SUN_DIRECTION``) that gives about 80% of an upward surface's irradiance: hard shadows,
+  for the shadow-ray ablation of ``prd`` (methods/prd/README.md).
 
 Intensities are chosen so a white diffuse object renders near 0.6-0.9 in linear RGB.
 """
@@ -21,7 +24,8 @@ import math
 
 import numpy as np
 
-ENVIRONMENTS = ("sky", "sunset", "studio", "overcast", "night")
+ENVIRONMENTS = ("sky", "sunset", "studio", "overcast", "night", "sun")
+SUN_DIRECTION = (0.55, -0.35, 0.76)  # the ``sun`` environment's sun (unit after normalising), ~50 deg high
 DEFAULT_SIZE = (128, 256)  # H, W
 
 
@@ -94,6 +98,10 @@ def make_environment(name: str, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndar
     elif name == "night":
         img = np.where(z > 0, np.array([0.02, 0.03, 0.07]) * (1 + np.clip(z, 0, 1)), np.array([0.01, 0.01, 0.015]))
         img = img + _disc(d, [-0.3, 0.3, 1.0], 7.0, 2.0)[..., None] * np.array([6.0, 7.0, 9.0])
+    elif name == "sun":
+        t = np.clip(z, 0, 1)
+        img = np.where(z > 0, np.array([0.10, 0.14, 0.24]) * (1.2 - 0.4 * t), np.array([0.05, 0.045, 0.04]))
+        img = img + _disc(d, SUN_DIRECTION, 1.5, 0.3)[..., None] * np.array([900.0, 880.0, 840.0])
     else:
         raise ValueError(f"unknown environment {name!r}; one of {ENVIRONMENTS}")
     return np.ascontiguousarray(img, dtype=np.float32)
