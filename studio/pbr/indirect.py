@@ -43,12 +43,12 @@ __all__ = ["IndirectVolume", "bake_indirect", "gaussian_sh_irradiance", "relight
 
 
 def _irradiance(coeffs: Tensor, normals: Tensor) -> Tensor:
-    """Irradiance [..., 3] >= 0 from radiance SH ``coeffs`` [..., K, 3] (K = 4 or 9, ``sh_basis``
-    order) at unit ``normals`` [..., 3]."""
+    """Irradiance [..., 3] from radiance SH ``coeffs`` [..., K, 3] (K = 4 or 9, ``sh_basis`` order)
+    at unit ``normals`` [..., 3]; may dip below 0 (SH ringing), not clamped."""
     K = coeffs.shape[-2]
     lobe = cosine_lobe(K, device=coeffs.device, dtype=coeffs.dtype)
     basis = sh_basis(normals.to(coeffs.dtype))[..., :K] * lobe  # [..., K]
-    return (basis[..., None] * coeffs).sum(-2).clamp(min=0.0)
+    return (basis[..., None] * coeffs).sum(-2)
 
 
 @dataclass
@@ -68,7 +68,7 @@ class IndirectVolume:
         R = self.coeffs.shape[0]
         flat = self.coeffs.reshape(R, R, R, 27)
         c = grid_lookup(flat, self.aabb, points + self.cell_size() * normals).reshape(points.shape[:-1] + (9, 3))
-        return _irradiance(c, normals)
+        return _irradiance(c, normals).clamp(min=0.0)
 
 
 @torch.no_grad()
@@ -96,8 +96,9 @@ def bake_indirect(
 
 
 def gaussian_sh_irradiance(coeffs: Tensor, normals: Tensor) -> Tensor:
-    """Irradiance [N,3] >= 0 from per-Gaussian incident-radiance SH ``coeffs`` [N,K,3] (K = 4: degree
-    1, or 9) along unit ``normals`` [N,3]. Differentiable in ``coeffs`` and ``normals``."""
+    """Irradiance [N,3] from per-Gaussian incident-radiance SH ``coeffs`` [N,K,3] (K = 4: degree 1,
+    or 9) along unit ``normals`` [N,3]. Not clamped (clamp to >= 0 before shading): a clamp at 0
+    stops the gradient of coefficients that start at zero. Differentiable in both."""
     return _irradiance(coeffs, normals)
 
 
