@@ -16,7 +16,9 @@ compositing relit worse; methods/prd/README.md).
 Stages (``methods.prd.stages``; trainer steps, lengths ``stage_iters``):
 
 1. ``pretrain``: 3DGS pretraining of the radiance field (``p = 0``), with densification;
-2. ``specular``: ``metallic`` fixed to 1, ``p`` starts at ``progress_init`` (0.01);
+2. ``specular``: ``metallic`` fixed to 1, ``p`` starts at ``progress_init`` (0.01); with
+   ``specular_stage paper``, a progress loss ``MSE(t_x, p_x)`` raises p where the radiance field
+   is view-dependent (``specular_progress_target``; the target is ours, see below);
 3. ``diffuse``: metallic free; loss ``L_rgb + 0.08 MSE(mask, p_x) + 0.003 L_light``
    (``L_light``: white-light prior, |L_c - mean_c L| per texel, summed over the cubemap; the MSE
    leaves out a band of up to ``mask_band`` pixels on each side of the silhouette, ours); the
@@ -32,6 +34,19 @@ residual of the PBR image, and the PBR part gets that residual as its error sign
 the paper relies on the shortest-axis normal alone; the term keeps splats flat on the surface).
 Shading is linear; ``I_pbr`` is clamped to [0, 1] and encoded as sRGB (the datasets are sRGB
 without tone mapping). The mask for the progress loss is the ground-truth alpha.
+
+Stage 2 as the paper has it (``specular_stage paper``): the paper distils the specular part first,
+with every surface shaded as a metal, and lets p rise as the physical model takes over; it gives no
+per-pixel rule for where. Ours: each Gaussian's target is ``progress_init + (1 - progress_init) w``
+with ``w`` its view dependence, the std of its radiance colour over viewing directions
+(``studio.gaussians.sh.sh_direction_std``, RMS over RGB, from the detached SH of the current
+radiance field; ``view_dependence_directions``: the directions from the training cameras to the
+scene centre, or the whole sphere, where SH are unconstrained away from the views) mapped
+linearly from ``view_dependence_std[0]`` (w = 0) to ``[1]`` (w = 1); the
+target is splatted with the G-buffers (``t_x``, premultiplied by coverage as ``p_x``) and the loss
+is ``specular_progress_weight * MSE(t_x, p_x)`` outside the silhouette band, the form of the
+stage-3 mask loss. ``legacy`` (the default, the schedule of the measured results) has no progress
+loss in stage 2: p moves only through ``L_rgb``.
 
 Ablations (``ablation``): ``prd``; ``no-progress`` (pure PBR after stage 1: ``p = 1``);
 ``3dgs`` (radiance only: ``p = 0`` throughout). The end of stage 1 is saved as
@@ -53,7 +68,7 @@ from torch.nn import Parameter
 from studio.cameras import camera_rays
 from studio.cameras.nerfstudio import cameras_to_viewmats
 from studio.gaussians.pbr import PBR_PARAM_NAMES, activate_pbr, initial_pbr_params, shortest_axis_normals
-from studio.gaussians.sh import eval_sh
+from studio.gaussians.sh import eval_sh, sh_direction_std
 from studio.methods.prd.stages import prd_stages
 from studio.models.splat import SplatModel, SplatModelConfig
 from studio.models.staged import StagedModel
@@ -85,6 +100,18 @@ class PRDModelConfig(SplatModelConfig):
     """Initial (uniform, linear) radiance of the light."""
     progress_init: float = 0.01
     """Progress p of every Gaussian when distillation starts (stage 2)."""
+    specular_stage: Literal["legacy", "paper"] = "legacy"
+    """Stage 2 (specular distillation): ``legacy``, p moved by ``L_rgb`` alone; ``paper``, plus a
+    progress loss that raises p where the radiance field is view-dependent (module docstring)."""
+    specular_progress_weight: float = 0.08
+    """Weight of MSE(t_x, p_x) in stage 2 with ``specular_stage paper`` (t_x: the splatted
+    view-dependence target; the weight and silhouette band of the stage-3 mask loss)."""
+    view_dependence_std: Tuple[float, float] = (0.025, 0.05)
+    """Std of a Gaussian's radiance colour over viewing directions (RMS over RGB, colour units) at
+    which its view-dependence weight leaves 0 and reaches 1 (linear between); ``specular_stage paper``."""
+    view_dependence_directions: Literal["train-views", "sphere"] = "train-views"
+    """Directions that std is taken over: from the training cameras to the scene centre, or the
+    whole sphere (uniform)."""
     progress_lr_refine: float = 0.1
     """Learning-rate factor of p in stage 4."""
     progress_lr_scale: float = 1.0
@@ -133,6 +160,10 @@ class PRDModel(StagedModel, SplatModel):
             self.gaussians.params[name] = nn.Parameter(value)
         self.light = CubemapLight(self.config.light_resolution, init_radiance=self.config.light_init)
         self.visibility: Optional[VisibilityGrid] = None
+        centers = (self.kwargs.get("metadata") or {}).get("camera_centers")
+        self.view_directions: Optional[Tensor] = None  # [C,3] training cameras -> scene centre
+        if centers is not None:
+            self.view_directions = self.scene_box.aabb.mean(0).to(centers) - centers
         self.init_stages(prd_stages(self))
 
     def set_gaussian_params(self, tensors: Dict[str, Tensor]) -> None:
@@ -193,6 +224,7 @@ class PRDModel(StagedModel, SplatModel):
         background: Optional[Tensor] = None,
         albedo_scale: Optional[Tensor] = None,
         force_metal: bool = False,
+        extra_features: Optional[Dict[str, Tensor]] = None,
     ) -> Dict[str, Tensor]:
         """Render one camera: G-buffers, the PBR and radiance images and their PRD composite.
 
@@ -202,7 +234,9 @@ class PRDModel(StagedModel, SplatModel):
         ``depth``, ``depth_normal`` (world normals of the depth map), ``background``.
         ``light`` replaces the learned light (relighting); ``albedo_scale`` [3] multiplies every
         Gaussian's albedo (clamped to [0, 1]) before splatting (scale-aligned evaluation);
-        ``force_metal`` shades everything as a metal (specular distillation).
+        ``force_metal`` shades everything as a metal (specular distillation);
+        ``extra_features`` ({name: [N,C]} per Gaussian) are splatted along and returned under their
+        names, [H,W,C] premultiplied by the coverage.
         """
         viewmats, Ks, width, height = cameras_to_viewmats(camera.to(self.device))
         g = self.gaussians.activated()
@@ -214,8 +248,12 @@ class PRDModel(StagedModel, SplatModel):
         if albedo_scale is not None:
             attrs["albedo"] = (attrs["albedo"] * albedo_scale.to(attrs["albedo"])).clamp(0.0, 1.0)
         normals = shortest_axis_normals(g.means, g.quats, g.scales, center)
+        extra = extra_features or {}
+        layout = GBUFFER_LAYOUT + tuple((name, value.shape[-1]) for name, value in extra.items())
         feats = torch.cat(
-            [radiance, attrs["albedo"], attrs["roughness"], attrs["metallic"], normals, attrs["progress"]], -1
+            [radiance, attrs["albedo"], attrs["roughness"], attrs["metallic"], normals, attrs["progress"]]
+            + list(extra.values()),
+            -1,
         )
         bg = self.background() if background is None else background
         out = rasterize(
@@ -227,7 +265,7 @@ class PRDModel(StagedModel, SplatModel):
             )
             self.info = out.meta
         acc = out.alpha[0]
-        buf = dict(zip([n for n, _ in GBUFFER_LAYOUT], out.color[0].split([c for _, c in GBUFFER_LAYOUT], dim=-1)))
+        buf = dict(zip([n for n, _ in layout], out.color[0].split([c for _, c in layout], dim=-1)))
         straight = {k: v / acc.clamp(min=1e-6) for k, v in buf.items()}
         metallic = straight["metallic"].clamp(0, 1)
         if force_metal:
@@ -273,7 +311,24 @@ class PRDModel(StagedModel, SplatModel):
             "depth": out.depth[0],
             "depth_normal": depth_normal,
             "background": bg,
+            **{name: buf[name] for name in extra},
         }
+
+    def specular_progress_target(self) -> Tensor:
+        """Per-Gaussian stage-2 progress target [N,1] (``specular_stage paper``; module docstring):
+        ``progress_init`` where the radiance colour does not change with the view direction, 1 where
+        its std over directions reaches ``view_dependence_std[1]``. No gradient."""
+        cfg = self.config
+        dirs = None
+        if cfg.view_dependence_directions == "train-views":
+            if self.view_directions is None:
+                raise ValueError("view_dependence_directions train-views needs the training cameras' centres.")
+            dirs = self.view_directions.to(self.device)
+        lo, hi = cfg.view_dependence_std
+        sh = self.gaussians.sh.detach()
+        std = sh_direction_std(self.active_sh_degree(), sh, dirs).square().mean(-1, keepdim=True).sqrt()
+        weight = ((std - lo) / max(hi - lo, 1e-8)).clamp(0.0, 1.0)
+        return cfg.progress_init + (1.0 - cfg.progress_init) * weight
 
     def render_outputs(self, camera: Cameras) -> Dict[str, Tensor]:
         """The PRD render (G-buffers and composite) of one camera."""
@@ -319,9 +374,10 @@ class PRDModel(StagedModel, SplatModel):
             losses["light_loss"] = cfg.light_weight * reduce
         return losses
 
-    def progress_error(self, progress: Tensor, batch, acc: Tensor) -> Tensor:
-        """Mean of ``(mask - p_x)^2`` outside the silhouette band (``mask_band``); the mask is the
-        ground-truth alpha (the rendered coverage when the images have none)."""
+    def progress_error(self, progress: Tensor, batch, acc: Tensor, target: Optional[Tensor] = None) -> Tensor:
+        """Mean of ``(target - p_x)^2`` outside the silhouette band (``mask_band``); the target is
+        the mask unless given ([H,W,1], e.g. the splatted stage-2 target). The mask is the
+        ground-truth alpha (the rendered coverage when the images have none); the band is the mask's."""
         image = batch["image"].to(self.device)
         if image.shape[-1] == 4:
             mask = image[..., 3:].float() / (255.0 if image.dtype == torch.uint8 else 1.0)
@@ -330,7 +386,8 @@ class PRDModel(StagedModel, SplatModel):
         keep = torch.ones_like(mask)
         if self.config.mask_band > 0:
             keep[progress_band(mask[..., 0], self.config.mask_band, self.config.mask_band_share)] = 0.0
-        return (keep * (mask - progress) ** 2).mean()
+        target = mask if target is None else target
+        return (keep * (target - progress) ** 2).mean()
 
     def get_image_metrics_and_images(self, outputs, batch):
         metrics, images = super().get_image_metrics_and_images(outputs, batch)

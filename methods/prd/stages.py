@@ -4,6 +4,8 @@ Each stage object holds what differs in its step range: ``pretrain`` renders pla
 densifies, and its end is the stage file ablations start from; ``specular`` starts the progress
 at ``progress_init`` and shades everything as a metal; ``diffuse`` bakes the environment
 visibility and adds the progress and white-light losses; ``refine`` lowers p's learning rate.
+With ``specular_stage paper``, ``specular`` also pulls p towards the view-dependence target
+(``PRDModel.specular_progress_target``), so p rises where the radiance is view-dependent.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ class PretrainStage(Stage):
 
 
 class SpecularStage(Stage):
-    """Specular distillation: metallic fixed to 1; p starts at ``progress_init`` (prd)."""
+    """Specular distillation: metallic fixed to 1; p starts at ``progress_init`` (prd). With
+    ``specular_stage paper`` (prd), the loss adds ``specular_progress_weight * MSE(t_x, p_x)``,
+    t_x the splatted per-Gaussian view-dependence target."""
 
     name = "specular"
 
@@ -47,11 +51,22 @@ class SpecularStage(Stage):
             with torch.no_grad():
                 self.model.gaussians.params["progress"].fill_(math.log(cfg.progress_init / (1 - cfg.progress_init)))
 
+    def drives_progress(self) -> bool:
+        cfg = self.model.config
+        return cfg.specular_stage == "paper" and cfg.ablation == "prd" and cfg.specular_progress_weight > 0
+
     def get_outputs(self, camera):
-        return self.model.render_gbuffers(camera, force_metal=True)
+        extra = {"specular_target": self.model.specular_progress_target()} if self.drives_progress() else None
+        return self.model.render_gbuffers(camera, force_metal=True, extra_features=extra)
 
     def get_loss_dict(self, outputs, batch):
-        return self.model.distillation_losses(outputs, batch, with_progress=False)
+        losses = self.model.distillation_losses(outputs, batch, with_progress=False)
+        if "specular_target" in outputs:  # training renders of this stage; evaluation renders carry none
+            error = self.model.progress_error(
+                outputs["progress"], batch, outputs["accumulation"], target=outputs["specular_target"]
+            )
+            losses["specular_progress_loss"] = self.model.config.specular_progress_weight * error
+        return losses
 
 
 class DiffuseStage(Stage):

@@ -7,6 +7,8 @@
 * Nerfstudio ``transforms.json`` datasets are validated here, then parsed by Nerfstudio's own
   parser (per-frame intrinsics, OpenCV distortion, orientation/centering/scaling, train/eval
   split); its ``dataparser_transform`` / ``dataparser_scale`` are what exports undo.
+* ``metadata`` (passed to the model): ``dataset_format``, ``camera_extent`` (3DGS scene extent)
+  and ``camera_centers`` [C,3] (the split's camera positions, world).
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class StudioDataParser(DataParser):
             metadata={
                 "dataset_format": fmt.value,
                 "camera_extent": camera_extent(cameras.camera_to_worlds),
+                "camera_centers": cameras.camera_to_worlds[:, :3, 3].clone(),
             },
         )
 
@@ -109,5 +112,6 @@ class StudioDataParser(DataParser):
             **outputs.metadata,
             "dataset_format": DatasetFormat.NERFSTUDIO.value,
             "camera_extent": camera_extent(outputs.cameras.camera_to_worlds),
+            "camera_centers": outputs.cameras.camera_to_worlds[:, :3, 3].clone(),
         }
         return outputs

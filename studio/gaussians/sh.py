@@ -91,3 +91,31 @@ def rgb_to_sh(rgb: Tensor) -> Tensor:
 def sh_to_rgb(sh_dc: Tensor) -> Tensor:
     """Colour of a DC coefficient."""
     return sh_dc * SH_C0 + 0.5
+
+
+def sh_direction_std(degree: int, coeffs: Tensor, dirs: Tensor | None = None) -> Tensor:
+    """Standard deviation of the SH colour over viewing directions.
+
+    Over the whole sphere (``dirs`` None, uniform): the basis is orthonormal (the integral of
+    ``Y_k Y_j`` is ``delta_kj``), so the mean colour is the DC term and the variance is
+    ``sum_{k >= 1} c_k^2 / (4 pi)``, i.e. the std is ``SH_C0 * ||c_1..||``. Over a set of
+    directions ``dirs`` [D,3] (the same for every Gaussian): ``c^T Cov(Y) c`` with ``Cov(Y)`` the
+    covariance of the basis values over the set. Exact for the SH sum; the renderer's clamp at 0
+    is left out.
+
+    Args:
+        degree: active degree; only the first (degree + 1)^2 coefficients are used.
+        coeffs: [..., K, 3] coefficients, K >= (degree + 1)^2.
+        dirs: optional [D,3] viewing directions (normalised here).
+    Returns:
+        [..., 3] std per colour channel (colour units, as ``eval_sh``).
+    """
+    k = num_sh_bases(degree)
+    if dirs is None:
+        return SH_C0 * coeffs[..., 1:k, :].square().sum(dim=-2).sqrt()
+    basis = sh_basis(degree, torch.nn.functional.normalize(dirs, dim=-1))  # [D,k]
+    centred = basis - basis.mean(dim=0)
+    cov = (centred.T @ centred / basis.shape[0]).to(coeffs)  # [k,k]
+    c = coeffs[..., :k, :]
+    variance = (c * (cov @ c)).sum(dim=-2)
+    return variance.clamp(min=0.0).sqrt()
