@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -200,8 +201,8 @@ class _TruthModel:
 
     device = torch.device("cpu")
 
-    def __init__(self, cameras, mode: str):
-        self.c2w, self.mode = cameras.camera_to_worlds, mode
+    def __init__(self, cameras, mode: str, split: str = "test"):
+        self.c2w, self.mode, self.split = cameras.camera_to_worlds, mode, split
         self.relit_scales: list = []
 
     def _index(self, camera) -> int:
@@ -213,8 +214,10 @@ class _TruthModel:
         from studio.pbr.envmap import read_envmap
 
         assert background is not None and torch.equal(background.cpu(), torch.ones(3))  # scored over white
-        i, test = self._index(camera), SCENE / "test"
+        i, test = self._index(camera), SCENE / self.split
         rgb = _over_white(test / f"r_{i:03d}.png")
+        if not (test / f"albedo_{i:04d}.png").is_file():  # a split without AOVs
+            return {"rgb": torch.from_numpy(_shift(rgb) if self.mode == "corrupt" else rgb)}
         albedo = _srgb_decode(_png(test / f"albedo_{i:04d}.png")[..., :3])
         roughness = _png(test / f"roughness_{i:04d}.png")[..., None]
         normal = np.asarray(read_envmap(test / f"normal_{i:04d}.exr"), np.float32)
@@ -229,7 +232,7 @@ class _TruthModel:
 
     def render_relit(self, camera, light, albedo_scale=None):
         self.relit_scales.append(albedo_scale)
-        relit = _over_white(SCENE / "test_studio" / f"r_{self._index(camera):03d}.png")
+        relit = _over_white(SCENE / f"{self.split}_studio" / f"r_{self._index(camera):03d}.png")
         return torch.from_numpy(_shift(relit) if self.mode == "corrupt" else relit)
 
 
@@ -247,15 +250,15 @@ def prd_config(tmp_path_factory) -> Path:
     return path
 
 
-def _eval_with(prd_config, tmp_path, monkeypatch, mode: str):
-    """``studio eval prd`` on the mushroom's test split with a _TruthModel in place of the run's model."""
+def _eval_with(prd_config, tmp_path, monkeypatch, mode: str, split: str = "test"):
+    """``studio eval prd`` on the mushroom's ``split`` with a _TruthModel in place of the run's model."""
     import studio.metrics
     import studio.models.runs
     from studio.cli.main import entrypoint
     from studio.data.dataparser import StudioDataParserConfig
 
-    cameras = StudioDataParserConfig(data=SCENE).setup().get_dataparser_outputs("test").cameras
-    model = _TruthModel(cameras, mode)
+    cameras = StudioDataParserConfig(data=SCENE).setup().get_dataparser_outputs(split).cameras
+    model = _TruthModel(cameras, mode, split)
     loads = []
 
     def fake_load_run(config, **kwargs):
@@ -277,6 +280,8 @@ def _eval_with(prd_config, tmp_path, monkeypatch, mode: str):
             str(out),
             "--light-resolution",
             "4",
+            "--split",
+            split,
         ]
     )
     assert loads and Path(loads[0]["data"]) == SCENE  # --data replaces the run's dataset
@@ -317,6 +322,47 @@ def test_eval_prd_of_known_errors(prd_config, tmp_path, monkeypatch):
     assert abs(metrics["roughness_mse"] - ROUGHNESS_OFFSET**2) < 1e-5
     assert abs(metrics["normal_mae_deg"] - TILT_DEG) < 0.5
     assert metrics["albedo_psnr"] < 30.0
+
+
+def test_eval_prd_scores_the_validation_views_apart_from_the_test_views(prd_config, tmp_path, monkeypatch):
+    """--split val scores the validation cameras against val/ and val_studio/ (distinct from the test
+    views): a model that draws the validation views scores perfectly there, and the test views'
+    images are never asked for (the stand-in model asserts every camera is one of its split's)."""
+    metrics, model = _eval_with(prd_config, tmp_path, monkeypatch, "exact", split="val")
+    assert metrics["nvs_psnr"] > 60.0 and metrics["relight_psnr"]["studio"] > 60.0
+    assert metrics["albedo_psnr"] is None  # the mushroom's validation views carry no AOVs (--aovs test)
+    corrupt, _ = _eval_with(prd_config, tmp_path, monkeypatch, "corrupt", split="val")
+    assert abs(corrupt["nvs_psnr"] - 20.0) < 0.01 and abs(corrupt["relight_psnr"]["studio"] - 20.0) < 0.01
+
+
+def test_eval_prd_split_val_needs_its_own_validation_views(prd_config, tmp_path, capsys):
+    """A dataset whose val split is its test split (NeRF-synthetic from Blender) is refused for
+    --split val in one line, and nothing is written."""
+    from studio.cli.main import entrypoint
+
+    scene = tmp_path / "scene"
+    shutil.copytree(SCENE, scene, ignore=shutil.ignore_patterns("val", "val_*", "transforms_val_*.json"))
+    shutil.copyfile(scene / "transforms_test.json", scene / "transforms_val.json")
+    out = tmp_path / "metrics.json"
+    with pytest.raises(SystemExit) as exc:
+        entrypoint(
+            [
+                "eval",
+                "prd",
+                "--load-config",
+                str(prd_config),
+                "--data",
+                str(scene),
+                "--output",
+                str(out),
+                "--split",
+                "val",
+            ]
+        )
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "no validation views of its own" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_eval_prd_bad_env_is_one_line_and_no_output(prd_config, tmp_path, capsys):

@@ -14,6 +14,7 @@ Layout of ``OUT/`` (Blender's compositor names; ``XXX`` = 3 digits, ``XXXX`` = 4
                                                          for normal-space guidance
     test_<env>/r_XXX.png                the test cameras relit under environment <env>
     transforms_test_<env>.json          the same cameras, pointing at test_<env>/
+    val_<env>/, transforms_val_<env>.json   the same for the val cameras (when ``n_val > 0``)
     envs/<env>.exr                      every environment used (float32 equirect, Blender convention)
     gt_mesh.obj                         ground-truth surface, world coordinates (Z up)
     meta.json                           scene description, caption, category, ids, materials,
@@ -158,7 +159,7 @@ def make_dataset(output: Path, cfg: MakeConfig, overwrite: bool = False) -> dict
         for e, img in env_imgs.items():
             (tmp / "envs" / f"{e}.exr").write_bytes(encode_exr(img, FLOAT))
         jobs = [(s, s, cfg.env, s in cfg.aov_splits) for s in poses] + [
-            ("test", f"test_{e}", e, False) for e in cfg.relight
+            (s, f"{s}_{e}", e, False) for s in ("val", "test") if s in poses for e in cfg.relight
         ]
         for split, folder, env_name, aovs in jobs:
             (tmp / folder).mkdir()
@@ -201,7 +202,17 @@ def make_dataset(output: Path, cfg: MakeConfig, overwrite: bool = False) -> dict
             "ids": desc["ids"],
             "env": {"name": cfg.env, "file": f"envs/{cfg.env}.exr", "convention": "blender-equirect-z-up"},
             "relight": [
-                {"name": e, "file": f"envs/{e}.exr", "split": f"test_{e}", "transforms": f"transforms_test_{e}.json"}
+                {
+                    "name": e,
+                    "file": f"envs/{e}.exr",
+                    "split": f"test_{e}",
+                    "transforms": f"transforms_test_{e}.json",
+                    **(
+                        {"val_split": f"val_{e}", "val_transforms": f"transforms_val_{e}.json"}
+                        if "val" in poses
+                        else {}
+                    ),
+                }
                 for e in cfg.relight
             ],
             "camera": {

@@ -62,7 +62,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, List, Literal, Optional
 
 import tyro
 
@@ -154,6 +154,9 @@ class Prd:
     """Cube-face resolution of the relighting lights."""
     interior_band_px: Optional[int] = None
     """Silhouette band (pixels) relight_psnr_interior leaves out (default: 3 px per 128 px of the shorter side)."""
+    split: Literal["test", "val"] = "test"
+    """Views to score: test (reported) or val (for choosing settings; needs validation views distinct from the
+    test views, e.g. `studio scenes make --n-val 8`, relit under the same environments as val_<env>/)."""
 
     def inputs(self) -> list[Input]:
         return [
@@ -193,8 +196,14 @@ class Prd:
         data = Path(self.data if self.data is not None else config.pipeline.datamanager.dataparser.data)
         if self.data is None:
             relighting_dataset(data)
-        outputs = StudioDataParserConfig(data=data).setup().get_dataparser_outputs("test")
-        truth = load_test_truth(data, outputs.image_filenames, envs, self.envmap_dir)
+        parser = StudioDataParserConfig(data=data).setup()
+        outputs = parser.get_dataparser_outputs(self.split)
+        if self.split == "val" and outputs.image_filenames == parser.get_dataparser_outputs("test").image_filenames:
+            raise StudioInputError(
+                f"--split val: {data} has no validation views of its own (its val split is the test split); "
+                "make the scene with `studio scenes make --n-val N`."
+            )
+        truth = load_test_truth(data, outputs.image_filenames, envs, self.envmap_dir, self.split)
 
         lpips = lpips_if_available()
         pipeline = load_run(self.load_config, with_data=True, data=data).pipeline
@@ -212,7 +221,7 @@ class Prd:
             interior_band_px=self.interior_band_px,
         )
         atomic_write_text(self.output, json.dumps(metrics, indent=1) + "\n")
-        print_table(metrics, f"prd on {data.name}")
+        print_table(metrics, f"prd on {data.name} ({self.split} views)")
         if lpips is None:
             print(lpips_missing_reason())
         print(f"Wrote {self.output}")

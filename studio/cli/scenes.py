@@ -37,7 +37,7 @@ class Make:
     n_val: int = _DEFAULTS.n_val
     """Validation views (0: transforms_val.json repeats the test views)."""
     n_test: int = _DEFAULTS.n_test
-    """Test views (also rendered under every --relight environment)."""
+    """Test views (also rendered under every --relight environment, as are the validation views)."""
     res: int = _DEFAULTS.res
     """Image width and height in pixels."""
     spp: int = _DEFAULTS.spp
@@ -53,8 +53,8 @@ class Make:
     spaced in azimuth at 15 deg elevation, the sparse-view inputs; test ring as orbit for both)."""
     fov: float = _DEFAULTS.fov_deg
     """Horizontal field of view in degrees."""
-    aovs: Literal["all", "test", "none"] = "all"
-    """Splits that get AOV files: all, only the test split, or none."""
+    aovs: Literal["all", "eval", "test", "none"] = "all"
+    """Splits that get AOV files: all, the evaluation splits (val and test), only the test split, or none."""
     sheet: Path | None = None
     """Also copy the render sheet (views x AOVs grid) to this PNG (it is always DIR/sheet.png)."""
     overwrite: bool = False
@@ -70,7 +70,9 @@ class Make:
         from studio.scenes.toyworld.dataset import MakeConfig, make_dataset
 
         relight = tuple(e.strip() for e in self.relight.split(",") if e.strip())
-        aov_splits = {"all": ("train", "val", "test"), "test": ("test",), "none": ()}[self.aovs]
+        aov_splits = {"all": ("train", "val", "test"), "eval": ("val", "test"), "test": ("test",), "none": ()}[
+            self.aovs
+        ]
         cfg = MakeConfig(
             seed=self.seed,
             kind=self.kind,

@@ -169,10 +169,11 @@ class TestTruth:
     relit: Dict[str, tuple[Optional[Path], List[Path]]] = field(default_factory=dict)
 
 
-def _relit_images(root: Path, name: str, test_images: List[Path]) -> Optional[List[Path]]:
-    """Images of ``test_<name>/`` in test-camera order (its transforms file, or test's file names)."""
-    folder = root / f"test_{name}"
-    transforms = root / f"transforms_test_{name}.json"
+def _relit_images(root: Path, name: str, test_images: List[Path], split: str = "test") -> Optional[List[Path]]:
+    """Images of ``<split>_<name>/`` in the order of the split's cameras (its transforms file, or the
+    split's file names)."""
+    folder = root / f"{split}_{name}"
+    transforms = root / f"transforms_{split}_{name}.json"
     if transforms.is_file():
         from studio.data.checks import frames_of, read_json
 
@@ -187,10 +188,12 @@ def _relit_images(root: Path, name: str, test_images: List[Path]) -> Optional[Li
     else:
         return None
     if len(paths) != len(test_images):
-        raise StudioInputError(f"relit split test_{name} has {len(paths)} views, the test split {len(test_images)}.")
+        raise StudioInputError(
+            f"relit split {split}_{name} has {len(paths)} views, the {split} split {len(test_images)}."
+        )
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise StudioInputError(f"relit split test_{name} lacks {missing[0]}.")
+        raise StudioInputError(f"relit split {split}_{name} lacks {missing[0]}.")
     return paths
 
 
@@ -261,9 +264,13 @@ def load_test_truth(
     image_paths: Sequence[Path],
     envs: Optional[Dict[str, Optional[Path]]] = None,
     envmap_dir: Optional[Path] = None,
+    split: str = "test",
 ) -> TestTruth:
-    """Ground truth of the test views ``image_paths`` (RGBA ``r_*.png`` of ``root/test``, or the
-    ``test_XXX/rgba.png`` of a TensoIR-Synthetic scene: ``_tensoir_truth``).
+    """Ground truth of the views ``image_paths`` of ``split`` (RGBA ``r_*.png`` of ``root/test``, or
+    the ``test_XXX/rgba.png`` of a TensoIR-Synthetic scene: ``_tensoir_truth``).
+
+    ``split`` "val" scores validation views (ToyWorld ``--n-val``): relit images come from
+    ``val_<env>/`` instead of ``test_<env>/``.
 
     AOVs are read beside each image when present: ``albedo_XXXX.png`` (sRGB 8-bit),
     ``roughness_XXXX.png`` (linear), ``normal_XXXX.exr`` (world unit normals); a Blender dataset
@@ -303,17 +310,17 @@ def load_test_truth(
     env_maps = default_env_maps(root, meta)
     env_maps.update(envs or {})
     for name, path in (envmaps_in(envmap_dir) if envmap_dir is not None else {}).items():
-        if env_maps.get(name) is None and (name in env_maps or (root / f"test_{name}").is_dir()):
+        if env_maps.get(name) is None and (name in env_maps or (root / f"{split}_{name}").is_dir()):
             env_maps[name] = path
     relit: Dict[str, tuple[Optional[Path], List[Path]]] = {}
     for name, env_path in env_maps.items():
-        images = _relit_images(root, name, [Path(p) for p in image_paths])
+        images = _relit_images(root, name, [Path(p) for p in image_paths], split)
         if images is None:
             if envs and name in envs:
-                raise StudioInputError(f"--env {name}: the dataset {root} has no relit split test_{name}/.")
+                raise StudioInputError(f"--env {name}: the dataset {root} has no relit split {split}_{name}/.")
             continue
         if env_path is not None and not Path(env_path).is_file():
-            raise StudioInputError(f"environment map {env_path} of test_{name} does not exist.")
+            raise StudioInputError(f"environment map {env_path} of {split}_{name} does not exist.")
         relit[name] = (env_path, images)
     return TestTruth(views=views, relit=relit)
 
