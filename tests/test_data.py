@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from studio.data import DatasetFormat, detect_format, read_nerf_synthetic, validate_dataset
@@ -83,3 +84,24 @@ def test_nerfstudio_format_checks_per_frame_sizes(tmp_path: Path):
     (tmp_path / "transforms.json").write_text(json.dumps({"frames": frames}))
     with pytest.raises(StudioInputError, match="mismatched"):
         validate_dataset(tmp_path)
+
+
+def test_val_from_train_holds_out_every_kth_training_frame(tmp_path: Path):
+    """val_from_train K: the val split is training frames 0, K, 2K, ... and the training split the
+    rest (never both); the test split is untouched; K leaving no training frame is one clear error."""
+    from conftest import write_nerf_synthetic
+
+    from studio.data.dataparser import StudioDataParserConfig
+
+    scene = write_nerf_synthetic(tmp_path / "scene", n=10)
+    every = StudioDataParserConfig(data=scene).setup()
+    held = StudioDataParserConfig(data=scene, val_from_train=4).setup()
+    all_train = every.get_dataparser_outputs("train").image_filenames
+    train, val = (held.get_dataparser_outputs(s).image_filenames for s in ("train", "val"))
+    assert val == [all_train[i] for i in (0, 4, 8)]
+    assert train == [p for i, p in enumerate(all_train) if i not in (0, 4, 8)]
+    assert held.get_dataparser_outputs("test").image_filenames == every.get_dataparser_outputs("test").image_filenames
+    poses = held.get_dataparser_outputs("val").cameras.camera_to_worlds
+    torch.testing.assert_close(poses, every.get_dataparser_outputs("train").cameras.camera_to_worlds[[0, 4, 8]])
+    with pytest.raises(StudioInputError, match="val-from-train 1"):
+        StudioDataParserConfig(data=scene, val_from_train=1).setup().get_dataparser_outputs("train")

@@ -196,12 +196,14 @@ class Prd:
         data = Path(self.data if self.data is not None else config.pipeline.datamanager.dataparser.data)
         if self.data is None:
             relighting_dataset(data)
-        parser = StudioDataParserConfig(data=data).setup()
+        held_out = getattr(config.pipeline.datamanager.dataparser, "val_from_train", 0)
+        parser = StudioDataParserConfig(data=data, val_from_train=held_out).setup()
         outputs = parser.get_dataparser_outputs(self.split)
         if self.split == "val" and outputs.image_filenames == parser.get_dataparser_outputs("test").image_filenames:
             raise StudioInputError(
                 f"--split val: {data} has no validation views of its own (its val split is the test split); "
-                "make the scene with `studio scenes make --n-val N`."
+                "make the scene with `studio scenes make --n-val N`, or train with "
+                "--pipeline.datamanager.dataparser.val-from-train K."
             )
         truth = load_test_truth(data, outputs.image_filenames, envs, self.envmap_dir, self.split)
 

@@ -50,6 +50,9 @@ class StudioDataParserConfig(DataParserConfig):
     """Nerfstudio datasets: fraction of frames used for training."""
     load_3d_points: bool = True
     """Nerfstudio datasets: seed Gaussians from ``ply_file_path`` when the dataset has one."""
+    val_from_train: int = 0
+    """NeRF-synthetic / TensoIR datasets: when K > 0, every K-th training frame is the val split and is
+    not trained on (for datasets whose val split repeats the test split, e.g. Blender scenes)."""
 
     def inputs(self) -> List[Input]:
         """``--data``: a dataset folder whose frames, poses, images and point cloud are checked."""
@@ -68,7 +71,9 @@ class StudioDataParser(DataParser):
         return self._frame_set_outputs(split, fmt)
 
     def _frame_set_outputs(self, split: str, fmt: DatasetFormat) -> DataparserOutputs:
-        frames = read_frames(self.config.data, split if split in ("train", "val", "test") else "test")
+        frames = read_frames(
+            self.config.data, split if split in ("train", "val", "test") else "test", self.config.val_from_train
+        )
         cameras = Cameras(
             camera_to_worlds=torch.from_numpy(frames.camera_to_worlds[:, :3, :4]),
             fx=frames.fx,

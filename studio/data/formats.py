@@ -41,11 +41,24 @@ def detect_format(data: Path) -> DatasetFormat:
     )
 
 
-def read_frames(data: Path, split: str) -> FrameSet:
-    """One split of a NeRF-synthetic or TensoIR-Synthetic folder (the formats read into a ``FrameSet``)."""
-    return (
-        read_tensoir(data, split) if detect_format(data) is DatasetFormat.TENSOIR else read_nerf_synthetic(data, split)
-    )
+def read_frames(data: Path, split: str, val_from_train: int = 0) -> FrameSet:
+    """One split of a NeRF-synthetic or TensoIR-Synthetic folder (the formats read into a ``FrameSet``).
+
+    ``val_from_train`` K > 0 holds every K-th training frame (0, K, 2K, ...) out as the ``val`` split,
+    the training split keeping the others: validation views distinct from the test views for
+    datasets whose ``val`` split repeats ``test`` (Blender's NeRF-synthetic scenes, TensoIR)."""
+    read = read_tensoir if detect_format(data) is DatasetFormat.TENSOIR else read_nerf_synthetic
+    if val_from_train <= 0 or split not in ("train", "val"):
+        return read(data, split)
+    frames = read(data, "train")
+    n = len(frames.image_paths)
+    held = list(range(0, n, val_from_train))
+    if val_from_train < 2 or len(held) == n:
+        raise StudioInputError(
+            f"--pipeline.datamanager.dataparser.val-from-train {val_from_train} leaves no training frames of {n}; "
+            "use 2 or more."
+        )
+    return frames.subset(held if split == "val" else [i for i in range(n) if i % val_from_train])
 
 
 def nerfstudio_transforms_file(data: Path) -> Path:

@@ -7,6 +7,7 @@ camera-to-world ``transform_matrix`` in OpenGL axes. The principal point is the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,12 @@ class FrameSet:
     cy: float
     width: int
     height: int
+
+    def subset(self, indices: list[int]) -> "FrameSet":
+        """The frames ``indices`` of this split (same intrinsics)."""
+        return dataclasses.replace(
+            self, image_paths=[self.image_paths[i] for i in indices], camera_to_worlds=self.camera_to_worlds[indices]
+        )
 
 
 def split_file(root: Path, split: str) -> Path:
