@@ -23,7 +23,8 @@ prd = method_specification(
         model=PRDModelConfig(),
     ),
     with_groups(
-        SPLAT_OPTIMIZERS, **{name: adam(0.01) for name in ("albedo", "roughness", "metallic", "progress", "light")}
+        SPLAT_OPTIMIZERS,
+        **{name: adam(0.01) for name in ("albedo", "roughness", "metallic", "progress", "light", "indirect")},
     ),
     "Progressive Radiance Distillation: PBR inverse rendering with Gaussian splatting (Ye et al. 2024).",
     trainer=StagedTrainerConfig,

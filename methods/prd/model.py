@@ -48,6 +48,12 @@ is ``specular_progress_weight * MSE(t_x, p_x)`` outside the silhouette band, the
 stage-3 mask loss. ``legacy`` (the default, the schedule of the measured results) has no progress
 loss in stage 2: p moves only through ``L_rgb``.
 
+Light transport (ours, options; ``methods.prd.transport``): ``visibility rays`` adds shadow rays
+through the Gaussians towards the brightest light texels to the baked SH grid (sharp sun shadows);
+``indirect volume`` / ``gaussian-sh`` add indirect light from the radiance field (an SH volume
+after GS-IR, per-Gaussian SH after Relightable 3D Gaussians). The defaults (``sh-grid``, ``none``)
+are PRD's environment-only lighting.
+
 Ablations (``ablation``): ``prd``; ``no-progress`` (pure PBR after stage 1: ``p = 1``);
 ``3dgs`` (radiance only: ``p = 0`` throughout). The end of stage 1 is saved as
 ``<run>/pretrain.safetensors``; ``--load-stage`` starts a run from such a file (skipping stage 1),
@@ -69,12 +75,15 @@ from studio.cameras import camera_rays
 from studio.cameras.nerfstudio import cameras_to_viewmats
 from studio.gaussians.pbr import PBR_PARAM_NAMES, activate_pbr, initial_pbr_params, shortest_axis_normals
 from studio.gaussians.sh import eval_sh, sh_direction_std
+from studio.methods.prd import transport
 from studio.methods.prd.stages import prd_stages
 from studio.models.splat import SplatModel, SplatModelConfig
 from studio.models.staged import StagedModel
 from studio.pbr.cubemap import CubemapLight
-from studio.pbr.shading import shade
+from studio.pbr.gaussian_density import DensityGrid
+from studio.pbr.indirect import IndirectVolume
 from studio.pbr.tonemap import linear_to_srgb
+from studio.pbr.transport import shade_transport
 from studio.pbr.visibility import VisibilityGrid, bake_visibility, object_bounds
 from studio.render import rasterize
 from studio.render.masks import progress_band
@@ -142,7 +151,28 @@ class PRDModelConfig(SplatModelConfig):
     """Largest share of the object's pixels (per image) the band may take: the band narrows on
     small objects, whose progress (and so their PBR fit) it would otherwise take away."""
     visibility_resolution: int = 32
-    """SH visibility grid points per axis (0: no visibility)."""
+    """SH visibility grid points per axis (0: no visibility, no shadow rays, no indirect light)."""
+    visibility: Literal["sh-grid", "rays"] = "sh-grid"
+    """Visibility of the environment from stage 3: ``sh-grid`` (PRD: the baked degree-2 SH grid,
+    soft; it cannot hold a small sun's shadow) or ``rays`` (the grid for the light less its
+    ``shadow_lights`` brightest texels, which get shadow rays through the Gaussians' density:
+    sharp shadows; ``methods.prd.transport``)."""
+    shadow_lights: int = 4
+    """Brightest light texels shaded with shadow rays (``visibility rays``)."""
+    shadow_min_share: float = 0.01
+    """Least share of the light's power (luminance x solid angle) a texel needs to get shadow rays:
+    a light without a dominant source (e.g. the uniform initial light) casts none (``visibility rays``)."""
+    shadow_resolution: int = 128
+    """Cells per axis of the density grid the shadow rays march through (``visibility rays``)."""
+    indirect: Literal["none", "volume", "gaussian-sh"] = "none"
+    """Indirect light of the PBR part from stage 3: ``none`` (PRD: environment only); ``volume``
+    (an SH volume baked from the radiance field, after GS-IR); ``gaussian-sh`` (learned degree-1 SH
+    per Gaussian, after Relightable 3D Gaussians, tied to that volume by ``indirect_weight``)."""
+    indirect_weight: float = 0.1
+    """Weight of |E_splat - E_volume| (linear irradiance) with ``indirect gaussian-sh``."""
+    indirect_relight: Literal["scale", "drop"] = "scale"
+    """The indirect light under another light (relighting): scaled by the ratio of the lights' mean
+    radiance per channel, or dropped."""
     load_stage: Optional[Path] = None
     """Start from a pretrain stage file (pretrain.safetensors of an earlier run) and skip stage 1."""
     stage_dir: Optional[Path] = None
@@ -160,6 +190,12 @@ class PRDModel(StagedModel, SplatModel):
             self.gaussians.params[name] = nn.Parameter(value)
         self.light = CubemapLight(self.config.light_resolution, init_radiance=self.config.light_init)
         self.visibility: Optional[VisibilityGrid] = None
+        self.shadow_density: Optional[DensityGrid] = None
+        self.indirect_volume: Optional[IndirectVolume] = None
+        if self.config.indirect == "gaussian-sh":
+            self.gaussians.params[transport.INDIRECT_PARAM] = nn.Parameter(
+                transport.initial_indirect(len(self.gaussians))
+            )
         centers = (self.kwargs.get("metadata") or {}).get("camera_centers")
         self.view_directions: Optional[Tensor] = None  # [C,3] training cameras -> scene centre
         if centers is not None:
@@ -174,6 +210,9 @@ class PRDModel(StagedModel, SplatModel):
         for name, value in initial_pbr_params(len(self.gaussians)).items():
             if name not in tensors:
                 self.gaussians.params[name] = nn.Parameter(value)
+        if transport.INDIRECT_PARAM in self.gaussians.params and transport.INDIRECT_PARAM not in tensors:
+            value = transport.initial_indirect(len(self.gaussians)).to(self.gaussians.params["means"])
+            self.gaussians.params[transport.INDIRECT_PARAM] = nn.Parameter(value)
 
     @torch.no_grad()
     def bake_visibility(self) -> None:
@@ -182,6 +221,7 @@ class PRDModel(StagedModel, SplatModel):
         box = self.scene_box.aabb.to(aabb)
         aabb = torch.stack([torch.maximum(aabb[0], box[0]), torch.minimum(aabb[1], box[1])])
         self.visibility = bake_visibility(g.means, g.scales, g.opacities, aabb, self.config.visibility_resolution)
+        transport.bake(self, g, aabb)
 
     # ---- parameters and state ----------------------------------------------------------------
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
@@ -189,6 +229,8 @@ class PRDModel(StagedModel, SplatModel):
         for name in PBR_PARAM_NAMES:
             groups[name] = [self.gaussians.params[name]]
         groups["light"] = list(self.light.parameters())
+        if transport.INDIRECT_PARAM in self.gaussians.params:
+            groups["indirect"] = [self.gaussians.params[transport.INDIRECT_PARAM]]
         return groups
 
     def lr_scale(self, group: str) -> float:
@@ -204,6 +246,7 @@ class PRDModel(StagedModel, SplatModel):
         aabb = state_dict.pop("visibility_aabb", None)
         if coeffs is not None and aabb is not None:
             self.visibility = VisibilityGrid(coeffs.to(self.device), aabb.to(self.device))
+        transport.load_state(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):  # checkpoints carry the baked visibility
@@ -211,6 +254,7 @@ class PRDModel(StagedModel, SplatModel):
         if self.visibility is not None:
             destination[prefix + "visibility_coeffs"] = self.visibility.coeffs
             destination[prefix + "visibility_aabb"] = self.visibility.aabb
+        transport.save_state(self, destination, prefix)
 
     # ---- rendering ---------------------------------------------------------------------------
     def pbr_attributes(self) -> Dict[str, Tensor]:
@@ -248,7 +292,7 @@ class PRDModel(StagedModel, SplatModel):
         if albedo_scale is not None:
             attrs["albedo"] = (attrs["albedo"] * albedo_scale.to(attrs["albedo"])).clamp(0.0, 1.0)
         normals = shortest_axis_normals(g.means, g.quats, g.scales, center)
-        extra = extra_features or {}
+        extra = {**(extra_features or {}), **transport.gaussian_features(self, normals)}
         layout = GBUFFER_LAYOUT + tuple((name, value.shape[-1]) for name, value in extra.items())
         feats = torch.cat(
             [radiance, attrs["albedo"], attrs["roughness"], attrs["metallic"], normals, attrs["progress"]]
@@ -276,17 +320,22 @@ class PRDModel(StagedModel, SplatModel):
         points = center + d_world * out.depth[0]
         view = -torch.nn.functional.normalize(d_world, dim=-1)
         sh_light = self.light if light is None else light
-        shaded = shade(
-            straight["albedo"].clamp(0, 1), straight["roughness"].clamp(0, 1), metallic, normal, view, sh_light
+        indirect, indirect_target = transport.indirect_irradiance(
+            self, straight.get(transport.INDIRECT_GBUFFER), points, normal, sh_light
         )
-        diffuse, specular = shaded.diffuse, shaded.specular
-        if self.visibility is not None:
-            diffuse = diffuse * self.visibility.ambient_occlusion(points, normal)
-            reflect = 2.0 * (normal * view).sum(-1, keepdim=True) * normal - view
-            specular = specular * self.visibility.visibility(
-                points, torch.nn.functional.normalize(reflect, dim=-1), normal
-            )
-        pbr = linear_to_srgb((diffuse + specular).clamp(0.0, 1.0))
+        shaded = shade_transport(
+            straight["albedo"].clamp(0, 1),
+            straight["roughness"].clamp(0, 1),
+            metallic,
+            normal,
+            view,
+            points,
+            sh_light,
+            transport.light_transport(self),
+            indirect=indirect,
+            trace=acc > 1e-3,
+        )
+        pbr = linear_to_srgb((shaded.diffuse + shaded.specular).clamp(0.0, 1.0))
         if self.config.ablation == "3dgs":
             p = torch.zeros_like(acc)
         elif self.config.ablation == "no-progress":
@@ -312,6 +361,8 @@ class PRDModel(StagedModel, SplatModel):
             "depth_normal": depth_normal,
             "background": bg,
             **{name: buf[name] for name in extra},
+            **({} if indirect is None else {"indirect": indirect}),
+            **({} if indirect_target is None else {"indirect_target": indirect_target}),
         }
 
     def specular_progress_target(self) -> Tensor:
@@ -372,6 +423,9 @@ class PRDModel(StagedModel, SplatModel):
             deviation = (radiance - radiance.mean(-1, keepdim=True)).abs().mean(-1)  # per texel
             reduce = deviation.sum() if cfg.light_reduction == "sum" else deviation.mean()
             losses["light_loss"] = cfg.light_weight * reduce
+            indirect = transport.indirect_loss(self, outputs)
+            if indirect is not None:
+                losses["indirect_loss"] = indirect
         return losses
 
     def progress_error(self, progress: Tensor, batch, acc: Tensor, target: Optional[Tensor] = None) -> Tensor:

@@ -41,6 +41,7 @@ __all__ = ["DensityGrid", "splat_gaussians", "trilinear_splat", "optical_depth"]
 
 _TAPS = (1, 3, 5, 9)  # pattern points per axis
 _MAX_OPACITY = 0.99
+_OPAQUE_DEPTH = 8.0  # optical depth after which a march stops (transmittance < 3.4e-4)
 
 
 def optical_depth(opacities: Tensor) -> Tensor:
@@ -163,10 +164,18 @@ class DensityGrid:
         return torch.maximum(t1, t2).amin(-1).clamp(min=0.0)
 
     def march(
-        self, origins: Tensor, dirs: Tensor, start: float = 0.0, with_color: bool = False, chunk: int = 1 << 21
+        self,
+        origins: Tensor,
+        dirs: Tensor,
+        start: float = 0.0,
+        with_color: bool = False,
+        chunk: int = 1 << 16,
+        segment: int = 32,
     ) -> tuple[Tensor, Optional[Tensor]]:
         """March rays from ``origins`` [...,3] along unit ``dirs`` [...,3] (world), from distance
-        ``start`` to where they leave the box, one voxel per step (samples at the step centres).
+        ``start`` to where they leave the box, one voxel per step (samples at the step centres), in
+        segments of ``segment`` steps; a ray stops once it has left the box or its transmittance is
+        below ``exp(-8)`` (its remaining light and shadow are negligible).
 
         Returns the transmittance [...] (1 = the ray escapes) and, with ``with_color``, the light
         [...,C] the medium emits towards the origins (None otherwise). No gradient.
@@ -178,29 +187,34 @@ class DensityGrid:
         dt = self.voxel_size()
         volume = self._volume(with_color)
         exits = self._exit_distance(o, d)
-        trans = torch.ones(o.shape[0], device=o.device)
+        depth = torch.zeros(o.shape[0], device=o.device)
         light = torch.zeros(o.shape[0], volume.shape[1] - 1, device=o.device) if with_color else None
-        diag_steps = int(math.ceil(float((hi - lo).norm()) / dt)) + 1
-        rays_per_chunk = max(1, chunk // diag_steps)
+        steps = torch.arange(segment, device=o.device, dtype=torch.float32)
         with torch.no_grad():
-            for s in range(0, o.shape[0], rays_per_chunk):
-                oo, dd = o[s : s + rays_per_chunk], d[s : s + rays_per_chunk]
-                steps = int(math.ceil(float((exits[s : s + rays_per_chunk].max() - start).clamp(min=0.0)) / dt))
-                if steps == 0:
-                    continue
-                ts = start + (torch.arange(steps, device=o.device, dtype=torch.float32) + 0.5) * dt  # [S]
-                x = oo[:, None, :] + dd[:, None, :] * ts[None, :, None]  # [m,S,3]
-                u = (x - lo) / (hi - lo) * 2.0 - 1.0
-                sample = F.grid_sample(
-                    volume, u.reshape(1, -1, 1, 1, 3), mode="bilinear", padding_mode="zeros", align_corners=False
-                )  # [1,C,m*S,1,1]
-                sample = sample[0, :, :, 0, 0].T.reshape(x.shape[0], steps, -1)  # [m,S,C]
-                tau = sample[..., 0].clamp(min=0.0) * dt  # [m,S]
-                depth = tau.cumsum(-1)
-                trans[s : s + rays_per_chunk] = torch.exp(-depth[:, -1])
-                if with_color:
-                    before = torch.exp(-(depth - tau))  # transmittance up to each sample
-                    alpha = 1.0 - torch.exp(-tau)
-                    col = sample[..., 1:] / sample[..., :1].clamp(min=1e-8)
-                    light[s : s + rays_per_chunk] = ((before * alpha)[..., None] * col).sum(1)
+            for s in range(0, o.shape[0], chunk):
+                active = torch.arange(s, min(s + chunk, o.shape[0]), device=o.device)
+                first = 0
+                while active.numel() > 0:
+                    t0 = start + first * dt
+                    active = active[(exits[active] > t0) & (depth[active] < _OPAQUE_DEPTH)]
+                    if active.numel() == 0:
+                        break
+                    ts = t0 + (steps + 0.5) * dt  # [S]
+                    x = o[active, None, :] + d[active, None, :] * ts[None, :, None]  # [a,S,3]
+                    u = (x - lo) / (hi - lo) * 2.0 - 1.0
+                    sample = F.grid_sample(
+                        volume, u.reshape(1, -1, 1, 1, 3), mode="bilinear", padding_mode="zeros", align_corners=False
+                    )  # [1,C,a*S,1,1]
+                    sample = sample[0, :, :, 0, 0].T.reshape(x.shape[0], segment, -1)  # [a,S,C]
+                    tau = sample[..., 0].clamp(min=0.0) * dt  # [a,S]
+                    inside = ts[None, :] < exits[active, None]  # samples past the exit add nothing
+                    tau = tau * inside
+                    cum = depth[active, None] + tau.cumsum(-1)
+                    if with_color:
+                        before = torch.exp(-(cum - tau))  # transmittance up to each sample
+                        col = sample[..., 1:] / sample[..., :1].clamp(min=1e-8)
+                        light[active] += ((before * (1.0 - torch.exp(-tau)))[..., None] * col).sum(1)
+                    depth[active] = cum[:, -1]
+                    first += segment
+        trans = torch.exp(-depth)
         return trans.reshape(shape), None if light is None else light.reshape(shape + (-1,))

@@ -3,7 +3,8 @@
 A grid of degree-2 SH visibility (``studio.pbr.visibility``) cannot hold the shadow of a small
 bright source: a sun lights a surface through a cone of a few degrees, and its shadow edge is as
 sharp as the occluder. So the light is split into the ``count`` texels that carry the most power
-(luminance times solid angle; ``dominant_lights``) and the rest. The rest is shaded as before
+(luminance times solid angle; ``dominant_lights``), each at least ``min_share`` of the total, and
+the rest. The rest is shaded as before
 (split-sum + SH irradiance, scaled by the baked visibility); each dominant texel is a directional
 light of power ``L_k Omega_k`` towards ``w_k`` whose visibility ``V(x, w_k)`` is the
 transmittance of a ray from the shading point through the Gaussians' density
@@ -40,13 +41,17 @@ class DominantLights:
     mask: Tensor
 
 
-def dominant_lights(radiance: Tensor, count: int) -> DominantLights:
+def dominant_lights(radiance: Tensor, count: int, min_share: float = 0.0) -> DominantLights:
     """The ``count`` texels of ``radiance`` [6,R,R,3] with the most power (luminance times solid
-    angle). Differentiable in ``radiance`` (the choice of texels is not)."""
+    angle), less those with under ``min_share`` of the light's total power (so ``K`` may be 0:
+    a light without a dominant source casts no ray-traced shadows). Differentiable in
+    ``radiance`` (the choice of texels is not)."""
     R = radiance.shape[1]
     omega = cube_solid_angles(R, device=radiance.device, dtype=radiance.dtype)  # [6,R,R]
     lum = radiance.detach() @ torch.tensor(_LUMINANCE, device=radiance.device, dtype=radiance.dtype)
-    index = torch.topk((lum * omega).reshape(-1), min(count, 6 * R * R)).indices
+    power = (lum * omega).reshape(-1)
+    top = torch.topk(power, min(count, 6 * R * R))
+    index = top.indices[top.values >= min_share * power.sum()]
     dirs = cube_directions(R, device=radiance.device, dtype=radiance.dtype).reshape(-1, 3)[index]
     power = radiance.reshape(-1, 3)[index] * omega.reshape(-1)[index, None]
     mask = torch.zeros(6 * R * R, 1, device=radiance.device, dtype=radiance.dtype)

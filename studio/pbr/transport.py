@@ -7,7 +7,7 @@ environment light) with what the scene does to that light, each part optional:
   occlusion of the normal, the specular term by the visibility of the reflection direction
   (``studio.pbr.visibility``);
 * ``shadows`` (``DensityGrid`` of the Gaussians): the ``shadow_lights`` brightest texels of the
-  light are taken out of it and shaded as directional lights with ray-traced visibility
+  light (each with at least ``shadow_min_share`` of its power) are taken out of it and shaded as directional lights with ray-traced visibility
   (``studio.pbr.shadow_rays``): diffuse ``(1 - m) albedo / pi sum_k V_k P_k max(0, n.w_k)``; their
   split-sum specular (the prefiltered lobe of those texels alone) is scaled by the mean of their
   ``V_k`` weighted by ``luminance(P_k) max(0, r.w_k)``. The rest of the light is shaded as without
@@ -42,12 +42,14 @@ _LUMINANCE = (0.2126, 0.7152, 0.0722)
 @dataclass
 class LightTransport:
     """What the scene does to the environment light (module docstring): ``visibility`` (baked SH),
-    ``shadows`` (density for shadow rays towards the ``shadow_lights`` brightest texels, starting
-    ``shadow_bias`` voxels off the surface), each None when unused."""
+    ``shadows`` (density for shadow rays towards the ``shadow_lights`` brightest texels that carry at
+    least ``shadow_min_share`` of the light's power, starting ``shadow_bias`` voxels off the
+    surface), each None when unused."""
 
     visibility: Optional[VisibilityGrid] = None
     shadows: Optional[DensityGrid] = None
     shadow_lights: int = 4
+    shadow_min_share: float = 0.0
     shadow_bias: float = 2.0
 
 
@@ -74,7 +76,10 @@ def shade_transport(
     (bool, e.g. covered pixels) is true. Returns ``ShadeOut`` (linear), differentiable in the
     G-buffers, the light and ``indirect`` (not through the visibility)."""
     grid = transport.visibility
-    if transport.shadows is None or transport.shadow_lights <= 0:
+    suns = None
+    if transport.shadows is not None and transport.shadow_lights > 0:
+        suns = dominant_lights(light.radiance(), transport.shadow_lights, transport.shadow_min_share)
+    if suns is None or suns.directions.shape[0] == 0:
         shaded = shade(albedo, roughness, metallic, normal, view, light)
         diffuse, specular = shaded.diffuse, shaded.specular
         if grid is not None:
@@ -82,18 +87,18 @@ def shade_transport(
             specular = specular * grid.visibility(points, _reflect(normal, view), normal)
     else:
         diffuse, specular = _shade_with_shadow_rays(
-            albedo, roughness, metallic, normal, view, points, light, transport, trace
+            albedo, roughness, metallic, normal, view, points, light, suns, transport, trace
         )
     if indirect is not None:
         diffuse = diffuse + (1.0 - metallic) * albedo * indirect / math.pi
     return ShadeOut(diffuse + specular, diffuse, specular)
 
 
-def _shade_with_shadow_rays(albedo, roughness, metallic, normal, view, points, light, transport, trace):
-    """(diffuse, specular) [..., 3]: the light less its brightest texels shaded as ``shade`` with
-    the baked visibility, plus those texels with ray-traced visibility (module docstring)."""
+def _shade_with_shadow_rays(albedo, roughness, metallic, normal, view, points, light, suns, transport, trace):
+    """(diffuse, specular) [..., 3]: the light less its brightest texels ``suns`` shaded as
+    ``shade`` with the baked visibility, plus those texels with ray-traced visibility (module
+    docstring)."""
     radiance = light.radiance()
-    suns = dominant_lights(radiance, transport.shadow_lights)
     sun_cube = radiance * suns.mask
     sun_levels = light.prefilter(sun_cube)
     rest_levels = [full - part for full, part in zip(light.prefiltered(), sun_levels)]
