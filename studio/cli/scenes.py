@@ -45,7 +45,7 @@ class Make:
     aa: int = _DEFAULTS.aa
     """Primary rays per pixel (antialiasing; stratified when a square number; 1 = pixel centre)."""
     env: str = _DEFAULTS.env
-    """Lighting environment: sky, sunset, studio, overcast or night."""
+    """Lighting environment: sky, sunset, studio, overcast, night or sun (hard shadows)."""
     relight: str = ",".join(_DEFAULTS.relight)
     """Comma-separated environments of the relit test splits test_<env>/ ('' for none)."""
     path: Literal["orbit", "random", "forward", "arc", "ring"] = _DEFAULTS.path  # type: ignore[assignment]
