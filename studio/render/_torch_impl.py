@@ -111,11 +111,7 @@ def _composite_tiles(
     g = flat_ids[hit] if flat_ids.numel() else torch.zeros_like(hit)  # [B,K]
     pixels = origins[:, None, :] + local[None]  # [B,P,2]
     delta = flat_means[g][:, None, :, :] - pixels[:, :, None, :]  # [B,P,K,2]
-    con = flat_conics[g][:, None]  # [B,1,K,3]
-    sigma = (
-        0.5 * (con[..., 0] * delta[..., 0] ** 2 + con[..., 2] * delta[..., 1] ** 2)
-        + con[..., 1] * delta[..., 0] * delta[..., 1]
-    )
+    sigma = _sigma(flat_conics[g][:, None], delta)  # [B,P,K]
     alpha = torch.clamp(flat_opac[g][:, None] * torch.exp(-sigma), max=ALPHA_MAX)  # [B,P,K]
     keep = valid[:, None] & (sigma >= 0) & (alpha >= ALPHA_MIN)
     alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
@@ -128,3 +124,50 @@ def _composite_tiles(
     colors = weights @ flat_colors[g]  # [B,P,D]
     alphas = 1.0 - trans[..., -1:] * one_minus[..., -1:]
     return colors, alphas
+
+
+def _sigma(conics: Tensor, delta: Tensor) -> Tensor:
+    """0.5 (a dx^2 + c dy^2) + b dx dy for conics [...,3] (a, b, c) and offsets [...,2] (dx, dy)."""
+    return (
+        0.5 * (conics[..., 0] * delta[..., 0] ** 2 + conics[..., 2] * delta[..., 1] ** 2)
+        + conics[..., 1] * delta[..., 0] * delta[..., 1]
+    )
+
+
+@torch.no_grad()
+def count_pairs(
+    means2d: Tensor,
+    conics: Tensor,
+    opacities: Tensor,
+    width: int,
+    height: int,
+    isect: TileIntersections,
+    hits_per_chunk: int = 1 << 14,
+) -> int:
+    """Number of (pixel, Gaussian) pairs of the tile lists with sigma >= 0 and alpha >= 1/255: the
+    pairs a compositing kernel evaluates and composites unless the pixel is already saturated.
+
+    Args:
+        means2d [C,N,2], conics [C,N,3], opacities [C,N]; width, height: image size in pixels;
+        isect: tile lists from ``isect_tiles``; hits_per_chunk: tile hits evaluated at once (memory).
+    """
+    th, tw = isect.tile_height, isect.tile_width
+    n_hits = isect.flatten_ids.numel()
+    offsets = isect.isect_offsets.reshape(-1).long()
+    counts = torch.diff(offsets, append=offsets.new_tensor([n_hits]))
+    tile_of_hit = torch.repeat_interleave(torch.arange(offsets.numel(), device=offsets.device), counts) % (th * tw)
+    pix = torch.arange(TILE_SIZE, device=means2d.device, dtype=means2d.dtype) + 0.5
+    local_y, local_x = torch.meshgrid(pix, pix, indexing="ij")
+    local = torch.stack([local_x.reshape(-1), local_y.reshape(-1)], dim=-1)  # [256,2] (x, y)
+    flat_ids = isect.flatten_ids.long()
+    total = 0
+    for start in range(0, n_hits, hits_per_chunk):
+        g = flat_ids[start : start + hits_per_chunk]
+        tile = tile_of_hit[start : start + hits_per_chunk]
+        origin = torch.stack([tile % tw, tile // tw], -1).to(means2d.dtype) * TILE_SIZE  # [K,2]
+        pixels = origin[:, None] + local[None]  # [K,256,2]
+        inside = (pixels[..., 0] < width) & (pixels[..., 1] < height)
+        sigma = _sigma(conics.reshape(-1, 3)[g][:, None], means2d.reshape(-1, 2)[g][:, None] - pixels)
+        alpha = torch.clamp(opacities.reshape(-1)[g][:, None] * torch.exp(-sigma), max=ALPHA_MAX)
+        total += int((inside & (sigma >= 0) & (alpha >= ALPHA_MIN)).sum())
+    return total
