@@ -53,6 +53,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rasterize_fwd", &studio::rasterize_fwd,
         "Composite: (means2d, conics, values, opacities, width, height, isect_offsets, flatten_ids) -> "
         "[colors [C,H,W,D], alphas [C,H,W,1], final_T [C,H,W], last_ids [C,H,W] int32]");
+  m.def("cpu_simd", &studio::cpu_simd, "The CPU kernels' per-tile loops now: 'avx2' or 'scalar'");
+  m.def("set_cpu_simd", &studio::set_cpu_simd, py::arg("enabled"),
+        "Enable (default) or disable the AVX2 CPU loops; returns the previous setting");
   m.def("rasterize_bwd", &studio::rasterize_bwd,
         "Backward: (forward inputs..., final_T, last_ids, v_colors, v_alphas) -> "
         "[v_means2d, v_conics, v_values, v_opacities]");

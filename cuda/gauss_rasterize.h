@@ -22,6 +22,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #if defined(__CUDACC__)
@@ -78,6 +79,12 @@ std::vector<at::Tensor> rasterize_bwd_cpu(
     const at::Tensor& isect_offsets, const at::Tensor& flatten_ids,
     const at::Tensor& final_T, const at::Tensor& last_ids,
     const at::Tensor& v_colors, const at::Tensor& v_alphas);
+
+// The CPU kernels' per-tile loops: "avx2" (8 pixels per step; where the CPU has AVX2 and FMA and
+// SIMD is enabled) or "scalar". set_cpu_simd(false) forces the scalar loops (true: back to the
+// default); it returns the previous setting.
+std::string cpu_simd();
+bool set_cpu_simd(bool enabled);
 
 #ifdef STUDIO_WITH_CUDA
 // ---- CUDA (one 16x16 block per tile), same contracts ----

@@ -7,7 +7,14 @@
 // worker, summed at the end, so there are no races; its workers take fixed tiles (w, w + n, ...),
 // so each buffer sums the same tiles in the same order on every run and the gradients are
 // bit-identical from run to run (a given thread count; a shared counter made them depend on timing).
+// Workers wait for nothing but the end of the parallel region (no spinning of our own), and there
+// are at most torch.get_num_threads() of them.
+//
+// Two implementations of the per-tile loops: the AVX2 + FMA kernels (gauss_rasterize_avx2.cpp,
+// 8 pixels of a row per step), used where the CPU has those instructions, and the scalar ones
+// below (any CPU; set_cpu_simd(false) forces them, e.g. to compare the two).
 #include "gauss_rasterize.h"
+#include "gauss_rasterize_cpu.h"
 
 #include <ATen/Parallel.h>
 
@@ -69,16 +76,12 @@ void check_rasterize_backward_inputs(
 
 namespace {
 
-// Read-only inputs as raw pointers.
-struct Scene {
-  const float* means2d;        // [C*N, 2]
-  const float* conics;         // [C*N, 3]
-  const float* values;         // [C*N, D]
-  const float* opacities;      // [C*N]
-  const int32_t* offsets;      // [C * tile_h * tile_w]
-  const int32_t* flatten_ids;  // [M]
-  int64_t n_isects, n_tiles, D, width, height, tile_w, tile_h;
-};
+using cpu::BackwardIn;
+using cpu::ForwardOut;
+using cpu::kGradHead;
+using cpu::Scene;
+using cpu::Support;
+using cpu::Tile;
 
 Scene make_scene(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& values,
                  const at::Tensor& opacities, int64_t width, int64_t height,
@@ -91,69 +94,6 @@ Scene make_scene(const at::Tensor& means2d, const at::Tensor& conics, const at::
           height,                          isect_offsets.size(2),
           isect_offsets.size(1)};
 }
-
-// Tile t (camera-major, then row-major): pixels [x0, x0 + nw) x [y0, y0 + nh), hits [start, end).
-struct Tile {
-  int x0, y0, nw, nh;
-  int64_t start, end;
-  int64_t pixel0;  // flat index of pixel (y0, x0) in [C*H*W]
-
-  Tile(const Scene& s, int64_t t) {
-    const int64_t per_camera = s.tile_w * s.tile_h;
-    const int64_t camera = t / per_camera, in_camera = t % per_camera;
-    x0 = int((in_camera % s.tile_w) * kTileSize);
-    y0 = int((in_camera / s.tile_w) * kTileSize);
-    nw = int(std::min<int64_t>(kTileSize, s.width - x0));
-    nh = int(std::min<int64_t>(kTileSize, s.height - y0));
-    start = s.offsets[t];
-    end = t + 1 < s.n_tiles ? s.offsets[t + 1] : s.n_isects;
-    pixel0 = (camera * s.height + y0) * s.width + x0;
-  }
-  int64_t pixel(int r, int c, int64_t width) const { return pixel0 + int64_t(r) * width + c; }
-};
-
-inline int clamp_index(float v, int hi) {
-  // NaN and out-of-range values go to the tile border.
-  if (!(v >= 0.f)) return 0;
-  if (!(v <= float(hi))) return hi;
-  return int(v);
-}
-
-// Where in a tile a Gaussian may reach alpha >= 1/255, i.e. sigma <= t = log(255 o): tile-local
-// rows [r0, r1) and, in row r, columns columns(r) = [c0, c1). For a positive definite conic this
-// is an ellipse (solving the quadratic in dx per row); a pixel of margin on every side keeps float
-// rounding on the safe side, and the per-pixel test then decides exactly as the reference does.
-// Indefinite or non-finite conics get the whole tile.
-class Support {
- public:
-  int r0, r1;
-
-  Support(float mx, float my, float o, float a, float b, float c, const Tile& tile)
-      : a_(a), b_(b), det_(a * c - b * b), nw_(tile.nw) {
-    full_ = !(a > 0.f && det_ > 0.f);
-    cx_ = mx - 0.5f - float(tile.x0);  // column (fractional) of the mean
-    cy_ = my - 0.5f - float(tile.y0);
-    const float t = std::log(std::max(255.f * o, 1.f)) + 1e-3f;
-    two_a_t_ = 2.f * a * t;
-    const float ey = std::sqrt(2.f * t * a / det_) + 1.f;  // half-height of the ellipse + margin
-    r0 = full_ ? 0 : clamp_index(std::floor(cy_ - ey), tile.nh);
-    r1 = full_ ? tile.nh : clamp_index(std::floor(cy_ + ey) + 1.f, tile.nh);
-  }
-
-  // Columns [first, second) of row r: 0.5 a dx^2 + b dy dx + 0.5 c dy^2 <= t around dx = -b dy / a.
-  std::pair<int, int> columns(int r) const {
-    if (full_) return {0, nw_};
-    const float dy = cy_ - float(r);
-    const float half = std::sqrt(std::max(two_a_t_ - det_ * dy * dy, 0.f)) / a_ + 1.f;
-    const float centre = cx_ + b_ * dy / a_;
-    return {clamp_index(std::floor(centre - half), nw_), clamp_index(std::floor(centre + half) + 1.f, nw_)};
-  }
-
- private:
-  float a_, b_, det_, cx_ = 0.f, cy_ = 0.f, two_a_t_ = 0.f;
-  int nw_;
-  bool full_;
-};
 
 // Runs `work(worker_index, tile_index)` for every tile; `n_workers` at most the thread count.
 // `dynamic`: each worker pulls tiles from a shared counter (balanced, but which worker gets a tile
@@ -181,8 +121,7 @@ struct ForwardState {
   bool done[kTilePixels];
 };
 
-void forward_tile(const Scene& s, const Tile& tile, ForwardState& px, float* colors, float* alphas,
-                  float* final_T, int32_t* last_ids) {
+void forward_tile(const Scene& s, const Tile& tile, ForwardState& px, const ForwardOut& out) {
   const int64_t D = s.D;
   int left = tile.nw * tile.nh;
   for (int p = 0; p < kTilePixels; ++p) {
@@ -214,8 +153,8 @@ void forward_tile(const Scene& s, const Tile& tile, ForwardState& px, float* col
           continue;
         }
         const float w = alpha * px.T[p];
-        float* out = colors + tile.pixel(r, col, s.width) * D;
-        for (int64_t k = 0; k < D; ++k) out[k] += val[k] * w;
+        float* color = out.colors + tile.pixel(r, col, s.width) * D;
+        for (int64_t k = 0; k < D; ++k) color[k] += val[k] * w;
         px.T[p] = next_T;
         px.last[p] = int32_t(idx);
       }
@@ -225,15 +164,12 @@ void forward_tile(const Scene& s, const Tile& tile, ForwardState& px, float* col
     for (int col = 0; col < tile.nw; ++col) {
       const int p = r * kTileSize + col;
       const int64_t pix = tile.pixel(r, col, s.width);
-      alphas[pix] = 1.f - px.T[p];
-      final_T[pix] = px.T[p];
-      last_ids[pix] = px.last[p];
+      out.alphas[pix] = 1.f - px.T[p];
+      out.final_T[pix] = px.T[p];
+      out.last_ids[pix] = px.last[p];
     }
   }
 }
-
-// Gradient row of one Gaussian in a worker's buffer: v_mean (2), v_conic (3), v_opacity, v_value (D).
-constexpr int64_t kGradHead = 6;
 
 struct BackwardState {
   float T[kTilePixels];        // transmittance, walked back from final_T
@@ -242,8 +178,7 @@ struct BackwardState {
   explicit BackwardState(int64_t D) : behind(kTilePixels * D) {}
 };
 
-void backward_tile(const Scene& s, const Tile& tile, BackwardState& st, const float* final_T,
-                   const int32_t* last_ids, const float* v_colors, const float* v_alphas, float* grads) {
+void backward_tile(const Scene& s, const Tile& tile, BackwardState& st, const BackwardIn& in, float* grads) {
   const int64_t D = s.D, stride = kGradHead + D;
   int32_t max_last = -1;
   for (int p = 0; p < kTilePixels; ++p) st.last[p] = -1;
@@ -251,8 +186,8 @@ void backward_tile(const Scene& s, const Tile& tile, BackwardState& st, const fl
     for (int col = 0; col < tile.nw; ++col) {
       const int p = r * kTileSize + col;
       const int64_t pix = tile.pixel(r, col, s.width);
-      st.T[p] = final_T[pix];
-      st.last[p] = last_ids[pix];
+      st.T[p] = in.final_T[pix];
+      st.last[p] = in.last_ids[pix];
       max_last = std::max(max_last, st.last[p]);
     }
   }
@@ -285,7 +220,7 @@ void backward_tile(const Scene& s, const Tile& tile, BackwardState& st, const fl
         const float T = st.T[p];
         const float fac = alpha * T;
         const int64_t pix = tile.pixel(r, col, s.width);
-        const float* v_col = v_colors + pix * D;
+        const float* v_col = in.v_colors + pix * D;
         float* behind = st.behind.data() + int64_t(p) * D;
         float v_alpha = 0.f;
         for (int64_t k = 0; k < D; ++k) {
@@ -293,7 +228,7 @@ void backward_tile(const Scene& s, const Tile& tile, BackwardState& st, const fl
           v_alpha += (val[k] * T - behind[k] * ra) * v_col[k];
           behind[k] += val[k] * fac;
         }
-        v_alpha += final_T[pix] * ra * v_alphas[pix];
+        v_alpha += in.final_T[pix] * ra * in.v_alphas[pix];
         if (o * vis <= kAlphaMax) {  // not clamped
           const float v_sigma = -o * vis * v_alpha;
           v_a += 0.5f * v_sigma * dx * dx;
@@ -318,7 +253,24 @@ int64_t worker_count(int64_t n_tiles) {
   return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_tiles));
 }
 
+std::atomic<bool> simd_enabled{true};
+
+bool cpu_has_avx2() {
+#if STUDIO_CPU_AVX2
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+#else
+  return false;
+#endif
+}
+
+bool use_avx2() { return simd_enabled.load() && cpu_has_avx2(); }
+
 }  // namespace
+
+bool set_cpu_simd(bool enabled) { return simd_enabled.exchange(enabled); }
+
+std::string cpu_simd() { return use_avx2() ? "avx2" : "scalar"; }
 
 std::vector<at::Tensor> rasterize_fwd_cpu(
     const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& values,
@@ -334,15 +286,20 @@ std::vector<at::Tensor> rasterize_fwd_cpu(
 
   const Scene s = make_scene(means2d, conics, values, opacities, width, height, isect_offsets, flatten_ids);
   const int64_t n_tiles = s.n_tiles;
-  float* colors_p = colors.data_ptr<float>();
-  float* alphas_p = alphas.data_ptr<float>();
-  float* final_T_p = final_T.data_ptr<float>();
-  int32_t* last_p = last_ids.data_ptr<int32_t>();
-  for_each_tile(
-      n_tiles, worker_count(n_tiles), /*dynamic=*/true, [] { return ForwardState(); },
-      [&](int64_t, int64_t t, ForwardState& px) {
-        forward_tile(s, Tile(s, t), px, colors_p, alphas_p, final_T_p, last_p);
-      });
+  const ForwardOut out{colors.data_ptr<float>(), alphas.data_ptr<float>(), final_T.data_ptr<float>(),
+                       last_ids.data_ptr<int32_t>()};
+  const int64_t n_workers = worker_count(n_tiles);
+  if (use_avx2()) {
+#if STUDIO_CPU_AVX2
+    for_each_tile(
+        n_tiles, n_workers, /*dynamic=*/true, [D] { return cpu::Avx2ForwardScratch(D); },
+        [&](int64_t, int64_t t, cpu::Avx2ForwardScratch& st) { cpu::forward_tile_avx2(s, Tile(s, t), st, out); });
+#endif
+  } else {
+    for_each_tile(
+        n_tiles, n_workers, /*dynamic=*/true, [] { return ForwardState(); },
+        [&](int64_t, int64_t t, ForwardState& px) { forward_tile(s, Tile(s, t), px, out); });
+  }
   return {colors, alphas, final_T, last_ids};
 }
 
@@ -363,16 +320,22 @@ std::vector<at::Tensor> rasterize_bwd_cpu(
   const int64_t n_workers = std::max<int64_t>(1, std::min(worker_count(n_tiles), (int64_t(1) << 30) / buffer_bytes));
   at::Tensor grads = at::zeros({n_workers, C * N, stride}, means2d.options());
   float* grads_p = grads.data_ptr<float>();
-  const float* final_T_p = final_T.data_ptr<float>();
-  const int32_t* last_p = last_ids.data_ptr<int32_t>();
-  const float* v_colors_p = v_colors.data_ptr<float>();
-  const float* v_alphas_p = v_alphas.data_ptr<float>();
-  for_each_tile(
-      n_tiles, n_workers, /*dynamic=*/false, [D] { return BackwardState(D); },
-      [&](int64_t w, int64_t t, BackwardState& st) {
-        backward_tile(s, Tile(s, t), st, final_T_p, last_p, v_colors_p, v_alphas_p,
-                      grads_p + w * C * N * stride);
-      });
+  const BackwardIn in{final_T.data_ptr<float>(), last_ids.data_ptr<int32_t>(), v_colors.data_ptr<float>(),
+                      v_alphas.data_ptr<float>()};
+  const auto worker_grads = [&](int64_t w) { return grads_p + w * C * N * stride; };
+  if (use_avx2()) {
+#if STUDIO_CPU_AVX2
+    for_each_tile(
+        n_tiles, n_workers, /*dynamic=*/false, [D] { return cpu::Avx2BackwardScratch(D); },
+        [&](int64_t w, int64_t t, cpu::Avx2BackwardScratch& st) {
+          cpu::backward_tile_avx2(s, Tile(s, t), st, in, worker_grads(w));
+        });
+#endif
+  } else {
+    for_each_tile(
+        n_tiles, n_workers, /*dynamic=*/false, [D] { return BackwardState(D); },
+        [&](int64_t w, int64_t t, BackwardState& st) { backward_tile(s, Tile(s, t), st, in, worker_grads(w)); });
+  }
   at::Tensor total = grads.sum(0).view({C, N, stride});
   return {total.slice(2, 0, 2).contiguous(), total.slice(2, 2, 5).contiguous(),
           total.slice(2, kGradHead, stride).contiguous(), total.select(2, 5).contiguous()};

@@ -41,9 +41,9 @@ class ExtensionSources:
 
 EXTENSIONS: dict[str, ExtensionSources] = {
     "gauss": ExtensionSources(
-        cpp=("gauss_ext.cpp", "gauss_rasterize_cpu.cpp"),
+        cpp=("gauss_ext.cpp", "gauss_rasterize_cpu.cpp", "gauss_rasterize_avx2.cpp"),
         cuda=("gauss_rasterize.cu",),
-        headers=("gauss_rasterize.h",),
+        headers=("gauss_rasterize.h", "gauss_rasterize_cpu.h"),
     ),
     "mesh": ExtensionSources(
         cpp=("mesh_ext.cpp", "mesh_rasterize_cpu.cpp"),
