@@ -53,6 +53,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rasterize_fwd", &studio::rasterize_fwd,
         "Composite: (means2d, conics, values, opacities, width, height, isect_offsets, flatten_ids) -> "
         "[colors [C,H,W,D], alphas [C,H,W,1], final_T [C,H,W], last_ids [C,H,W] int32]");
+  m.def("isect_tiles_cpu", &studio::isect_tiles_cpu,
+        "Tile lists on the CPU: (means2d [C,N,2], extents [C,N,2], depths [C,N], width, height) -> "
+        "[tiles_per_gauss, isect_ids, flatten_ids, isect_offsets]");
   m.def("cpu_simd", &studio::cpu_simd, "The CPU kernels' per-tile loops now: 'avx2' or 'scalar'");
   m.def("set_cpu_simd", &studio::set_cpu_simd, py::arg("enabled"),
         "Enable (default) or disable the AVX2 CPU loops; returns the previous setting");

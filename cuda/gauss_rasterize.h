@@ -80,6 +80,13 @@ std::vector<at::Tensor> rasterize_bwd_cpu(
     const at::Tensor& final_T, const at::Tensor& last_ids,
     const at::Tensor& v_colors, const at::Tensor& v_alphas);
 
+// Tile lists of studio/render/tiles.py's isect_tiles (the same elements), on the CPU:
+// means2d [C,N,2], extents [C,N,2] per-axis half-sizes in pixels (0 = culled), depths [C,N]
+// (float32) -> {tiles_per_gauss [C,N] int32, isect_ids [M] int64, flatten_ids [M] int32,
+// isect_offsets [C,tile_h,tile_w] int32}.
+std::vector<at::Tensor> isect_tiles_cpu(const at::Tensor& means2d, const at::Tensor& extents, const at::Tensor& depths,
+                                        int64_t width, int64_t height);
+
 // The CPU kernels' per-tile loops: "avx2" (8 pixels per step; where the CPU has AVX2 and FMA and
 // SIMD is enabled) or "scalar". set_cpu_simd(false) forces the scalar loops (true: back to the
 // default); it returns the previous setting.

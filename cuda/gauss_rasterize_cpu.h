@@ -57,7 +57,8 @@ inline int clamp_index(float v, int hi) {
 // columns(r). For a positive definite conic this is an ellipse (solving the quadratic in dx per
 // row); a pixel of margin on every side keeps float rounding on the safe side, and the per-pixel
 // test then decides exactly as the reference does. Indefinite or non-finite conics get the whole
-// tile.
+// tile. studio/render/tiles.py (tile_extents) bounds the tiles a Gaussian is listed in by the
+// same box.
 class Support {
  public:
   int r0, r1, c0, c1;

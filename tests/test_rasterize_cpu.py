@@ -1,5 +1,6 @@
 """The CPU rasterizer's own machinery: AVX2 tile loops against the scalar ones, reproducible
-backward.
+backward, the extension's tile lists against ``isect_tiles``, and opacity-aware tile extents that
+drop no pixel-Gaussian pair.
 
 The first test to run builds the CPU extension once (about 1-2 minutes, then cached).
 """
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from studio.ext import load_extension
-from studio.render._studio_impl import rasterize_to_pixels_studio
-from studio.render.tiles import isect_tiles
+from studio.render._studio_impl import isect_tiles_studio, rasterize_to_pixels_studio
+from studio.render._torch_impl import count_pairs
+from studio.render.tiles import isect_tiles, tile_extents
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,8 @@ def test_avx2_matches_scalar(ext, n_channels):
         pytest.skip("this CPU has no AVX2/FMA: only the scalar loops run")
     width, height = 53, 38
     scene = _gaussians_2d(2, 400, n_channels, width, height, seed=n_channels)
-    isect = isect_tiles(scene["means2d"], scene["radii"], scene["depths"], width, height)
+    extents = tile_extents(scene["radii"], scene["conics"], scene["opacities"])
+    isect = isect_tiles_studio(scene["means2d"], extents, scene["depths"], width, height)
     previous = ext.set_cpu_simd(False)
     try:
         assert ext.cpu_simd() == "scalar"
@@ -78,7 +81,13 @@ def test_avx2_matches_scalar(ext, n_channels):
 def test_backward_is_reproducible(ext):
     width, height = 70, 45
     scene = _gaussians_2d(1, 600, 3, width, height, seed=1)
-    isect = isect_tiles(scene["means2d"], scene["radii"], scene["depths"], width, height)
+    isect = isect_tiles_studio(
+        scene["means2d"],
+        tile_extents(scene["radii"], scene["conics"], scene["opacities"]),
+        scene["depths"],
+        width,
+        height,
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -87,3 +96,37 @@ def test_backward_is_reproducible(ext):
         torch.set_num_threads(threads)
     for a, b in zip(first[2], second[2]):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_extension_tile_lists_equal_isect_tiles(ext, seed):
+    gen = torch.Generator().manual_seed(seed)
+    n_cams, n, width, height = 1 + seed % 3, 300, 37 + 7 * seed, 29 + 5 * seed
+    means2d = (torch.rand(n_cams, n, 2, generator=gen) * 1.4 - 0.2) * torch.tensor([width, height])
+    extents = torch.rand(n_cams, n, 2, generator=gen) * 30.0
+    extents[torch.rand(n_cams, n, generator=gen) < 0.2] = 0.0  # culled
+    depths = torch.randint(1, 5, (n_cams, n), generator=gen).float()  # ties: the Gaussian index decides
+    radii = torch.randint(0, 20, (n_cams, n), generator=gen, dtype=torch.int32)
+    for sizes in (extents, radii):
+        want = isect_tiles(means2d, sizes, depths, width, height)
+        per_axis = sizes if sizes.ndim == 3 else sizes.float()[..., None].expand(n_cams, n, 2)
+        got = isect_tiles_studio(means2d, per_axis, depths, width, height)
+        assert want.flatten_ids.numel() > 0
+        for name in ("tiles_per_gauss", "isect_ids", "flatten_ids", "isect_offsets"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), name
+
+
+def test_tile_extents_drop_no_pair():
+    width, height = 96, 80
+    scene = _gaussians_2d(2, 500, 3, width, height, seed=3)
+    extents = tile_extents(scene["radii"], scene["conics"], scene["opacities"])
+    assert (extents <= scene["radii"][..., None]).all()
+    assert (extents[:, 10:15] == 0).all(), "Gaussians below alpha 1/255 are culled"
+    tight = isect_tiles(scene["means2d"], extents, scene["depths"], width, height)
+    square = isect_tiles(scene["means2d"], scene["radii"], scene["depths"], width, height)
+    assert tight.flatten_ids.numel() < 0.9 * square.flatten_ids.numel()
+    pairs = [
+        count_pairs(scene["means2d"], scene["conics"], scene["opacities"], width, height, isect)
+        for isect in (tight, square)
+    ]
+    assert pairs[0] == pairs[1] > 0

@@ -12,7 +12,36 @@ import torch
 from torch import Tensor
 
 from studio.ext import load_extension
-from studio.render.tiles import TileIntersections
+from studio.render.tiles import TILE_SIZE, TileIntersections, isect_tiles
+
+
+@torch.no_grad()
+def isect_tiles_studio(means2d: Tensor, extents: Tensor, depths: Tensor, width: int, height: int) -> TileIntersections:
+    """``isect_tiles``' lists (the same elements) from the extension on CPU tensors: O(N + M) instead
+    of a sort of the M hits. CUDA tensors go to ``isect_tiles``.
+
+    Args:
+        means2d [C,N,2] pixels, extents [C,N,2] per-axis half-sizes in pixels (0 = culled),
+        depths [C,N] view-space z; width, height: image size in pixels.
+    """
+    if means2d.is_cuda:
+        return isect_tiles(means2d, extents, depths, width, height)
+    ext = load_extension("gauss")
+    per_gauss, isect_ids, flatten_ids, offsets = ext.isect_tiles_cpu(
+        means2d.detach().float().contiguous(),
+        extents.float().contiguous(),
+        depths.detach().float().contiguous(),
+        width,
+        height,
+    )
+    return TileIntersections(
+        tiles_per_gauss=per_gauss,
+        isect_ids=isect_ids,
+        flatten_ids=flatten_ids,
+        isect_offsets=offsets,
+        tile_width=(width + TILE_SIZE - 1) // TILE_SIZE,
+        tile_height=(height + TILE_SIZE - 1) // TILE_SIZE,
+    )
 
 
 def rasterize_to_pixels_studio(

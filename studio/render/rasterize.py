@@ -16,7 +16,7 @@ from torch import Tensor
 from studio.gaussians.sh import eval_sh
 from studio.render.normals import depth_to_normal
 from studio.render.projection import project_gaussians
-from studio.render.tiles import TILE_SIZE, isect_tiles
+from studio.render.tiles import TILE_SIZE, isect_tiles, tile_extents
 
 BACKENDS = ("auto", "torch", "studio", "gsplat")
 
@@ -118,16 +118,21 @@ def _render_tiles(means, quats, scales, opacities, feats, viewmats, Ks, width, h
     """torch / studio backends: shared projection and tiling, backend-specific compositing."""
     n_cams = viewmats.shape[0]
     proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height, near_plane, eps2d)
-    isect = isect_tiles(proj.means2d, proj.radii, proj.depths, width, height)
+    opac = opacities[None].expand(n_cams, -1)
+    extents = tile_extents(proj.radii, proj.conics, opac)
+    if backend == "torch":
+        from studio.render._torch_impl import rasterize_to_pixels_torch as composite
+
+        isect = isect_tiles(proj.means2d, extents, proj.depths, width, height)
+    else:
+        from studio.render._studio_impl import isect_tiles_studio
+        from studio.render._studio_impl import rasterize_to_pixels_studio as composite
+
+        isect = isect_tiles_studio(proj.means2d, extents, proj.depths, width, height)
     means2d = proj.means2d
     if means2d.requires_grad:
         means2d.retain_grad()
-    opac = opacities[None].expand(n_cams, -1)
     values = torch.cat([feats, proj.depths[..., None]], dim=-1)  # depth rides as the last channel
-    if backend == "torch":
-        from studio.render._torch_impl import rasterize_to_pixels_torch as composite
-    else:
-        from studio.render._studio_impl import rasterize_to_pixels_studio as composite
     img, alpha = composite(means2d, proj.conics, values.contiguous(), opac.contiguous(), width, height, isect)
     depth = img[..., -1:] / alpha.clamp(min=1e-10)
     meta = {
