@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _record import markdown_header, run_record
 
 KEYS = ("psnr", "ssim", "mask_iou", "lpips", "depth_mae", "chamfer")
 HEADS = {"psnr": "PSNR", "ssim": "SSIM", "mask_iou": "mask IoU", "lpips": "LPIPS", "depth_mae": "depth MAE"}
@@ -62,32 +63,6 @@ def scene_specs(values: list[str], views: list[int]) -> list[tuple[Path, list[in
         path, own = (Path(m.group(1)), [int(v) for v in m.group(2).split(",")]) if m else (Path(value), views)
         out += [(scene, own) for scene in find_scenes([path])]
     return out
-
-
-def machine() -> str:
-    """Host, CPU model and cores, and the CUDA device when there is one."""
-    import os
-
-    cpu = platform.processor() or "cpu"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    text = f"{platform.node()}: {cpu}, {os.cpu_count()} cores"
-    import torch
-
-    if torch.cuda.is_available():
-        text += f", {torch.cuda.get_device_name(0)}"
-    return text
-
-
-def commit() -> str:
-    """HEAD of the repository this script is in (``+dirty`` when tracked files differ)."""
-    root = Path(__file__).resolve().parents[1]
-    git = ["git", "-C", str(root)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--"], capture_output=True).returncode != 0
-    return (head or "unknown") + ("+dirty" if dirty else "")
 
 
 def run(scene: Path, views: list[int], variant: str, method: str, method_args: str, work: Path) -> dict:
@@ -181,8 +156,8 @@ def main() -> None:
                     "metrics": metrics,
                 }
             )
-    record = {"commit": commit(), "command": shlex.join([Path(sys.executable).name, *sys.argv]), "machine": machine()}
-    text = "\n".join(f"{k}: `{v}`  " for k, v in record.items()) + "\n\n" + table(rows, list(variants)) + "\n"
+    record = run_record()
+    text = markdown_header(record) + "\n\n" + table(rows, list(variants)) + "\n"
     print(text)
     (args.output or args.work / "table.md").write_text(text)
     (args.work / "results.json").write_text(json.dumps({**record, "rows": rows}, indent=1) + "\n")
