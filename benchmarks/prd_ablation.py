@@ -34,8 +34,9 @@ val split repeats the test split. Every run of such a scene is therefore trained
 ``--val-from-train 8`` (the dataparser's ``val_from_train``: every 8th training view is held out
 as the val split and not trained on, for both splits, so val and test runs are the same runs), and
 ``--split val`` scores NVS on those held-out training views; there are no relit renders of them, so
-their relighting cells are empty (and the verdict says so), and albedo is scored only where the
-training views have albedo AOVs.
+their relighting cells are empty (and the verdict says so); albedo is scored from the training
+views' AOVs (``blender_scene.py`` writes them). ToyWorld's validation views have no AOVs (the
+committed scenes render them for ``test`` only), so their albedo cells are empty with ``--split val``.
 
     python benchmarks/prd_ablation.py --data data/duo scenes/toyworld_mushroom scenes/toyworld_multi \\
         scenes/toyworld_table --work /work/prd_bench --seeds 42 43 --split val
