@@ -203,7 +203,7 @@ class Prd:
             raise StudioInputError(
                 f"--split val: {data} has no validation views of its own (its val split is the test split); "
                 "make the scene with `studio scenes make --n-val N`, or train with "
-                "--pipeline.datamanager.dataparser.val-from-train K."
+                "`ns-train prd --data DIR ... studio-data-parser-config --val-from-train K`."
             )
         truth = load_test_truth(data, outputs.image_filenames, envs, self.envmap_dir, self.split)
 

@@ -54,10 +54,7 @@ def read_frames(data: Path, split: str, val_from_train: int = 0) -> FrameSet:
     n = len(frames.image_paths)
     held = list(range(0, n, val_from_train))
     if val_from_train < 2 or len(held) == n:
-        raise StudioInputError(
-            f"--pipeline.datamanager.dataparser.val-from-train {val_from_train} leaves no training frames of {n}; "
-            "use 2 or more."
-        )
+        raise StudioInputError(f"--val-from-train {val_from_train} leaves no training frames of {n}; use 2 or more.")
     return frames.subset(held if split == "val" else [i for i in range(n) if i % val_from_train])
 
 
