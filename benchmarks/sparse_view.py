@@ -121,10 +121,10 @@ def main() -> None:
     parser.add_argument("--views", type=int, nargs="+", default=[0, 3, 6], help="input views (transforms_train.json)")
     parser.add_argument(
         "--variants",
-        nargs="+",
+        nargs="*",
         default=["sparse3d", "sds"],
         choices=[*VARIANTS, "ablations"],
-        help="variants to run (ablations: the six csds x controller ones)",
+        help="variants to run (ablations: the six csds x controller ones; none: only --add-variant ones)",
     )
     parser.add_argument(
         "--add-variant", nargs=2, action="append", default=[], metavar=("NAME", "ARGS"), help="a variant of your own"
