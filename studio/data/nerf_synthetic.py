@@ -33,6 +33,22 @@ class FrameSet:
     width: int
     height: int
 
+    @classmethod
+    def centred_pinhole(cls, paths: list[Path], camera_to_worlds: np.ndarray, width: int, height: int, angle_x: float):
+        """Frames of one pinhole camera with its principal point at the image centre and the horizontal
+        field of view ``angle_x`` (radians); ``camera_to_worlds`` [N,4,4]."""
+        focal = 0.5 * width / math.tan(0.5 * angle_x)
+        return cls(
+            image_paths=paths,
+            camera_to_worlds=np.asarray(camera_to_worlds, np.float32),
+            fx=focal,
+            fy=focal,
+            cx=width / 2.0,
+            cy=height / 2.0,
+            width=width,
+            height=height,
+        )
+
     def subset(self, indices: list[int]) -> "FrameSet":
         """The frames ``indices`` of this split (same intrinsics)."""
         return dataclasses.replace(
@@ -76,14 +92,4 @@ def read_nerf_synthetic(root: Path, split: str) -> FrameSet:
         paths.append(_image_path(root, frame["file_path"]))
         poses.append(pose_of(frame, i, source))
     width, height = check_same_size(paths)
-    focal = 0.5 * width / math.tan(0.5 * angle_x)
-    return FrameSet(
-        image_paths=paths,
-        camera_to_worlds=np.stack(poses).astype(np.float32),
-        fx=focal,
-        fy=focal,
-        cx=width / 2.0,
-        cy=height / 2.0,
-        width=width,
-        height=height,
-    )
+    return FrameSet.centred_pinhole(paths, np.stack(poses), width, height, angle_x)

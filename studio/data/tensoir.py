@@ -97,17 +97,7 @@ def read_tensoir(root: Path, split: str) -> FrameSet:
             )
     paths = [f / IMAGE for f in folders]
     check_same_size(paths, [(width, height)] * len(paths))
-    focal = 0.5 * width / math.tan(0.5 * angle_x)
-    return FrameSet(
-        image_paths=paths,
-        camera_to_worlds=np.stack([m[0] for m in metas]).astype(np.float32),
-        fx=focal,
-        fy=focal,
-        cx=width / 2.0,
-        cy=height / 2.0,
-        width=width,
-        height=height,
-    )
+    return FrameSet.centred_pinhole(paths, np.stack([m[0] for m in metas]), width, height, angle_x)
 
 
 def training_env(root: Path) -> Optional[str]:
