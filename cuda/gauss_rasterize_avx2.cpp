@@ -240,16 +240,17 @@ STUDIO_AVX2 void backward_tile_avx2(const Scene& s, const Tile& tile, Avx2Backwa
           _mm256_storeu_ps(behind_p, _mm256_fmadd_ps(val_c, fac, behind_c));
         }
         // not clamped at 0.999: the gradient reaches sigma and the opacity
-        const __m256 free = _mm256_and_ps(contributes, _mm256_cmp_ps(_mm256_mul_ps(gv.o, e.vis), alpha_max, _CMP_LE_OQ));
         const __m256 o_vis = _mm256_mul_ps(gv.o, e.vis);
-        const __m256 v_sigma = _mm256_and_ps(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(o_vis, v_alpha)), free);
+        const __m256 unclamped = _mm256_and_ps(contributes, _mm256_cmp_ps(o_vis, alpha_max, _CMP_LE_OQ));
+        const __m256 v_sigma =
+            _mm256_and_ps(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(o_vis, v_alpha)), unclamped);
         const __m256 v_sigma_dx = _mm256_mul_ps(v_sigma, e.dx);
         v_a = _mm256_fmadd_ps(_mm256_mul_ps(half, v_sigma_dx), e.dx, v_a);
         v_b = _mm256_fmadd_ps(v_sigma_dx, dy_v, v_b);
         v_c = _mm256_fmadd_ps(_mm256_mul_ps(half, v_sigma), _mm256_mul_ps(dy_v, dy_v), v_c);
         v_mx = _mm256_fmadd_ps(v_sigma, _mm256_fmadd_ps(gv.a, e.dx, _mm256_mul_ps(gv.b, dy_v)), v_mx);
         v_my = _mm256_fmadd_ps(v_sigma, _mm256_fmadd_ps(gv.b, e.dx, _mm256_mul_ps(gv.c, dy_v)), v_my);
-        v_o = _mm256_add_ps(v_o, _mm256_and_ps(_mm256_mul_ps(e.vis, v_alpha), free));
+        v_o = _mm256_add_ps(v_o, _mm256_and_ps(_mm256_mul_ps(e.vis, v_alpha), unclamped));
       }
     }
     if (!touched) continue;
