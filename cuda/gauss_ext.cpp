@@ -56,6 +56,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("isect_tiles_cpu", &studio::isect_tiles_cpu,
         "Tile lists on the CPU: (means2d [C,N,2], extents [C,N,2], depths [C,N], width, height) -> "
         "[tiles_per_gauss, isect_ids, flatten_ids, isect_offsets]");
+  m.def("project_fwd_cpu", &studio::project_fwd_cpu,
+        "EWA projection on the CPU: (means, quats, scales, viewmats, Ks, width, height, near_plane, eps2d) -> "
+        "[means2d [C,N,2], conics [C,N,3], depths [C,N], radii [C,N] int32]");
+  m.def("project_bwd_cpu", &studio::project_bwd_cpu,
+        "Its backward: (forward inputs..., v_means2d, v_conics, v_depths, viewmats_grad) -> "
+        "[v_means, v_quats, v_scales, v_viewmats or None]");
   m.def("cpu_simd", &studio::cpu_simd, "The CPU kernels' per-tile loops now: 'avx2' or 'scalar'");
   m.def("set_cpu_simd", &studio::set_cpu_simd, py::arg("enabled"),
         "Enable (default) or disable the AVX2 CPU loops; returns the previous setting");

@@ -87,6 +87,21 @@ std::vector<at::Tensor> rasterize_bwd_cpu(
 std::vector<at::Tensor> isect_tiles_cpu(const at::Tensor& means2d, const at::Tensor& extents, const at::Tensor& depths,
                                         int64_t width, int64_t height);
 
+// EWA projection (studio/render/projection.py) on the CPU (gauss_project_cpu.cpp): means [N,3],
+// quats [N,4], scales [N,3], viewmats [C,4,4], Ks [C,3,3] (contiguous float32) -> {means2d [C,N,2],
+// conics [C,N,3], depths [C,N], radii [C,N] int32}.
+std::vector<at::Tensor> project_fwd_cpu(const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
+                                        const at::Tensor& viewmats, const at::Tensor& Ks, int64_t width,
+                                        int64_t height, double near_plane, double eps2d);
+
+// Its backward: the forward's inputs and the gradients of means2d, conics, depths -> {v_means,
+// v_quats, v_scales, v_viewmats [C,4,4] (an undefined tensor unless viewmats_grad)}.
+std::vector<at::Tensor> project_bwd_cpu(const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
+                                        const at::Tensor& viewmats, const at::Tensor& Ks, int64_t width,
+                                        int64_t height, double near_plane, double eps2d, const at::Tensor& v_means2d,
+                                        const at::Tensor& v_conics, const at::Tensor& v_depths,
+                                        bool viewmats_grad);
+
 // The CPU kernels' per-tile loops: "avx2" (8 pixels per step; where the CPU has AVX2 and FMA and
 // SIMD is enabled) or "scalar". set_cpu_simd(false) forces the scalar loops (true: back to the
 // default); it returns the previous setting.

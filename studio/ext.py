@@ -41,7 +41,13 @@ class ExtensionSources:
 
 EXTENSIONS: dict[str, ExtensionSources] = {
     "gauss": ExtensionSources(
-        cpp=("gauss_ext.cpp", "gauss_rasterize_cpu.cpp", "gauss_rasterize_avx2.cpp", "gauss_isect_cpu.cpp"),
+        cpp=(
+            "gauss_ext.cpp",
+            "gauss_rasterize_cpu.cpp",
+            "gauss_rasterize_avx2.cpp",
+            "gauss_isect_cpu.cpp",
+            "gauss_project_cpu.cpp",
+        ),
         cuda=("gauss_rasterize.cu",),
         headers=("gauss_rasterize.h", "gauss_rasterize_cpu.h"),
     ),

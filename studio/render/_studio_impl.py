@@ -12,7 +12,60 @@ import torch
 from torch import Tensor
 
 from studio.ext import load_extension
+from studio.render.projection import Projected, project_gaussians
 from studio.render.tiles import TILE_SIZE, TileIntersections, isect_tiles
+
+
+def project_gaussians_studio(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    eps2d: float = 0.3,
+) -> Projected:
+    """``project_gaussians`` (same arguments, same maths) by the extension's fused CPU kernels for
+    float32 CPU tensors; anything else (CUDA, float64) goes to the PyTorch version.
+
+    Differentiable in means, quats, scales and viewmats (not Ks), as ``project_gaussians``.
+    """
+    inputs = (means, quats, scales, viewmats, Ks)
+    if any(t.is_cuda or t.dtype != torch.float32 for t in inputs):
+        return project_gaussians(*inputs, width, height, near_plane, eps2d)
+    means2d, conics, depths, radii = _ProjectGaussians.apply(*inputs, width, height, near_plane, eps2d)
+    return Projected(means2d=means2d, conics=conics, depths=depths, radii=radii)
+
+
+class _ProjectGaussians(torch.autograd.Function):
+    """Extension's ``project_fwd_cpu`` / ``project_bwd_cpu``: gradients of means2d, conics and
+    depths in, those of means, quats, scales and viewmats out."""
+
+    @staticmethod
+    def forward(ctx, means, quats, scales, viewmats, Ks, width, height, near_plane, eps2d):
+        ext = load_extension("gauss")
+        inputs = [t.detach().contiguous() for t in (means, quats, scales, viewmats, Ks)]
+        means2d, conics, depths, radii = ext.project_fwd_cpu(*inputs, width, height, near_plane, eps2d)
+        ctx.save_for_backward(*inputs)
+        ctx.settings = (width, height, near_plane, eps2d)
+        ctx.mark_non_differentiable(radii)
+        return means2d, conics, depths, radii
+
+    @staticmethod
+    def backward(ctx, v_means2d, v_conics, v_depths, _v_radii):
+        ext = load_extension("gauss")
+        inputs = ctx.saved_tensors
+        v_means, v_quats, v_scales, v_viewmats = ext.project_bwd_cpu(
+            *inputs,
+            *ctx.settings,
+            v_means2d.contiguous(),
+            v_conics.contiguous(),
+            v_depths.contiguous(),
+            ctx.needs_input_grad[3],
+        )
+        return v_means, v_quats, v_scales, v_viewmats, None, None, None, None, None
 
 
 @torch.no_grad()

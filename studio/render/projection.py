@@ -10,8 +10,10 @@ Follows gsplat 1.4's "classic" projection exactly, so every backend shares one d
 A Gaussian gets radius 0 (culled) when z < near_plane, det(cov2d) <= 0, or its square
 [mean - r, mean + r] misses the image. Pixel (row i, col j) has its centre at (j + 0.5, i + 0.5).
 
-The projection is vectorised PyTorch for every backend (autograd gives its backward); the
-per-pixel compositing, where the time goes, is in ``cuda/``.
+This vectorised PyTorch version (autograd gives its backward) is the reference and serves the
+``torch`` backend and CUDA tensors; the ``studio`` backend projects float32 CPU tensors with the
+fused kernels of ``cuda/gauss_project_cpu.cpp`` (``_studio_impl.project_gaussians_studio``, same
+maths, hand-written backward).
 """
 
 from __future__ import annotations
