@@ -217,7 +217,7 @@ std::vector<at::Tensor> project_bwd_cpu(const at::Tensor& means, const at::Tenso
   const auto opts = means.options();
   at::Tensor v_means = at::zeros({N, 3}, opts), v_quats = at::zeros({N, 4}, opts), v_scales = at::zeros({N, 3}, opts);
   // Chunks of Gaussians, each with its own [C,4,4] viewmat gradient buffer, summed at the end.
-  const int64_t chunk = 4096, n_chunks = std::max<int64_t>(1, (N + chunk - 1) / chunk);
+  const int64_t chunk = 1024, n_chunks = std::max<int64_t>(1, (N + chunk - 1) / chunk);
   at::Tensor v_view_chunks = at::zeros({viewmats_grad ? n_chunks : 1, C, 4, 4}, opts);
   const float *m = means.data_ptr<float>(), *q = quats.data_ptr<float>(), *s = scales.data_ptr<float>();
   const float *g_m2d = v_means2d.data_ptr<float>(), *g_conic = v_conics.data_ptr<float>();

@@ -18,23 +18,20 @@ def depth_to_normal(depth: Tensor, alpha: Tensor, Ks: Tensor) -> Tensor:
         such a normal, used as a target (e.g. ``prd``'s normal consistency), bends the Gaussians
         along the silhouette.
     """
-    n_cams, h, w, _ = depth.shape
+    h, w = depth.shape[1:3]
+    if h < 3 or w < 3:
+        return torch.zeros(depth.shape[:3] + (3,), device=depth.device, dtype=depth.dtype)
     ys = torch.arange(h, device=depth.device, dtype=depth.dtype) + 0.5
     xs = torch.arange(w, device=depth.device, dtype=depth.dtype) + 0.5
-    py, px = torch.meshgrid(ys, xs, indexing="ij")
     fx, fy = Ks[:, 0, 0].view(-1, 1, 1), Ks[:, 1, 1].view(-1, 1, 1)
     cx, cy = Ks[:, 0, 2].view(-1, 1, 1), Ks[:, 1, 2].view(-1, 1, 1)
     z = depth[..., 0]
-    points = torch.stack([(px - cx) / fx * z, (py - cy) / fy * z, z], dim=-1)  # [C,H,W,3]
-    dx = torch.zeros_like(points)
-    dy = torch.zeros_like(points)
-    dx[:, :, 1:-1] = points[:, :, 2:] - points[:, :, :-2]
-    dy[:, 1:-1] = points[:, 2:] - points[:, :-2]
-    normal = torch.nn.functional.normalize(torch.cross(dy, dx, dim=-1), dim=-1)
+    points = torch.stack([(xs - cx) / fx * z, (ys[:, None] - cy) / fy * z, z], dim=-1)  # [C,H,W,3]
+    dx = points[:, 1:-1, 2:] - points[:, 1:-1, :-2]  # interior pixels [C,H-2,W-2,3]
+    dy = points[:, 2:, 1:-1] - points[:, :-2, 1:-1]
+    normal = torch.nn.functional.normalize(torch.linalg.cross(dy, dx, dim=-1), dim=-1)
     normal = torch.where(normal[..., 2:] > 0, -normal, normal)
     solid = alpha[..., 0] > 0.5
-    valid = torch.zeros_like(solid)
-    valid[:, 1:-1, 1:-1] = (
-        solid[:, 1:-1, 1:-1] & solid[:, :-2, 1:-1] & solid[:, 2:, 1:-1] & solid[:, 1:-1, :-2] & solid[:, 1:-1, 2:]
-    )
-    return normal * valid[..., None].to(normal.dtype)
+    valid = solid[:, 1:-1, 1:-1] & solid[:, :-2, 1:-1] & solid[:, 2:, 1:-1] & solid[:, 1:-1, :-2] & solid[:, 1:-1, 2:]
+    normal = normal * valid[..., None].to(normal.dtype)
+    return torch.nn.functional.pad(normal, (0, 0, 1, 1, 1, 1))  # zero at the image border
