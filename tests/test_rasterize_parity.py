@@ -279,3 +279,17 @@ def test_torch_reference_matches_brute_force():
         assert _rel_max(got, want) < FWD_TOL
     for got, want in zip(studio[2], brute[2]):
         assert _rel_norm(got, want) < GRAD_TOL
+
+
+def test_without_normals_same_images():
+    """``with_normal=False`` skips the normals and changes nothing else."""
+    gen = torch.Generator().manual_seed(2)
+    params = _scene(300, gen)
+    viewmats, Ks = _cameras(1, 40, 32, gen)
+    colors = torch.rand(300, 3, generator=gen)
+    args = (*params.values(), colors, viewmats, Ks, 40, 32)
+    full = rasterize(*args, backend="studio")
+    bare = rasterize(*args, backend="studio", with_normal=False)
+    assert bare.normal is None and full.normal.abs().sum() > 0
+    for name in ("color", "alpha", "depth"):
+        assert torch.equal(getattr(full, name), getattr(bare, name))

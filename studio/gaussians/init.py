@@ -8,14 +8,17 @@ from torch import Tensor
 from studio.gaussians.sh import num_sh_bases, rgb_to_sh
 
 
-def knn_mean_distance(points: Tensor, k: int = 3, chunk: int = 4096) -> Tensor:
-    """[N] mean distance of each point to its k nearest neighbours (chunked brute force)."""
+def knn_mean_distance(points: Tensor, k: int = 3) -> Tensor:
+    """[N] mean distance of each point [N,3] to its k nearest other points (exact, a k-d tree:
+    ``scipy.spatial.cKDTree``; 0.01 for a lone point), at least 1e-7."""
+    from scipy.spatial import cKDTree
+
     n = points.shape[0]
-    out = torch.empty(n, dtype=points.dtype)
-    for start in range(0, n, chunk):
-        d = torch.cdist(points[start : start + chunk], points)  # [B,N]
-        nearest = torch.topk(d, min(k + 1, n), largest=False).values[:, 1:]
-        out[start : start + chunk] = nearest.mean(dim=-1) if nearest.numel() else 0.01
+    if n < 2:
+        return torch.full((n,), 0.01, dtype=points.dtype)
+    xyz = points.detach().cpu().double().numpy()
+    distances, _ = cKDTree(xyz).query(xyz, k=min(k, n - 1) + 1)  # the first neighbour is the point itself
+    out = torch.from_numpy(distances[:, 1:].mean(axis=1)).to(points.dtype)
     return out.clamp(min=1e-7)
 
 

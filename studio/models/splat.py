@@ -151,8 +151,8 @@ class SplatModel(Model):
         return torch.tensor(BACKGROUNDS.get(self.config.background_color, BACKGROUNDS["white"]), device=self.device)
 
     def rasterize_cameras(self, cameras: Cameras, background: Tensor):
-        """``RenderOut`` of every camera in ``cameras`` (one rasterization); in training it also
-        registers the screen-space statistics that densification reads."""
+        """``RenderOut`` of every camera in ``cameras`` (one rasterization, without normals); in
+        training it also registers the screen-space statistics that densification reads."""
         viewmats, Ks, width, height = cameras_to_viewmats(cameras.to(self.device))
         g = self.gaussians.activated()
         out = rasterize(
@@ -168,6 +168,7 @@ class SplatModel(Model):
             background=background,
             backend=self.config.backend,
             sh_degree=self.active_sh_degree(),
+            with_normal=False,
         )
         if self.training:
             self.strategy.step_pre_backward(

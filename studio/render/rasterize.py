@@ -26,7 +26,8 @@ class RenderOut(NamedTuple):
 
     color [C,H,W,D] = sum_i w_i c_i + T * background; alpha [C,H,W,1] = 1 - T;
     depth [C,H,W,1] expected view-space z (sum_i w_i z_i / alpha; 0 where alpha = 0);
-    normal [C,H,W,3] camera-frame normals from the depth map (see ``normals.py``);
+    normal [C,H,W,3] camera-frame normals from the depth map (see ``normals.py``), or None when
+    ``rasterize(..., with_normal=False)``;
     meta: gsplat 1.4's ``info`` dict for ``packed=False`` (``means2d`` with retained grad,
     ``radii`` [C,N], ``width``, ``height``, ``n_cameras``, tile lists ...) plus ``backend``.
     """
@@ -34,7 +35,7 @@ class RenderOut(NamedTuple):
     color: Tensor
     alpha: Tensor
     depth: Tensor
-    normal: Tensor
+    normal: Optional[Tensor]
     meta: dict[str, Any]
 
 
@@ -65,6 +66,7 @@ def rasterize(
     sh_degree: Optional[int] = None,
     near_plane: float = 0.01,
     eps2d: float = 0.3,
+    with_normal: bool = True,
 ) -> RenderOut:
     """Render N Gaussians into C pinhole cameras.
 
@@ -76,6 +78,7 @@ def rasterize(
         width, height: pixels. background: [D] or [C,D], added as T * background.
         backend: ``auto`` | ``torch`` | ``studio`` | ``gsplat`` (CUDA only).
         near_plane: Gaussians with view-space z below this are culled. eps2d: 2D low-pass (px^2).
+        with_normal: compute ``RenderOut.normal`` (False: None, and no time spent on it).
     Returns:
         ``RenderOut``; differentiable in every input except ``Ks``.
     """
@@ -93,7 +96,7 @@ def rasterize(
     if background is not None:
         bg = background if background.ndim == 2 else background.expand(n_cams, -1)
         color = color + (1.0 - alpha) * bg[:, None, None, :]
-    normal = depth_to_normal(depth, alpha, Ks)
+    normal = depth_to_normal(depth, alpha, Ks) if with_normal else None
     meta["backend"] = backend
     return RenderOut(color=color, alpha=alpha, depth=depth, normal=normal, meta=meta)
 
