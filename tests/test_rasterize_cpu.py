@@ -12,7 +12,7 @@ import torch
 
 from studio.cameras import intrinsics_from_fov, orbit_viewmats
 from studio.ext import load_extension
-from studio.render._studio_impl import isect_tiles_studio, project_gaussians_studio, rasterize_to_pixels_studio
+from studio.render._studio_impl import isect_tiles_studio, rasterize_to_pixels_studio
 from studio.render._torch_impl import count_pairs
 from studio.render.projection import project_gaussians
 from studio.render.tiles import isect_tiles, tile_extents
@@ -148,9 +148,9 @@ def test_fused_projection_matches_torch():
     }
     Ks = intrinsics_from_fov(50.0, width, height)[None].expand(3, 3, 3).contiguous()
     results = []
-    for project in (project_gaussians, project_gaussians_studio):
+    for fused in (False, True):
         leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-        proj = project(*leaves.values(), Ks, width, height)
+        proj = project_gaussians(*leaves.values(), Ks, width, height, fused=fused)
         weights = torch.Generator().manual_seed(3)
         loss = sum((t * torch.randn(t.shape, generator=weights)).sum() for t in proj[:3])
         loss.backward()

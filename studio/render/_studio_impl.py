@@ -1,5 +1,6 @@
-"""The ``studio`` backend of per-tile alpha compositing: C++/CUDA kernels (``cuda/``, loaded by
-``studio.ext``) with a hand-written backward.
+"""The ``studio`` backend: per-tile alpha compositing (C++ and CUDA) and, on the CPU, the EWA
+projection and the tile lists, all kernels of ``cuda/`` (loaded by ``studio.ext``) with
+hand-written backwards.
 
 Same contract and maths as ``rasterize_to_pixels_torch`` (see ``_torch_impl.py``). The forward
 also keeps, per pixel, the final transmittance and the index of the last contributing Gaussian;
@@ -12,36 +13,13 @@ import torch
 from torch import Tensor
 
 from studio.ext import load_extension
-from studio.render.projection import Projected, project_gaussians
 from studio.render.tiles import TILE_SIZE, TileIntersections, isect_tiles
 
 
-def project_gaussians_studio(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    width: int,
-    height: int,
-    near_plane: float = 0.01,
-    eps2d: float = 0.3,
-) -> Projected:
-    """``project_gaussians`` (same arguments, same maths) by the extension's fused CPU kernels for
-    float32 CPU tensors; anything else (CUDA, float64) goes to the PyTorch version.
-
-    Differentiable in means, quats, scales and viewmats (not Ks), as ``project_gaussians``.
-    """
-    inputs = (means, quats, scales, viewmats, Ks)
-    if any(t.is_cuda or t.dtype != torch.float32 for t in inputs):
-        return project_gaussians(*inputs, width, height, near_plane, eps2d)
-    means2d, conics, depths, radii = _ProjectGaussians.apply(*inputs, width, height, near_plane, eps2d)
-    return Projected(means2d=means2d, conics=conics, depths=depths, radii=radii)
-
-
-class _ProjectGaussians(torch.autograd.Function):
-    """Extension's ``project_fwd_cpu`` / ``project_bwd_cpu``: gradients of means2d, conics and
-    depths in, those of means, quats, scales and viewmats out."""
+class ProjectGaussiansCPU(torch.autograd.Function):
+    """``projection.project_gaussians(..., fused=True)`` on float32 CPU tensors: the extension's
+    ``project_fwd_cpu`` / ``project_bwd_cpu`` (gradients of means2d, conics and depths in, those
+    of means, quats, scales and viewmats out). ``apply`` returns (means2d, conics, depths, radii)."""
 
     @staticmethod
     def forward(ctx, means, quats, scales, viewmats, Ks, width, height, near_plane, eps2d):

@@ -55,6 +55,7 @@ def project_gaussians(
     height: int,
     near_plane: float = 0.01,
     eps2d: float = 0.3,
+    fused: bool = False,
 ) -> Projected:
     """Project N Gaussians into C cameras.
 
@@ -62,9 +63,16 @@ def project_gaussians(
         means [N,3], quats [N,4], scales [N,3]: world-space Gaussians.
         viewmats [C,4,4]: world-to-camera, OpenCV axes. Ks [C,3,3]: pinhole intrinsics (pixels).
         width, height: image size in pixels. near_plane: view-space z cut. eps2d: low-pass (px^2).
+        fused: float32 CPU tensors go to the extension's fused kernels (same maths; other tensors
+            always take this PyTorch code).
     Returns:
         ``Projected`` (differentiable in means2d, conics, depths).
     """
+    inputs = (means, quats, scales, viewmats, Ks)
+    if fused and not any(t.is_cuda or t.dtype != torch.float32 for t in inputs):
+        from studio.render._studio_impl import ProjectGaussiansCPU
+
+        return Projected(*ProjectGaussiansCPU.apply(*inputs, width, height, near_plane, eps2d))
     rot = viewmats[:, None, :3, :3]  # [C,1,3,3]
     mean_c = (rot @ means[None, :, :, None]).squeeze(-1) + viewmats[:, None, :3, 3]  # [C,N,3]
     cov_c = rot @ covariance_3d(quats, scales)[None] @ rot.transpose(-1, -2)  # [C,N,3,3]

@@ -120,12 +120,8 @@ def _features(means: Tensor, colors: Tensor, viewmats: Tensor, sh_degree: Option
 def _render_tiles(means, quats, scales, opacities, feats, viewmats, Ks, width, height, near_plane, eps2d, backend):
     """torch / studio backends: shared projection and tiling, backend-specific compositing."""
     n_cams = viewmats.shape[0]
-    if backend == "torch":
-        proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height, near_plane, eps2d)
-    else:
-        from studio.render._studio_impl import project_gaussians_studio
-
-        proj = project_gaussians_studio(means, quats, scales, viewmats, Ks, width, height, near_plane, eps2d)
+    fused = backend == "studio"
+    proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height, near_plane, eps2d, fused=fused)
     opac = opacities[None].expand(n_cams, -1)
     extents = tile_extents(proj.radii, proj.conics, opac)
     if backend == "torch":
