@@ -7,15 +7,11 @@ because ``chromium --screenshot`` does not wait for viser's websocket scene.
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
-import json
-import os
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -31,9 +27,9 @@ from studio.cameras import look_at
 from studio.export import save_gaussians_ply
 from studio.gaussians import Gaussians, rgb_to_sh
 from studio.viewer.camera import image_size, viser_to_opencv
+from studio.viewer.devtools import CHROMIUM, DevTools, headless_chromium
 from studio.viewer.gaussian_renderer import ClientRenderLoop, ViewSettings
 
-CHROMIUM = Path("/usr/bin/chromium")
 # The reference backend: the viewer's behaviour does not depend on the backend, and `auto` (the C++
 # "studio" backend on CPU) may start a 1-2 minute first-use compile inside the subprocess.
 BACKEND = "torch"
@@ -197,81 +193,7 @@ def test_render_loop_drops_stale_cameras_and_refines_when_still():
     assert client.scene.images[-1].shape == (171, 256, 3)
 
 
-class _DevTools:
-    """Minimal Chrome DevTools protocol client over a page target's websocket."""
-
-    def __init__(self, ws):
-        self._ws = ws
-        self._next_id = 0
-        self._events: list[str] = []
-
-    def call(self, method: str, **params) -> dict:
-        self._next_id += 1
-        self._ws.send(json.dumps({"id": self._next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self._ws.recv(timeout=30))
-            if message.get("id") == self._next_id:
-                assert "error" not in message, message
-                return message["result"]
-            if "method" in message:
-                self._events.append(message["method"])
-
-    def navigate(self, url: str, timeout: float = 30.0) -> None:
-        """Open ``url`` and wait for its load event."""
-        self.call("Page.enable")
-        self._events.clear()
-        self.call("Page.navigate", url=url)
-        deadline = time.monotonic() + timeout
-        while "Page.loadEventFired" not in self._events:
-            message = json.loads(self._ws.recv(timeout=max(deadline - time.monotonic(), 0.01)))
-            if "method" in message:
-                self._events.append(message["method"])
-
-
-@contextlib.contextmanager
-def _chromium(width: int = 800, height: int = 600):
-    """Headless Chromium with remote debugging; yields a DevTools client of its blank page."""
-    from websockets.sync.client import connect
-
-    # Chromium's helper processes can still be writing to the profile as it is removed
-    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
-        flags = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-unsafe-swiftshader",  # software WebGL, which viser's canvas needs
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            f"--window-size={width},{height}",
-            "about:blank",
-        ]
-        proc = subprocess.Popen(
-            [str(CHROMIUM), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        try:
-            port_file = Path(profile) / "DevToolsActivePort"
-            deadline = time.monotonic() + 20.0
-            while not (port_file.exists() and port_file.read_text().strip()):
-                assert time.monotonic() < deadline and proc.poll() is None, "Chromium did not start"
-                time.sleep(0.1)
-            port = int(port_file.read_text().split()[0])
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=5) as resp:
-                page = next(t for t in json.load(resp) if t["type"] == "page")
-            with connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
-                yield _DevTools(ws)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # helpers (renderer, GPU, crash handler) in its session
-
-
-def _screenshot(devtools: _DevTools) -> np.ndarray:
+def _screenshot(devtools: DevTools) -> np.ndarray:
     import imageio.v3 as iio
 
     data = base64.b64decode(devtools.call("Page.captureScreenshot", format="png")["data"])
@@ -288,7 +210,7 @@ def test_browser_shows_rendered_gaussians(gaussian_ply, tmp_path):
     import imageio.v3 as iio
 
     port = free_port()
-    with _viewer(gaussian_ply, port, "--max-resolution", "256") as (proc, lines), _chromium() as devtools:
+    with _viewer(gaussian_ply, port, "--max-resolution", "256") as (proc, lines), headless_chromium() as devtools:
         _wait_http(f"http://127.0.0.1:{port}/", proc, timeout=10.0)
         devtools.navigate(f"http://127.0.0.1:{port}/")
         deadline = time.monotonic() + 45.0
