@@ -51,6 +51,7 @@ EXTENSIONS: dict[str, ExtensionSources] = {
         cuda=("gauss_rasterize.cu",),
         headers=("gauss_rasterize.h", "gauss_rasterize_cpu.h"),
     ),
+    "image": ExtensionSources(cpp=("image_ssim_cpu.cpp",)),
     "mesh": ExtensionSources(
         cpp=("mesh_ext.cpp", "mesh_rasterize_cpu.cpp"),
         cuda=("mesh_rasterize.cu",),

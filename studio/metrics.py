@@ -30,20 +30,31 @@ def ssim(pred: Tensor, target: Tensor, window: int = 11) -> Tensor:
     lies inside the image). The 3DGS reference zero-pads to 'same' size, which lowers the border
     pixels' scores; 'valid' leaves them out.
 
-    The same values as ``kornia.metrics.ssim(..., padding="valid")``; here the five local statistics
-    (means, second moments) are blurred in one separable depthwise convolution per axis, about 4x
-    faster forward + backward on the CPU (it is in every 3DGS training step).
+    The same values as ``kornia.metrics.ssim(..., padding="valid")``. Float32 CPU images (with a
+    constant target) go to the C++ kernels of ``cuda/image_ssim_cpu.cpp`` (forward and backward
+    in two passes each; SSIM is in every 3DGS training step); others to ``ssim_torch``.
 
     Args:
         pred, target: [B,C,H,W] (or [C,H,W]) images in [0,1], H and W >= ``window``.
     Returns:
-        scalar mean SSIM (differentiable; used by the 3DGS D-SSIM loss too).
+        scalar mean SSIM (differentiable in ``pred``, and in ``target`` through ``ssim_torch``).
     """
     if pred.ndim == 3:
         pred, target = pred[None], target[None]
-    batch, channels, height, width = pred.shape
+    height, width = pred.shape[-2:]
     if height < window or width < window:
         raise ValueError(f"SSIM needs images of at least {window}x{window} pixels; got {height}x{width}.")
+    on_cpu = not (pred.is_cuda or target.is_cuda) and pred.dtype == target.dtype == torch.float32
+    if on_cpu and not target.requires_grad:
+        weights = gaussian_window_1d(window)
+        return _SSIMCPU.apply(pred.reshape(-1, height, width), target.reshape(-1, height, width), weights)
+    return ssim_torch(pred, target, window)
+
+
+def ssim_torch(pred: Tensor, target: Tensor, window: int = 11) -> Tensor:
+    """``ssim`` in PyTorch ([B,C,H,W] images): the five local statistics (means, second moments)
+    blurred in one separable depthwise convolution per axis."""
+    batch, channels = pred.shape[:2]
     maps = torch.cat([pred, target, pred * pred, target * target, pred * target], dim=1)  # [B,5C,H,W]
     g = gaussian_window_1d(window, dtype=pred.dtype).to(pred.device)
     groups = 5 * channels
@@ -55,6 +66,25 @@ def ssim(pred: Tensor, target: Tensor, window: int = 11) -> Tensor:
     numerator = (2.0 * mu_pt + c1) * (2.0 * (e_pt - mu_pt) + c2)
     denominator = (mu_pp + mu_tt + c1) * ((e_pp - mu_pp) + (e_tt - mu_tt) + c2)
     return (numerator / denominator).mean()
+
+
+class _SSIMCPU(torch.autograd.Function):
+    """The extension's ``ssim_fwd_cpu`` / ``ssim_bwd_cpu`` on [P,H,W] planes; gradient in pred only."""
+
+    @staticmethod
+    def forward(ctx, pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+        from studio.ext import load_extension
+
+        inputs = [pred.detach().contiguous(), target.detach().contiguous(), weights.contiguous()]
+        ctx.save_for_backward(*inputs)
+        return load_extension("image", with_cuda=False).ssim_fwd_cpu(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        from studio.ext import load_extension
+
+        grad = load_extension("image", with_cuda=False).ssim_bwd_cpu(*ctx.saved_tensors, float(grad_out))
+        return grad, None, None
 
 
 def _alexnet_dir() -> Path:
