@@ -56,6 +56,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("isect_tiles_cpu", &studio::isect_tiles_cpu,
         "Tile lists on the CPU: (means2d [C,N,2], extents [C,N,2], depths [C,N], width, height) -> "
         "[tiles_per_gauss, isect_ids, flatten_ids, isect_offsets]");
+  m.def("tile_extents_cpu", &studio::tile_extents_cpu,
+        "tiles.tile_extents on the CPU: (radii [C,N] int32, conics [C,N,3], opacities [C,N] or [N]) -> [C,N,2]");
   m.def("project_fwd_cpu", &studio::project_fwd_cpu,
         "EWA projection on the CPU: (means, quats, scales, viewmats, Ks, width, height, near_plane, eps2d) -> "
         "[means2d [C,N,2], conics [C,N,3], depths [C,N], radii [C,N] int32]");

@@ -56,6 +56,45 @@ void radix_sort_by_depth(std::vector<Hit>& hits) {
 
 }  // namespace
 
+at::Tensor tile_extents_cpu(const at::Tensor& radii, const at::Tensor& conics, const at::Tensor& opacities) {
+  TORCH_CHECK(radii.dim() == 2 && radii.scalar_type() == at::kInt, "radii must be [C,N] int32");
+  const int64_t C = radii.size(0), N = radii.size(1);
+  TORCH_CHECK(conics.dim() == 3 && conics.size(0) == C && conics.size(1) == N && conics.size(2) == 3,
+              "conics must be [C,N,3]");
+  TORCH_CHECK(opacities.numel() == C * N || opacities.numel() == N, "opacities must be [C,N] or [N]");
+  for (const at::Tensor* t : {&radii, &conics, &opacities}) {
+    TORCH_CHECK(t->device().is_cpu() && t->is_contiguous(), "tile_extents_cpu takes contiguous CPU tensors");
+  }
+  TORCH_CHECK(conics.scalar_type() == at::kFloat && opacities.scalar_type() == at::kFloat,
+              "conics and opacities must be float32");
+  at::Tensor extents = at::empty({C, N, 2}, conics.options());
+  const int32_t* r = radii.data_ptr<int32_t>();
+  const float* k = conics.data_ptr<float>();
+  const float* o = opacities.data_ptr<float>();
+  float* out = extents.data_ptr<float>();
+  const bool per_camera = opacities.numel() == C * N;
+  at::parallel_for(0, C * N, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float a = k[3 * i], b = k[3 * i + 1], c = k[3 * i + 2];
+      const float opac = o[per_camera ? i : i % N];
+      const float radius = float(r[i]);
+      if (r[i] <= 0 || !(opac >= kAlphaMin)) {
+        out[2 * i] = out[2 * i + 1] = 0.f;
+        continue;
+      }
+      const float det = a * c - b * b;
+      if (!(a > 0.f && det > 0.f)) {  // not positive definite: the radius
+        out[2 * i] = out[2 * i + 1] = radius;
+        continue;
+      }
+      const float t = std::log(std::max(255.f * opac, 1.f)) + 1e-3f;
+      out[2 * i] = std::min(std::sqrt(2.f * t * c / det) + 1.f, radius);
+      out[2 * i + 1] = std::min(std::sqrt(2.f * t * a / det) + 1.f, radius);
+    }
+  });
+  return extents;
+}
+
 std::vector<at::Tensor> isect_tiles_cpu(const at::Tensor& means2d, const at::Tensor& extents, const at::Tensor& depths,
                                         int64_t width, int64_t height) {
   TORCH_CHECK(means2d.dim() == 3 && means2d.size(2) == 2, "means2d must be [C,N,2]");

@@ -87,6 +87,10 @@ std::vector<at::Tensor> rasterize_bwd_cpu(
 std::vector<at::Tensor> isect_tiles_cpu(const at::Tensor& means2d, const at::Tensor& extents, const at::Tensor& depths,
                                         int64_t width, int64_t height);
 
+// studio/render/tiles.py's tile_extents on the CPU: radii [C,N] int32, conics [C,N,3], opacities
+// [C,N] or [N] (float32) -> [C,N,2] per-axis half-sizes in pixels (0 = culled).
+at::Tensor tile_extents_cpu(const at::Tensor& radii, const at::Tensor& conics, const at::Tensor& opacities);
+
 // EWA projection (studio/render/projection.py) on the CPU (gauss_project_cpu.cpp): means [N,3],
 // quats [N,4], scales [N,3], viewmats [C,4,4], Ks [C,3,3] (contiguous float32) -> {means2d [C,N,2],
 // conics [C,N,3], depths [C,N], radii [C,N] int32}.

@@ -163,3 +163,16 @@ def test_fused_projection_matches_torch():
         assert float((a - b).abs().max() / b.abs().max()) < 1e-5
     for name, gb in ref_grads.items():
         assert float((fused_grads[name] - gb).norm() / gb.norm()) < 1e-5, name
+
+
+def test_fused_tile_extents_match_torch():
+    width, height = 96, 80
+    scene = _gaussians_2d(2, 500, 3, width, height, seed=4)
+    scene["conics"][0, 20] = torch.tensor([1.0, 2.0, 1.0])  # indefinite: keeps its radius
+    scene["radii"][1, 30] = 0  # culled
+    args = (scene["radii"], scene["conics"], scene["opacities"])
+    reference, fused = tile_extents(*args), tile_extents(*args, fused=True)
+    assert torch.allclose(fused, reference, rtol=1e-6, atol=0.0)
+    assert fused[0, 20].tolist() == [float(scene["radii"][0, 20])] * 2 and fused[1, 30].tolist() == [0.0, 0.0]
+    lists = [isect_tiles(scene["means2d"], e, scene["depths"], width, height) for e in (reference, fused)]
+    assert torch.equal(lists[0].flatten_ids, lists[1].flatten_ids)

@@ -123,7 +123,7 @@ def _render_tiles(means, quats, scales, opacities, feats, viewmats, Ks, width, h
     fused = backend == "studio"
     proj = project_gaussians(means, quats, scales, viewmats, Ks, width, height, near_plane, eps2d, fused=fused)
     opac = opacities[None].expand(n_cams, -1)
-    extents = tile_extents(proj.radii, proj.conics, opac)
+    extents = tile_extents(proj.radii, proj.conics, opac, fused=fused)
     if backend == "torch":
         from studio.render._torch_impl import rasterize_to_pixels_torch as composite
 

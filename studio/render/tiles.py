@@ -39,7 +39,7 @@ ALPHA_MIN = 1.0 / 255.0
 
 
 @torch.no_grad()
-def tile_extents(radii: Tensor, conics: Tensor, opacities: Tensor) -> Tensor:
+def tile_extents(radii: Tensor, conics: Tensor, opacities: Tensor, fused: bool = False) -> Tensor:
     """Per-axis half-sizes of the box where a Gaussian can composite at all, within its radius.
 
     alpha = o exp(-sigma) >= 1/255 needs sigma = 0.5 d^T conic d <= t = log(255 o): an ellipse whose
@@ -50,9 +50,18 @@ def tile_extents(radii: Tensor, conics: Tensor, opacities: Tensor) -> Tensor:
 
     Args:
         radii [C,N] pixels (0 = culled), conics [C,N,3] (a, b, c) of inv(cov2d), opacities [C,N] or [N].
+        fused: float32 CPU tensors go to the extension's ``tile_extents_cpu`` (the same arithmetic in
+            C++; others always take this PyTorch code).
     Returns:
         [C,N,2] float32 half-sizes (x, y) in pixels, 0 where culled.
     """
+    if fused and not (conics.is_cuda or opacities.is_cuda) and conics.dtype == opacities.dtype == torch.float32:
+        from studio.ext import load_extension
+
+        ext = load_extension("gauss")
+        return ext.tile_extents_cpu(
+            radii.int().contiguous(), conics.detach().contiguous(), opacities.detach().contiguous()
+        )
     a, b, c = conics.detach().float().unbind(-1)
     opac = opacities.detach().float().expand(radii.shape)
     det = a * c - b * b
