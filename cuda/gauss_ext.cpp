@@ -58,6 +58,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "[tiles_per_gauss, isect_ids, flatten_ids, isect_offsets]");
   m.def("tile_extents_cpu", &studio::tile_extents_cpu,
         "tiles.tile_extents on the CPU: (radii [C,N] int32, conics [C,N,3], opacities [C,N] or [N]) -> [C,N,2]");
+  m.def("sh_colors_fwd_cpu", &studio::sh_colors_fwd_cpu,
+        "SH colours on the CPU: (degree, coeffs [N,K,3], means [N,3], campos [C,3]) -> max(0, 0.5 + SH) [C,N,3]");
+  m.def("sh_colors_bwd_cpu", &studio::sh_colors_bwd_cpu,
+        "Its backward: (degree, coeffs, means, campos, v_colors [C,N,3]) -> [v_coeffs, v_means]");
   m.def("project_fwd_cpu", &studio::project_fwd_cpu,
         "EWA projection on the CPU: (means, quats, scales, viewmats, Ks, width, height, near_plane, eps2d) -> "
         "[means2d [C,N,2], conics [C,N,3], depths [C,N], radii [C,N] int32]");

@@ -91,6 +91,14 @@ std::vector<at::Tensor> isect_tiles_cpu(const at::Tensor& means2d, const at::Ten
 // [C,N] or [N] (float32) -> [C,N,2] per-axis half-sizes in pixels (0 = culled).
 at::Tensor tile_extents_cpu(const at::Tensor& radii, const at::Tensor& conics, const at::Tensor& opacities);
 
+// View-dependent colours from SH (gauss_sh_cpu.cpp): degree 0..3, coeffs [N,K,3], means [N,3],
+// campos [C,3] (float32) -> max(0, 0.5 + SH) [C,N,3]; the backward also takes v_colors [C,N,3] and
+// returns {v_coeffs [N,K,3], v_means [N,3]}.
+at::Tensor sh_colors_fwd_cpu(int64_t degree, const at::Tensor& coeffs, const at::Tensor& means,
+                             const at::Tensor& campos);
+std::vector<at::Tensor> sh_colors_bwd_cpu(int64_t degree, const at::Tensor& coeffs, const at::Tensor& means,
+                                          const at::Tensor& campos, const at::Tensor& v_colors);
+
 // EWA projection (studio/render/projection.py) on the CPU (gauss_project_cpu.cpp): means [N,3],
 // quats [N,4], scales [N,3], viewmats [C,4,4], Ks [C,3,3] (contiguous float32) -> {means2d [C,N,2],
 // conics [C,N,3], depths [C,N], radii [C,N] int32}.

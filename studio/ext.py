@@ -47,6 +47,7 @@ EXTENSIONS: dict[str, ExtensionSources] = {
             "gauss_rasterize_avx2.cpp",
             "gauss_isect_cpu.cpp",
             "gauss_project_cpu.cpp",
+            "gauss_sh_cpu.cpp",
         ),
         cuda=("gauss_rasterize.cu",),
         headers=("gauss_rasterize.h", "gauss_rasterize_cpu.h"),

@@ -176,3 +176,28 @@ def test_fused_tile_extents_match_torch():
     assert fused[0, 20].tolist() == [float(scene["radii"][0, 20])] * 2 and fused[1, 30].tolist() == [0.0, 0.0]
     lists = [isect_tiles(scene["means2d"], e, scene["depths"], width, height) for e in (reference, fused)]
     assert torch.equal(lists[0].flatten_ids, lists[1].flatten_ids)
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+def test_fused_sh_colours_match_torch(degree):
+    """SH colours and their gradients (coefficients, means) against sh.py under autograd, with
+    colours clamped at 0 and a mean at a camera centre."""
+    from studio.render.rasterize import _features
+
+    gen = torch.Generator().manual_seed(degree)
+    n = 400
+    viewmats = orbit_viewmats(2, 3.0, elevation_deg=20.0)
+    means = torch.randn(n, 3, generator=gen)
+    means[0] = -(viewmats[0, :3, :3].T @ viewmats[0, :3, 3])  # the first camera's centre
+    coeffs = 0.8 * torch.randn(n, 16, 3, generator=gen)
+    results = []
+    for fused in (False, True):
+        m, c = means.clone().requires_grad_(True), coeffs.clone().requires_grad_(True)
+        rgb = _features(m, c, viewmats, degree, 2, fused=fused)
+        (rgb * torch.rand(rgb.shape, generator=torch.Generator().manual_seed(9))).sum().backward()
+        results.append((rgb.detach(), c.grad, m.grad))
+    (ref, ref_c, ref_m), (out, out_c, out_m) = results
+    assert (ref == 0).any(), "some colours are clamped"
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(out_c, ref_c, atol=1e-5)
+    assert torch.allclose(out_m[1:], ref_m[1:], rtol=1e-4, atol=1e-5)  # [0]: at a camera centre, ~1/eps

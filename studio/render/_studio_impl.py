@@ -131,3 +131,23 @@ class _RasterizeToPixels(torch.autograd.Function):
             v_alphas.contiguous(),
         )
         return v_means2d, v_conics, v_colors_in, v_opacities, None, None, None, None
+
+
+class SHColorsCPU(torch.autograd.Function):
+    """``rgb = max(0, 0.5 + SH(normalize(mean - campos)))`` [C,N,3] by the extension's
+    ``sh_colors_fwd_cpu`` / ``sh_colors_bwd_cpu`` (float32 CPU; gradients in coeffs and means;
+    campos is a constant). ``apply(degree, coeffs [N,K,3], means [N,3], campos [C,3])``."""
+
+    @staticmethod
+    def forward(ctx, degree, coeffs, means, campos):
+        ext = load_extension("gauss")
+        inputs = [t.detach().contiguous() for t in (coeffs, means, campos)]
+        ctx.save_for_backward(*inputs)
+        ctx.degree = degree
+        return ext.sh_colors_fwd_cpu(degree, *inputs)
+
+    @staticmethod
+    def backward(ctx, v_colors):
+        ext = load_extension("gauss")
+        v_coeffs, v_means = ext.sh_colors_bwd_cpu(ctx.degree, *ctx.saved_tensors, v_colors.contiguous())
+        return None, v_coeffs, v_means, None

@@ -84,7 +84,7 @@ def rasterize(
     """
     backend = resolve_backend(backend, means.device)
     n_cams = viewmats.shape[0]
-    feats = _features(means, colors, viewmats, sh_degree, n_cams)
+    feats = _features(means, colors, viewmats, sh_degree, n_cams, fused=backend == "studio")
     if backend == "gsplat":
         color, alpha, depth, meta = _render_gsplat(
             means, quats, scales, opacities, feats, viewmats, Ks, width, height, near_plane, eps2d
@@ -101,13 +101,25 @@ def rasterize(
     return RenderOut(color=color, alpha=alpha, depth=depth, normal=normal, meta=meta)
 
 
-def _features(means: Tensor, colors: Tensor, viewmats: Tensor, sh_degree: Optional[int], n_cams: int) -> Tensor:
-    """Per-camera features [C,N,D] from plain features or SH coefficients."""
+def _features(
+    means: Tensor, colors: Tensor, viewmats: Tensor, sh_degree: Optional[int], n_cams: int, fused: bool = False
+) -> Tensor:
+    """Per-camera features [C,N,D] from plain features or SH coefficients; ``fused``: SH colours of
+    float32 CPU tensors by the extension (``SHColorsCPU``) unless the cameras need gradients."""
     if sh_degree is not None:
         if colors.ndim != 3 or colors.shape[-1] != 3 or colors.shape[0] != means.shape[0]:
             raise ValueError(f"With sh_degree set, colors must be [N,K,3]; got {tuple(colors.shape)}.")
         rot, trans = viewmats[:, :3, :3], viewmats[:, :3, 3]
         campos = -(rot.transpose(-1, -2) @ trans[..., None])[..., 0]  # [C,3]
+        tensors = (means, colors, viewmats)
+        if (
+            fused
+            and not viewmats.requires_grad
+            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        ):
+            from studio.render._studio_impl import SHColorsCPU
+
+            return SHColorsCPU.apply(sh_degree, colors, means, campos)
         dirs = means[None] - campos[:, None]  # [C,N,3]
         return torch.clamp_min(eval_sh(sh_degree, colors[None].expand(n_cams, -1, -1, -1), dirs) + 0.5, 0.0)
     if colors.ndim == 2:
