@@ -69,15 +69,17 @@ def drag(devtools: DevTools, x: float, y: float, dx: float) -> None:
     devtools.call("Input.dispatchMouseEvent", type="mouseReleased", x=x + dx, y=y, button="left", clickCount=1)
 
 
-def full_frame_readout(devtools: DevTools, previous: str, timeout: float) -> str:
-    """The next full-resolution readout different from ``previous`` (the camera must have moved)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def full_frame_readout(devtools: DevTools, previous: str, timeout: float, same_after: float = 5.0) -> str:
+    """The next full-resolution readout: the first one different from ``previous`` or, once
+    ``same_after`` seconds have passed, ``previous`` itself (two frames can read the same)."""
+    start = time.monotonic()
+    text = previous
+    while time.monotonic() - start < timeout:
         text = devtools.call("Runtime.evaluate", expression=READOUT_JS)["result"].get("value", "")
-        if FULL_FRAME.search(text) and text != previous:
+        if FULL_FRAME.search(text) and (text != previous or time.monotonic() - start > same_after):
             return text
         time.sleep(0.1)
-    raise SystemExit(f"no full-resolution frame within {timeout:.0f} s (last readout: {previous!r}).")
+    raise SystemExit(f"no full-resolution frame within {timeout:.0f} s (last readout: {text!r}).")
 
 
 def main() -> None:
