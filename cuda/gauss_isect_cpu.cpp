@@ -103,10 +103,7 @@ std::vector<at::Tensor> isect_tiles_cpu(const at::Tensor& means2d, const at::Ten
               "extents must be [C,N,2]");
   TORCH_CHECK(depths.dim() == 2 && depths.size(0) == C && depths.size(1) == N, "depths must be [C,N]");
   TORCH_CHECK(width > 0 && height > 0, "width and height must be positive");
-  for (const at::Tensor* t : {&means2d, &extents, &depths}) {
-    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous(),
-                "isect_tiles_cpu takes contiguous float32 CPU tensors");
-  }
+  check_cpu_float32({&means2d, &extents, &depths}, "isect_tiles_cpu");
   TORCH_CHECK(N < (int64_t(1) << 31) / std::max<int64_t>(C, 1), "too many Gaussians for int32 indices");
   TORCH_CHECK(width < (int64_t(1) << 19) && height < (int64_t(1) << 19), "images wider or higher than 2^19 pixels");
   const int32_t tile_w = int32_t((width + kTileSize - 1) / kTileSize);

@@ -150,10 +150,7 @@ void rotmat_backward(const float* qn, const Mat3& v, float* v_qn) {
 
 void check_projection_inputs(const at::Tensor& means, const at::Tensor& quats, const at::Tensor& scales,
                              const at::Tensor& viewmats, const at::Tensor& Ks) {
-  for (const at::Tensor* tensor : {&means, &quats, &scales, &viewmats, &Ks}) {
-    TORCH_CHECK(tensor->device().is_cpu() && tensor->scalar_type() == at::kFloat && tensor->is_contiguous(),
-                "project_*_cpu takes contiguous float32 CPU tensors");
-  }
+  check_cpu_float32({&means, &quats, &scales, &viewmats, &Ks}, "project_*_cpu");
   const int64_t N = means.size(0), C = viewmats.size(0);
   TORCH_CHECK(means.dim() == 2 && means.size(1) == 3, "means must be [N,3]");
   TORCH_CHECK(quats.dim() == 2 && quats.size(0) == N && quats.size(1) == 4, "quats must be [N,4]");
@@ -207,10 +204,7 @@ std::vector<at::Tensor> project_bwd_cpu(const at::Tensor& means, const at::Tenso
                                         bool viewmats_grad) {
   check_projection_inputs(means, quats, scales, viewmats, Ks);
   const int64_t N = means.size(0), C = viewmats.size(0);
-  for (const at::Tensor* tensor : {&v_means2d, &v_conics, &v_depths}) {
-    TORCH_CHECK(tensor->device().is_cpu() && tensor->scalar_type() == at::kFloat && tensor->is_contiguous(),
-                "project_bwd_cpu takes contiguous float32 CPU gradients");
-  }
+  check_cpu_float32({&v_means2d, &v_conics, &v_depths}, "project_bwd_cpu", "gradients");
   TORCH_CHECK(v_means2d.numel() == C * N * 2 && v_conics.numel() == C * N * 3 && v_depths.numel() == C * N,
               "project_bwd_cpu: gradients must be [C,N,2], [C,N,3], [C,N]");
   const std::vector<Camera> cams = make_cameras(viewmats, Ks, width, height);

@@ -22,6 +22,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,16 @@ STUDIO_HOST_DEVICE bool gauss_contributes(float sigma, float alpha) {
 }
 
 // ---- CPU (at::parallel_for over tiles) ----
+
+// Every tensor of `tensors` on the CPU, float32 and contiguous, or one error: "`function` takes
+// contiguous float32 CPU `what`".
+inline void check_cpu_float32(std::initializer_list<const at::Tensor*> tensors, const char* function,
+                              const char* what = "tensors") {
+  for (const at::Tensor* t : tensors) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous(), function,
+                " takes contiguous float32 CPU ", what);
+  }
+}
 
 // Returns {colors [C,H,W,D], alphas [C,H,W,1], final_T [C,H,W], last_ids [C,H,W] int32}.
 std::vector<at::Tensor> rasterize_fwd_cpu(

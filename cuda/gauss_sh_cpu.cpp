@@ -74,10 +74,7 @@ struct Direction {
 
 void check_sh_inputs(int64_t degree, const at::Tensor& coeffs, const at::Tensor& means, const at::Tensor& campos) {
   TORCH_CHECK(degree >= 0 && degree <= 3, "SH degree must be 0..3");
-  for (const at::Tensor* t : {&coeffs, &means, &campos}) {
-    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous(),
-                "sh_colors_*_cpu takes contiguous float32 CPU tensors");
-  }
+  check_cpu_float32({&coeffs, &means, &campos}, "sh_colors_*_cpu");
   TORCH_CHECK(coeffs.dim() == 3 && coeffs.size(2) == 3 && coeffs.size(1) >= (degree + 1) * (degree + 1),
               "coeffs must be [N,K,3] with K >= (degree + 1)^2");
   TORCH_CHECK(means.dim() == 2 && means.size(0) == coeffs.size(0) && means.size(1) == 3, "means must be [N,3]");
