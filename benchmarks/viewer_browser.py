@@ -20,14 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import torch
 
 from studio.export import save_gaussians_ply
 from studio.gaussians import Gaussians, rgb_to_sh
-from studio.viewer.devtools import CHROMIUM, DevTools, headless_chromium
+from studio.viewer.devtools import CHROMIUM, DevTools, headless_chromium, wait_http
 
 READOUT_JS = "Array.from(document.querySelectorAll('input')).map(e => e.value).filter(v => v.includes('fps')).join('|')"
 FULL_FRAME = re.compile(r"(\d+) ms \(([\d.]+) fps\), (\d+)x(\d+) full")
@@ -45,20 +44,6 @@ def random_scene(path: Path, n: int, seed: int = 0) -> Path:
     )
     save_gaussians_ply(path, gaussians)
     return path
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    """Wait until ``url`` answers; one clear error if the viewer exits or never answers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"studio view exited (code {proc.returncode}) before serving {url}.")
-        try:
-            with urllib.request.urlopen(url, timeout=1.0):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f} s.")
 
 
 def drag(devtools: DevTools, x: float, y: float, dx: float) -> None:
@@ -103,7 +88,10 @@ def main() -> None:
         viewer = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{args.port}/"
-            wait_http(url, viewer, timeout=120.0)
+            try:
+                wait_http(url, viewer, timeout=120.0)
+            except RuntimeError as err:
+                raise SystemExit(f"studio view: {err}.") from None
             with headless_chromium(width, height) as devtools:
                 devtools.navigate(url)
                 readout = full_frame_readout(devtools, "", timeout=180.0)  # first use may build the extension

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from studio.cameras import look_at
 from studio.export import save_gaussians_ply
 from studio.gaussians import Gaussians, rgb_to_sh
 from studio.viewer.camera import image_size, viser_to_opencv
-from studio.viewer.devtools import CHROMIUM, DevTools, headless_chromium
+from studio.viewer.devtools import CHROMIUM, DevTools, headless_chromium, wait_http
 from studio.viewer.gaussian_renderer import ClientRenderLoop, ViewSettings
 
 # The reference backend: the viewer's behaviour does not depend on the backend, and `auto` (the C++
@@ -67,18 +66,6 @@ def _viewer(path: Path, port: int, *extra: str):
     return studio_process("view", str(path), "--port", str(port), "--backend", BACKEND, *extra)
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "studio view exited early"
-        try:
-            with urllib.request.urlopen(url, timeout=1.0) as resp:
-                return resp.status
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer within {timeout} s")
-
-
 def _wait_for_line(lines: list[str], text: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,7 +89,7 @@ def test_view_serves_page_on_loopback_only(scene, request):
     port = free_port()
     start = time.monotonic()
     with _viewer(path, port) as (proc, lines):
-        assert _wait_http(f"http://127.0.0.1:{port}/", proc, timeout=10.0) == 200
+        assert wait_http(f"http://127.0.0.1:{port}/", proc, timeout=10.0) == 200
         assert time.monotonic() - start < 10.0
         listening = [
             c.laddr for c in psutil.Process(proc.pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
@@ -211,7 +198,7 @@ def test_browser_shows_rendered_gaussians(gaussian_ply, tmp_path):
 
     port = free_port()
     with _viewer(gaussian_ply, port, "--max-resolution", "256") as (proc, lines), headless_chromium() as devtools:
-        _wait_http(f"http://127.0.0.1:{port}/", proc, timeout=10.0)
+        wait_http(f"http://127.0.0.1:{port}/", proc, timeout=10.0)
         devtools.navigate(f"http://127.0.0.1:{port}/")
         deadline = time.monotonic() + 45.0
         while True:

@@ -20,6 +20,21 @@ from typing import Iterator
 CHROMIUM = Path("/usr/bin/chromium")
 
 
+def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> int:
+    """Wait until ``url`` answers (the HTTP status) while the server process ``proc`` runs; a
+    RuntimeError if it exits first or does not answer within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited (code {proc.returncode}) before serving {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                return resp.status
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
 class DevTools:
     """Minimal Chrome DevTools protocol client over a page target's websocket."""
 
