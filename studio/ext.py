@@ -163,12 +163,6 @@ def load_extension(name: str = "gauss", with_cuda: Optional[bool] = None, verbos
         return module
 
 
-def cpu_kernels_take(*tensors: torch.Tensor) -> bool:
-    """Whether the extensions' CPU kernels serve these tensors: all float32, all on the CPU (the
-    ``fused`` paths of ``studio.render`` and ``studio.metrics.ssim`` fall back to PyTorch otherwise)."""
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-
-
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m studio.ext", description="Build studio's C++/CUDA extensions.")
     parser.add_argument("names", nargs="*", default=sorted(EXTENSIONS), help="extensions to build (default: all)")

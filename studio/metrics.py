@@ -10,8 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from studio.ext import cpu_kernels_take, load_extension
-
 
 def psnr(pred: Tensor, target: Tensor) -> Tensor:
     """Peak signal-to-noise ratio in dB for images in [0,1] (any shape; mean over all values)."""
@@ -46,7 +44,8 @@ def ssim(pred: Tensor, target: Tensor, window: int = 11) -> Tensor:
     height, width = pred.shape[-2:]
     if height < window or width < window:
         raise ValueError(f"SSIM needs images of at least {window}x{window} pixels; got {height}x{width}.")
-    if cpu_kernels_take(pred, target) and not target.requires_grad:
+    on_cpu = not (pred.is_cuda or target.is_cuda) and pred.dtype == target.dtype == torch.float32
+    if on_cpu and not target.requires_grad:
         weights = gaussian_window_1d(window)
         return _SSIMCPU.apply(pred.reshape(-1, height, width), target.reshape(-1, height, width), weights)
     return ssim_torch(pred, target, window)
@@ -74,12 +73,16 @@ class _SSIMCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+        from studio.ext import load_extension
+
         inputs = [pred.detach().contiguous(), target.detach().contiguous(), weights.contiguous()]
         ctx.save_for_backward(*inputs)
         return load_extension("image", with_cuda=False).ssim_fwd_cpu(*inputs)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
+        from studio.ext import load_extension
+
         grad = load_extension("image", with_cuda=False).ssim_bwd_cpu(*ctx.saved_tensors, float(grad_out))
         return grad, None, None
 

@@ -12,7 +12,7 @@ A Gaussian gets radius 0 (culled) when z < near_plane, det(cov2d) <= 0, or its s
 
 This vectorised PyTorch version (autograd gives its backward) is the reference and serves the
 ``torch`` backend and CUDA tensors; the ``studio`` backend projects float32 CPU tensors with the
-fused kernels of ``cuda/gauss_project_cpu.cpp`` (``project_gaussians(..., fused=True)``: same
+fused kernels of ``cuda/gauss_project_cpu.cpp`` (``_studio_impl.project_gaussians_studio``, same
 maths, hand-written backward).
 """
 
@@ -23,7 +23,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from studio.ext import cpu_kernels_take
 from studio.gaussians.rotation import quat_to_rotmat
 
 
@@ -70,7 +69,7 @@ def project_gaussians(
         ``Projected`` (differentiable in means2d, conics, depths).
     """
     inputs = (means, quats, scales, viewmats, Ks)
-    if fused and cpu_kernels_take(*inputs):
+    if fused and not any(t.is_cuda or t.dtype != torch.float32 for t in inputs):
         from studio.render._studio_impl import ProjectGaussiansCPU
 
         return Projected(*ProjectGaussiansCPU.apply(*inputs, width, height, near_plane, eps2d))

@@ -13,7 +13,6 @@ from typing import Any, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from studio.ext import cpu_kernels_take
 from studio.gaussians.sh import eval_sh
 from studio.render.normals import depth_to_normal
 from studio.render.projection import project_gaussians
@@ -112,7 +111,12 @@ def _features(
             raise ValueError(f"With sh_degree set, colors must be [N,K,3]; got {tuple(colors.shape)}.")
         rot, trans = viewmats[:, :3, :3], viewmats[:, :3, 3]
         campos = -(rot.transpose(-1, -2) @ trans[..., None])[..., 0]  # [C,3]
-        if fused and not viewmats.requires_grad and cpu_kernels_take(means, colors, viewmats):
+        tensors = (means, colors, viewmats)
+        if (
+            fused
+            and not viewmats.requires_grad
+            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        ):
             from studio.render._studio_impl import SHColorsCPU
 
             return SHColorsCPU.apply(sh_degree, colors, means, campos)

@@ -20,8 +20,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from studio.ext import cpu_kernels_take, load_extension
-
 TILE_SIZE = 16
 
 
@@ -57,7 +55,9 @@ def tile_extents(radii: Tensor, conics: Tensor, opacities: Tensor, fused: bool =
     Returns:
         [C,N,2] float32 half-sizes (x, y) in pixels, 0 where culled.
     """
-    if fused and cpu_kernels_take(conics, opacities):
+    if fused and not (conics.is_cuda or opacities.is_cuda) and conics.dtype == opacities.dtype == torch.float32:
+        from studio.ext import load_extension
+
         ext = load_extension("gauss")
         return ext.tile_extents_cpu(
             radii.int().contiguous(), conics.detach().contiguous(), opacities.detach().contiguous()
