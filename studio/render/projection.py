@@ -12,7 +12,7 @@ A Gaussian gets radius 0 (culled) when z < near_plane, det(cov2d) <= 0, or its s
 
 This vectorised PyTorch version (autograd gives its backward) is the reference and serves the
 ``torch`` backend and CUDA tensors; the ``studio`` backend projects float32 CPU tensors with the
-fused kernels of ``cuda/gauss_project_cpu.cpp`` (``_studio_impl.project_gaussians_studio``, same
+fused kernels of ``cuda/gauss_project_cpu.cpp`` (``project_gaussians(..., fused=True)``: same
 maths, hand-written backward).
 """
 
